@@ -113,17 +113,16 @@ def eval_(json_output: bool = JSON_OPTION) -> None:
 
 @app.command()
 def report(
-    source: Path = typer.Argument(..., help="A JSON sidecar written by any diffkit command."),
-    out: Path | None = typer.Option(None, "--out", help="HTML file to write (default: beside the JSON)."),
+    reports_dir: Path = typer.Argument(Path("reports"), help="Folder of reports written by diffkit commands."),
     json_output: bool = JSON_OPTION,
 ) -> None:
-    """Re-render the HTML report from a JSON sidecar.
+    """Write an index page (reports/index.html) listing every report with its headline numbers.
 
-    Example: diffkit report reports/scrape-20261122-101500.json
+    Example: diffkit report reports
     """
-    from diffkit.report import rerender_report
+    from diffkit.report import IndexConfig, build_index
 
-    _run(lambda: rerender_report(source, out), json_output)
+    _run(lambda: build_index(IndexConfig(reports_dir=reports_dir)), json_output)
 
 
 @app.command()
@@ -134,6 +133,7 @@ def demo(json_output: bool = JSON_OPTION) -> None:
 
 def main() -> None:
     app()
+
 
 
 if __name__ == "__main__":

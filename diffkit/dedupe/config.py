@@ -1,0 +1,92 @@
+"""What ``diffkit dedupe`` is asked to do: one frozen, typed config (the CLI only builds this)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from diffkit.errors import DiffkitError
+
+HashKind = Literal["phash", "dhash", "whash", "ahash"]
+Action = Literal["report", "move", "delete"]
+
+HASH_KINDS: tuple[str, ...] = ("phash", "dhash", "whash", "ahash")
+ACTIONS: tuple[str, ...] = ("report", "move", "delete")
+IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp"})
+
+# Default Hamming thresholds (64-bit hashes), measured with benchmarks/bench_dedupe.py --calibrate on
+# procedurally drawn, eye-aligned faces (the hard case: aligned faces hash alike) and copies re-encoded
+# (JPEG q50-95), resized (0.5x-2x), brightened (+-10 %) and cropped (<= 3 %). See docs/readme/dedupe.md.
+DEFAULT_THRESHOLDS: dict[str, int] = {"phash": 8, "dhash": 8, "whash": 6, "ahash": 4}
+
+# JPEGs are decoded by libjpeg's DCT scaling to >= 256 px in grayscale (several times faster than a full
+# decode). Hashes from different decode paths differ by a few bits, so the path is part of the cache key
+# and of every output.
+DECODE_DRAFT = "draft-L-256"
+DECODE_FULL = "full"
+DECODE_PATHS: tuple[str, ...] = (DECODE_DRAFT, DECODE_FULL)
+
+CACHE_NAME = ".diffkit-hashcache.sqlite"
+MANIFEST_NAME = "manifest.sqlite"
+
+
+def default_quarantine(directory: Path) -> Path:
+    """Beside the folder, not inside it, so a training run over ``directory`` never sees the quarantine."""
+    directory = directory.resolve()
+    return directory.parent / f"{directory.name}-duplicates"
+
+
+@dataclass(frozen=True)
+class DedupeConfig:
+    directory: Path
+    hash_kind: HashKind = "phash"
+    threshold: int | None = None  # None: DEFAULT_THRESHOLDS[hash_kind]
+    action: Action = "report"
+    quarantine: Path | None = None  # None: default_quarantine(directory)
+    yes: bool = False
+    report_path: Path | None = None  # None: reports/dedupe-<timestamp>.html
+    write_report: bool = True
+    workers: int | None = None  # None: all cores
+    decode: str = DECODE_DRAFT
+    use_cache: bool = True
+    progress: bool = True
+
+    @property
+    def effective_threshold(self) -> int:
+        return DEFAULT_THRESHOLDS[self.hash_kind] if self.threshold is None else int(self.threshold)
+
+    @property
+    def effective_workers(self) -> int:
+        return max(1, self.workers if self.workers is not None else (os.cpu_count() or 1))
+
+    @property
+    def effective_quarantine(self) -> Path:
+        return (self.quarantine or default_quarantine(self.directory)).resolve()
+
+    def validate(self) -> None:
+        """Raise a :class:`DiffkitError` naming the fix for any option a user got wrong."""
+        if not self.directory.exists():
+            raise DiffkitError(f"folder {self.directory} does not exist; pass the folder that holds the images")
+        if not self.directory.is_dir():
+            raise DiffkitError(f"{self.directory} is a file, not a folder; pass the folder that holds it")
+        if self.hash_kind not in HASH_KINDS:
+            raise DiffkitError(f"--hash must be one of {', '.join(HASH_KINDS)}, got {self.hash_kind!r}")
+        if not 0 <= self.effective_threshold <= 64:
+            raise DiffkitError(f"--threshold must be between 0 and 64 bits, got {self.effective_threshold}")
+        if self.action not in ACTIONS:
+            raise DiffkitError(f"--action must be one of {', '.join(ACTIONS)}, got {self.action!r}")
+        if self.action == "delete" and not self.yes:
+            raise DiffkitError("--action delete removes files for good; add --yes, or use --action move")
+        if self.decode not in DECODE_PATHS:
+            raise DiffkitError(f"decode must be one of {', '.join(DECODE_PATHS)}, got {self.decode!r}")
+        if self.workers is not None and self.workers < 1:
+            raise DiffkitError(f"--workers must be at least 1, got {self.workers}")
+        if self.action == "move":
+            root = self.directory.resolve()
+            quarantine = self.effective_quarantine
+            if quarantine == root or quarantine in root.parents:
+                raise DiffkitError(
+                    f"quarantine folder {quarantine} contains {root}; pass --to a folder outside it"
+                )

@@ -1,0 +1,134 @@
+"""The Gaussian diffusion process: closed-form forward noising, prediction targets and the training loss.
+
+Forward process (Ho et al. 2020, eq. 4): ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps``.
+The network predicts either ``eps`` or ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0`` (Salimans & Ho
+2022); v stays well-scaled at both ends of the schedule, where eps-prediction has to divide by
+``sqrt(abar_t) -> 0`` to recover x_0. The loss is weighted with min-SNR-gamma (Hang et al. 2023).
+
+Everything here runs in float32 even under autocast: the model output is cast up before the loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from diffkit.diffusion.schedules import NoiseSchedule, make_schedule
+from diffkit.errors import DiffkitError
+
+PREDICTIONS = ("v", "eps")
+DEFAULT_MIN_SNR_GAMMA = 5.0
+
+Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def min_snr_weight(snr: torch.Tensor, prediction: str, gamma: float | None) -> torch.Tensor:
+    """Per-timestep loss weight that makes each objective equal to ``min(snr, gamma) * |x0 error|^2``.
+
+    ``|eps error|^2 = snr * |x0 error|^2`` and ``|v error|^2 = (snr + 1) * |x0 error|^2``, hence
+    ``min(snr, gamma) / snr`` for eps and ``min(snr, gamma) / (snr + 1)`` for v. ``gamma=None`` gives the
+    unweighted loss (all ones).
+    """
+    if gamma is None:
+        return torch.ones_like(snr)
+    clipped = snr.clamp(max=gamma)
+    if prediction == "eps":
+        return clipped / snr
+    if prediction == "v":
+        return clipped / (snr + 1.0)
+    raise DiffkitError(f"unknown prediction type {prediction!r}; use one of: {', '.join(PREDICTIONS)}")
+
+
+@dataclass
+class GaussianDiffusion:
+    """A noise schedule plus what the network predicts; owns no weights and no optimiser."""
+
+    schedule: NoiseSchedule
+    prediction: str = "v"
+    min_snr_gamma: float | None = DEFAULT_MIN_SNR_GAMMA
+    _device_tables: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.prediction not in PREDICTIONS:
+            raise DiffkitError(
+                f"unknown prediction type {self.prediction!r}; use one of: {', '.join(PREDICTIONS)}"
+            )
+
+    @classmethod
+    def create(
+        cls,
+        schedule: str = "cosine",
+        prediction: str = "v",
+        num_timesteps: int = 1000,
+        min_snr_gamma: float | None = DEFAULT_MIN_SNR_GAMMA,
+    ) -> GaussianDiffusion:
+        return cls(make_schedule(schedule, num_timesteps), prediction, min_snr_gamma)
+
+    @property
+    def num_timesteps(self) -> int:
+        return self.schedule.num_timesteps
+
+    # Per-timestep coefficients: computed in float64 once, cast to float32 once per device (MPS has no
+    # float64) and gathered by index, so no host-device sync happens inside the training step.
+    def _tables(self, device: torch.device) -> dict[str, torch.Tensor]:
+        key = str(device)
+        if key not in self._device_tables:
+            abar = self.schedule.alphas_cumprod
+            snr = self.schedule.snr
+            f64 = {
+                "sqrt_abar": abar.sqrt(),
+                "sqrt_one_minus_abar": (1.0 - abar).sqrt(),
+                "weight": min_snr_weight(snr, self.prediction, self.min_snr_gamma),
+            }
+            self._device_tables[key] = {k: v.to(torch.float32).to(device) for k, v in f64.items()}
+        return self._device_tables[key]
+
+    def _coef(self, name: str, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        values = self._tables(like.device)[name][t.to(like.device)]
+        return values.reshape(-1, *([1] * (like.ndim - 1)))
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Sample x_t ~ q(x_t | x_0) in closed form for integer timesteps ``t`` [B]."""
+        return self._coef("sqrt_abar", t, x0) * x0 + self._coef("sqrt_one_minus_abar", t, x0) * noise
+
+    def v_target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self._coef("sqrt_abar", t, x0) * noise - self._coef("sqrt_one_minus_abar", t, x0) * x0
+
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the network is trained to output at (x_t, t)."""
+        return noise if self.prediction == "eps" else self.v_target(x0, noise, t)
+
+    def split_prediction(
+        self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Turn the network output at (x_t, t) into (predicted x_0, predicted eps)."""
+        out = model_output.float()
+        a = self._coef("sqrt_abar", t, x_t)
+        s = self._coef("sqrt_one_minus_abar", t, x_t)
+        if self.prediction == "eps":
+            return (x_t - s * out) / a, out
+        return a * x_t - s * out, s * x_t + a * out
+
+    def loss_weight(self, t: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
+        device = device if device is not None else t.device
+        return self._tables(device)["weight"][t.to(device)]
+
+    def sample_training_inputs(
+        self, x0: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw timesteps (uniform over 0..T-1) and unit Gaussian noise for a batch, from ``generator``."""
+        device = generator.device if generator is not None else x0.device
+        t = torch.randint(0, self.num_timesteps, (x0.shape[0],), device=device, generator=generator)
+        noise = torch.randn(x0.shape, device=device, dtype=torch.float32, generator=generator)
+        return t.to(x0.device), noise.to(x0.device)
+
+    def loss(self, model: Model, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Min-SNR-weighted mean squared error of the prediction target, averaged over the batch."""
+        x0 = x0.float()
+        t, noise = self.sample_training_inputs(x0, generator)
+        x_t = self.q_sample(x0, t, noise)
+        output = model(x_t, t.to(torch.float32))
+        per_sample = (output.float() - self.target(x0, noise, t)).square().mean(dim=tuple(range(1, x0.ndim)))
+        return (self.loss_weight(t, x0.device) * per_sample).mean()

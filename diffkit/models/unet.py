@@ -1,0 +1,108 @@
+"""The diffusion U-Net: input conv, down path with skips, middle block, up path, output conv.
+
+``UNet(config)(x, t)`` maps noisy images ``x`` (NCHW) and timesteps ``t`` (float, [B], in [0, 1000))
+to a tensor of the same shape; what it predicts (epsilon, v) is the diffusion module's business.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from diffkit.models.blocks import AttentionBlock, Downsample, ResBlock, TimestepEmbedding, Upsample, zero_init
+from diffkit.models.config import UNetConfig, group_count
+
+__all__ = ["UNet"]
+
+
+class _Stage(nn.Module):
+    """A residual block optionally followed by self-attention (one U-Net "layer")."""
+
+    def __init__(self, res: ResBlock, attention: AttentionBlock | None) -> None:
+        super().__init__()
+        self.res = res
+        self.attention = attention
+
+    def forward(self, x: Tensor, embedding: Tensor) -> Tensor:
+        x = self.res(x, embedding)
+        return x if self.attention is None else self.attention(x)
+
+
+class UNet(nn.Module):
+    def __init__(self, config: UNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        ch = config.channels
+        embed_dim = 4 * ch
+        self.time_embedding = TimestepEmbedding(ch, embed_dim)
+        # One extra label for "no label" so classifier-free guidance can drop the condition.
+        self.label_embedding = nn.Embedding(config.num_classes + 1, embed_dim) if config.num_classes else None
+
+        def stage(c_in: int, c_out: int, size: int) -> _Stage:
+            attention = AttentionBlock(c_out, config.head_dim) if size in config.attention_resolutions else None
+            return _Stage(ResBlock(c_in, c_out, embed_dim, config.dropout), attention)
+
+        self.input_conv = nn.Conv2d(config.in_channels, ch, 3, padding=1)
+        self.down = nn.ModuleList()
+        self.downsample = nn.ModuleList()
+        skip_channels = [ch]
+        current = ch
+        sizes = config.level_resolutions
+        for level, mult in enumerate(config.channel_mults):
+            blocks = nn.ModuleList()
+            for _ in range(config.num_res_blocks):
+                blocks.append(stage(current, ch * mult, sizes[level]))
+                current = ch * mult
+                skip_channels.append(current)
+            self.down.append(blocks)
+            last = level == len(config.channel_mults) - 1
+            self.downsample.append(nn.Identity() if last else Downsample(current))
+            if not last:
+                skip_channels.append(current)
+
+        self.middle = nn.ModuleList(
+            [
+                _Stage(ResBlock(current, current, embed_dim, config.dropout), AttentionBlock(current, config.head_dim)),
+                _Stage(ResBlock(current, current, embed_dim, config.dropout), None),
+            ]
+        )
+
+        self.up = nn.ModuleList()
+        self.upsample = nn.ModuleList()
+        for level in reversed(range(len(config.channel_mults))):
+            blocks = nn.ModuleList()
+            for _ in range(config.num_res_blocks + 1):
+                blocks.append(stage(current + skip_channels.pop(), ch * config.channel_mults[level], sizes[level]))
+                current = ch * config.channel_mults[level]
+            self.up.append(blocks)
+            self.upsample.append(Upsample(current) if level > 0 else nn.Identity())
+
+        self.output_norm = nn.GroupNorm(group_count(current), current)
+        self.output_conv = zero_init(nn.Conv2d(current, config.output_channels, 3, padding=1))
+
+    def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
+        if t.ndim == 0:
+            t = t.expand(x.shape[0])
+        embedding = self.time_embedding(t)
+        if self.label_embedding is not None:
+            if labels is None:  # unconditional: the null label
+                labels = torch.full((x.shape[0],), self.config.num_classes, device=x.device, dtype=torch.long)
+            embedding = embedding + self.label_embedding(labels)
+
+        h = self.input_conv(x)
+        skips = [h]
+        for blocks, downsample in zip(self.down, self.downsample, strict=True):
+            for block in blocks:
+                h = block(h, embedding)
+                skips.append(h)
+            if not isinstance(downsample, nn.Identity):
+                h = downsample(h)
+                skips.append(h)
+        for block in self.middle:
+            h = block(h, embedding)
+        for blocks, upsample in zip(self.up, self.upsample, strict=True):
+            for block in blocks:
+                h = block(torch.cat([h, skips.pop()], dim=1), embedding)
+            h = upsample(h)
+        return self.output_conv(F.silu(self.output_norm(h)))

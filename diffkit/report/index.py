@@ -1,0 +1,33 @@
+"""``diffkit report``: one index page over every report in a folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from diffkit.atomic import atomic_write_text
+from diffkit.errors import DiffkitError
+from diffkit.report.render import render_index
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    reports_dir: Path = Path("reports")
+
+
+@dataclass
+class IndexResult:
+    index: Path
+    n_reports: int
+
+    def summary_lines(self) -> list[str]:
+        return [f"{self.n_reports} reports listed in [bold]{self.index}[/]"]
+
+
+def build_index(config: IndexConfig) -> IndexResult:
+    if not config.reports_dir.is_dir():
+        raise DiffkitError(f"no reports folder at {config.reports_dir}: run a diffkit command first")
+    html, n_reports = render_index(config.reports_dir)
+    index_path = config.reports_dir / "index.html"
+    atomic_write_text(index_path, html, durable=False)
+    return IndexResult(index=index_path, n_reports=n_reports)

@@ -1,0 +1,92 @@
+"""The typed, frozen configuration of one ``diffkit scrape`` run, with the defaults and their reasons."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from diffkit import __version__
+from diffkit.errors import DiffkitError
+
+DEFAULT_USER_AGENT = f"diffkit/{__version__} (+https://github.com/diffkit/diffkit)"
+
+# thispersondoesnotexist.com moved its image endpoint over the years; the newest first.
+TPDNE_ENDPOINTS: tuple[str, ...] = (
+    "https://thispersondoesnotexist.com/random-person.jpeg",
+    "https://thispersondoesnotexist.com/",
+    "https://thispersondoesnotexist.com/image",
+)
+
+
+@dataclass(frozen=True)
+class ScrapeConfig:
+    """Everything one scrape needs. ``url=None`` probes ``candidate_urls`` in order; a URL is used as is."""
+
+    n: int
+    out: Path = Path("data/faces")
+    url: str | None = None
+    concurrency: int = 2
+    rps: float = 1.0  # polite: the site publishes no limit and serves everyone from one generator
+    timeout_s: float = 30.0  # whole request, not per socket read (httpx's own timeout is per read)
+    max_retries: int = 5  # transient failures (429, 5xx, timeouts, connection errors) of one request
+    user_agent: str = DEFAULT_USER_AGENT
+    expect_size: tuple[int, int] | None = None
+    near_dup_threshold: int = 4  # pHash Hamming distance; see docs/readme/scrape.md for the choice
+    candidate_urls: tuple[str, ...] = TPDNE_ENDPOINTS
+    max_consecutive_failures: int = 10  # any failed response in a row (all workers) stops the run
+    max_block_pages: int = 5  # HTML/403 answers in a row: the site is blocking us
+    exhaustion_window: int = 200  # images (kept + duplicates) looked at for the exhaustion check
+    exhaustion_dup_rate: float = 0.5  # duplicates above this fraction of the window: the source is spent
+    backoff_base_s: float = 1.0
+    backoff_cap_s: float = 60.0
+    retry_after_cap_s: float = 600.0  # a longer Retry-After stops the run instead of sleeping for hours
+    max_pixels: int = 40_000_000  # decoded pixels allowed; larger images are decompression bombs
+    max_bytes: int = 50_000_000  # response bodies larger than this are not downloaded to the end
+    metadata_every_s: float = 60.0  # metadata.jsonl is rewritten this often (and always at the end)
+    seed: int | None = None  # jitter seed, for reproducible tests
+    progress: bool = True
+    report: bool = True
+    report_path: Path | None = None  # default reports/scrape-<timestamp>.html
+
+    def replace(self, **changes: object) -> ScrapeConfig:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def validate(self) -> None:
+        """Raise :class:`DiffkitError` for options that cannot work, before any file or socket is touched."""
+        if self.n < 1:
+            raise DiffkitError(f"--n must be at least 1, got {self.n}")
+        if self.concurrency < 1:
+            raise DiffkitError(f"--concurrency must be at least 1, got {self.concurrency}")
+        if not self.rps > 0:
+            raise DiffkitError(f"--rps must be positive, got {self.rps}")
+        if not self.timeout_s > 0:
+            raise DiffkitError(f"--timeout must be positive, got {self.timeout_s}")
+        if self.max_retries < 0:
+            raise DiffkitError(f"--max-retries must be 0 or more, got {self.max_retries}")
+        if not 0 <= self.near_dup_threshold <= 64:
+            raise DiffkitError(f"--near-dup-threshold must be within 0..64 bits, got {self.near_dup_threshold}")
+        if self.expect_size is not None and min(self.expect_size) < 1:
+            raise DiffkitError(f"--expect-size must be positive, got {self.expect_size}")
+        for url in (self.url,) if self.url is not None else self.candidate_urls:
+            check_url(url)
+
+
+def check_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in {"http", "https"}:
+        raise DiffkitError(f"only http:// and https:// URLs can be scraped, got {url!r}")
+    if not parts.hostname:
+        raise DiffkitError(f"the URL {url!r} has no host name")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"1024x1024"`` -> ``(1024, 1024)`` (width, height)."""
+    try:
+        width, height = (int(part) for part in text.lower().replace("×", "x").split("x"))
+    except ValueError:
+        raise DiffkitError(f"--expect-size must look like 1024x1024 (width x height), got {text!r}") from None
+    if width < 1 or height < 1:
+        raise DiffkitError(f"--expect-size must be positive, got {text!r}")
+    return width, height
