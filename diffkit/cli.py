@@ -27,7 +27,7 @@ app = typer.Typer(
     name="diffkit",
     help="Scrape, de-duplicate, train, sample and evaluate image diffusion models on your own hardware.\n\n"
     "Examples:\n\n"
-    "  diffkit demo                          # the whole pipeline on a local fake-face site, minutes on a CPU\n\n"
+    "  diffkit demo                          # the whole pipeline on a local fake-face site\n\n"
     "  diffkit scrape --n 30000              # 30k unique faces into data/faces\n\n"
     "  diffkit train --preset small          # DDPM on data/faces into runs/NNNNN-small\n\n"
     "  diffkit eval --run runs/00000-small --samples 1000 --metrics fid,kid",
@@ -113,7 +113,7 @@ def eval_(json_output: bool = JSON_OPTION) -> None:
 
 @app.command()
 def report(
-    reports_dir: Path = typer.Argument(Path("reports"), help="Folder of reports written by diffkit commands."),
+    reports_dir: Path = typer.Argument(Path("reports"), help="Folder of reports written by diffkit."),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Write an index page (reports/index.html) listing every report with its headline numbers.

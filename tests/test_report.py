@@ -57,7 +57,10 @@ def _hostile_report(tmp_path: Path) -> Report:
                 table=[{"file": HOSTILE, "bytes": 17}, {"file": "b.jpg", "bytes": 3, "extra": 1.5}],
             ),
             Section(heading="Plot", figure=line_plot({"loss": ([0, 1, 2], [3.0, 2.0, 1.0])}, "step", "loss")),
-            Section(heading="Images", images=[ReportImage(image_path, HOSTILE), ReportImage(Image.new("RGB", (8, 8)))]),
+            Section(
+                heading="Images",
+                images=[ReportImage(image_path, HOSTILE), ReportImage(Image.new("RGB", (8, 8)))],
+            ),
         ],
         data={"nested": {"numbers": [1, 2, 3]}},
     )
