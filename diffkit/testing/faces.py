@@ -129,7 +129,7 @@ def _draw_hair_front(pen: _Pen, rng: np.random.Generator, style: str, hair: RGB,
     if style == "bald":
         return
     if style == "mohawk":
-        pen.chord(cx, cy - ry * 0.45, rx * 0.2, ry * 0.75, 180, 360, hair)
+        pen.chord(cx, cy - ry * 0.62, rx * 0.2, ry * 0.62, 180, 360, hair)
         return
     hairline = ry * rng.uniform(0.55, 0.68)  # distance of the hairline above the face centre
     pen.chord(cx, cy - hairline, rx * 1.01, ry - hairline + ry * 0.02, 180, 360, hair)
@@ -232,12 +232,10 @@ def draw_face(rng: np.random.Generator, size: int = 1024) -> Image.Image:
     else:
         pen.arc(cx, mouth_y + ry * 0.05, mouth_w, ry * 0.08, 200, 340, lip, rx * 0.05)
     if glasses:
-        frame = (25, 25, 30)
+        frame, lens = (25, 25, 30), values["eye_rx"] * 1.6
         for side in (-1, 1):
-            pen.arc(cx + side * eye_dx, eye_y, values["eye_rx"] * 1.6, values["eye_rx"] * 1.25, 0, 360,
-                    frame, rx * 0.03)
-        pen.line([(cx - eye_dx + values["eye_rx"] * 1.6, eye_y), (cx + eye_dx - values["eye_rx"] * 1.6, eye_y)],
-                 frame, rx * 0.03)
+            pen.arc(cx + side * eye_dx, eye_y, lens, lens * 0.78, 0, 360, frame, rx * 0.03)
+        pen.line([(cx - eye_dx + lens, eye_y), (cx + eye_dx - lens, eye_y)], frame, rx * 0.03)
 
     image = image.reduce(_SUPERSAMPLE)
     if size != detail:
