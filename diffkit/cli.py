@@ -82,15 +82,87 @@ JSON_OPTION = typer.Option(False, "--json", help="Print one JSON object instead 
 
 
 @app.command()
-def scrape(json_output: bool = JSON_OPTION) -> None:
-    """Collect N unique, valid images from a "random image" URL, politely and resumably."""
-    _run(lambda: _not_built("diffkit scrape"), json_output)
+def scrape(
+    n: int = typer.Option(..., "--n", help="Unique, valid images wanted (rerun to resume, raise to extend)."),
+    out: Path = typer.Option(Path("data/faces"), "--out", help="Output folder: images/, manifest, metadata."),
+    url: str | None = typer.Option(
+        None, "--url", help="Image URL, used as is. Default: probe thispersondoesnotexist.com's endpoints."
+    ),
+    concurrency: int = typer.Option(2, "--concurrency", help="Requests in flight at once."),
+    rps: float = typer.Option(1.0, "--rps", help="Most requests per second (all workers together)."),
+    timeout: float = typer.Option(30.0, "--timeout", help="Seconds allowed for one whole request."),
+    max_retries: int = typer.Option(5, "--max-retries", help="Retries of a request after 429/5xx/timeouts."),
+    user_agent: str | None = typer.Option(
+        None, "--user-agent", help="User-Agent header (default: diffkit/<version> and a contact URL)."
+    ),
+    expect_size: str | None = typer.Option(
+        None, "--expect-size", help="Reject images of any other size, e.g. 1024x1024."
+    ),
+    near_dup_threshold: int = typer.Option(
+        4, "--near-dup-threshold", help="pHash Hamming distance at or below which an image is a duplicate."
+    ),
+    report_path: Path | None = typer.Option(
+        None, "--report", help="HTML report path (default: reports/scrape-<time>.html)."
+    ),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Collect N unique, valid images from a "random image" URL, politely and resumably.
+
+    Example: diffkit scrape --n 30000 --out data/faces --rps 1
+    """
+    from diffkit.scrape import ScrapeConfig
+    from diffkit.scrape import scrape as run_scrape
+    from diffkit.scrape.config import DEFAULT_USER_AGENT, parse_size
+
+    def call() -> Any:
+        config = ScrapeConfig(
+            n=n, out=out, url=url, concurrency=concurrency, rps=rps, timeout_s=timeout,
+            max_retries=max_retries, user_agent=user_agent or DEFAULT_USER_AGENT,
+            expect_size=parse_size(expect_size) if expect_size else None,
+            near_dup_threshold=near_dup_threshold, report_path=report_path, progress=not no_progress,
+        )
+        return run_scrape(config)
+
+    result = _run(call, json_output)
+    if result is not None and result.interrupted:
+        raise typer.Exit(130)
 
 
 @app.command()
-def dedupe(json_output: bool = JSON_OPTION) -> None:
-    """Find exact and perceptual duplicates in an image folder."""
-    _run(lambda: _not_built("diffkit dedupe"), json_output)
+def dedupe(
+    directory: Path = typer.Argument(..., help="Image folder (jpg, jpeg, png, webp), searched recursively."),
+    hash_kind: str = typer.Option("phash", "--hash", help="Perceptual hash: phash, dhash, whash or ahash."),
+    threshold: int | None = typer.Option(
+        None, "--threshold", "-t", help="Max Hamming distance (bits of 64) for a near duplicate. "
+        "Default: phash 4, dhash 3, whash 1, ahash 0 (measured on aligned faces; see the README)."
+    ),
+    action: str = typer.Option("report", "--action", help="report (change nothing), move, or delete."),
+    to: Path | None = typer.Option(
+        None, "--to", help="Quarantine folder for --action move (default: DIR-duplicates beside DIR)."
+    ),
+    yes: bool = typer.Option(False, "--yes", help="Confirm --action delete."),
+    report_path: Path | None = typer.Option(
+        None, "--report", help="HTML report to write (default: reports/dedupe-<time>.html)."
+    ),
+    workers: int | None = typer.Option(None, "--workers", help="Hashing processes (default: all cores)."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Find exact and perceptual duplicates in an image folder; report, quarantine or delete them.
+
+    One image per cluster is kept: largest resolution, then earliest (scrape time or file time), then
+    path order. Hashes are cached in DIR/.diffkit-hashcache.sqlite, so a rerun only hashes new files.
+
+    Example: diffkit dedupe data/faces --action move --to data/faces-duplicates
+    """
+    from diffkit.dedupe.config import DedupeConfig
+    from diffkit.dedupe.run import dedupe as run_dedupe
+
+    config = DedupeConfig(
+        directory=directory, hash_kind=hash_kind, threshold=threshold, action=action,  # type: ignore[arg-type]
+        quarantine=to, yes=yes, report_path=report_path, workers=workers, progress=not json_output,
+    )
+    _run(lambda: run_dedupe(config), json_output)
 
 
 @app.command()
@@ -106,9 +178,62 @@ def sample(json_output: bool = JSON_OPTION) -> None:
 
 
 @app.command("eval")
-def eval_(json_output: bool = JSON_OPTION) -> None:
-    """FID, KID and IS with sample-size caveats in numbers."""
-    _run(lambda: _not_built("diffkit eval"), json_output)
+def eval_(
+    samples: int = typer.Option(1000, "--samples", help="Generated images to evaluate (N)."),
+    metrics: str = typer.Option("fid,kid,is", "--metrics", help="Comma list of fid,kid,is,prc,memorization."),
+    run: Path | None = typer.Option(None, "--run", help="Run folder: sample N images from its EMA snapshot."),
+    generated: Path | None = typer.Option(
+        None, "--generated", help="Folder of generated images (the first N are used)."
+    ),
+    reference: Path | None = typer.Option(
+        None, "--reference", help="Reference images (default with --run: the run's training data)."
+    ),
+    reference_samples: int | None = typer.Option(
+        None, "--reference-samples", help="Use only the first M reference images (default: all)."
+    ),
+    engine: str = typer.Option(
+        "torch-fidelity", "--engine", help="torch-fidelity or clean-fid (their numbers are not comparable)."
+    ),
+    weights: Path | None = typer.Option(
+        None, "--weights", help="Inception weights (else $DIFFKIT_INCEPTION_WEIGHTS, else the engine cache)."
+    ),
+    vgg_weights: Path | None = typer.Option(
+        None, "--vgg-weights", help="VGG16 weights for prc (else $DIFFKIT_VGG16_WEIGHTS, else torch hub)."
+    ),
+    batch_size: int = typer.Option(64, "--batch-size", help="Images per feature-extractor batch."),
+    device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
+    report_path: Path | None = typer.Option(
+        None, "--report", help="HTML report path (default reports/eval-<time>.html)."
+    ),
+    cache_dir: Path | None = typer.Option(
+        None, "--cache-dir", help="Feature cache folder (default ~/.cache/diffkit/features)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Sampling seed for --run; bootstrap seeds derive from it."),
+    sampler: str = typer.Option("ddim", "--sampler", help="Sampler for --run."),
+    steps: int = typer.Option(50, "--steps", help="Sampling steps for --run."),
+    bootstrap: int = typer.Option(50, "--bootstrap", help="Bootstrap replicates for CIs (0: off)."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """FID, KID and IS (plus precision/recall, memorization) with the sample-size caveats in numbers.
+
+    Example: diffkit eval --run runs/00000-small --samples 1000 --metrics fid,kid,is
+
+    Example: diffkit eval --generated samples/ --reference data/faces --samples 500 --json
+    """
+    from diffkit.metrics import EvalConfig, evaluate
+    from diffkit.metrics.config import parse_metrics
+
+    def call():
+        config = EvalConfig(
+            samples=samples, metrics=parse_metrics(metrics), run=run, generated=generated,
+            reference=reference, reference_samples=reference_samples, engine=engine, weights=weights,
+            vgg_weights=vgg_weights, batch_size=batch_size, device=device, report=report_path,
+            cache_dir=cache_dir, seed=seed, sampler=sampler, steps=steps, bootstrap=bootstrap,
+            progress=not json_output,
+        )
+        return evaluate(config)
+
+    _run(call, json_output)
 
 
 @app.command()

@@ -79,14 +79,20 @@ class _Sampler:
     @staticmethod
     def _noise(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         device = generator.device if generator is not None else like.device
-        return torch.randn(like.shape, generator=generator, device=device, dtype=torch.float32).to(like.device)
+        return torch.randn(like.shape, generator=generator, device=device, dtype=torch.float32).to(
+            like.device
+        )
 
 
 class DDPMSampler(_Sampler):
     """Ancestral sampling: x_{t'} ~ q(x_{t'} | x_t, x0_hat), with the posterior variance beta-tilde."""
 
     def step(
-        self, model_output: torch.Tensor, t: int, sample: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        model_output: torch.Tensor,
+        t: int,
+        sample: torch.Tensor,
+        generator: torch.Generator | None = None,
     ) -> SamplerOutput:
         x0, _, t_prev = self._predict(model_output, t, sample)
         a_t, a_prev = self._abar(int(t)), self._abar(t_prev)
@@ -111,7 +117,11 @@ class DDIMSampler(_Sampler):
         self.eta = eta
 
     def step(
-        self, model_output: torch.Tensor, t: int, sample: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        model_output: torch.Tensor,
+        t: int,
+        sample: torch.Tensor,
+        generator: torch.Generator | None = None,
     ) -> SamplerOutput:
         x0, eps, t_prev = self._predict(model_output, t, sample)
         a_t, a_prev = self._abar(int(t)), self._abar(t_prev)

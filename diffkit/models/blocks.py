@@ -15,7 +15,9 @@ from torch import Tensor, nn
 
 from diffkit.models.config import group_count
 
-__all__ = ["AttentionBlock", "Downsample", "ResBlock", "TimestepEmbedding", "Upsample", "sinusoidal_embedding"]
+__all__ = [
+    "AttentionBlock", "Downsample", "ResBlock", "TimestepEmbedding", "Upsample", "sinusoidal_embedding",
+]
 
 
 def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:

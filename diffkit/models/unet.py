@@ -40,7 +40,8 @@ class UNet(nn.Module):
         self.label_embedding = nn.Embedding(config.num_classes + 1, embed_dim) if config.num_classes else None
 
         def stage(c_in: int, c_out: int, size: int) -> _Stage:
-            attention = AttentionBlock(c_out, config.head_dim) if size in config.attention_resolutions else None
+            attend = size in config.attention_resolutions
+            attention = AttentionBlock(c_out, config.head_dim) if attend else None
             return _Stage(ResBlock(c_in, c_out, embed_dim, config.dropout), attention)
 
         self.input_conv = nn.Conv2d(config.in_channels, ch, 3, padding=1)
@@ -61,9 +62,11 @@ class UNet(nn.Module):
             if not last:
                 skip_channels.append(current)
 
+        # The bottleneck always attends: it is the cheapest place for global context.
+        middle_attention = AttentionBlock(current, config.head_dim)
         self.middle = nn.ModuleList(
             [
-                _Stage(ResBlock(current, current, embed_dim, config.dropout), AttentionBlock(current, config.head_dim)),
+                _Stage(ResBlock(current, current, embed_dim, config.dropout), middle_attention),
                 _Stage(ResBlock(current, current, embed_dim, config.dropout), None),
             ]
         )
@@ -72,9 +75,10 @@ class UNet(nn.Module):
         self.upsample = nn.ModuleList()
         for level in reversed(range(len(config.channel_mults))):
             blocks = nn.ModuleList()
-            for _ in range(config.num_res_blocks + 1):
-                blocks.append(stage(current + skip_channels.pop(), ch * config.channel_mults[level], sizes[level]))
-                current = ch * config.channel_mults[level]
+            width = ch * config.channel_mults[level]
+            for _ in range(config.num_res_blocks + 1):  # one more than down: it also eats the downsample skip
+                blocks.append(stage(current + skip_channels.pop(), width, sizes[level]))
+                current = width
             self.up.append(blocks)
             self.upsample.append(Upsample(current) if level > 0 else nn.Identity())
 

@@ -66,7 +66,7 @@ class ScrapeConfig:
         if self.max_retries < 0:
             raise DiffkitError(f"--max-retries must be 0 or more, got {self.max_retries}")
         if not 0 <= self.near_dup_threshold <= 64:
-            raise DiffkitError(f"--near-dup-threshold must be within 0..64 bits, got {self.near_dup_threshold}")
+            raise DiffkitError(f"--near-dup-threshold must be 0..64 bits, got {self.near_dup_threshold}")
         if self.expect_size is not None and min(self.expect_size) < 1:
             raise DiffkitError(f"--expect-size must be positive, got {self.expect_size}")
         for url in (self.url,) if self.url is not None else self.candidate_urls:

@@ -57,14 +57,24 @@ def _scale(colour: np.ndarray, factor: float) -> np.ndarray:
 
 
 def _background(rng: np.random.Generator, canvas: int) -> Image.Image:
-    """Two-colour linear gradient at a random angle, computed at 16 px and upscaled (cheap, smooth)."""
-    c0 = rng.uniform(30, 235, size=3)
-    c1 = np.clip(c0 + rng.normal(0, 45, size=3), 0, 255)
+    """A random gradient plus 1-3 soft colour blobs, computed at 16 px and upscaled (cheap, smooth).
+
+    The blobs stand in for FFHQ's cluttered backgrounds: they vary the low frequencies that
+    perceptual hashes look at, so distinct faces do not look like near-duplicates to pHash.
+    """
+    c0 = rng.uniform(20, 235, size=3)
+    c1 = np.clip(c0 + rng.normal(0, 60, size=3), 0, 255)
     angle = rng.uniform(0, 2 * np.pi)
     grid = np.linspace(-1.0, 1.0, 16)
     xs, ys = np.meshgrid(grid, grid)
     t = np.clip(0.5 + 0.5 * (np.cos(angle) * xs + np.sin(angle) * ys), 0, 1)[..., None]
-    small = Image.fromarray((c0 * (1 - t) + c1 * t).astype(np.uint8), "RGB")
+    pixels = c0 * (1 - t) + c1 * t
+    for _ in range(int(rng.integers(1, 4))):
+        bx, by = rng.uniform(-1, 1, size=2)
+        radius = rng.uniform(0.2, 0.6)
+        weight = np.exp(-((xs - bx) ** 2 + (ys - by) ** 2) / (2 * radius**2))[..., None]
+        pixels = pixels * (1 - weight) + rng.uniform(0, 255, size=3) * weight
+    small = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
     # Bilinear to a quarter, then nearest: smooth enough after the supersampling reduce, 5x cheaper.
     quarter = max(16, canvas // 4)
     return small.resize((quarter, quarter), Image.Resampling.BILINEAR).resize(
@@ -178,10 +188,10 @@ def draw_face(rng: np.random.Generator, size: int = 1024) -> Image.Image:
     style = HAIR_STYLES[rng.integers(len(HAIR_STYLES))]
 
     # Geometry in unit coordinates, FFHQ-like: face centred slightly below the middle.
-    cx = 0.5 + rng.normal(0, 0.008)
-    cy = 0.53 + rng.normal(0, 0.008)
-    rx = rng.uniform(0.2, 0.25)
-    ry = rng.uniform(0.27, 0.32)
+    cx = 0.5 + rng.normal(0, 0.015)
+    cy = 0.53 + rng.normal(0, 0.012)
+    rx = rng.uniform(0.18, 0.26)
+    ry = rng.uniform(0.25, 0.33)
     eye_y = cy - ry * rng.uniform(0.18, 0.26)
     eye_dx = rx * rng.uniform(0.42, 0.5)
     values = {

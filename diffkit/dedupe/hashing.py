@@ -1,0 +1,299 @@
+"""Finding image files and hashing them: content sha256 plus one 64-bit perceptual hash per file.
+
+Decoding dominates hashing time, so JPEGs are decoded by libjpeg's DCT scaling (``Image.draft``) to
+>= 256 px grayscale before the hash resizes to 8-32 px; files are spread over all cores; and a SQLite
+cache in the folder keeps every hash keyed by (path, size, mtime_ns, hash kind, decode path), so a rerun
+only hashes new or changed files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import multiprocessing
+import os
+import re
+import sqlite3
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import imagehash
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from diffkit.dedupe.config import CACHE_NAME, DECODE_DRAFT, IMAGE_SUFFIXES
+
+_DRAFT_SIZE = (256, 256)
+_WHASH_SCALE = 64  # fixed so that whash does not depend on the decoded size (imagehash's default does)
+_CACHE_SCHEMA = 1
+_COMMIT_EVERY_S = 2.0
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    rel: str  # posix path relative to the scanned folder: the identity used everywhere
+    path: Path
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class HashRecord:
+    rel: str
+    size: int
+    mtime_ns: int
+    sha256: str | None
+    hash: int | None  # unsigned 64-bit perceptual hash, bit 63 = first bit of imagehash's bit array
+    width: int
+    height: int
+    error: str | None  # set when the file could not be read or decoded; it is then skipped
+
+
+def list_images(root: Path, skip: Iterable[Path] = ()) -> list[ImageFile]:
+    """Every image under ``root`` in path order; hidden files/folders and the ``skip`` folders left out."""
+    root = root.resolve()
+    skipped = {Path(p).resolve() for p in skip}
+    found: list[ImageFile] = []
+    for current, dirnames, filenames in os.walk(root):
+        here = Path(current)
+        dirnames[:] = sorted(
+            d for d in dirnames if not d.startswith(".") and (here / d).resolve() not in skipped
+        )
+        for name in sorted(filenames):
+            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            path = here / name
+            try:
+                stat = path.stat()
+            except OSError:  # vanished or a dangling link: nothing to hash
+                continue
+            if not os.path.isfile(path):
+                continue
+            found.append(ImageFile(path.relative_to(root).as_posix(), path, stat.st_size, stat.st_mtime_ns))
+    found.sort(key=lambda f: f.rel)
+    return found
+
+
+def bits_to_uint64(bits: np.ndarray) -> int:
+    """Pack a 64-entry boolean array (row-major, as imagehash stores it) into one unsigned integer."""
+    flat = np.asarray(bits, dtype=bool).ravel()
+    if flat.size != 64:
+        raise ValueError(f"expected 64 hash bits, got {flat.size}")
+    return int.from_bytes(np.packbits(flat).tobytes(), "big")
+
+
+def perceptual_hash(image: Image.Image, hash_kind: str) -> int:
+    if hash_kind == "phash":
+        bits = imagehash.phash(image).hash
+    elif hash_kind == "dhash":
+        bits = imagehash.dhash(image).hash
+    elif hash_kind == "ahash":
+        bits = imagehash.average_hash(image).hash
+    elif hash_kind == "whash":
+        bits = imagehash.whash(image, image_scale=_WHASH_SCALE).hash
+    else:
+        raise ValueError(f"unknown hash kind {hash_kind!r}")
+    return bits_to_uint64(bits)
+
+
+def open_for_hashing(data: bytes, decode: str) -> tuple[Image.Image, int, int]:
+    """Open image bytes on the given decode path; returns the image and its full-resolution size."""
+    image = Image.open(io.BytesIO(data))
+    width, height = image.size
+    if decode == DECODE_DRAFT and image.format == "JPEG":
+        image.draft("L", _DRAFT_SIZE)  # libjpeg DCT scaling: result stays >= 256 px on both sides
+    image.load()
+    return image, width, height
+
+
+def hash_file(task: tuple[str, str, str]) -> tuple[str | None, int | None, int, int, str | None]:
+    """Worker: (path, hash kind, decode) -> (sha256, hash, width, height, error). Never raises."""
+    path, hash_kind, decode = task
+    try:
+        data = Path(path).read_bytes()
+        sha = hashlib.sha256(data).hexdigest()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image, width, height = open_for_hashing(data, decode)
+            value = perceptual_hash(image, hash_kind)
+        return sha, value, width, height, None
+    except Exception as exc:  # any decoder failure means "unreadable": listed, never fatal
+        return None, None, 0, 0, _describe(exc)
+
+
+def _describe(exc: Exception) -> str:
+    """One stable line: no object addresses, so identical folders give identical reports."""
+    if isinstance(exc, UnidentifiedImageError):
+        return "not a readable image (unknown or damaged format)"
+    message = str(exc).splitlines()[0] if str(exc) else ""
+    message = re.sub(r" at 0x[0-9a-fA-F]+", "", message)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def _to_signed(value: int | None) -> int | None:
+    return None if value is None else (value - (1 << 64) if value >= (1 << 63) else value)
+
+
+def _to_unsigned(value: int | None) -> int | None:
+    return None if value is None else value & ((1 << 64) - 1)
+
+
+class HashCache:
+    """SQLite table of hashes inside the scanned folder. Each batch commits in one transaction, so a kill
+    loses at most the last few seconds of work and never corrupts what is there. A folder that cannot
+    hold the cache (read-only) or a damaged cache file only costs speed: it is reported, not fatal."""
+
+    def __init__(self, root: Path, enabled: bool = True) -> None:
+        self.path = root / CACHE_NAME
+        self.warning: str | None = None
+        self._db: sqlite3.Connection | None = None
+        if not enabled:
+            return
+        try:
+            self._db = self._connect()
+        except sqlite3.DatabaseError:
+            # Damaged (e.g. not a database): a cache can always be rebuilt, so start afresh.
+            self.warning = f"hash cache {self.path} was unreadable; rebuilt it"
+            try:
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+                self._db = self._connect()
+            except (sqlite3.Error, OSError) as exc:
+                self.warning = f"hash cache disabled ({exc}); every file is hashed"
+        except (sqlite3.Error, OSError) as exc:
+            self.warning = f"hash cache disabled ({exc}); every file is hashed"
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS hashes (rel TEXT NOT NULL, kind TEXT NOT NULL,"
+                " decode TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT,"
+                " hash INTEGER, width INTEGER NOT NULL, height INTEGER NOT NULL, error TEXT,"
+                " PRIMARY KEY (rel, kind, decode))"
+            )
+            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(_CACHE_SCHEMA),))
+            db.commit()
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    @property
+    def enabled(self) -> bool:
+        return self._db is not None
+
+    def load(self, hash_kind: str, decode: str) -> dict[str, HashRecord]:
+        if self._db is None:
+            return {}
+        rows = self._db.execute(
+            "SELECT rel, size, mtime_ns, sha256, hash, width, height, error FROM hashes"
+            " WHERE kind = ? AND decode = ?",
+            (hash_kind, decode),
+        )
+        return {
+            rel: HashRecord(rel, size, mtime, sha, _to_unsigned(value), width, height, error)
+            for rel, size, mtime, sha, value, width, height, error in rows
+        }
+
+    def store(self, hash_kind: str, decode: str, records: list[HashRecord]) -> None:
+        if self._db is None or not records:
+            return
+        try:
+            with self._db:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (r.rel, hash_kind, decode, r.size, r.mtime_ns, r.sha256, _to_signed(r.hash),
+                         r.width, r.height, r.error)
+                        for r in records
+                    ],
+                )
+        except sqlite3.Error as exc:
+            self.warning = f"hash cache not updated ({exc})"
+
+    def prune(self, present: set[str]) -> None:
+        """Forget files that are gone (moved to quarantine, deleted), so the cache stays the folder's size."""
+        if self._db is None:
+            return
+        stored = {rel for (rel,) in self._db.execute("SELECT DISTINCT rel FROM hashes")}
+        gone = sorted(stored - present)
+        if gone:
+            with self._db:
+                self._db.executemany("DELETE FROM hashes WHERE rel = ?", [(rel,) for rel in gone])
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    # forkserver: workers fork from a clean server process, not from a parent that may hold threads
+    # (rich's refresh thread, torch); spawn where fork does not exist.
+    if sys.platform.startswith("linux"):
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["diffkit.dedupe.hashing"])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+def hash_images(
+    files: list[ImageFile],
+    hash_kind: str,
+    decode: str,
+    workers: int,
+    cache: HashCache,
+    advance: Callable[[int], None] | None = None,
+) -> tuple[list[HashRecord], int]:
+    """Hash every file (cached ones are not reopened). Returns records in ``files`` order and the number
+    of files actually hashed this run."""
+    cached = cache.load(hash_kind, decode)
+    records: dict[str, HashRecord] = {}
+    todo: list[ImageFile] = []
+    for file in files:
+        hit = cached.get(file.rel)
+        if hit is not None and hit.size == file.size and hit.mtime_ns == file.mtime_ns:
+            records[file.rel] = hit
+        else:
+            todo.append(file)
+    if advance is not None and records:
+        advance(len(records))
+
+    tasks = [(str(f.path), hash_kind, decode) for f in todo]
+    pending: list[HashRecord] = []
+    last_commit = time.monotonic()
+
+    def collect(file: ImageFile, result: tuple[str | None, int | None, int, int, str | None]) -> None:
+        nonlocal last_commit
+        sha, value, width, height, error = result
+        record = HashRecord(file.rel, file.size, file.mtime_ns, sha, value, width, height, error)
+        records[file.rel] = record
+        pending.append(record)
+        if advance is not None:
+            advance(1)
+        if time.monotonic() - last_commit > _COMMIT_EVERY_S:
+            cache.store(hash_kind, decode, pending)
+            pending.clear()
+            last_commit = time.monotonic()
+
+    try:
+        # A pool costs ~0.3 s to start; below a few dozen files one process is faster.
+        if workers > 1 and len(tasks) >= 8 * workers:
+            chunksize = max(1, min(32, len(tasks) // (workers * 8)))
+            with _pool_context().Pool(workers) as pool:
+                for file, result in zip(todo, pool.imap(hash_file, tasks, chunksize=chunksize), strict=True):
+                    collect(file, result)
+        else:
+            for file, task in zip(todo, tasks, strict=True):
+                collect(file, hash_file(task))
+    finally:
+        cache.store(hash_kind, decode, pending)  # keep finished work even on Ctrl-C
+    return [records[f.rel] for f in files], len(todo)

@@ -1,0 +1,132 @@
+"""The HTML report of a dedupe run: is the threshold right? (histogram, clusters, near misses)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PIL import Image, ImageDraw
+
+from diffkit.report import Report, ReportImage, ReportPaths, Section, histogram, write_report
+
+if TYPE_CHECKING:
+    from diffkit.dedupe.run import DedupeResult
+
+_THUMB = 128
+_MAX_CLUSTER_SHEETS = 40
+_MAX_MEMBERS_SHOWN = 8
+_MAX_NEAR_MISS_SHEETS = 24
+_KEEP_COLOUR = (46, 160, 67)
+_DUP_COLOUR = (214, 75, 75)
+_FATE = {"report": "duplicate (nothing was changed)", "move": "duplicate, moved to the quarantine folder",
+         "delete": "duplicate, deleted (grey tiles)"}
+
+
+def _thumbnail(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (_THUMB, _THUMB))
+            thumb = image.convert("RGB")
+            thumb.thumbnail((_THUMB, _THUMB))
+            return thumb
+    except Exception:  # moved, deleted or unreadable since the scan: show a grey tile
+        return Image.new("RGB", (_THUMB, _THUMB), (200, 200, 200))
+
+
+def contact_sheet(paths: list[Path], borders: list[tuple[int, int, int]]) -> Image.Image:
+    """Thumbnails in a row, each framed in its colour (green keeper, red duplicate)."""
+    pad = 4
+    sheet = Image.new("RGB", (len(paths) * (_THUMB + 2 * pad), _THUMB + 2 * pad), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for k, (path, colour) in enumerate(zip(paths, borders, strict=True)):
+        x = k * (_THUMB + 2 * pad)
+        draw.rectangle([x, 0, x + _THUMB + 2 * pad - 1, _THUMB + 2 * pad - 1], fill=colour)
+        thumb = _thumbnail(path)
+        sheet.paste(thumb, (x + pad + (_THUMB - thumb.width) // 2, pad + (_THUMB - thumb.height) // 2))
+    return sheet
+
+
+def build_report(result: DedupeResult, root: Path) -> Report:
+    def locate(rel: str) -> Path:
+        here = root / rel
+        if not here.exists() and result.quarantine:
+            return Path(result.quarantine) / rel
+        return here
+
+    threshold = result.threshold
+    nearest = [d for d, count in enumerate(result.nearest_histogram) for _ in range(count)]
+    hi = max([threshold + 8, *nearest]) if nearest else threshold + 8
+    sections = [
+        Section(
+            heading="Nearest-neighbour distances",
+            text=(
+                "For every image, the Hamming distance to its most similar other image. Duplicates sit at"
+                " the left; distinct images form the bulk on the right. A threshold is safe when it lies in"
+                " the gap between the two; the closest pairs just above it are shown below."
+            ),
+            figure=histogram(nearest, bins=[b - 0.5 for b in range(0, hi + 2)],
+                             xlabel=f"{result.hash_kind} distance to nearest neighbour (bits)",
+                             marker=threshold + 0.5, marker_label=f"threshold {threshold}")
+            if nearest else None,
+            table=[
+                {"distance": d, "images": result.nearest_histogram[d]}
+                for d in range(0, min(64, threshold + 6) + 1)
+            ],
+        )
+    ]
+    order = sorted(range(result.n_clusters), key=lambda c: (-len(result.clusters[c]), result.clusters[c][0]))
+    sheets = []
+    for c in order[:_MAX_CLUSTER_SHEETS]:
+        members = result.clusters[c][:_MAX_MEMBERS_SHOWN]
+        dists = result.cluster_distances[c][:_MAX_MEMBERS_SHOWN]
+        colours = [_KEEP_COLOUR] + [_DUP_COLOUR] * (len(members) - 1)
+        image = contact_sheet([locate(m) for m in members], colours)
+        more = len(result.clusters[c]) - len(members)
+        caption = f"keep {members[0]}; " + ", ".join(
+            f"{m} ({d} bits)" for m, d in zip(members[1:], dists[1:], strict=True)
+        ) + (f" and {more} more" if more else "")
+        sheets.append(ReportImage(image, caption))
+    sections.append(Section(
+        heading="Duplicate clusters",
+        text=(f"{result.n_clusters} clusters, largest first (showing {len(sheets)}). Green: kept; red:"
+              f" {_FATE[result.action]}. Distances are to the kept image."),
+        images=sheets,
+    ))
+    misses = [
+        ReportImage(contact_sheet([locate(m["a"]), locate(m["b"])], [_KEEP_COLOUR, _KEEP_COLOUR]),
+                    f"{m['distance']} bits: {m['a']} | {m['b']}")
+        for m in result.near_misses[:_MAX_NEAR_MISS_SHEETS]
+    ]
+    sections.append(Section(
+        heading=f"Closest pairs above the threshold ({threshold} bits)",
+        text=("Not treated as duplicates. If some of these are the same picture, raise --threshold; if the"
+              " clusters above hold different pictures, lower it."),
+        images=misses,
+        table=result.near_misses or None,
+    ))
+    if result.unreadable:
+        sections.append(Section(heading="Unreadable files (skipped)", table=result.unreadable))
+    if result.warnings:
+        sections.append(Section(heading="Warnings", text="\n".join(result.warnings)))
+    summary = {
+        "images": result.n_images,
+        "unreadable": len(result.unreadable),
+        "hash": result.hash_kind,
+        "decode": result.decode,
+        "threshold": threshold,
+        "clusters": result.n_clusters,
+        "duplicates": result.n_duplicates,
+        "duplicate_rate": result.n_duplicates / result.n_images if result.n_images else 0.0,
+        "byte_identical": result.n_exact_duplicates,
+        "action": result.action,
+        "removed": result.n_removed,
+        "hashed_this_run": result.n_hashed,
+        "from_cache": result.n_cached,
+        "seconds": round(result.seconds.get("total", 0.0), 2),
+    }
+    return Report(title=f"Dedupe {result.directory}", command="dedupe", summary=summary,
+                  sections=sections, data=result.to_dict())
+
+
+def write_dedupe_report(result: DedupeResult, root: Path, path: Path | None) -> ReportPaths:
+    return write_report(build_report(result, root), path)

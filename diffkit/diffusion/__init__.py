@@ -1,0 +1,29 @@
+"""Diffusion maths: noise schedules, the Gaussian forward process and loss, reverse-process samplers."""
+
+from diffkit.diffusion.gaussian import PREDICTIONS, GaussianDiffusion, min_snr_weight
+from diffkit.diffusion.samplers import (
+    SAMPLERS,
+    DDIMSampler,
+    DDPMSampler,
+    SamplerOutput,
+    make_sampler,
+    run_sampler,
+    trailing_timesteps,
+)
+from diffkit.diffusion.schedules import SCHEDULES, NoiseSchedule, make_schedule
+
+__all__ = [
+    "PREDICTIONS",
+    "SAMPLERS",
+    "SCHEDULES",
+    "DDIMSampler",
+    "DDPMSampler",
+    "GaussianDiffusion",
+    "NoiseSchedule",
+    "SamplerOutput",
+    "make_sampler",
+    "make_schedule",
+    "min_snr_weight",
+    "run_sampler",
+    "trailing_timesteps",
+]

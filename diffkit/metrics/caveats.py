@@ -1,0 +1,129 @@
+"""How far to trust a small-sample FID/KID/IS, in numbers.
+
+- FID@N (reference M) labels; rank-deficient covariance below 2048 samples.
+- Bootstrap 95% intervals for FID and KID (resampling the generated set, reference held fixed).
+- FID at subset sizes N/8 .. N, the linear fit in 1/N and its intercept FID-infinity (Chong & Forsyth,
+  "Effectively Unbiased FID and Inception Score and where to find them", CVPR 2020), an estimate that
+  removes the generated-side 1/N bias only.
+- KID subset size min(1000, N, M); when it equals N every subset is the whole set and std = 0.
+- IS is an ImageNet-class statistic: a sanity value only for faces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from diffkit.metrics.fid import FastFrechet
+
+FEATURE_DIM = 2048
+STANDARD_N = 50_000
+SUBSET_POINTS = 15  # as mchong6/FID_IS_infinity score_infinity.py
+LOWEST_FRACTION = 1 / 8
+
+
+@dataclass(frozen=True)
+class FidCurve:
+    sizes: list[int]
+    fids: list[float]
+    slope: float  # FID_N ~= intercept + slope / N
+    intercept: float  # FID-infinity estimate
+
+
+def fid_label(n: int, m: int) -> str:
+    return f"FID@{n} (reference {m})"
+
+
+def subset_sizes(n: int, points: int = SUBSET_POINTS, lowest: float = LOWEST_FRACTION) -> list[int]:
+    low = max(2, int(round(n * lowest)))
+    return sorted({int(size) for size in np.linspace(low, n, points).round()})
+
+
+def fid_curve(
+    generated: np.ndarray, frechet: FastFrechet, seed: int, sizes: list[int] | None = None
+) -> FidCurve:
+    """FID of random generated subsets (fresh shuffle per size, as Chong & Forsyth) and the 1/N fit."""
+    rng = np.random.default_rng(seed)
+    sizes = sizes or subset_sizes(len(generated))
+    fids = [frechet(generated[rng.permutation(len(generated))[:size]]) for size in sizes]
+    slope, intercept = np.polyfit(1.0 / np.asarray(sizes, dtype=np.float64), np.asarray(fids), 1)
+    return FidCurve(list(sizes), fids, float(slope), float(intercept))
+
+
+def fid_bootstrap(generated: np.ndarray, frechet: FastFrechet, replicates: int, seed: int) -> np.ndarray:
+    """FID of bootstrap resamples of the generated set (as multiplicity weights; reference fixed)."""
+    rng = np.random.default_rng(seed)
+    n = len(generated)
+    out = np.empty(replicates)
+    for index in range(replicates):
+        counts = np.bincount(rng.integers(0, n, n), minlength=n)
+        out[index] = frechet(generated, counts.astype(np.float64))
+    return out
+
+
+def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def kid_subset_size(n: int, m: int) -> int:
+    return min(1000, n, m)
+
+
+def fid_caveats(
+    n: int, m: int, interval: tuple[float, float] | None, curve: FidCurve | None, fid: float
+) -> list[str]:
+    notes = [
+        f"FID is {fid_label(n, m)}: compare only with FIDs at the same N, the same reference set "
+        f"and the same engine; the usual standard is N = {STANDARD_N:,}."
+    ]
+    if min(n, m) < FEATURE_DIM:
+        notes.append(
+            f"{min(n, m)} samples < {FEATURE_DIM} feature dimensions: the covariance is rank-deficient "
+            f"(rank <= {min(n, m) - 1}), so FID@{n} is dominated by sample-size bias."
+        )
+    if n < 10_000:
+        notes.append(
+            f"FID is biased upwards roughly in proportion to 1/N: FID@{n} is not comparable with "
+            f"FID@{STANDARD_N:,}."
+        )
+    if interval is not None:
+        notes.append(
+            f"FID bootstrap 95% interval [{interval[0]:.4g}, {interval[1]:.4g}] (generated set "
+            "resampled, reference held fixed): sampling noise only, not the 1/N bias."
+        )
+    if curve is not None:
+        notes.append(
+            f"FID-infinity estimate {curve.intercept:.4g} (intercept of FID vs 1/N over {len(curve.sizes)} "
+            f"subset sizes {curve.sizes[0]}..{curve.sizes[-1]}, Chong & Forsyth 2020); an extrapolation "
+            f"that removes only the generated-side bias (the reference stays at M = {m})."
+        )
+    return notes
+
+
+def kid_caveats(
+    n: int, m: int, subset_size: int, interval: tuple[float, float] | None, max_points: int
+) -> list[str]:
+    notes = [
+        f"KID@{n} (reference {m}) with {subset_size}-image subsets: KID is unbiased in N, the fair "
+        "small-N comparison metric; its std over subsets is not a confidence interval."
+    ]
+    if subset_size == n:
+        notes.append(
+            f"KID subset size equals N = {n}: every subset holds all generated images, so the "
+            "subset std reflects only reference resampling; use the bootstrap interval."
+        )
+    if interval is not None:
+        capped = f" (on at most {max_points} images per set)" if max(n, m) > max_points else ""
+        notes.append(f"KID bootstrap 95% interval [{interval[0]:.4g}, {interval[1]:.4g}]{capped}.")
+    return notes
+
+
+def is_caveats(n: int, splits: int) -> list[str]:
+    return [
+        f"Inception Score is based on ImageNet classes and is not meaningful for face data; report it "
+        f"only as a sanity value. Each of the {splits} splits holds {n // splits} images, which biases "
+        "IS low at small N."
+    ]

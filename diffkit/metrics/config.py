@@ -1,0 +1,80 @@
+"""The typed, frozen configuration of ``diffkit eval``.
+
+The CLI only builds an :class:`EvalConfig`; :func:`diffkit.metrics.run.evaluate` does the work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from diffkit.errors import DiffkitError
+
+ALL_METRICS = ("fid", "kid", "is", "prc", "memorization")
+DEFAULT_METRICS = ("fid", "kid", "is")
+ENGINES = ("torch-fidelity", "clean-fid")
+DEVICES = ("auto", "cuda", "cpu")
+
+
+def parse_metrics(text: str) -> tuple[str, ...]:
+    """``"fid,kid"`` -> ``("fid", "kid")``; unknown names are a user error that lists the valid ones."""
+    names = [part.strip().lower() for part in text.split(",") if part.strip()]
+    aliases = {"isc": "is", "pr": "prc", "memo": "memorization"}
+    names = [aliases.get(name, name) for name in names]
+    unknown = [name for name in names if name not in ALL_METRICS]
+    if unknown:
+        raise DiffkitError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(ALL_METRICS)}")
+    if not names:
+        raise DiffkitError(f"--metrics is empty; choose from {', '.join(ALL_METRICS)}")
+    return tuple(dict.fromkeys(names))  # keep order, drop repeats
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Everything one evaluation depends on; two equal configs give the same numbers."""
+
+    samples: int = 1000
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+    run: Path | None = None
+    generated: Path | None = None
+    reference: Path | None = None
+    reference_samples: int | None = None  # None = every image of the reference folder
+    engine: str = "torch-fidelity"
+    weights: Path | None = None
+    vgg_weights: Path | None = None
+    batch_size: int = 64
+    device: str = "auto"
+    report: Path | None = None
+    cache_dir: Path | None = None
+    seed: int = 0  # sampling seed for --run; bootstrap and subset draws derive from it
+    sampler: str = "ddim"
+    steps: int = 50
+    bootstrap: int = 50
+    kid_subsets: int = 100
+    prc_k: int = 3
+    write_report: bool = True
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.samples < 2:
+            raise DiffkitError(f"--samples must be at least 2 (got {self.samples})")
+        if (self.run is None) == (self.generated is None):
+            raise DiffkitError("give exactly one of --run runs/NAME or --generated DIR")
+        if self.engine not in ENGINES:
+            raise DiffkitError(f"--engine must be one of {', '.join(ENGINES)} (got {self.engine!r})")
+        if self.device not in DEVICES:
+            raise DiffkitError(f"--device must be one of {', '.join(DEVICES)} (got {self.device!r})")
+        if self.batch_size < 1:
+            raise DiffkitError(f"--batch-size must be positive (got {self.batch_size})")
+        if self.reference_samples is not None and self.reference_samples < 2:
+            raise DiffkitError(f"--reference-samples must be at least 2 (got {self.reference_samples})")
+        if self.bootstrap < 0:
+            raise DiffkitError(f"--bootstrap must be >= 0 (got {self.bootstrap})")
+        unknown = [m for m in self.metrics if m not in ALL_METRICS]
+        if unknown or not self.metrics:
+            raise DiffkitError(f"metrics must be a non-empty subset of {', '.join(ALL_METRICS)}")
+        if self.run is None and self.reference is None:
+            raise DiffkitError(
+                "--reference DIR is required with --generated (with --run it defaults to the "
+                "run's training data)"
+            )

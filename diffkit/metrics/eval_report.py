@@ -1,0 +1,214 @@
+"""The HTML report of ``diffkit eval``: metric table with intervals and badges, FID vs 1/N, samples,
+memorization gallery, library versions, seeds and set sizes (JSON sidecar with the same numbers)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+import platform
+
+import numpy as np
+from matplotlib.figure import Figure
+from PIL import Image
+
+from diffkit.metrics.config import EvalConfig
+from diffkit.metrics.images import ImageSet, load_images
+from diffkit.metrics.memorization import MemorizationResult, pair_image
+from diffkit.report import Report, ReportImage, ReportPaths, Section, write_report
+
+LIBRARIES = ("diffkit", "torch", "torchvision", "torch-fidelity", "clean-fid", "numpy", "scipy", "pillow")
+GRID_IMAGES = 64
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _interval(values: list[float] | None, digits: int) -> str:
+    return f"[{values[0]:.{digits}f}, {values[1]:.{digits}f}]" if values else ""
+
+
+def _metric_rows(result) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    if result.fid is not None:
+        rows.append(
+            {
+                "metric": result.fid_label,
+                "value": round(result.fid, 4),
+                "95% interval": _interval(result.fid_ci95, 3),
+                "note": "bootstrap, generated resampled",
+            }
+        )
+    if result.fid_infinity is not None:
+        rows.append(
+            {
+                "metric": "FID∞ (estimate)",
+                "value": round(result.fid_infinity, 4),
+                "95% interval": "",
+                "note": "intercept of FID vs 1/N (Chong & Forsyth 2020)",
+            }
+        )
+    if result.kid_mean is not None:
+        rows.append(
+            {
+                "metric": f"KID@{result.n_generated}",
+                "value": f"{result.kid_mean:.6f} ± {result.kid_std:.6f}",
+                "95% interval": _interval(result.kid_ci95, 6),
+                "note": f"{result.kid_subsets} subsets of {result.kid_subset_size}; ± is subset std",
+            }
+        )
+    if result.is_mean is not None:
+        rows.append(
+            {
+                "metric": "IS",
+                "value": f"{result.is_mean:.4f} ± {result.is_std:.4f}",
+                "95% interval": "",
+                "note": "not meaningful for faces",
+            }
+        )
+    if result.precision is not None:
+        rows.append(
+            {
+                "metric": "precision / recall",
+                "value": f"{result.precision:.4f} / {result.recall:.4f}",
+                "95% interval": "",
+                "note": f"VGG16, k={result.prc_k}",
+            }
+        )
+    if result.memorization is not None:
+        rows.append(
+            {
+                "metric": "near-copies",
+                "value": f"{result.memorization['share_flagged']:.4f}",
+                "95% interval": "",
+                "note": "share with pixel NN1/NN2 < 1/3",
+            }
+        )
+    return rows
+
+
+def _badges(result) -> list[str]:
+    badges = [f"engine: {result.engine}"]
+    if result.fid is not None:
+        badges.append(f"FID@{result.n_generated}")
+        if min(result.n_generated, result.n_reference) < 2048:
+            badges.append("rank-deficient covariance")
+    if result.kid_subset_size is not None and result.kid_subset_size == result.n_generated:
+        badges.append("KID subset = N")
+    if result.is_mean is not None:
+        badges.append("IS not meaningful for faces")
+    if any(not w.get("official", True) for w in result.weights.values()):
+        badges.append("unofficial weights")
+    return badges
+
+
+def _curve_figure(curve: dict) -> Figure:
+    figure = Figure(figsize=(6.4, 3.4))
+    axes = figure.add_subplot()
+    inverse = [1.0 / size for size in curve["sizes"]]
+    axes.plot(inverse, curve["fids"], "o", label="FID of a random subset")
+    line_x = np.linspace(0, max(inverse), 50)
+    axes.plot(line_x, curve["intercept"] + curve["slope"] * line_x, "-", label="linear fit")
+    axes.plot([0], [curve["intercept"]], "s", label=f"FID∞ ≈ {curve['intercept']:.3g}")
+    axes.set_xlabel("1 / N (generated subset size)")
+    axes.set_ylabel("FID")
+    axes.legend()
+    axes.grid(alpha=0.3)
+    return figure
+
+
+def _grid(image_set: ImageSet, count: int = GRID_IMAGES) -> Image.Image:
+    images = load_images(image_set.files[:count], image_set.resolution)
+    columns = math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / columns)
+    size = image_set.resolution
+    canvas = Image.new("RGB", (columns * (size + 2), rows * (size + 2)))
+    for index, image in enumerate(images):
+        canvas.paste(
+            Image.fromarray(image), ((index % columns) * (size + 2), (index // columns) * (size + 2))
+        )
+    return canvas
+
+
+def build_report(
+    config: EvalConfig, result, gen: ImageSet, ref: ImageSet, memo: MemorizationResult | None
+) -> ReportPaths:
+    sections = [
+        Section(heading="Metrics", table=_metric_rows(result), badges=_badges(result)),
+        Section(heading="Caveats", text="\n".join(f"• {note}" for note in result.caveats)),
+    ]
+    if result.fid_curve is not None:
+        sections.append(
+            Section(
+                heading="FID vs 1/N",
+                figure=_curve_figure(result.fid_curve),
+                text="FID grows roughly linearly in 1/N; the intercept is an estimate of the "
+                "FID an infinite generated set would get against this reference.",
+            )
+        )
+    sections.append(
+        Section(heading="Generated samples", images=[ReportImage(_grid(gen), f"first {GRID_IMAGES}")])
+    )
+    if memo is not None:
+        pairs = memo.closest_pairs()
+        images = [
+            ReportImage(
+                pair_image(gen.files[g], ref.files[r], gen.resolution),
+                f"{gen.files[g].name} | {ref.files[r].name}: RMS {memo.pixel.distances[g, 0]:.4f}, "
+                f"NN1/NN2 {memo.ratio[g]:.2f}",
+            )
+            for g, r in pairs
+        ]
+        sections.append(
+            Section(
+                heading="Memorization: closest pairs (generated | nearest reference)",
+                table=[result.memorization],
+                images=images,
+            )
+        )
+    setup = {
+        "generated": result.generated,
+        "reference": result.reference,
+        "n_generated": result.n_generated,
+        "n_reference": result.n_reference,
+        "resolution": result.resolution,
+        "engine": result.engine,
+        "resize": result.resize,
+        "generated_sha256": gen.content_sha256,
+        "reference_sha256": ref.content_sha256,
+        **{f"seed_{k}": v for k, v in result.seeds.items()},
+        **{f"weights_{k}_sha256": w["sha256"] for k, w in result.weights.items()},
+    }
+    sections.append(Section(heading="Setup", table=[setup]))
+    sections.append(Section(heading="Versions", table=[library_versions()]))
+    summary = {"n_generated": result.n_generated, "n_reference": result.n_reference, "engine": result.engine}
+    for key in ("fid", "fid_infinity", "kid_mean", "kid_std", "is_mean", "is_std", "precision", "recall"):
+        if getattr(result, key) is not None:
+            summary[key] = getattr(result, key)
+    data = {
+        **result.to_dict(),
+        "versions": library_versions(),
+        "config": {
+            "samples": config.samples,
+            "metrics": list(config.metrics),
+            "bootstrap": config.bootstrap,
+            "batch_size": config.batch_size,
+            "device": config.device,
+            "sampler": config.sampler,
+            "steps": config.steps,
+        },
+    }
+    report = Report(
+        title=f"Eval {result.generated} vs {result.reference}",
+        command="eval",
+        summary=summary,
+        sections=sections,
+        data=data,
+    )
+    return write_report(report, config.report)

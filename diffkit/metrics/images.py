@@ -1,0 +1,126 @@
+"""Image sets for evaluation: listing, content hashing and one shared preprocessing step.
+
+Generated and reference images go through the same function: decode, convert to RGB, centre-crop to
+a square if needed, resize to the generated images' resolution with PIL bicubic on uint8 (PIL rounds
+to nearest, it does not floor), and hand uint8 HxWx3 arrays to the engine. The engines then resize to
+299 px themselves (torch-fidelity: TF1 bilinear; clean-fid: PIL bicubic), identically for both sets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from diffkit.errors import DiffkitError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+LOSSY_EXTENSIONS = (".jpg", ".jpeg", ".webp")
+# folders that hold images which are not part of the set (diffkit dedupe's quarantine, caches)
+SKIPPED_DIRS = {"quarantine", "__pycache__"}
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """The images of one side of the comparison, fixed by content."""
+
+    root: Path
+    files: tuple[Path, ...]
+    resolution: int
+    content_sha256: str
+    n_lossy: int
+    native_sizes: dict[str, int] = field(default_factory=dict)  # "WxH" -> count
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def resized(self) -> bool:
+        return any(size != f"{self.resolution}x{self.resolution}" for size in self.native_sizes)
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (recursive, hidden and quarantine folders skipped), sorted by path."""
+    if not folder.is_dir():
+        raise DiffkitError(f"{folder} is not a folder")
+    found = []
+    for path in folder.rglob("*"):
+        relative = path.relative_to(folder).parts
+        if any(part.startswith(".") or part in SKIPPED_DIRS for part in relative[:-1]):
+            continue
+        if path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".") and path.is_file():
+            found.append(path)
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def select_images(folder: Path, n: int | None, role: str, hint: str = "") -> list[Path]:
+    """The first ``n`` images of ``folder`` (all when ``n`` is None); fewer than asked is an error."""
+    files = list_images(folder)
+    if n is None:
+        if len(files) < 2:
+            raise DiffkitError(f"{role} folder {folder} holds {len(files)} image(s); need at least 2")
+        return files
+    if len(files) < n:
+        raise DiffkitError(
+            f"{role} folder {folder} holds {len(files)} image(s) but {n} were asked for"
+            + (f"; {hint}" if hint else "")
+        )
+    return files[:n]
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise DiffkitError(f"cannot read image {path}: {exc}") from None
+
+
+def describe_set(root: Path, files: list[Path], resolution: int) -> ImageSet:
+    """Hash names and bytes (the cache key of the set) and record native sizes and lossy formats."""
+    digest = hashlib.sha256()
+    sizes: Counter[str] = Counter()
+    for path in files:
+        data = path.read_bytes()
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(data).digest())
+        width, height = image_size(path)
+        sizes[f"{width}x{height}"] += 1
+    n_lossy = sum(path.suffix.lower() in LOSSY_EXTENSIONS for path in files)
+    return ImageSet(root, tuple(files), resolution, digest.hexdigest(), n_lossy, dict(sizes))
+
+
+def preprocess(image: Image.Image, resolution: int) -> np.ndarray:
+    """RGB, centre square crop, PIL bicubic resize to ``resolution`` -> uint8 (H, W, 3)."""
+    image = image.convert("RGB")
+    width, height = image.size
+    if width != height:
+        side = min(width, height)
+        left, top = (width - side) // 2, (height - side) // 2
+        image = image.crop((left, top, left + side, top + side))
+    if image.size != (resolution, resolution):
+        image = image.resize((resolution, resolution), Image.Resampling.BICUBIC)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def load_images(files: list[Path] | tuple[Path, ...], resolution: int) -> np.ndarray:
+    """Load and preprocess ``files`` into one uint8 array (N, resolution, resolution, 3)."""
+    out = np.empty((len(files), resolution, resolution, 3), dtype=np.uint8)
+    for index, path in enumerate(files):
+        try:
+            with Image.open(path) as image:
+                out[index] = preprocess(image, resolution)
+        except (OSError, Image.DecompressionBombError) as exc:
+            raise DiffkitError(f"cannot read image {path}: {exc}") from None
+    return out
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Float images in [0, 255] -> uint8 by rounding (a plain cast floors and darkens by 0.5 on average)."""
+    if images.dtype == np.uint8:
+        return images
+    return np.clip(np.rint(images), 0, 255).astype(np.uint8)

@@ -1,0 +1,378 @@
+"""``diffkit eval``: FID / KID / IS / precision-recall / memorization with the caveats in numbers.
+
+``evaluate(config)`` resolves the two image sets, extracts features once per set (cached by
+content), computes the asked metrics with torch-fidelity's arithmetic, adds the sample-size analysis
+and writes the HTML report with its JSON sidecar.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from diffkit.errors import DiffkitError
+from diffkit.metrics import caveats as cav
+from diffkit.metrics.config import EvalConfig
+from diffkit.metrics.features import (
+    DEFAULT_CACHE_DIR,
+    Extractor,
+    FeatureSet,
+    build_inception,
+    build_vgg16,
+    extract_features,
+    resolve_device,
+)
+from diffkit.metrics.fid import FastFrechet, frechet_distance
+from diffkit.metrics.images import ImageSet, describe_set, image_size, select_images
+from diffkit.metrics.inception_score import DEFAULT_SPLITS, inception_score
+from diffkit.metrics.kid import kernel_distance, kid_bootstrap
+from diffkit.metrics.prc import precision_recall
+from diffkit.metrics.weights import CLEAN_FID_INCEPTION, TORCH_FIDELITY_INCEPTION, VGG16, resolve_weights
+
+KID_BOOTSTRAP_MAX = 4000
+ENGINE_NOTES = {
+    "torch-fidelity": "torch-fidelity engine: InceptionV3 2015-12-05 weights, "
+    "TF1-compatible bilinear resize to 299 px",
+    "clean-fid": "clean-fid engine: NVIDIA TorchScript InceptionV3 2015-12-05, "
+    "'clean' PIL-bicubic resize to 299 px",
+}
+
+
+@dataclass
+class EvalResult:
+    n_generated: int
+    n_reference: int
+    engine: str
+    resize: str
+    metrics: list[str]
+    generated: str
+    reference: str
+    resolution: int
+    fid: float | None = None
+    fid_label: str | None = None
+    fid_ci95: list[float] | None = None
+    fid_infinity: float | None = None
+    fid_curve: dict[str, Any] | None = None
+    kid_mean: float | None = None
+    kid_std: float | None = None
+    kid_ci95: list[float] | None = None
+    kid_subset_size: int | None = None
+    kid_subsets: int | None = None
+    is_mean: float | None = None
+    is_std: float | None = None
+    is_splits: int | None = None
+    precision: float | None = None
+    recall: float | None = None
+    prc_k: int | None = None
+    memorization: dict[str, Any] | None = None
+    caveats: list[str] = field(default_factory=list)
+    weights: dict[str, Any] = field(default_factory=dict)
+    feature_cache: dict[str, str] = field(default_factory=dict)
+    features_extracted: dict[str, int] = field(default_factory=dict)
+    seeds: dict[str, int] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    samples_reused: bool | None = None
+    report_html: str | None = None
+    report_json: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field; metrics that were not asked for are left out rather than reported as null."""
+        out: dict[str, Any] = {}
+        skip = {
+            "fid": ("fid", "fid_label", "fid_ci95", "fid_infinity", "fid_curve"),
+            "kid": ("kid_mean", "kid_std", "kid_ci95", "kid_subset_size", "kid_subsets"),
+            "is": ("is_mean", "is_std", "is_splits"),
+            "prc": ("precision", "recall", "prc_k"),
+            "memorization": ("memorization",),
+        }
+        hidden = {name for metric, names in skip.items() if metric not in self.metrics for name in names}
+        for key, value in self.__dict__.items():
+            if key not in hidden:
+                out[key] = value
+        return out
+
+    def summary_lines(self) -> list[str]:
+        lines = [
+            f"[bold]{self.n_generated}[/] generated vs [bold]{self.n_reference}[/] reference images "
+            f"({self.resolution} px), engine {self.engine}"
+        ]
+        if self.fid is not None:
+            ci = f"  95% CI [{self.fid_ci95[0]:.3f}, {self.fid_ci95[1]:.3f}]" if self.fid_ci95 else ""
+            inf = f"  FID∞ ≈ {self.fid_infinity:.3f} (estimate)" if self.fid_infinity is not None else ""
+            lines.append(f"[bold]{self.fid_label}[/]: {self.fid:.3f}{ci}{inf}")
+        if self.kid_mean is not None:
+            ci = f"  95% CI [{self.kid_ci95[0]:.5f}, {self.kid_ci95[1]:.5f}]" if self.kid_ci95 else ""
+            lines.append(f"[bold]KID@{self.n_generated}[/]: {self.kid_mean:.5f} ± {self.kid_std:.5f}{ci}")
+        if self.is_mean is not None:
+            lines.append(f"[bold]IS[/]: {self.is_mean:.3f} ± {self.is_std:.3f} (not meaningful for faces)")
+        if self.precision is not None:
+            lines.append(
+                f"[bold]precision[/] {self.precision:.3f}  [bold]recall[/] {self.recall:.3f} (k={self.prc_k})"
+            )
+        if self.memorization is not None:
+            lines.append(
+                f"[bold]near-copies[/]: {self.memorization['n_flagged']} of {self.n_generated} "
+                f"({100 * self.memorization['share_flagged']:.1f}%)"
+            )
+        lines += [f"[yellow]caveat[/] {note}" for note in self.caveats]
+        if self.report_html:
+            lines.append(f"report: {self.report_html}")
+        return lines
+
+
+@contextmanager
+def _timed(timings: dict[str, float], name: str):
+    start = time.perf_counter()
+    yield
+    timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - start, 3)
+
+
+def _resolve_inputs(config: EvalConfig) -> tuple[Path, Path, bool | None]:
+    reused = None
+    if config.run is not None:
+        from diffkit.metrics.sampling import ensure_samples, run_reference
+
+        reference = config.reference or run_reference(config.run)
+        generated, reused = ensure_samples(config)
+    else:
+        assert config.generated is not None and config.reference is not None
+        generated, reference = config.generated, config.reference
+    for role, folder in (("generated", generated), ("reference", reference)):
+        if not folder.is_dir():
+            raise DiffkitError(f"{role} folder {folder} does not exist")
+    return generated, reference, reused
+
+
+def _image_sets(config: EvalConfig, generated: Path, reference: Path) -> tuple[ImageSet, ImageSet]:
+    hint = (
+        "use --run to sample them, or lower --samples"
+        if config.run is None
+        else "delete the samples folder to sample again"
+    )
+    gen_files = select_images(generated, config.samples, "generated", hint)
+    width, height = image_size(gen_files[0])
+    resolution = min(width, height)
+    ref_files = select_images(
+        reference, config.reference_samples, "reference", "lower --reference-samples or add reference images"
+    )
+    return describe_set(generated, gen_files, resolution), describe_set(reference, ref_files, resolution)
+
+
+class _Progress:
+    """One rich progress bar on stderr (stdout stays clean for --json), or nothing."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bar = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def task(self, description: str, total: int):
+        if self.bar is None:
+            return None
+        task_id = self.bar.add_task(description, total=total)
+        return lambda n: self.bar.advance(task_id, n)
+
+
+def _features(
+    config: EvalConfig,
+    extractor: Extractor,
+    sets: dict[str, ImageSet],
+    progress: _Progress,
+    result: EvalResult,
+    tag: str,
+) -> dict[str, FeatureSet]:
+    cache_dir = config.cache_dir if config.cache_dir is not None else DEFAULT_CACHE_DIR
+    out = {}
+    for role, image_set in sets.items():
+        callback = progress.task(f"{tag} features: {role}", len(image_set))
+        with _timed(result.timings_s, f"features_{tag}"):
+            feats = extract_features(
+                image_set, extractor, batch_size=config.batch_size, cache_dir=cache_dir, progress=callback
+            )
+        result.feature_cache[f"{tag}_{role}"] = "hit" if feats.from_cache else "miss"
+        result.features_extracted[f"{tag}_{role}"] = feats.n_extracted
+        out[role] = feats
+    return out
+
+
+def _input_caveats(config: EvalConfig, gen: ImageSet, ref: ImageSet, extractor: Extractor) -> list[str]:
+    notes = [
+        f"{ENGINE_NOTES[config.engine]}; torch-fidelity and clean-fid numbers differ on the same images "
+        "(2-20%) and are not comparable."
+    ]
+    if not extractor.weights.official:
+        notes.append(
+            f"Inception weights {extractor.weights.path} (sha256 {extractor.weights.sha256[:16]}…) are "
+            "not the official file: these numbers are not comparable with any published value."
+        )
+    if ref.n_lossy:
+        notes.append(
+            f"{ref.n_lossy} of {len(ref)} reference images are JPEG/WebP (lossy); compression artefacts "
+            "shift FID against lossless generated PNGs (Parmar et al. 2022)."
+        )
+    if gen.n_lossy:
+        notes.append(f"{gen.n_lossy} generated images are lossy-compressed; save samples as PNG.")
+    if ref.resized:
+        sizes = ", ".join(sorted(ref.native_sizes)[:3])
+        notes.append(
+            f"Reference images ({sizes}) were centre-cropped and resized (PIL bicubic) to "
+            f"{ref.resolution} px, the generated resolution."
+        )
+    if len(gen.native_sizes) > 1:
+        notes.append(
+            f"Generated images have {len(gen.native_sizes)} different sizes; all were brought to "
+            f"{gen.resolution} px."
+        )
+    if config.run is not None and config.reference is None:
+        notes.append(
+            "The reference is the run's training data: FID/KID against training data also reward "
+            "memorization (see the memorization metric)."
+        )
+    return notes
+
+
+def evaluate(config: EvalConfig) -> EvalResult:
+    config.validate()
+    timings: dict[str, float] = {}
+    with _timed(timings, "inputs"):
+        generated, reference, reused = _resolve_inputs(config)
+        gen_set, ref_set = _image_sets(config, generated, reference)
+    n, m = len(gen_set), len(ref_set)
+    device = resolve_device(config.device)
+    metrics = list(config.metrics)
+    needs_inception = any(name in metrics for name in ("fid", "kid", "is", "memorization"))
+    spec = TORCH_FIDELITY_INCEPTION if config.engine == "torch-fidelity" else CLEAN_FID_INCEPTION
+    result = EvalResult(
+        n,
+        m,
+        config.engine,
+        "",
+        metrics,
+        str(generated),
+        str(reference),
+        gen_set.resolution,
+        timings_s=timings,
+        samples_reused=reused,
+    )
+    result.seeds = {
+        "sampling": config.seed,
+        "bootstrap": config.seed + 1,
+        "subsets": config.seed + 2,
+        "kid_subsets": 2020,
+        "is_shuffle": 2020,
+    }
+
+    with _Progress(config.progress) as progress:
+        inception = None
+        if needs_inception:
+            weights = resolve_weights(spec, config.weights)
+            inception = build_inception(config.engine, weights, device)
+            result.weights["inception"] = weights.to_dict()
+            result.resize = inception.resize
+            result.caveats += _input_caveats(config, gen_set, ref_set, inception)
+            feats = _features(
+                config, inception, {"generated": gen_set, "reference": ref_set}, progress, result, "inception"
+            )
+            gen_pool, ref_pool = feats["generated"]["2048"], feats["reference"]["2048"]
+        if "prc" in metrics:
+            vgg_weights = resolve_weights(VGG16, config.vgg_weights)
+            vgg = build_vgg16(vgg_weights, device)
+            result.weights["vgg16"] = vgg_weights.to_dict()
+            result.resize = result.resize or vgg.resize
+            vfeats = _features(
+                config, vgg, {"generated": gen_set, "reference": ref_set}, progress, result, "vgg16"
+            )
+
+    if "fid" in metrics:
+        with _timed(timings, "fid"):
+            result.fid = frechet_distance(gen_pool, ref_pool)
+            result.fid_label = cav.fid_label(n, m)
+            frechet = FastFrechet(ref_pool)
+            interval = None
+            if config.bootstrap:
+                boot = cav.fid_bootstrap(gen_pool, frechet, config.bootstrap, config.seed + 1)
+                interval = cav.percentile_interval(boot)
+                result.fid_ci95 = list(interval)
+            curve = cav.fid_curve(gen_pool, frechet, config.seed + 2) if n >= 16 else None
+            if curve is not None:
+                result.fid_infinity = curve.intercept
+                result.fid_curve = {
+                    "sizes": curve.sizes,
+                    "fids": curve.fids,
+                    "slope": curve.slope,
+                    "intercept": curve.intercept,
+                }
+            result.caveats += cav.fid_caveats(n, m, interval, curve, result.fid)
+    if "kid" in metrics:
+        with _timed(timings, "kid"):
+            size = cav.kid_subset_size(n, m)
+            result.kid_subset_size, result.kid_subsets = size, config.kid_subsets
+            result.kid_mean, result.kid_std, _ = kernel_distance(gen_pool, ref_pool, config.kid_subsets, size)
+            interval = None
+            if config.bootstrap:
+                boot = kid_bootstrap(gen_pool, ref_pool, config.bootstrap, config.seed + 1, KID_BOOTSTRAP_MAX)
+                interval = cav.percentile_interval(boot)
+                result.kid_ci95 = list(interval)
+            result.caveats += cav.kid_caveats(n, m, size, interval, KID_BOOTSTRAP_MAX)
+    if "is" in metrics:
+        if n < DEFAULT_SPLITS:
+            raise DiffkitError(
+                f"the Inception Score needs at least {DEFAULT_SPLITS} generated images (got {n})"
+            )
+        result.is_mean, result.is_std = inception_score(feats["generated"]["logits_unbiased"])
+        result.is_splits = DEFAULT_SPLITS
+        result.caveats += cav.is_caveats(n, DEFAULT_SPLITS)
+    if "prc" in metrics:
+        with _timed(timings, "prc"):
+            result.precision, result.recall = precision_recall(
+                vfeats["generated"]["fc2_relu"], vfeats["reference"]["fc2_relu"], config.prc_k
+            )
+        result.prc_k = config.prc_k
+        result.caveats.append(
+            f"Precision/recall (Kynkäänniemi et al. 2019) in VGG16 fc2 features, k={config.prc_k}, "
+            f"N={n}, M={m}: both depend on N, M and k; compare only at equal values."
+        )
+    memo = None
+    if "memorization" in metrics:
+        from diffkit.metrics.memorization import check_memorization
+
+        with _timed(timings, "memorization"):
+            memo = check_memorization(
+                gen_set.files, ref_set.files, gen_set.resolution, gen_pool, ref_pool, seed=config.seed
+            )
+        result.memorization = memo.summary()
+        result.caveats.append(
+            f"Memorization: {result.memorization['n_flagged']} of {n} generated images "
+            f"({100 * result.memorization['share_flagged']:.1f}%) have a reference image much closer "
+            f"than the second closest (pixel NN1/NN2 < 1/3 at {memo.pixel_resolution} px); checked "
+            "against the reference set, which should be the training data."
+        )
+    if config.write_report:
+        from diffkit.metrics.eval_report import build_report
+
+        with _timed(timings, "report"):
+            paths = build_report(config, result, gen_set, ref_set, memo)
+        result.report_html, result.report_json = str(paths.html), str(paths.json)
+    return result

@@ -1,0 +1,117 @@
+"""``diffkit sample``: PNG files (and optionally a grid) from a run's EMA snapshot."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from diffkit.atomic import atomic_open
+from diffkit.errors import DiffkitError
+from diffkit.sample.generate import generate_images, resolve_snapshot
+from diffkit.sample.grid import make_grid
+
+GRID_FILE = "grid.png"
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    run: Path | None = None
+    n: int = 64
+    sampler: str = "ddim"
+    steps: int = 50
+    eta: float = 0.0
+    seed: int = 0
+    out: Path | None = None  # default: <run>/generated/<snapshot>-<sampler><steps>-seed<seed>
+    grid: bool = False
+    batch_size: int = 64
+    device: str = "auto"
+    precision: str = "auto"
+    snapshot: Path | None = None
+    progress: bool = True
+
+
+@dataclass
+class SampleResult:
+    snapshot: Path
+    out_dir: Path
+    n: int
+    sampler: str
+    steps: int
+    seed: int
+    files: list[str]
+    grid: Path | None
+    seconds: float
+
+    @property
+    def img_per_s(self) -> float:
+        return self.n / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "snapshot": str(self.snapshot),
+            "out_dir": str(self.out_dir),
+            "n": self.n,
+            "sampler": self.sampler,
+            "steps": self.steps,
+            "seed": self.seed,
+            "files": self.files,
+            "grid": str(self.grid) if self.grid else None,
+            "seconds": self.seconds,
+            "img_per_s": self.img_per_s,
+        }
+
+    def summary_lines(self) -> list[str]:
+        lines = [
+            f"[green]wrote[/] {self.n} images to {self.out_dir}",
+            f"sampler: {self.sampler}, {self.steps} steps, seed {self.seed}",
+            f"snapshot: {self.snapshot}",
+            f"time: {self.seconds:.1f} s ({self.img_per_s:.2f} img/s)",
+        ]
+        if self.grid:
+            lines.append(f"grid: {self.grid}")
+        return lines
+
+
+def default_out_dir(snapshot: Path, config: SampleConfig) -> Path:
+    name = f"{snapshot.stem}-{config.sampler}{config.steps}-seed{config.seed}"
+    return snapshot.parent / "generated" / name
+
+
+def sample(config: SampleConfig) -> SampleResult:
+    if config.run is None and config.snapshot is None:
+        raise DiffkitError("pass --run RUN (a training run folder) to sample from")
+    snapshot = resolve_snapshot(config.run, config.snapshot)
+    started = time.perf_counter()
+    images = generate_images(
+        config.run,
+        config.n,
+        sampler=config.sampler,
+        steps=config.steps,
+        eta=config.eta,
+        seed=config.seed,
+        batch_size=config.batch_size,
+        device=config.device,
+        snapshot=snapshot,
+        progress=config.progress,
+        precision=config.precision,
+    )
+    seconds = time.perf_counter() - started
+    out_dir = config.out or default_out_dir(snapshot, config)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = []
+    for index, image in enumerate(images):
+        name = f"{index:06d}.png"
+        with atomic_open(out_dir / name, "wb", durable=False) as handle:
+            Image.fromarray(image).save(handle, format="PNG")
+        files.append(name)
+    grid = None
+    if config.grid:
+        grid = out_dir / GRID_FILE
+        with atomic_open(grid, "wb", durable=False) as handle:
+            make_grid(images).save(handle, format="PNG")
+    return SampleResult(
+        snapshot, out_dir, config.n, config.sampler, config.steps, config.seed, files, grid, seconds
+    )

@@ -1,0 +1,118 @@
+"""Images from a training run's EMA snapshot: safetensors + JSON only, nothing is ever unpickled.
+
+Image ``i`` starts from noise drawn by its own generator (seeded from ``seed`` and ``i``), so with the
+deterministic DDIM sampler (eta = 0) image ``i`` is the same whatever ``n`` and ``batch_size`` are: a
+1,000-image sample is the first 1,000 of a 10,000-image one. DDPM and DDIM with eta > 0 also draw noise
+at every step, per batch, so there the images depend on ``batch_size`` too.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from diffkit.diffusion import GaussianDiffusion, make_sampler, run_sampler
+from diffkit.errors import DiffkitError
+from diffkit.models import UNet, UNetConfig
+from diffkit.sample.grid import to_uint8
+from diffkit.train.checkpoint import SNAPSHOT_FORMAT, latest_snapshot, read_run_config
+from diffkit.train.config import TrainConfig
+from diffkit.train.precision import Precision, resolve_device
+
+_SEED_STRIDE = 1_000_003  # image i of seed s uses generator seed s * stride + i
+_STEP_NOISE_OFFSET = 2**40  # per-step noise of a batch: a seed range the initial noise never uses
+
+
+def load_run_config(run: Path) -> TrainConfig:
+    """The training options a run was made with (its ``config.json``)."""
+    return TrainConfig.from_dict(read_run_config(Path(run))["train"])
+
+
+def snapshot_payload(snapshot: Path) -> dict[str, Any]:
+    """The run config stored in a snapshot's metadata, else the ``config.json`` beside it."""
+    try:
+        with safe_open(str(snapshot), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except Exception as exc:  # not a safetensors file, or truncated
+        raise DiffkitError(f"cannot read {snapshot} as safetensors ({exc})") from None
+    if metadata.get("format") == SNAPSHOT_FORMAT and "config" in metadata:
+        return json.loads(metadata["config"])
+    return read_run_config(snapshot.parent)
+
+
+def load_snapshot(snapshot: Path, device: torch.device) -> tuple[UNet, GaussianDiffusion, dict[str, Any]]:
+    """An eval-mode EMA U-Net and its diffusion process, from safetensors and JSON only."""
+    payload = snapshot_payload(snapshot)
+    model = UNet(UNetConfig.from_dict(payload["model"]))
+    model.load_state_dict(load_file(str(snapshot), device="cpu"))
+    model.to(device).eval().requires_grad_(False)
+    d = payload["diffusion"]
+    diffusion = GaussianDiffusion.create(
+        d["schedule"], d["prediction"], int(d["timesteps"]), d["min_snr_gamma"]
+    )
+    return model, diffusion, payload
+
+
+def resolve_snapshot(run: Path | None, snapshot: Path | None) -> Path:
+    if snapshot is not None:
+        if not Path(snapshot).is_file():
+            raise DiffkitError(f"snapshot {snapshot} not found")
+        return Path(snapshot)
+    if run is None or not Path(run).is_dir():
+        raise DiffkitError(f"run folder {run} not found; pass --run runs/NNNNN-name")
+    return latest_snapshot(Path(run))
+
+
+def initial_noise(indices: range, channels: int, resolution: int, seed: int) -> torch.Tensor:
+    noises = []
+    for index in indices:
+        generator = torch.Generator().manual_seed(seed * _SEED_STRIDE + index)
+        noises.append(torch.randn(channels, resolution, resolution, generator=generator))
+    return torch.stack(noises)
+
+
+@torch.no_grad()
+def generate_images(
+    run: Path | None,
+    n: int,
+    *,
+    sampler: str = "ddim",
+    steps: int = 50,
+    eta: float = 0.0,
+    seed: int = 0,
+    batch_size: int = 64,
+    device: str = "auto",
+    snapshot: Path | None = None,
+    progress: bool = True,
+    precision: str = "auto",
+) -> np.ndarray:
+    """``n`` images (N, H, W, 3) uint8 from the run's latest EMA snapshot (or ``snapshot``)."""
+    if n < 1 or batch_size < 1:
+        raise DiffkitError(f"n and batch_size must be at least 1 (got n={n}, batch_size={batch_size})")
+    path = resolve_snapshot(run, snapshot)
+    torch_device = resolve_device(device)
+    autocast = Precision.create(precision, torch_device)
+    model, diffusion, _ = load_snapshot(path, torch_device)
+    sampler_impl = make_sampler(sampler, diffusion, eta=eta)
+    config = model.config
+    out = np.empty((n, config.resolution, config.resolution, config.output_channels), dtype=np.uint8)
+    columns = (TextColumn("[bold]sample"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), disable=not progress, transient=True) as bar:
+        task = bar.add_task("sample", total=n)
+        for start in range(0, n, batch_size):
+            indices = range(start, min(start + batch_size, n))
+            noise = initial_noise(indices, config.in_channels, config.resolution, seed).to(torch_device)
+            generator = torch.Generator().manual_seed(_STEP_NOISE_OFFSET + seed * _SEED_STRIDE + start)
+            with autocast.autocast():
+                images = run_sampler(model, sampler_impl, noise, steps, generator)
+            out[start : start + len(indices)] = to_uint8(images)
+            bar.update(task, advance=len(indices))
+    return out

@@ -1,0 +1,187 @@
+"""Polite HTTP: one long-lived httpx AsyncClient behind a global, adaptive rate limiter.
+
+- The limiter spaces *every* request (all workers, retries and probes included) at least ``1/rate``
+  apart, and a ``Retry-After`` pauses all of them, not only the worker that received it.
+- The rate halves after a 429 and climbs back by a small step per success (AIMD, as TCP does).
+- Backoff is exponential with full jitter (``uniform(0, min(cap, base * 2**attempt))``).
+- Redirects are followed by hand and only to the same host; the body is read to a size cap and
+  under one deadline for the whole request (httpx's own timeout applies per socket read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from diffkit.scrape.validate import (
+    CONNECTION_ERROR,
+    REDIRECT_OFFHOST,
+    TIMEOUT,
+    TOO_LARGE,
+    TOO_MANY_REDIRECTS,
+    TRUNCATED,
+)
+
+MAX_REDIRECTS = 5
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date); None if unusable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    now = now or datetime.now(timezone.utc)
+    return max(0.0, (when - now).total_seconds())
+
+
+def full_jitter_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
+    """AWS "full jitter": a uniform draw below the capped exponential, so retries do not synchronise."""
+    return rng.uniform(0.0, min(cap_s, base_s * 2.0 ** min(attempt, 62)))
+
+
+def same_host(url_a: str, url_b: str) -> bool:
+    """Same host name and same port (an http -> https upgrade on default ports counts as the same)."""
+    a, b = urlsplit(url_a), urlsplit(url_b)
+    if b.scheme.lower() not in _DEFAULT_PORTS or not a.hostname or a.hostname != b.hostname:
+        return False
+    port_a = a.port or _DEFAULT_PORTS.get(a.scheme.lower())
+    port_b = b.port or _DEFAULT_PORTS.get(b.scheme.lower())
+    return port_a == port_b or (a.port is None and b.port is None)
+
+
+class RateLimiter:
+    """Global token spacing with an adaptive rate and a shared pause for ``Retry-After``."""
+
+    def __init__(
+        self,
+        max_rate: float,
+        min_rate: float | None = None,
+        increase_step: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_rate = max_rate
+        self.min_rate = min_rate if min_rate is not None else max_rate / 64
+        # back to full speed after ~50 successes from zero: "up slowly" compared with halving
+        self.increase_step = increase_step if increase_step is not None else max_rate / 50
+        self.rate = max_rate
+        self._clock = clock
+        self._next_slot = 0.0
+        self._paused_until = 0.0
+        self._lock = asyncio.Lock()
+        self.history: list[tuple[float, float]] = [(clock(), max_rate)]  # (time, rate) at each change
+
+    async def acquire(self) -> None:
+        """Wait for this caller's slot. Holding the lock while sleeping keeps callers in FIFO order."""
+        async with self._lock:
+            while True:
+                now = self._clock()
+                ready_at = max(self._next_slot, self._paused_until)
+                if ready_at <= now:
+                    break
+                await asyncio.sleep(ready_at - now)  # re-checked: a pause may have arrived meanwhile
+            self._next_slot = now + 1.0 / self.rate
+
+    def pause(self, seconds: float) -> None:
+        """Nobody sends anything for ``seconds`` from now (Retry-After)."""
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    def paused_for(self) -> float:
+        return max(0.0, self._paused_until - self._clock())
+
+    def on_throttled(self) -> None:
+        self._set_rate(max(self.min_rate, self.rate / 2))
+
+    def on_success(self) -> None:
+        if self.rate < self.max_rate:
+            self._set_rate(min(self.max_rate, self.rate + self.increase_step))
+
+    def _set_rate(self, rate: float) -> None:
+        self.rate = rate
+        self.history.append((self._clock(), rate))
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    url: str  # after same-host redirects
+    redirects: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TransportFailure:
+    reason: str
+    detail: str
+
+
+class Fetcher:
+    """GET with the deadline, redirect and size policies above. One instance per run."""
+
+    def __init__(self, user_agent: str, timeout_s: float, max_bytes: int, connections: int) -> None:
+        self.timeout_s = timeout_s
+        self.max_bytes = max_bytes
+        self.client = httpx.AsyncClient(
+            headers={
+                "User-Agent": user_agent,
+                "Accept": "image/jpeg,image/png,image/webp,image/*;q=0.8",
+                "Accept-Encoding": "identity",  # so Content-Length counts the bytes we receive
+            },
+            timeout=httpx.Timeout(timeout_s),
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        )
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def get(self, url: str) -> Response | TransportFailure:
+        try:
+            return await asyncio.wait_for(self._get_following(url), self.timeout_s)
+        except (asyncio.TimeoutError, TimeoutError, httpx.TimeoutException):
+            return TransportFailure(TIMEOUT, f"no complete answer within {self.timeout_s:g} s")
+        except httpx.RemoteProtocolError as exc:
+            return TransportFailure(TRUNCATED, str(exc)[:160] or "connection closed mid-response")
+        except (httpx.TransportError, OSError) as exc:
+            return TransportFailure(CONNECTION_ERROR, str(exc)[:160] or type(exc).__name__)
+
+    async def _get_following(self, url: str) -> Response | TransportFailure:
+        redirects: list[str] = []
+        current = url
+        for _ in range(MAX_REDIRECTS + 1):
+            async with self.client.stream("GET", current) as response:
+                location = response.headers.get("location")
+                if response.is_redirect and location:
+                    target = urljoin(current, location)
+                    if not same_host(url, target):
+                        return TransportFailure(REDIRECT_OFFHOST, f"redirect to {target}")
+                    redirects.append(target)
+                    current = target
+                    continue
+                body = bytearray()
+                async for chunk in response.aiter_raw():
+                    body.extend(chunk)
+                    if len(body) > self.max_bytes:
+                        return TransportFailure(TOO_LARGE, f"body larger than {self.max_bytes:,} bytes")
+                headers = {name.lower(): value for name, value in response.headers.items()}
+                return Response(response.status_code, headers, bytes(body), current, tuple(redirects))
+        return TransportFailure(TOO_MANY_REDIRECTS, f"more than {MAX_REDIRECTS} redirects")

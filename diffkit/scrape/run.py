@@ -1,0 +1,306 @@
+"""``scrape(config) -> ScrapeResult``: fetch until the output folder holds N unique, valid images.
+
+Shape of a run: reconcile the folder, probe the endpoint, then ``concurrency`` workers share one
+rate limiter. Each response is validated in a thread; kept images are de-duplicated and written by
+plain synchronous code in the event loop, so a cancellation (Ctrl-C, a stop condition) can never land
+between a file and its manifest row. Stop conditions end the run with a report and a one-line error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+import time
+from collections import Counter, deque
+from typing import Any
+
+from rich.console import Console
+
+from diffkit.errors import DiffkitError
+from diffkit.scrape.client import Fetcher, RateLimiter, TransportFailure, full_jitter_delay, parse_retry_after
+from diffkit.scrape.config import ScrapeConfig
+from diffkit.scrape.endpoints import ProbeResult, probe_endpoints
+from diffkit.scrape.progress import ScrapeProgress
+from diffkit.scrape.storage import IMAGES_DIR, MANIFEST_NAME, ReconcileReport, Store
+from diffkit.scrape.summary import ScrapeResult, write_scrape_report
+from diffkit.scrape.validate import (
+    CONNECTION_ERROR,
+    DUPLICATE_EXACT,
+    DUPLICATE_NEAR,
+    Rejection,
+    ValidImage,
+    is_block,
+    is_transient,
+    validate,
+)
+
+_console = Console(stderr=True)
+
+
+def say(message: str) -> None:
+    _console.print(message, highlight=False, soft_wrap=True)
+
+
+class _Scrape:
+    """The state of one run: counters, stop conditions and the worker loop."""
+
+    def __init__(self, config: ScrapeConfig, store: Store | None, reconcile: ReconcileReport) -> None:
+        self.config = config
+        self.store = store  # None until the probe succeeds when the output folder is new
+        self.reconcile = reconcile
+        self.progress = ScrapeProgress(config.n, enabled=config.progress, console=_console)
+        self.kept = store.kept_count() if store is not None else 0
+        self.kept_new: list[str] = []  # file names kept by this run, in order
+        self.requests = 0
+        self.rejections: Counter[str] = Counter()
+        self.duplicates: Counter[str] = Counter()
+        self.surplus = 0  # valid new images that arrived after the target was reached
+        self.events: list[tuple[float, str]] = []  # (seconds since start, "kept"/"duplicate"/"rejected")
+        self.recent_duplicates: deque[bool] = deque(maxlen=config.exhaustion_window)
+        self.consecutive_failures = 0
+        self.consecutive_blocks = 0
+        self.in_flight = 0
+        self.url = config.url or ""
+        self.probe: ProbeResult | None = None
+        self.stop_message: str | None = None
+        self.interrupted = False
+        self.started = time.monotonic()
+        self.last_metadata = self.started
+        self.stop_event = asyncio.Event()
+        self.rng = random.Random(config.seed)
+        self.limiter = RateLimiter(config.rps)
+        self.fetcher = Fetcher(config.user_agent, config.timeout_s, config.max_bytes, config.concurrency + 1)
+
+    def open_store(self) -> Store:
+        """Create the output folder once there is something to put in it."""
+        if self.store is None:
+            self.store = Store(self.config.out)
+            self.reconcile = reconcile_and_report(self.store, self.config)
+            self.kept = self.store.kept_count()
+            for reason, count in self.rejections.items():  # counted while probing
+                self.store.count(reason, count)
+        return self.store
+
+    # -- stop conditions ---------------------------------------------------------------------------
+    def stop(self, message: str) -> None:
+        if self.stop_message is None and not self.interrupted:
+            self.stop_message = message
+        self.stop_event.set()
+
+    def on_interrupt(self) -> None:
+        if not self.interrupted:
+            say("[yellow]interrupted: finishing writes, then the summary[/]")
+        self.interrupted = True
+        self.stop_event.set()
+
+    # -- one request -------------------------------------------------------------------------------
+    async def attempt(self, url: str) -> tuple[ValidImage, str] | Rejection:
+        """One rate-limited request and its validation; failures are counted here."""
+        await self.limiter.acquire()
+        self.requests += 1
+        response = await self.fetcher.get(url)
+        if isinstance(response, TransportFailure):
+            return self.reject(Rejection(response.reason, response.detail))
+        if response.status == 429:
+            self.limiter.on_throttled()
+        if response.status in (429, 503):
+            wait = parse_retry_after(response.headers.get("retry-after"))
+            if wait is not None and wait > self.config.retry_after_cap_s:
+                self.stop(
+                    f"the server asked to wait {wait:.0f} s (Retry-After), more than the "
+                    f"{self.config.retry_after_cap_s:.0f} s cap: rerun the command later"
+                )
+            elif wait is not None:
+                self.limiter.pause(wait)  # every worker waits, not only this one
+        checked = await asyncio.to_thread(
+            validate, response.status, response.headers, response.body,
+            self.config.max_pixels, self.config.expect_size,
+        )
+        if isinstance(checked, Rejection):
+            return self.reject(checked)
+        self.limiter.on_success()
+        self.consecutive_failures = self.consecutive_blocks = 0
+        return checked, response.url
+
+    async def attempt_with_retries(
+        self, url: str, probing: bool = False
+    ) -> tuple[ValidImage, str] | Rejection:
+        """Retry transient failures with backoff (or the announced Retry-After pause)."""
+        for retry in range(self.config.max_retries + 1):
+            outcome = await self.attempt(url)
+            if not isinstance(outcome, Rejection) or not is_transient(outcome.reason):
+                return outcome
+            if probing and outcome.reason == CONNECTION_ERROR:
+                return outcome  # a URL that refuses connections at start is a typo, not a blip
+            if retry == self.config.max_retries:
+                if not probing:
+                    self.stop(
+                        f"a request failed {retry + 1} times in a row ({outcome.reason}: {outcome.detail}); "
+                        "the source looks down: rerun later (it resumes)"
+                    )
+                return outcome
+            if self.limiter.paused_for() > 0:
+                continue  # the announced Retry-After pause already holds every worker back
+            await asyncio.sleep(
+                full_jitter_delay(retry, self.config.backoff_base_s, self.config.backoff_cap_s, self.rng)
+            )
+        raise AssertionError("unreachable")
+
+    def reject(self, rejection: Rejection) -> Rejection:
+        if self.store is not None:
+            self.store.count(rejection.reason)
+        self.rejections[rejection.reason] += 1
+        self.events.append((time.monotonic() - self.started, "rejected"))
+        self.consecutive_failures += 1
+        self.consecutive_blocks = self.consecutive_blocks + 1 if is_block(rejection.reason) else 0
+        if self.consecutive_blocks >= self.config.max_block_pages:
+            self.stop(
+                f"{self.consecutive_blocks} block pages in a row (HTML or HTTP 403 instead of an image): the "
+                "site is refusing diffkit; wait before rerunning, lower --rps, or check the URL in a browser"
+            )
+        elif self.consecutive_failures >= self.config.max_consecutive_failures:
+            self.stop(
+                f"{self.consecutive_failures} requests in a row failed (last: {rejection.reason}: "
+                f"{rejection.detail}); check the URL, then rerun to resume"
+            )
+        self.progress.update(self)
+        return rejection
+
+    # -- keeping -----------------------------------------------------------------------------------
+    def keep_or_count(self, image: ValidImage, url: str) -> None:
+        """Exact and perceptual de-duplication, then the atomic write. No ``await`` in here."""
+        now = time.monotonic()
+        store = self.open_store()
+        if image.sha256 in store.index.sha256:
+            duplicate: str | None = DUPLICATE_EXACT
+        else:
+            distance = store.index.nearest_distance(image.phash)
+            near = distance is not None and distance <= self.config.near_dup_threshold
+            duplicate = DUPLICATE_NEAR if near else None
+        if duplicate is not None:
+            store.count(duplicate)
+            self.duplicates[duplicate] += 1
+            self.events.append((now - self.started, "duplicate"))
+        elif self.kept >= self.config.n:
+            self.surplus += 1
+            return
+        else:
+            self.kept_new.append(store.add(image, url))
+            self.kept += 1
+            self.events.append((now - self.started, "kept"))
+        self.recent_duplicates.append(duplicate is not None)
+        window = self.recent_duplicates
+        if len(window) == window.maxlen and sum(window) / len(window) > self.config.exhaustion_dup_rate:
+            self.stop(
+                f"the source looks exhausted: {sum(window)} of the last {len(window)} images were "
+                "duplicates; it repeats itself (lower --concurrency/--rps, or use another source)"
+            )
+        if now - self.last_metadata >= self.config.metadata_every_s:
+            store.write_metadata()
+            self.last_metadata = now
+        self.progress.update(self)
+
+    async def worker(self) -> None:
+        while not self.stop_event.is_set() and self.kept + self.in_flight < self.config.n:
+            self.in_flight += 1
+            try:
+                outcome = await self.attempt_with_retries(self.url)
+            finally:
+                self.in_flight -= 1
+            if not isinstance(outcome, Rejection) and not self.stop_event.is_set():
+                self.keep_or_count(*outcome)
+
+    # -- the run -----------------------------------------------------------------------------------
+    async def until_stopped(self, *coroutines: Any) -> None:
+        """Run the coroutines until they finish or a stop is requested; then cancel what is left."""
+        tasks = [asyncio.ensure_future(coroutine) for coroutine in coroutines]
+        stopper = asyncio.ensure_future(self.stop_event.wait())
+        try:
+            await asyncio.wait([stopper, asyncio.gather(*tasks)], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            for task in tasks:
+                task.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                raise result
+
+    async def probe_and_fetch(self) -> None:
+        async def probe() -> None:
+            attempt = lambda url: self.attempt_with_retries(url, probing=True)  # noqa: E731
+            self.probe = await probe_endpoints(self.config.candidate_urls, self.config.url, attempt)
+
+        try:
+            await self.until_stopped(probe())
+        except DiffkitError as exc:
+            self.stop(str(exc))
+            return
+        if self.probe is None:
+            return
+        self.url = self.probe.url
+        say(f"endpoint: {self.probe.url} answered with an image ({self.probe.steps[-1].detail})")
+        with self.progress:
+            self.keep_or_count(self.probe.image, self.probe.served_by)
+            self.progress.update(self, force=True)
+            await self.until_stopped(*(self.worker() for _ in range(self.config.concurrency)))
+            self.progress.update(self, force=True)
+
+    async def main(self) -> None:
+        loop = asyncio.get_running_loop()
+        handled: list[signal.Signals] = []
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signum, self.on_interrupt)
+                handled.append(signum)
+        try:
+            await self.probe_and_fetch()
+        finally:
+            for signum in handled:
+                loop.remove_signal_handler(signum)
+            await self.fetcher.aclose()
+
+
+def reconcile_and_report(store: Store, config: ScrapeConfig) -> ReconcileReport:
+    reconcile = store.reconcile(config.max_pixels, config.near_dup_threshold)
+    if reconcile.changed or reconcile.unknown_files:
+        say(f"reconcile {config.out}: {reconcile.describe()}")
+    return reconcile
+
+
+def scrape(config: ScrapeConfig) -> ScrapeResult:
+    """Fill ``config.out`` up to ``config.n`` unique, valid images (resuming what is there)."""
+    config.validate()
+    store: Store | None = None
+    reconcile = ReconcileReport()
+    if (config.out / MANIFEST_NAME).exists() or (config.out / IMAGES_DIR).exists():
+        store = Store(config.out)
+    run = _Scrape(config, store, reconcile)
+    try:
+        if store is not None:
+            run.reconcile = reconcile_and_report(store, config)
+            run.kept = store.kept_count()
+        if run.kept < config.n:
+            asyncio.run(run.main())
+        else:
+            say(f"{config.out} already holds {run.kept} images (--n {config.n}): nothing to fetch")
+        if run.store is None or (run.probe is None and run.kept < config.n and not run.interrupted):
+            if run.interrupted:
+                raise KeyboardInterrupt
+            raise DiffkitError(run.stop_message or "no endpoint answered")  # nothing was fetched
+        run.store.write_metadata()
+        result = ScrapeResult.from_run(run, run.reconcile, run.store)
+        if config.report:
+            paths = write_scrape_report(result, run.store, run.kept_new, config.report_path)
+            result.report_html, result.report_json = str(paths.html), str(paths.json)
+    finally:
+        if run.store is not None:
+            run.store.close()
+    if run.stop_message is not None:
+        raise DiffkitError(
+            f"{run.stop_message} (kept {result.kept_total}/{config.n}"
+            + (f"; report: {result.report_html})" if result.report_html else ")")
+        )
+    return result

@@ -1,0 +1,171 @@
+"""Decide whether one HTTP response is a usable image, and name the reason when it is not.
+
+Every check is cheap before it is expensive: status, content type, magic bytes, length, then the
+header-only image size (a decompression bomb is refused before any pixel is decoded), then one full
+decode. Only bytes that pass everything are ever written to disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import imagehash
+from PIL import Image
+
+# Rejection reasons. ``http_<status>`` covers every other status code.
+BLOCK_PAGE = "block_page"  # an HTML page where an image was expected (landing page, CAPTCHA, ban)
+CONTENT_TYPE = "content_type"
+MAGIC_BYTES = "magic_bytes"
+LENGTH_MISMATCH = "length_mismatch"
+TRUNCATED = "truncated"  # the connection closed before the announced body arrived
+TIMEOUT = "timeout"
+CONNECTION_ERROR = "connection_error"
+REDIRECT_OFFHOST = "redirect_offhost"
+TOO_MANY_REDIRECTS = "too_many_redirects"
+TOO_LARGE = "too_large"
+DECOMPRESSION_BOMB = "decompression_bomb"
+DECODE_ERROR = "decode_error"
+WRONG_SIZE = "wrong_size"
+TRUNCATED_IMAGE = "truncated_image"  # complete per Content-Length, yet the JPEG stops before its end
+DUPLICATE_EXACT = "duplicate_exact"
+DUPLICATE_NEAR = "duplicate_near"
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+TRANSIENT_REASONS = frozenset({TIMEOUT, CONNECTION_ERROR, TRUNCATED} | {f"http_{s}" for s in RETRY_STATUSES})
+
+# The one decode path for perceptual hashes, shared with ``diffkit dedupe`` so hashes are comparable:
+# libjpeg DCT-scaled greyscale decode to >= 256 px, then imagehash.phash (64 bits).
+HASH_DECODE = "draft-L-256"
+
+_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
+
+
+def is_transient(reason: str) -> bool:
+    """Worth retrying with backoff: the server or network may answer differently in a moment."""
+    return reason in TRANSIENT_REASONS
+
+
+def is_block(reason: str) -> bool:
+    return reason in {BLOCK_PAGE, "http_403"}
+
+
+@dataclass(frozen=True)
+class ValidImage:
+    data: bytes
+    sha256: str
+    phash: int  # unsigned 64-bit
+    width: int
+    height: int
+    extension: str  # "jpg", "png" or "webp", from the decoded format
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: str
+    detail: str = ""
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The image format named by the first bytes, or None."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
+def looks_like_html(content_type: str, body: bytes) -> bool:
+    if "html" in content_type:
+        return True
+    start = body[:256].lstrip().lower()
+    return start.startswith((b"<!doctype html", b"<html", b"<head", b"<body"))
+
+
+def check_response(status: int, headers: Mapping[str, str], body: bytes) -> Rejection | None:
+    """Checks that need no decoding: status, content type, magic bytes and Content-Length."""
+    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    if status == 200 and looks_like_html(content_type, body):
+        return Rejection(BLOCK_PAGE, f"HTML page ({content_type or 'no content type'})")
+    if status != 200:
+        return Rejection(f"http_{status}", f"HTTP {status}")
+    if not content_type.startswith("image/"):
+        return Rejection(CONTENT_TYPE, f"content type {content_type or 'missing'!r}")
+    if sniff_format(body[:16]) is None:
+        return Rejection(MAGIC_BYTES, f"first bytes {body[:8].hex()} are not JPEG, PNG or WebP")
+    announced = headers.get("content-length")
+    encoded = headers.get("content-encoding", "identity").lower() not in {"", "identity"}
+    if announced is not None and not encoded:
+        try:
+            expected = int(announced)
+        except ValueError:
+            return Rejection(LENGTH_MISMATCH, f"unreadable Content-Length {announced!r}")
+        if expected != len(body):
+            return Rejection(LENGTH_MISMATCH, f"Content-Length {expected} but {len(body)} bytes received")
+    return None
+
+
+def phash_of(data: bytes) -> int:
+    """64-bit pHash (unsigned) on the fixed ``HASH_DECODE`` path."""
+    with Image.open(io.BytesIO(data)) as image:
+        image.draft("L", (256, 256))  # a no-op for non-JPEG formats
+        return int(str(imagehash.phash(image)), 16)
+
+
+def decode_image(
+    data: bytes, max_pixels: int, expect_size: tuple[int, int] | None
+) -> ValidImage | Rejection:
+    """Full decode under a pixel limit; computes the hashes of an image that passes."""
+    if sniff_format(data[:16]) == "JPEG" and not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
+        # A Content-Length shorter than the image also lands here: the header lied, the body ran on.
+        return Rejection(TRUNCATED_IMAGE, "JPEG without its end-of-image marker")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size  # from the header only: nothing decoded yet
+            if width * height > max_pixels:
+                return Rejection(DECOMPRESSION_BOMB, f"{width}x{height} exceeds {max_pixels:,} pixels")
+            extension = _FORMATS.get(image.format or "")
+            if extension is None:
+                return Rejection(DECODE_ERROR, f"unsupported format {image.format}")
+            image.load()
+    except Image.DecompressionBombError as exc:
+        return Rejection(DECOMPRESSION_BOMB, str(exc)[:120])
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # Pillow's ways of saying "broken"
+        return Rejection(DECODE_ERROR, str(exc)[:120] or type(exc).__name__)
+    if expect_size is not None and (width, height) != tuple(expect_size):
+        return Rejection(WRONG_SIZE, f"{width}x{height}, expected {expect_size[0]}x{expect_size[1]}")
+    return ValidImage(
+        data=data,
+        sha256=hashlib.sha256(data).hexdigest(),
+        phash=phash_of(data),
+        width=width,
+        height=height,
+        extension=extension,
+    )
+
+
+def validate(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    max_pixels: int,
+    expect_size: tuple[int, int] | None = None,
+) -> ValidImage | Rejection:
+    """The whole validation of one response (CPU-bound: run it in a worker thread)."""
+    rejection = check_response(status, headers, body)
+    if rejection is not None:
+        return rejection
+    return decode_image(body, max_pixels, expect_size)
+
+
+def to_signed64(value: int) -> int:
+    """SQLite integers are signed 64-bit: store a pHash as its two's complement."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def to_unsigned64(value: int) -> int:
+    return value & 0xFFFF_FFFF_FFFF_FFFF

@@ -1,0 +1,229 @@
+"""The typed, frozen training config and the run length it resolves to.
+
+``TrainConfig`` is what the user asked for (the CLI fills it; tests build it directly) and is saved in
+the run's ``config.json``; ``TrainPlan`` is what that means for a given dataset (total steps and images,
+micro-batch, warm-up). Length is given by at most one of ``steps``, ``kimg`` or ``epochs``; with none,
+the run is ``DEFAULT_EPOCHS`` passes over the data (what the seed project trained).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from diffkit.diffusion import PREDICTIONS, SCHEDULES
+from diffkit.errors import DiffkitError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cuda", "mps", "cpu")
+DEFAULT_EPOCHS = 50.0
+LENGTH_FIELDS = ("steps", "kimg", "epochs")
+# Fields that may differ from the saved config when a run is resumed: they do not change the maths of
+# the remaining steps (device and precision aside, which the user may need to change to resume at all).
+RESUMABLE_OVERRIDES = (
+    *LENGTH_FIELDS,
+    "device",
+    "precision",
+    "compile",
+    "progress",
+    "report",
+    "dry_run",
+    "resume",
+    "sample_every_kimg",
+    "snapshot_every_kimg",
+    "state_every_minutes",
+    "log_every_steps",
+    "cache_dir",
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: Path = Path("data/faces")
+    out: Path | None = None  # the run folder; None: a new numbered folder under runs_dir
+    runs_dir: Path = Path("runs")
+    preset: str = "small"
+    resolution: int = 64
+    batch_size: int = 64  # images per optimiser step (global batch)
+    grad_accum: int = 1  # micro-batches per step; batch_size must divide by it
+    steps: int | None = None
+    kimg: float | None = None
+    epochs: float | None = None
+    lr: float = 2e-4
+    warmup_kimg: float = 10.0  # linear LR warm-up, capped at 10% of the run
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+    ema_halflife_kimg: float = 50.0
+    ema_rampup: float | None = 0.05  # half-life <= rampup * images seen, so short runs get a usable EMA
+    schedule: str = "cosine"
+    prediction: str = "v"
+    min_snr_gamma: float | None = 5.0
+    timesteps: int = 1000
+    hflip: bool = True
+    precision: str = "auto"
+    compile: bool = False
+    channels_last: bool = True
+    sample_every_kimg: float = 50.0  # fixed-noise EMA grid; 0: only at the end of the run
+    snapshot_every_kimg: float = 250.0  # EMA safetensors; 0: only at the end of the run
+    sample_grid: int = 64  # images in the fixed-noise grid
+    sample_steps: int = 50  # DDIM steps for the grid
+    state_every_minutes: float = 10.0  # how often state-latest.pt is refreshed (also at every snapshot)
+    log_every_steps: int = 50  # stats.jsonl line every N steps (and at the end)
+    max_bad_steps: int = 20  # consecutive non-finite steps before giving up
+    seed: int = 0
+    device: str = "auto"
+    resume: bool = False
+    dry_run: bool = False
+    progress: bool = True
+    report: bool = True
+    cache_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        # JSON and the CLI may hand over strings for paths; keep the declared types.
+        for name in ("data", "runs_dir", "out", "cache_dir"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))
+
+    def validate(self) -> None:
+        problems: list[str] = []
+        given = [name for name in LENGTH_FIELDS if getattr(self, name) is not None]
+        if len(given) > 1:
+            problems.append(f"give only one of --steps, --kimg, --epochs (got {', '.join(given)})")
+        for name in given:
+            if getattr(self, name) <= 0:
+                problems.append(f"--{name} must be positive")
+        if self.batch_size < 1 or self.grad_accum < 1 or self.batch_size % self.grad_accum:
+            problems.append(
+                f"--batch-size ({self.batch_size}) must be a positive multiple of "
+                f"grad_accum ({self.grad_accum})"
+            )
+        if self.lr <= 0:
+            problems.append("--lr must be positive")
+        choices = {
+            "schedule": SCHEDULES,
+            "prediction": PREDICTIONS,
+            "precision": PRECISIONS,
+            "device": DEVICES,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                problems.append(f"--{name} must be one of {', '.join(allowed)} (got {getattr(self, name)!r})")
+        if self.sample_every_kimg < 0 or self.snapshot_every_kimg < 0:
+            problems.append("--sample-every-kimg and snapshot_every_kimg must be >= 0")
+        if (
+            self.sample_grid < 1
+            or self.sample_steps < 1
+            or self.log_every_steps < 1
+            or self.max_bad_steps < 1
+        ):
+            problems.append("sample_grid, sample_steps, log_every_steps and max_bad_steps must be >= 1")
+        if self.ema_halflife_kimg <= 0:
+            problems.append("ema_halflife_kimg must be positive")
+        if problems:
+            raise DiffkitError("invalid training options: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            f.name: (str(v) if isinstance(v, Path) else v)
+            for f in dataclasses.fields(self)
+            for v in [getattr(self, f.name)]
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise DiffkitError(
+                f"unknown training config keys {unknown}; was the run made by a newer diffkit?"
+            )
+        hints = typing.get_type_hints(cls)
+        values = {name: _coerce(hints[name], value) for name, value in data.items()}
+        return cls(**values)
+
+    @classmethod
+    def from_options(cls, **options: Any) -> TrainConfig:
+        """Build from CLI options where ``None`` means "not given" (so the field keeps its default)."""
+        return cls(**{name: value for name, value in options.items() if value is not None})
+
+
+def _coerce(hint: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    base = args[0] if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else hint
+    if base is Path:
+        return Path(value)
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def merge_for_resume(saved: TrainConfig, requested: TrainConfig) -> TrainConfig:
+    """The saved run config, with the few fields a resume may change taken from ``requested``.
+
+    A field the user set to something other than both the default and the saved value is a conflict:
+    resuming with a different model or schedule would silently train something else.
+    """
+    defaults = TrainConfig()
+    conflicts = [
+        f.name
+        for f in dataclasses.fields(TrainConfig)
+        if f.name not in RESUMABLE_OVERRIDES
+        and f.name not in ("out", "runs_dir")
+        and getattr(requested, f.name) != getattr(saved, f.name)
+        and getattr(requested, f.name) != getattr(defaults, f.name)
+    ]
+    if conflicts:
+        raise DiffkitError(
+            f"--resume continues the saved run, but {', '.join(conflicts)} differ from its config.json; "
+            "drop those options or start a new run"
+        )
+    overrides = {name: getattr(requested, name) for name in RESUMABLE_OVERRIDES if name not in LENGTH_FIELDS}
+    if any(getattr(requested, name) is not None for name in LENGTH_FIELDS):
+        overrides.update({name: getattr(requested, name) for name in LENGTH_FIELDS})
+    return dataclasses.replace(saved, **overrides)
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """The run length and batching that a config means for a dataset of ``dataset_size`` images."""
+
+    total_steps: int
+    total_nimg: int
+    batch_size: int
+    micro_batch: int
+    warmup_nimg: int
+    dataset_size: int
+
+    @classmethod
+    def resolve(cls, config: TrainConfig, dataset_size: int) -> TrainPlan:
+        if config.steps is not None:
+            steps = int(config.steps)
+        elif config.kimg is not None:
+            steps = math.ceil(config.kimg * 1000 / config.batch_size)
+        else:
+            epochs = config.epochs if config.epochs is not None else DEFAULT_EPOCHS
+            steps = math.ceil(epochs * dataset_size / config.batch_size)
+        steps = max(steps, 1)
+        total_nimg = steps * config.batch_size
+        warmup = min(int(config.warmup_kimg * 1000), total_nimg // 10)
+        return cls(
+            steps, total_nimg, config.batch_size, config.batch_size // config.grad_accum, warmup, dataset_size
+        )
+
+    def lr_at(self, base_lr: float, nimg: int) -> float:
+        if self.warmup_nimg <= 0:
+            return base_lr
+        return base_lr * min((nimg + self.batch_size) / self.warmup_nimg, 1.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

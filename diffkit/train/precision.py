@@ -1,0 +1,87 @@
+"""Device and mixed-precision choice: ``auto`` picks bf16 autocast where the hardware runs it natively.
+
+bf16 keeps fp32's exponent range, so it needs no loss scaling; fp16 does (a ``GradScaler``), and is
+only used when asked for (the NaN/black-image reports on lucidrains' tracker are all fp16). On CPUs
+without native bf16 (no AVX512-BF16/AMX), bf16 autocast is emulated and slower than fp32, so ``auto``
+stays fp32 there. MPS stays fp32 under ``auto`` (its autocast coverage varies by macOS version).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from diffkit.errors import DiffkitError
+
+_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda, then mps, then cpu; an explicit device that is missing is a user error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DiffkitError(
+            "--device cuda was asked for, but torch sees no CUDA GPU; use --device auto or cpu"
+        )
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise DiffkitError(
+            "--device mps was asked for, but MPS is not available here; use --device auto or cpu"
+        )
+    if name not in ("cuda", "mps", "cpu"):
+        raise DiffkitError(f"unknown device {name!r}; use auto, cuda, mps or cpu")
+    return torch.device(name)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    if requested not in ("auto", *_DTYPES):
+        raise DiffkitError(f"unknown precision {requested!r}; use auto, fp32, bf16 or fp16")
+    bf16_ok = (device.type == "cuda" and torch.cuda.is_bf16_supported()) or (
+        device.type == "cpu" and cpu_has_native_bf16()
+    )
+    if requested == "auto":
+        return "bf16" if bf16_ok else "fp32"
+    if requested == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise DiffkitError("this GPU has no bf16 support; use --precision fp16 (with loss scaling) or fp32")
+    return requested
+
+
+@dataclass
+class Precision:
+    """Autocast settings plus the gradient scaler (enabled for fp16 only)."""
+
+    name: str
+    device: torch.device
+    scaler: torch.amp.GradScaler
+
+    @classmethod
+    def create(cls, requested: str, device: torch.device) -> Precision:
+        name = resolve_precision(requested, device)
+        scaler = torch.amp.GradScaler(device.type, enabled=name == "fp16")
+        return cls(name, device, scaler)
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        return _DTYPES[self.name]
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)

@@ -1,0 +1,75 @@
+"""What ``train`` returns: the run folder, its files and the headline numbers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path | None
+    dry_run: bool
+    interrupted: bool
+    device: str
+    precision: str
+    preset: str
+    resolution: int
+    params: int
+    flops_per_image: int  # forward pass; a training step costs about 3x per image
+    dataset_size: int
+    skipped_images: list[dict[str, str]]
+    total_steps: int
+    total_kimg: float
+    step: int = 0
+    kimg: float = 0.0
+    resumed_from_step: int = 0
+    first_loss: float | None = None  # mean of the first stats window of this run folder
+    final_loss: float | None = None  # mean of the last stats window
+    img_per_s: float | None = None  # this session, training steps only
+    train_seconds: float = 0.0  # all sessions
+    skipped_steps: int = 0  # steps dropped by the NaN/inf guard
+    snapshot: Path | None = None
+    state: Path | None = None
+    progression: Path | None = None
+    report: Path | None = None
+    files: list[str] = field(default_factory=list)
+
+    def summary_lines(self) -> list[str]:
+        size = f"{self.params / 1e6:.2f}M params, {self.flops_per_image / 1e9:.3f} GFLOPs/image (forward)"
+        lines = [f"[bold]model[/]: {self.preset} at {self.resolution} px, {size}"]
+        lines.append(
+            f"[bold]data[/]: {self.dataset_size} images"
+            + (f", {len(self.skipped_images)} skipped (unreadable)" if self.skipped_images else "")
+        )
+        for item in self.skipped_images[:5]:
+            lines.append(f"  skipped {item['path']}: {item['reason']}")
+        if len(self.skipped_images) > 5:
+            lines.append(f"  ... and {len(self.skipped_images) - 5} more (see --json)")
+        lines.append(f"[bold]device[/]: {self.device}, precision {self.precision}")
+        if self.dry_run:
+            lines.append(
+                f"[bold]dry run[/]: would train {self.total_steps} steps ({self.total_kimg:.1f} kimg)"
+                + (f" into {self.run_dir}" if self.run_dir else "")
+            )
+            return lines
+        state = "[yellow]interrupted[/]" if self.interrupted else "[green]done[/]"
+        done = f"step {self.step}/{self.total_steps}, {self.kimg:.2f}/{self.total_kimg:.2f} kimg"
+        lines.append(f"[bold]{state}[/]: {done}")
+        if self.final_loss is not None:
+            first = f"{self.first_loss:.4f} -> " if self.first_loss is not None else ""
+            lines.append(f"[bold]loss[/]: {first}{self.final_loss:.4f}")
+        if self.img_per_s is not None:
+            lines.append(
+                f"[bold]speed[/]: {self.img_per_s:.1f} img/s ({self.train_seconds / 60:.1f} min training)"
+            )
+        if self.skipped_steps:
+            lines.append(f"[yellow]non-finite steps skipped[/]: {self.skipped_steps}")
+        lines.append(f"[bold]run[/]: {self.run_dir}")
+        if self.snapshot:
+            lines.append(f"[bold]snapshot[/]: {self.snapshot}")
+        if self.report:
+            lines.append(f"[bold]report[/]: {self.report}")
+        if self.interrupted and self.run_dir is not None:
+            lines.append(f"continue with: diffkit train --out {self.run_dir} --resume")
+        return lines

@@ -1,0 +1,100 @@
+"""``diffkit scrape`` as a user runs it: real subprocesses, kill -9, Ctrl-C, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from test_scrape_site import assert_consistent_folder
+
+from diffkit.testing.site import FaceSite, SiteConfig
+
+
+def _scrape_command(url: str, out: Path, n: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "diffkit.cli", "scrape", "--n", str(n), "--out", str(out), "--url", url,
+            "--rps", "200", "--concurrency", "2", "--no-progress", "--report", str(out.parent / "report.html"),
+            *extra]
+
+
+def _popen(command: list[str], cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _files(out: Path) -> int:
+    return sum(1 for _ in (out / "images").glob("*/*.jpg")) if (out / "images").exists() else 0
+
+
+def _wait_for_files(out: Path, count: int, process: subprocess.Popen[str], limit_s: float = 120.0) -> None:
+    deadline = time.monotonic() + limit_s  # a guard against hanging, not a performance assertion
+    while _files(out) < count and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_html_only_and_non_http_urls_fail_in_one_line(tmp_path: Path) -> None:
+    with FaceSite(SiteConfig(size=64)) as site:
+        urls = {
+            "unreachable": f"http://127.0.0.1:{_closed_port()}/random-person.jpeg",
+            "html": site.base_url + "/",
+            "scheme": "ftp://thispersondoesnotexist.com/random-person.jpeg",
+        }
+        processes = {name: _popen(_scrape_command(url, tmp_path / name, 5), tmp_path) for name, url in urls.items()}
+        outputs = {name: process.communicate(timeout=120) for name, process in processes.items()}
+    expected = {"unreachable": "cannot connect", "html": "HTML page", "scheme": "only http:// and https://"}
+    for name, (stdout, stderr) in outputs.items():
+        assert processes[name].returncode == 2, (name, stderr)
+        assert stdout == ""
+        lines = stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (name, stderr)
+        assert expected[name] in lines[0] and "Traceback" not in stderr
+        assert not (tmp_path / name).exists()  # a failed start leaves nothing behind
+
+
+def test_kill_9_at_several_moments_then_rerun_gives_exactly_n(tmp_path: Path) -> None:
+    out, n = tmp_path / "faces", 30
+    with FaceSite(SiteConfig(size=64, latency_s=0.02, repeat_rate=0.1)) as site:
+        command = _scrape_command(site.url, out, n)
+        for moment in (0, 3, 10, 20):  # 0: during start-up, before any file
+            process = _popen(command, tmp_path)
+            if moment == 0:
+                time.sleep(0.5)
+            else:
+                _wait_for_files(out, moment, process)
+            assert process.poll() is None, process.communicate()
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            assert _files(out) < n
+        final = subprocess.run([*command, "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert final.returncode == 0, final.stderr
+    result = json.loads(final.stdout)
+    assert result["kept_total"] == n and not result["interrupted"]
+    assert_consistent_folder(out, n, size=64)
+
+
+def test_ctrl_c_finishes_writes_prints_summary_and_exits_130(tmp_path: Path) -> None:
+    out = tmp_path / "faces"
+    with FaceSite(SiteConfig(size=64, latency_s=0.05)) as site:
+        process = _popen([*_scrape_command(site.url, out, 500), "--json"], tmp_path)
+        _wait_for_files(out, 5, process)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    result = json.loads(stdout)
+    assert result["interrupted"] is True and result["stopped"] == "interrupted"
+    kept = result["kept_total"]
+    assert 5 <= kept < 500
+    assert_consistent_folder(out, kept, size=64)
+    sidecar = json.loads((tmp_path / "report.json").read_text())
+    assert sidecar["summary"]["kept"] == kept and sidecar["summary"]["stopped"] == "interrupted"
+    assert os.path.getsize(tmp_path / "report.html") > 0

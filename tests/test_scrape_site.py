@@ -1,0 +1,203 @@
+"""``scrape`` end to end against the local fake-face site over real sockets."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from diffkit.errors import DiffkitError
+from diffkit.scrape import DEFAULT_USER_AGENT, ScrapeConfig, ScrapeResult, scrape
+from diffkit.scrape.storage import Store
+from diffkit.testing.site import FAULT_KINDS, FaceSite, SiteConfig
+
+# What the site does -> the reason diffkit must count it under.
+REASON_OF_KIND = {
+    "http_503": "http_503", "stall": "timeout", "truncated": "truncated", "bad_length": "truncated_image",
+    "html_block": "block_page", "not_image": "magic_bytes", "bomb": "decompression_bomb",
+    "redirect_offhost": "redirect_offhost", "429": "http_429",
+}
+FAST = dict(rps=200.0, concurrency=3, timeout_s=2.0, backoff_base_s=0.01, backoff_cap_s=0.1, progress=False, seed=0)
+
+
+def run_scrape(site: FaceSite, out: Path, n: int, **changes: object) -> ScrapeResult:
+    options = {**FAST, "url": site.url, "report_path": out.parent / f"{out.name}-report.html", **changes}
+    return scrape(ScrapeConfig(n=n, out=out, **options))  # type: ignore[arg-type]
+
+
+def assert_consistent_folder(out: Path, n: int, size: int | None = None) -> list[str]:
+    """Exactly ``n`` valid, content-addressed files; manifest, metadata.jsonl and disk agree."""
+    files = sorted(p.relative_to(out).as_posix() for p in (out / "images").rglob("*") if p.is_file())
+    assert not [name for name in files if name.endswith(".tmp") or "/." in name], files
+    store = Store(out)
+    rows = store.rows()
+    store.close()
+    assert len(files) == len(rows) == n
+    assert sorted(row["file_name"] for row in rows) == files
+    digests = []
+    for row in rows:
+        data = (out / str(row["file_name"])).read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        assert digest == row["sha256"] and str(row["file_name"]).endswith(f"/{digest[:2]}/{digest}.jpg")
+        with Image.open(out / str(row["file_name"])) as image:
+            image.load()
+            assert size is None or image.size == (size, size)
+        digests.append(digest)
+    assert len(set(digests)) == n
+    metadata = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
+    assert sorted(entry["file_name"] for entry in metadata) == files  # imagefolder's file_name column
+    assert all((out / entry["file_name"]).is_file() for entry in metadata)
+    return digests
+
+
+def test_every_fault_kind_yields_exactly_n_unique_valid_images(tmp_path: Path) -> None:
+    faults = dict.fromkeys(FAULT_KINDS, 0.04)
+    site_config = SiteConfig(seed=3, size=128, repeat_rate=0.08, near_dup_rate=0.08, retry_after_s=0.0,
+                             faults=faults, max_rps=60, stall_s=30.0)
+    out = tmp_path / "faces"
+    with FaceSite(site_config) as site:
+        # 6 bits: procedural 128 px faces re-encoded or resized move pHash by up to ~6 bits
+        result = run_scrape(site, out, 40, timeout_s=1.0, max_retries=30, max_consecutive_failures=40,
+                            near_dup_threshold=6)
+        records = site.requests
+    served = site.served()
+    assert set(FAULT_KINDS) <= set(served), served  # every fault really happened
+    digests = assert_consistent_folder(out, 40, size=128)
+    assert result.kept_total == result.kept_new == 40 and not result.interrupted
+    expected = {REASON_OF_KIND[kind]: count for kind, count in served.items() if kind in REASON_OF_KIND}
+    assert result.rejections == expected
+    # every saved file is byte-identical to a complete fresh image the site served: no rejected bytes
+    fresh = {record.sha256 for record in records if record.kind == "image"}
+    assert set(digests) <= fresh
+    valid_received = served.get("image", 0) + served.get("repeat", 0) + served.get("near_dup", 0)
+    assert result.kept_new + result.duplicates_exact + result.duplicates_near == valid_received
+    assert 0 < result.duplicates_exact <= served["repeat"]
+    assert result.duplicates_near >= served["near_dup"]
+    assert {record.headers["User-Agent"] for record in records} == {DEFAULT_USER_AGENT}
+    assert all(record.headers["Host"].startswith("127.0.0.1:") for record in records)  # no off-host follow
+    sidecar = json.loads(Path(str(result.report_json)).read_text())
+    assert sidecar["summary"]["kept"] == 40 and Path(str(result.report_html)).is_file()
+    table = {row["reason"]: row["this run"] for row in sidecar["sections"][0]["table"]}
+    assert all(table[reason] == count for reason, count in expected.items())
+
+
+def _gaps_after_429(records: list, window: float, clock: str = "time_monotonic") -> list[float]:
+    """For each 429, how long until the next request arrived."""
+    gaps = []
+    for position, record in enumerate(records):
+        if record.status == 429 and position + 1 < len(records):
+            gaps.append(getattr(records[position + 1], clock) - getattr(record, clock))
+    return gaps
+
+
+def test_retry_after_seconds_pause_everything_and_the_rate_adapts(tmp_path: Path) -> None:
+    with FaceSite(SiteConfig(size=64, max_rps=4, retry_after_s=1.0)) as site:
+        result = run_scrape(site, tmp_path / "faces", 10, concurrency=1, rps=100.0)
+        records = site.requests
+    gaps = _gaps_after_429(records, 1.0)
+    assert gaps, "the site never throttled: the test proves nothing"
+    assert min(gaps) >= 1.0
+    assert result.rejections["http_429"] == len([r for r in records if r.status == 429])
+    decreases = sum(1 for (_, a), (_, b) in zip(result.rate_history, result.rate_history[1:], strict=False) if b < a)
+    assert decreases == result.rejections["http_429"]  # halved once per 429
+    assert min(rate for _, rate in result.rate_history) <= 100.0 / 2 ** len(gaps)
+    assert_consistent_folder(tmp_path / "faces", 10)
+
+
+def test_retry_after_http_date_is_honoured(tmp_path: Path) -> None:
+    with FaceSite(SiteConfig(size=64, max_rps=2, retry_after_s=2.0, retry_after_http_date=True)) as site:
+        run_scrape(site, tmp_path / "faces", 4, concurrency=1, rps=100.0)
+        records = site.requests
+    throttled = [i for i, r in enumerate(records) if r.status == 429 and i + 1 < len(records)]
+    assert throttled
+    for i in throttled:  # the date has whole seconds: the next request may not come before it
+        assert records[i + 1].time_wall >= math.floor(records[i].time_wall + 2.0)
+
+
+def test_rate_adapts_down_without_retry_after_and_recovers(tmp_path: Path) -> None:
+    with FaceSite(SiteConfig(size=64, max_rps=10, retry_after_s=0.0)) as site:
+        result = run_scrape(site, tmp_path / "faces", 30, concurrency=2, rps=100.0)
+    rates = [rate for _, rate in result.rate_history]
+    assert min(rates) < 10.0  # went below the site's cap
+    # at a fixed 100 req/s a 10 req/s site answers ~9 of 10 requests with 429: ~270 for 30 images
+    assert result.rejections["http_429"] < 30
+    assert any(b > a for a, b in zip(rates, rates[1:], strict=False))  # and climbed back
+
+
+def test_probe_falls_back_along_the_known_endpoints(tmp_path: Path) -> None:
+    with FaceSite(SiteConfig(size=64, image_path="/image")) as site:
+        candidates = tuple(site.base_url + path for path in ("/random-person.jpeg", "/", "/image"))
+        result = run_scrape(site, tmp_path / "faces", 3, url=None, candidate_urls=candidates)
+        paths = [record.path for record in site.requests[:3]]
+    assert result.url == site.base_url + "/image"
+    assert [step["outcome"] for step in result.probe] == ["http_404", "block_page", "image"]
+    assert paths == ["/random-person.jpeg", "/", "/image"]
+    assert_consistent_folder(tmp_path / "faces", 3)
+
+    with FaceSite(SiteConfig(size=64, image_path="/moved.jpg")) as site:
+        candidates = tuple(site.base_url + path for path in ("/random-person.jpeg", "/", "/image"))
+        with pytest.raises(DiffkitError, match="none of the known image endpoints"):
+            run_scrape(site, tmp_path / "nothing", 3, url=None, candidate_urls=candidates)
+    assert not (tmp_path / "nothing").exists()  # nothing created for a failed probe
+
+
+def test_resume_fetches_only_the_missing_and_extend_adds(tmp_path: Path) -> None:
+    out = tmp_path / "faces"
+    with FaceSite(SiteConfig(size=64)) as site:
+        first = run_scrape(site, out, 5)
+        digests = assert_consistent_folder(out, 5)
+        stamps = {p: p.stat().st_mtime_ns for p in (out / "images").rglob("*.jpg")}
+        served = len(site.requests)
+        again = run_scrape(site, out, 5)
+        assert (again.kept_new, again.requests, len(site.requests)) == (0, 0, served)
+        extended = run_scrape(site, out, 9, user_agent="tester/1.0")
+        new_records = site.requests[served:]
+    assert first.kept_new == 5 and extended.kept_new == 4 and extended.kept_total == 9
+    assert set(digests) <= set(assert_consistent_folder(out, 9))
+    assert all(p.stat().st_mtime_ns == stamp for p, stamp in stamps.items())  # old files untouched
+    assert {record.headers["User-Agent"] for record in new_records} == {"tester/1.0"}
+
+
+def _turn_bad_after_first_request(site: FaceSite, bad: SiteConfig) -> threading.Thread:
+    def flip() -> None:
+        while not site.requests:
+            time.sleep(0.002)
+        site.config = bad
+
+    thread = threading.Thread(target=flip, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize(
+    ("bad", "options", "message"),
+    [
+        (dict(faults={"not_image": 1.0}), dict(max_consecutive_failures=4), "4 requests in a row failed"),
+        (dict(faults={"html_block": 1.0}), dict(max_block_pages=3), "3 block pages in a row"),
+        (dict(faults={"http_503": 1.0}), dict(max_retries=2), "failed 3 times in a row"),
+        (dict(faults={"http_503": 1.0}, retry_after_s=100.0), dict(retry_after_cap_s=5.0), "asked to wait 100 s"),
+        (dict(repeat_rate=1.0), dict(exhaustion_window=8), "exhausted: [5-8] of the last 8"),
+    ],
+)
+def test_stop_conditions_end_cleanly_with_a_report(tmp_path: Path, bad: dict, options: dict, message: str) -> None:
+    good = SiteConfig(size=64, retry_after_s=0.0)
+    out = tmp_path / "faces"
+    with FaceSite(good) as site:
+        flipper = _turn_bad_after_first_request(site, dataclasses.replace(good, **bad))
+        with pytest.raises(DiffkitError, match=message) as caught:
+            run_scrape(site, out, 50, **options)
+        flipper.join()
+        served = len(site.requests)
+    assert "kept " in str(caught.value) and "report: " in str(caught.value)
+    assert served < 50  # stopped, did not loop
+    store = Store(out)
+    kept = store.kept_count()
+    store.close()
+    assert_consistent_folder(out, kept)

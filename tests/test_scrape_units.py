@@ -1,0 +1,260 @@
+"""Scrape building blocks without a network: validation, hashing, storage/reconcile, politeness maths."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import random
+import time
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+from pathlib import Path
+
+import imagehash
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffkit.errors import DiffkitError
+from diffkit.scrape.client import RateLimiter, full_jitter_delay, parse_retry_after, same_host
+from diffkit.scrape.config import ScrapeConfig, parse_size
+from diffkit.scrape.endpoints import probe_endpoints
+from diffkit.scrape.storage import KeptIndex, Store
+from diffkit.scrape.validate import (
+    Rejection,
+    ValidImage,
+    to_signed64,
+    to_unsigned64,
+    validate,
+)
+from diffkit.testing.faces import draw_face
+from diffkit.testing.site_content import bomb_jpeg
+
+JPEG_HEADERS = {"content-type": "image/jpeg"}
+
+
+def face_bytes(seed: int, size: int = 64, fmt: str = "JPEG") -> bytes:
+    buffer = io.BytesIO()
+    draw_face(np.random.default_rng(seed), size).save(buffer, format=fmt, quality=90)
+    return buffer.getvalue()
+
+
+def reason(status: int, headers: dict[str, str], body: bytes, **kwargs: object) -> str:
+    result = validate(status, headers, body, max_pixels=kwargs.pop("max_pixels", 10**7), **kwargs)  # type: ignore[arg-type]
+    assert isinstance(result, Rejection), result
+    return result.reason
+
+
+# -- validation ------------------------------------------------------------------------------------
+def test_valid_jpeg_and_png_pass_with_hashes_on_the_shared_decode_path() -> None:
+    data = face_bytes(1)
+    result = validate(200, {**JPEG_HEADERS, "content-length": str(len(data))}, data, max_pixels=10**7)
+    assert isinstance(result, ValidImage)
+    assert (result.width, result.height, result.extension) == (64, 64, "jpg")
+    assert result.sha256 == hashlib.sha256(data).hexdigest()
+    with Image.open(io.BytesIO(data)) as image:  # independent: draft("L", 256) then imagehash.phash
+        image.draft("L", (256, 256))
+        expected = int(str(imagehash.phash(image)), 16)
+    assert result.phash == expected
+    png = face_bytes(1, fmt="PNG")
+    assert isinstance(validate(200, {"content-type": "image/png"}, png, max_pixels=10**7), ValidImage)
+
+
+def test_each_rejection_reason() -> None:
+    data = face_bytes(2)
+    assert reason(503, JPEG_HEADERS, data) == "http_503"
+    assert reason(404, {"content-type": "text/html"}, b"<html>no</html>") == "http_404"
+    assert reason(200, {"content-type": "text/html"}, b"<!doctype html><p>blocked") == "block_page"
+    assert reason(200, JPEG_HEADERS, b"  <html><body>CAPTCHA</body></html>") == "block_page"
+    assert reason(200, {"content-type": "application/octet-stream"}, data) == "content_type"
+    assert reason(200, JPEG_HEADERS, b"GIF89a" + data[6:]) == "magic_bytes"
+    assert reason(200, {**JPEG_HEADERS, "content-length": str(len(data) + 5)}, data) == "length_mismatch"
+    assert reason(200, JPEG_HEADERS, data[: len(data) * 9 // 10]) == "truncated_image"
+    broken = data[:200] + bytes(len(data) - 202) + b"\xff\xd9"  # scan data zeroed, markers intact
+    assert reason(200, JPEG_HEADERS, broken) in {"decode_error"}
+    assert reason(200, JPEG_HEADERS, bomb_jpeg(30000)) == "decompression_bomb"
+    assert reason(200, JPEG_HEADERS, data, max_pixels=63 * 64) == "decompression_bomb"
+    assert reason(200, JPEG_HEADERS, data, expect_size=(128, 128)) == "wrong_size"
+    assert isinstance(validate(200, JPEG_HEADERS, data, max_pixels=64 * 64, expect_size=(64, 64)), ValidImage)
+
+
+def test_phash_int64_round_trip() -> None:
+    for value in (0, 1, 2**63 - 1, 2**63, 2**64 - 1, 0xEA52AD85FA907AA1):
+        signed = to_signed64(value)
+        assert -(2**63) <= signed < 2**63
+        assert to_unsigned64(signed) == value
+
+
+def test_kept_index_matches_brute_force_hamming() -> None:
+    rng = random.Random(0)
+    hashes = [rng.getrandbits(64) for _ in range(3000)]  # more than the initial capacity
+    index = KeptIndex()
+    for number, value in enumerate(hashes):
+        index.add(f"{number:064x}", value)
+    probe = rng.getrandbits(64)
+    assert index.nearest_distance(probe) == min(bin(probe ^ value).count("1") for value in hashes)
+    assert KeptIndex().nearest_distance(probe) is None
+
+
+# -- politeness ------------------------------------------------------------------------------------
+def test_parse_retry_after_seconds_and_http_date() -> None:
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+    assert parse_retry_after("120", now) == 120.0
+    assert parse_retry_after(" 0 ", now) == 0.0
+    assert parse_retry_after(format_datetime(now + timedelta(seconds=90), usegmt=True), now) == 90.0
+    assert parse_retry_after("Wed, 01 Jan 2026 11:00:00 GMT", now) == 0.0  # in the past: go now
+    assert parse_retry_after("soon", now) is None
+    assert parse_retry_after("-5", now) is None
+    assert parse_retry_after(None, now) is None
+
+
+def test_full_jitter_is_uniform_below_the_capped_exponential() -> None:
+    rng = random.Random(1)
+    for attempt, bound in [(0, 1.0), (3, 8.0), (10, 60.0), (500, 60.0)]:
+        draws = [full_jitter_delay(attempt, 1.0, 60.0, rng) for _ in range(2000)]
+        assert 0.0 <= min(draws) < bound * 0.02
+        assert bound * 0.98 < max(draws) <= bound
+        assert abs(sum(draws) / len(draws) - bound / 2) < bound * 0.05
+
+
+def test_same_host_policy() -> None:
+    base = "http://example.com/random-person.jpeg"
+    assert same_host(base, "http://example.com/other.jpeg")
+    assert same_host(base, "https://example.com/x")  # upgrade on default ports
+    assert not same_host(base, "http://cdn.example.com/x")
+    assert not same_host(base, "http://example.com:8080/x")
+    assert not same_host(base, "ftp://example.com/x")
+    assert same_host("http://127.0.0.1:8000/a", "http://127.0.0.1:8000/b")
+    assert not same_host("http://127.0.0.1:8000/a", "http://127.0.0.2:8000/a")
+
+
+def test_rate_limiter_spacing_pause_and_aimd() -> None:
+    async def scenario() -> tuple[list[float], float]:
+        limiter = RateLimiter(max_rate=40.0)
+        stamps = []
+        for _ in range(6):
+            await limiter.acquire()
+            stamps.append(time.monotonic())
+        limiter.pause(0.3)
+        before = time.monotonic()
+        await limiter.acquire()
+        return stamps, time.monotonic() - before
+
+    stamps, paused = asyncio.run(scenario())
+    assert all(b - a >= 1 / 40 - 0.002 for a, b in zip(stamps, stamps[1:], strict=False))
+    assert paused >= 0.3 - 0.002
+
+    limiter = RateLimiter(max_rate=8.0)
+    limiter.on_throttled()
+    limiter.on_throttled()
+    assert limiter.rate == 2.0
+    for _ in range(100):
+        limiter.on_throttled()
+    assert limiter.rate == 8.0 / 64  # floor
+    steps = 0
+    while limiter.rate < 8.0:
+        limiter.on_success()
+        steps += 1
+    assert limiter.rate == 8.0 and steps == 50  # additive: back up slowly
+
+
+# -- config and probe logic ------------------------------------------------------------------------
+def test_config_rejects_bad_options() -> None:
+    for bad in (dict(n=0), dict(n=1, rps=0), dict(n=1, concurrency=0), dict(n=1, url="ftp://x/y.jpg"),
+                dict(n=1, url="file:///etc/passwd"), dict(n=1, near_dup_threshold=65)):
+        with pytest.raises(DiffkitError):
+            ScrapeConfig(**bad).validate()  # type: ignore[arg-type]
+    assert parse_size("1024x768") == (1024, 768)
+    with pytest.raises(DiffkitError):
+        parse_size("big")
+
+
+def test_probe_falls_back_in_order_and_names_every_failure() -> None:
+    image = validate(200, JPEG_HEADERS, face_bytes(3), max_pixels=10**7)
+    assert isinstance(image, ValidImage)
+    answers = {"a": Rejection("http_404"), "b": Rejection("block_page", "HTML"), "c": (image, "c2")}
+    tried: list[str] = []
+
+    async def attempt(url: str) -> tuple[ValidImage, str] | Rejection:
+        tried.append(url)
+        return answers[url]  # type: ignore[return-value]
+
+    found = asyncio.run(probe_endpoints(("a", "b", "c"), None, attempt))
+    assert (found.url, found.served_by, tried) == ("c", "c2", ["a", "b", "c"])
+    assert [step.outcome for step in found.steps] == ["http_404", "block_page", "image"]
+    with pytest.raises(DiffkitError, match="a -> http_404; b -> block_page"):
+        asyncio.run(probe_endpoints(("a", "b"), None, attempt))
+    with pytest.raises(DiffkitError, match="HTML page"):
+        asyncio.run(probe_endpoints(("a", "c"), "b", attempt))  # a user's URL: no fallback
+
+
+# -- storage ---------------------------------------------------------------------------------------
+def _valid(seed: int, size: int = 64) -> ValidImage:
+    result = validate(200, JPEG_HEADERS, face_bytes(seed, size), max_pixels=10**7)
+    assert isinstance(result, ValidImage)
+    return result
+
+
+def test_store_writes_content_addressed_files_manifest_and_metadata(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    images = [_valid(seed) for seed in range(3)]
+    names = [store.add(image, "http://site/x") for image in images]
+    store.count("http_503", 2)
+    store.count("http_503")
+    store.write_metadata()
+    for image, name in zip(images, names, strict=True):
+        assert name == f"images/{image.sha256[:2]}/{image.sha256}.jpg"
+        assert (tmp_path / name).read_bytes() == image.data
+    assert store.counts() == {"http_503": 3}
+    rows = [json.loads(line) for line in (tmp_path / "metadata.jsonl").read_text().splitlines()]
+    assert [row["file_name"] for row in rows] == names
+    assert [int(row["phash"], 16) for row in rows] == [image.phash for image in images]
+    store.close()
+    reopened = Store(tmp_path)
+    assert reopened.kept_count() == 3
+    assert reopened._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    reopened.close()
+
+
+def test_reconcile_fixes_planted_damage_and_says_what(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    kept = [_valid(seed) for seed in range(3)]
+    names = [store.add(image, "u") for image in kept]
+    store.close()
+    (tmp_path / names[0]).unlink()  # a row without its file
+    images = tmp_path / "images"
+    (images / "ab").mkdir(exist_ok=True)
+    (images / "ab" / ".abc.jpg.123.tmp").write_bytes(b"partial")  # interrupted atomic writes
+    (tmp_path / ".metadata.jsonl.x.tmp").write_text("{")
+    orphan = _valid(10)  # a complete file whose row never got committed
+    orphan_path = images / orphan.sha256[:2] / f"{orphan.sha256}.jpg"
+    orphan_path.parent.mkdir(exist_ok=True)
+    orphan_path.write_bytes(orphan.data)
+    liar = _valid(11)  # named after a different hash
+    liar_path = images / "00" / f"{'0' * 64}.jpg"
+    liar_path.parent.mkdir(exist_ok=True)
+    liar_path.write_bytes(liar.data)
+    corrupt = face_bytes(12)[:300]
+    corrupt_sha = hashlib.sha256(corrupt).hexdigest()
+    corrupt_path = images / corrupt_sha[:2] / f"{corrupt_sha}.jpg"
+    corrupt_path.parent.mkdir(exist_ok=True)
+    corrupt_path.write_bytes(corrupt)
+    (images / "ab" / "notes.txt").write_text("mine")
+
+    store = Store(tmp_path)
+    report = store.reconcile(max_pixels=10**7, near_dup_threshold=4)
+    assert (report.temp_files_removed, report.files_adopted, report.files_removed, report.rows_dropped) == (
+        2, 1, 2, 1)
+    assert report.unknown_files == ["images/ab/notes.txt"]
+    assert "adopted 1" in report.describe() and "dropped 1" in report.describe()
+    on_disk = sorted(p.relative_to(tmp_path).as_posix() for p in images.rglob("*.jpg"))
+    rows = store.rows()
+    assert sorted(row["file_name"] for row in rows) == on_disk
+    assert {row["sha256"] for row in rows} == {kept[1].sha256, kept[2].sha256, orphan.sha256}
+    assert not list(tmp_path.rglob("*.tmp"))
+    assert len(store.index) == 3
+    again = store.reconcile(max_pixels=10**7, near_dup_threshold=4)
+    assert not again.changed
+    store.close()
