@@ -27,6 +27,7 @@ N_DISTINCT = 300
 N_PLANTED = 60  # sources 0..59 get one copy per transform
 TRANSFORMS = ("jpeg", "resize", "brightness", "crop")
 FACE_SIZE = 128
+SUFFIX = {"jpeg": "jpg", "resize": "webp", "brightness": "png", "crop": "jpeg"}
 
 
 def transformed_copy(image: Image.Image, kind: str, rng: np.random.Generator) -> tuple[bytes, str]:
@@ -88,19 +89,18 @@ def test_planted_near_duplicates_recall_and_precision(planted: Path, tmp_path: P
     assert result.n_images == N_DISTINCT + N_PLANTED * len(TRANSFORMS)
     assert result.threshold == DEFAULT_THRESHOLDS["phash"] == 4 and result.decode == "draft-L-256"
     cluster_of = {rel: c for c, cluster in enumerate(result.clusters) for rel in cluster}
-    copies = [rel for cluster in result.clusters for rel in cluster if rel.startswith("copies/")]
     found = {kind: 0 for kind in TRANSFORMS}
     for i in range(N_PLANTED):
-        original = f"faces/face-{i:05d}.png"
+        original = cluster_of.get(f"faces/face-{i:05d}.png")
         for kind in TRANSFORMS:
-            copy = next(rel for rel in copies + [""] if rel.startswith(f"copies/face-{i:05d}-{kind}.")) or None
-            if copy and cluster_of.get(copy) == cluster_of.get(original) is not None:
-                found[kind] += 1
+            copy = cluster_of.get(f"copies/face-{i:05d}-{kind}.{SUFFIX[kind]}")
+            found[kind] += original is not None and copy == original
     recall = sum(found.values()) / (N_PLANTED * len(TRANSFORMS))
     # Precision: a removed file whose source differs from its keeper's is a false duplicate.
     removed = [(cluster[0], rel) for cluster in result.clusters for rel in cluster[1:]]
     true = sum(source_of(keeper) == source_of(rel) for keeper, rel in removed)
     precision = true / len(removed)
+    print(f"recall {recall:.3f} {found} precision {precision:.3f} ({true}/{len(removed)})")
     # Measured: recall 0.946 (jpeg 60/60, resize 60/60, brightness 59/60, crop 48/60), precision 0.996.
     assert found["jpeg"] == found["resize"] == N_PLANTED
     assert found["brightness"] >= N_PLANTED - 2

@@ -18,8 +18,8 @@ from diffkit.testing.site import FaceSite, SiteConfig
 
 def _scrape_command(url: str, out: Path, n: int, *extra: str) -> list[str]:
     return [sys.executable, "-m", "diffkit.cli", "scrape", "--n", str(n), "--out", str(out), "--url", url,
-            "--rps", "200", "--concurrency", "2", "--no-progress", "--report", str(out.parent / "report.html"),
-            *extra]
+            "--rps", "200", "--concurrency", "2", "--no-progress",
+            "--report", str(out.parent / "report.html"), *extra]
 
 
 def _popen(command: list[str], cwd: Path) -> subprocess.Popen[str]:
@@ -49,7 +49,8 @@ def test_unreachable_html_only_and_non_http_urls_fail_in_one_line(tmp_path: Path
             "html": site.base_url + "/",
             "scheme": "ftp://thispersondoesnotexist.com/random-person.jpeg",
         }
-        processes = {name: _popen(_scrape_command(url, tmp_path / name, 5), tmp_path) for name, url in urls.items()}
+        processes = {name: _popen(_scrape_command(url, tmp_path / name, 5), tmp_path)
+                     for name, url in urls.items()}
         outputs = {name: process.communicate(timeout=120) for name, process in processes.items()}
     expected = {"unreachable": "cannot connect", "html": "HTML page", "scheme": "only http:// and https://"}
     for name, (stdout, stderr) in outputs.items():
@@ -75,7 +76,8 @@ def test_kill_9_at_several_moments_then_rerun_gives_exactly_n(tmp_path: Path) ->
             process.send_signal(signal.SIGKILL)
             process.wait()
             assert _files(out) < n
-        final = subprocess.run([*command, "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        final = subprocess.run([*command, "--json"], cwd=tmp_path, capture_output=True, text=True,
+                               timeout=120)
     assert final.returncode == 0, final.stderr
     result = json.loads(final.stdout)
     assert result["kept_total"] == n and not result["interrupted"]

@@ -24,7 +24,8 @@ REASON_OF_KIND = {
     "html_block": "block_page", "not_image": "magic_bytes", "bomb": "decompression_bomb",
     "redirect_offhost": "redirect_offhost", "429": "http_429",
 }
-FAST = dict(rps=200.0, concurrency=3, timeout_s=2.0, backoff_base_s=0.01, backoff_cap_s=0.1, progress=False, seed=0)
+FAST = dict(rps=200.0, concurrency=3, timeout_s=2.0, backoff_base_s=0.01, backoff_cap_s=0.1, progress=False,
+            seed=0)
 
 
 def run_scrape(site: FaceSite, out: Path, n: int, **changes: object) -> ScrapeResult:
@@ -105,7 +106,8 @@ def test_retry_after_seconds_pause_everything_and_the_rate_adapts(tmp_path: Path
     assert gaps, "the site never throttled: the test proves nothing"
     assert min(gaps) >= 1.0
     assert result.rejections["http_429"] == len([r for r in records if r.status == 429])
-    decreases = sum(1 for (_, a), (_, b) in zip(result.rate_history, result.rate_history[1:], strict=False) if b < a)
+    rates = [rate for _, rate in result.rate_history]
+    decreases = sum(1 for a, b in zip(rates, rates[1:], strict=False) if b < a)
     assert decreases == result.rejections["http_429"]  # halved once per 429
     assert min(rate for _, rate in result.rate_history) <= 100.0 / 2 ** len(gaps)
     assert_consistent_folder(tmp_path / "faces", 10)
@@ -182,11 +184,14 @@ def _turn_bad_after_first_request(site: FaceSite, bad: SiteConfig) -> threading.
         (dict(faults={"not_image": 1.0}), dict(max_consecutive_failures=4), "4 requests in a row failed"),
         (dict(faults={"html_block": 1.0}), dict(max_block_pages=3), "3 block pages in a row"),
         (dict(faults={"http_503": 1.0}), dict(max_retries=2), "failed 3 times in a row"),
-        (dict(faults={"http_503": 1.0}, retry_after_s=100.0), dict(retry_after_cap_s=5.0), "asked to wait 100 s"),
+        (dict(faults={"http_503": 1.0}, retry_after_s=100.0), dict(retry_after_cap_s=5.0),
+         "asked to wait 100 s"),
         (dict(repeat_rate=1.0), dict(exhaustion_window=8), "exhausted: [5-8] of the last 8"),
     ],
 )
-def test_stop_conditions_end_cleanly_with_a_report(tmp_path: Path, bad: dict, options: dict, message: str) -> None:
+def test_stop_conditions_end_cleanly_with_a_report(
+    tmp_path: Path, bad: dict, options: dict, message: str
+) -> None:
     good = SiteConfig(size=64, retry_after_s=0.0)
     out = tmp_path / "faces"
     with FaceSite(good) as site:

@@ -218,7 +218,8 @@ class _Scrape:
         tasks = [asyncio.ensure_future(coroutine) for coroutine in coroutines]
         stopper = asyncio.ensure_future(self.stop_event.wait())
         try:
-            await asyncio.wait([stopper, asyncio.gather(*tasks)], return_when=asyncio.FIRST_COMPLETED)
+            everything = asyncio.gather(*tasks, return_exceptions=True)  # errors are raised below
+            await asyncio.wait([stopper, everything], return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopper.cancel()
             for task in tasks:
