@@ -63,8 +63,8 @@ def test_search_edge_cases() -> None:
     assert one.pairs_i.size == 0 and one.nearest.tolist() == [255]
     extremes = np.array([0, 2**64 - 1, 2**64 - 1, 1], dtype=np.uint64)
     result = search.search_pairs(extremes, 64)
-    pairs = list(zip(result.pairs_i.tolist(), result.pairs_j.tolist(), result.distances.tolist(), strict=True))
-    assert pairs == [(0, 1, 64), (0, 2, 64), (0, 3, 1), (1, 2, 0), (1, 3, 63), (2, 3, 63)]
+    pairs = zip(result.pairs_i.tolist(), result.pairs_j.tolist(), result.distances.tolist(), strict=True)
+    assert list(pairs) == [(0, 1, 64), (0, 2, 64), (0, 3, 1), (1, 2, 0), (1, 3, 63), (2, 3, 63)]
 
 
 def test_popcount_and_bit_packing() -> None:

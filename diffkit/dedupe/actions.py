@@ -21,10 +21,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from diffkit.atomic import TMP_SUFFIX, fsync_dir
-from diffkit.dedupe.config import MANIFEST_NAME
+from diffkit.dedupe.config import MANIFEST_NAME, MOVE_LOG_NAME
 from diffkit.errors import DiffkitError
 
-MOVE_LOG_NAME = ".diffkit-moves.jsonl"
+__all__ = ["MOVE_LOG_NAME", "Removal", "delete_duplicates", "move_duplicates", "update_manifest"]
 
 
 @dataclass(frozen=True)

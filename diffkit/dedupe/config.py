@@ -32,6 +32,8 @@ DECODE_FULL = "full"
 DECODE_PATHS: tuple[str, ...] = (DECODE_DRAFT, DECODE_FULL)
 
 CACHE_NAME = ".diffkit-hashcache.sqlite"
+# Written into every quarantine folder; a folder holding it is never scanned as part of a larger tree.
+MOVE_LOG_NAME = ".diffkit-moves.jsonl"
 MANIFEST_NAME = "manifest.sqlite"
 
 

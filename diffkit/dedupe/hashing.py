@@ -25,7 +25,7 @@ import imagehash
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from diffkit.dedupe.config import CACHE_NAME, DECODE_DRAFT, IMAGE_SUFFIXES
+from diffkit.dedupe.config import CACHE_NAME, DECODE_DRAFT, IMAGE_SUFFIXES, MOVE_LOG_NAME
 
 _DRAFT_SIZE = (256, 256)
 _WHASH_SCALE = 64  # fixed so that whash does not depend on the decoded size (imagehash's default does)
@@ -54,12 +54,16 @@ class HashRecord:
 
 
 def list_images(root: Path, skip: Iterable[Path] = ()) -> list[ImageFile]:
-    """Every image under ``root`` in path order; hidden files/folders and the ``skip`` folders left out."""
+    """Every image under ``root`` in path order. Left out: hidden files and folders, the ``skip`` folders
+    and any quarantine folder of an earlier run (it holds ``.diffkit-moves.jsonl``)."""
     root = root.resolve()
     skipped = {Path(p).resolve() for p in skip}
     found: list[ImageFile] = []
     for current, dirnames, filenames in os.walk(root):
         here = Path(current)
+        if here != root and MOVE_LOG_NAME in filenames:  # an earlier run's quarantine folder
+            dirnames[:] = []
+            continue
         dirnames[:] = sorted(
             d for d in dirnames if not d.startswith(".") and (here / d).resolve() not in skipped
         )

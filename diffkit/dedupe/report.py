@@ -56,6 +56,12 @@ def build_report(result: DedupeResult, root: Path) -> Report:
     threshold = result.threshold
     nearest = [d for d, count in enumerate(result.nearest_histogram) for _ in range(count)]
     hi = max([threshold + 8, *nearest]) if nearest else threshold + 8
+    figure = None
+    if nearest:
+        figure = histogram(nearest, bins=[b - 0.5 for b in range(0, hi + 2)],
+                           xlabel=f"{result.hash_kind} distance to nearest neighbour (bits)",
+                           marker=threshold + 0.5, marker_label=f"threshold {threshold}")
+        figure.tight_layout()  # keep the axis label inside the picture
     sections = [
         Section(
             heading="Nearest-neighbour distances",
@@ -64,10 +70,7 @@ def build_report(result: DedupeResult, root: Path) -> Report:
                 " the left; distinct images form the bulk on the right. A threshold is safe when it lies in"
                 " the gap between the two; the closest pairs just above it are shown below."
             ),
-            figure=histogram(nearest, bins=[b - 0.5 for b in range(0, hi + 2)],
-                             xlabel=f"{result.hash_kind} distance to nearest neighbour (bits)",
-                             marker=threshold + 0.5, marker_label=f"threshold {threshold}")
-            if nearest else None,
+            figure=figure,
             table=[
                 {"distance": d, "images": result.nearest_histogram[d]}
                 for d in range(0, min(64, threshold + 6) + 1)

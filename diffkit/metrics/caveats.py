@@ -21,6 +21,7 @@ FEATURE_DIM = 2048
 STANDARD_N = 50_000
 SUBSET_POINTS = 15  # as mchong6/FID_IS_infinity score_infinity.py
 LOWEST_FRACTION = 1 / 8
+MIN_CURVE_N = 80  # the smallest subset (N/8) should hold at least 10 images
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,17 @@ def fid_bootstrap(generated: np.ndarray, frechet: FastFrechet, replicates: int, 
     return out
 
 
-def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+def percentile_interval(
+    values: np.ndarray, level: float = 0.95, centre: float | None = None
+) -> tuple[float, float]:
+    """Percentile interval of bootstrap ``values``; with ``centre``, the spread is moved onto it.
+
+    Resampling with replacement repeats images, which lowers the effective N and so raises every
+    bootstrap FID by the 1/N bias; re-centring on the estimate keeps the spread and drops that shift.
+    """
     tail = (1 - level) / 2 * 100
+    if centre is not None:
+        values = values - np.mean(values) + centre
     low, high = np.percentile(values, [tail, 100 - tail])
     return float(low), float(high)
 
@@ -94,7 +104,9 @@ def fid_caveats(
             f"FID bootstrap 95% interval [{interval[0]:.4g}, {interval[1]:.4g}] (generated set "
             "resampled, reference held fixed): sampling noise only, not the 1/N bias."
         )
-    if curve is not None:
+    if curve is None:
+        notes.append(f"No FID-infinity estimate: it needs N >= {MIN_CURVE_N} generated images.")
+    else:
         notes.append(
             f"FID-infinity estimate {curve.intercept:.4g} (intercept of FID vs 1/N over {len(curve.sizes)} "
             f"subset sizes {curve.sizes[0]}..{curve.sizes[-1]}, Chong & Forsyth 2020); an extrapolation "

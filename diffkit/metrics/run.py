@@ -313,9 +313,9 @@ def evaluate(config: EvalConfig) -> EvalResult:
             interval = None
             if config.bootstrap:
                 boot = cav.fid_bootstrap(gen_pool, frechet, config.bootstrap, config.seed + 1)
-                interval = cav.percentile_interval(boot)
+                interval = cav.percentile_interval(boot, centre=result.fid)
                 result.fid_ci95 = list(interval)
-            curve = cav.fid_curve(gen_pool, frechet, config.seed + 2) if n >= 16 else None
+            curve = cav.fid_curve(gen_pool, frechet, config.seed + 2) if n >= cav.MIN_CURVE_N else None
             if curve is not None:
                 result.fid_infinity = curve.intercept
                 result.fid_curve = {

@@ -98,7 +98,10 @@ class RateLimiter:
                 if ready_at <= now:
                     break
                 await asyncio.sleep(ready_at - now)  # re-checked: a pause may have arrived meanwhile
-            self._next_slot = now + 1.0 / self.rate
+            interval = 1.0 / self.rate
+            # Count from the slot, not from a late wake-up, so sleep overshoot does not pile up and
+            # the long-run rate is the configured one; an idle gap longer than a slot is not banked.
+            self._next_slot = (ready_at if now - ready_at < interval else now) + interval
 
     def pause(self, seconds: float) -> None:
         """Nobody sends anything for ``seconds`` from now (Retry-After)."""

@@ -49,6 +49,7 @@ class TrainConfig:
     runs_dir: Path = Path("runs")
     preset: str = "small"
     resolution: int = 64
+    dropout: float | None = None  # None: the preset's dropout
     batch_size: int = 64  # images per optimiser step (global batch)
     grad_accum: int = 1  # micro-batches per step; batch_size must divide by it
     steps: int | None = None

@@ -9,6 +9,7 @@ eval mode, so they never disturb training randomness.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -85,6 +86,8 @@ def train(config: TrainConfig) -> TrainResult:
     device = resolve_device(config.device)
     precision = Precision.create(config.precision, device)
     model_config = preset_config(config.preset, config.resolution)  # fail fast, before decoding images
+    if config.dropout is not None:
+        model_config = dataclasses.replace(model_config, dropout=config.dropout)
     dataset = load_image_dataset(
         config.data, config.resolution, cache_dir=config.cache_dir, progress=config.progress
     )

@@ -1,0 +1,204 @@
+"""Diffusion maths: schedules, the closed-form forward process, prediction targets, min-SNR, samplers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from diffkit.diffusion import (
+    DDIMSampler,
+    DDPMSampler,
+    GaussianDiffusion,
+    make_schedule,
+    min_snr_weight,
+    run_sampler,
+    trailing_timesteps,
+)
+from diffkit.errors import DiffkitError
+
+SCHEDULE_NAMES = ["linear", "cosine"]
+
+
+@pytest.mark.parametrize("name", SCHEDULE_NAMES)
+def test_closed_form_forward_matches_iterated_chain_in_distribution(name: str) -> None:
+    """q(x_t | x_0) in one shot vs t applications of q(x_t | x_{t-1}) = N(sqrt(1-beta_t) x, beta_t)."""
+    diffusion = GaussianDiffusion.create(name)
+    betas = diffusion.schedule.betas
+    samples = 40_000
+    generator = torch.Generator().manual_seed(1)
+    x0 = torch.tensor([0.8, -0.5, 0.0], dtype=torch.float64).repeat(samples, 1)  # three pixel values
+    checkpoints = {0, 9, 99, 499, 999}
+    x = x0.clone()
+    iterated = {}
+    for t in range(diffusion.num_timesteps):
+        noise = torch.randn(x.shape, generator=generator, dtype=torch.float64)
+        x = (1.0 - betas[t]).sqrt() * x + betas[t].sqrt() * noise
+        if t in checkpoints:
+            iterated[t] = x.clone()
+    for t, chain in iterated.items():
+        t_batch = torch.full((samples,), t, dtype=torch.long)
+        x0_f32 = x0.float()
+        closed = diffusion.q_sample(x0_f32, t_batch, torch.randn(x0_f32.shape, generator=generator)).double()
+        abar = float(diffusion.schedule.alphas_cumprod[t])
+        mean, var = math.sqrt(abar) * x0[0], torch.full((3,), 1.0 - abar, dtype=torch.float64)
+        for sample in (chain, closed):
+            # 5 standard errors: mean SE = sqrt(var / n); variance SE = var * sqrt(2 / (n - 1)) (Gaussian).
+            assert torch.all((sample.mean(0) - mean).abs() < 5 * (var / samples).sqrt()), (name, t)
+            assert torch.all((sample.var(0) - var).abs() < 5 * var * math.sqrt(2 / (samples - 1))), (name, t)
+        # And the two samples against each other (two-sample SE of the difference of means).
+        assert torch.all((chain.mean(0) - closed.mean(0)).abs() < 5 * (2 * var / samples).sqrt())
+
+
+@pytest.mark.parametrize("name", SCHEDULE_NAMES)
+def test_schedule_properties(name: str) -> None:
+    schedule = make_schedule(name)
+    abar = schedule.alphas_cumprod
+    assert schedule.betas.dtype == torch.float64 and abar.dtype == torch.float64
+    assert schedule.num_timesteps == 1000
+    assert torch.all(schedule.betas > 0) and torch.all(schedule.betas < 1)
+    assert torch.all(abar[1:] < abar[:-1])  # strictly decreasing signal
+    assert torch.all(schedule.snr[1:] < schedule.snr[:-1])
+    if name == "linear":
+        assert schedule.betas[0].item() == pytest.approx(1e-4) and schedule.betas[-1].item() == pytest.approx(0.02)
+        assert torch.allclose(make_schedule("linear", 500).betas[[0, -1]], torch.tensor([2e-4, 0.04], dtype=torch.float64))
+    else:
+        # Nichol & Dhariwal: abar(t) = f(t)/f(0), f(t) = cos^2((t/T + s)/(1 + s) * pi/2), s = 0.008.
+        def f(step: float) -> float:
+            return math.cos((step / 1000 + 0.008) / 1.008 * math.pi / 2) ** 2
+
+        for t in (0, 100, 500, 900):
+            assert abar[t].item() == pytest.approx(f(t + 1) / f(0), rel=1e-12)
+        assert abar[0].item() > 0.9999 and abar[-1].item() < 1e-8
+        assert schedule.betas.max().item() == pytest.approx(0.999)  # the clip at the pure-noise end
+
+
+def test_unknown_schedule_and_prediction_are_user_errors() -> None:
+    with pytest.raises(DiffkitError, match="schedule"):
+        make_schedule("sigmoidal")
+    with pytest.raises(DiffkitError, match="prediction"):
+        GaussianDiffusion.create(prediction="x")
+
+
+@pytest.mark.parametrize("prediction", ["v", "eps"])
+def test_prediction_targets_convert_back_to_x0_and_eps(prediction: str) -> None:
+    diffusion = GaussianDiffusion.create("cosine", prediction)
+    generator = torch.Generator().manual_seed(0)
+    x0 = torch.rand(64, 3, 4, 4, generator=generator) * 2 - 1
+    eps = torch.randn(x0.shape, generator=generator)
+    t = torch.randint(0, 900, (64,), generator=generator)  # eps-prediction divides by sqrt(abar): avoid t ~ T
+    x_t = diffusion.q_sample(x0, t, eps)
+    x0_hat, eps_hat = diffusion.split_prediction(diffusion.target(x0, eps, t), x_t, t)
+    assert torch.allclose(x0_hat, x0, atol=2e-4)
+    assert torch.allclose(eps_hat, eps, atol=2e-4)
+    if prediction == "v":  # v = sqrt(abar) eps - sqrt(1 - abar) x0, checked against its definition
+        abar = diffusion.schedule.alphas_cumprod[t].float().view(-1, 1, 1, 1)
+        assert torch.allclose(diffusion.target(x0, eps, t), abar.sqrt() * eps - (1 - abar).sqrt() * x0, atol=1e-6)
+
+
+@pytest.mark.parametrize("prediction", ["v", "eps"])
+def test_min_snr_weight_turns_every_objective_into_clipped_snr_times_x0_error(prediction: str) -> None:
+    """Hang et al.: weight * |target error|^2 == min(snr, 5) * |x0 error|^2 for any network output."""
+    diffusion = GaussianDiffusion.create("cosine", prediction, min_snr_gamma=5.0)
+    generator = torch.Generator().manual_seed(3)
+    t = torch.tensor([0, 50, 200, 400, 600, 800])
+    x0 = torch.rand(6, 3, 2, 2, generator=generator) * 2 - 1
+    eps = torch.randn(x0.shape, generator=generator)
+    x_t = diffusion.q_sample(x0, t, eps)
+    output = diffusion.target(x0, eps, t) + 0.1 * torch.randn(x0.shape, generator=generator)
+    target_error = (output - diffusion.target(x0, eps, t)).square().flatten(1).sum(1).double()
+    x0_error = (diffusion.split_prediction(output, x_t, t)[0] - x0).square().flatten(1).sum(1).double()
+    snr = diffusion.schedule.snr[t]
+    weighted = diffusion.loss_weight(t).double() * target_error
+    assert torch.allclose(weighted, snr.clamp(max=5.0) * x0_error, rtol=2e-3)
+    expected = snr.clamp(max=5.0) / (snr + 1.0 if prediction == "v" else snr)
+    assert torch.allclose(min_snr_weight(snr, prediction, 5.0), expected)
+    assert torch.equal(min_snr_weight(snr, prediction, None), torch.ones_like(snr))
+
+
+def test_loss_is_deterministic_given_the_generator_and_zero_for_a_perfect_model() -> None:
+    diffusion = GaussianDiffusion.create("cosine", "v")
+    x0 = torch.rand(8, 3, 4, 4) * 2 - 1
+    model = torch.nn.Conv2d(3, 3, 1)
+    first = diffusion.loss(model, x0, torch.Generator().manual_seed(5))
+    again = diffusion.loss(model, x0, torch.Generator().manual_seed(5))
+    assert first.item() == again.item() and first.item() > 0
+    generator = torch.Generator().manual_seed(9)
+    t, noise = diffusion.sample_training_inputs(x0, torch.Generator().manual_seed(9))
+
+    def oracle(x_t: torch.Tensor, t_float: torch.Tensor) -> torch.Tensor:
+        return diffusion.target(x0, noise, t_float.long())
+
+    assert diffusion.loss(oracle, x0, generator).item() == pytest.approx(0.0, abs=1e-10)
+
+
+def test_trailing_timesteps() -> None:
+    assert trailing_timesteps(1000, 4).tolist() == [999, 749, 499, 249]
+    assert trailing_timesteps(1000, 1000).tolist() == list(range(999, -1, -1))
+    assert len(set(trailing_timesteps(1000, 7).tolist())) == 7
+    with pytest.raises(DiffkitError):
+        trailing_timesteps(1000, 0)
+
+
+def _toy_model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return 0.5 * x + 0.001 * t.view(-1, 1, 1, 1)
+
+
+@pytest.mark.parametrize("sampler_cls", [DDPMSampler, DDIMSampler])
+def test_sampler_shapes_and_determinism(sampler_cls: type) -> None:
+    diffusion = GaussianDiffusion.create("cosine", "v")
+    noise = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    kwargs = {"eta": 1.0} if sampler_cls is DDIMSampler else {}
+
+    def draw(seed: int) -> torch.Tensor:
+        sampler = sampler_cls(diffusion, **kwargs)
+        return run_sampler(_toy_model, sampler, noise, 10, torch.Generator().manual_seed(seed))
+
+    a, b, c = draw(1), draw(1), draw(2)
+    assert a.shape == noise.shape and a.dtype == torch.float32
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    sampler = sampler_cls(diffusion, **kwargs)
+    sampler.set_timesteps(10)
+    assert sampler.timesteps.tolist()[0] == 999 and len(sampler.timesteps) == 10
+    out = sampler.step(_toy_model(noise, torch.full((3,), 999.0)), 999, noise, torch.Generator().manual_seed(0))
+    assert out.prev_sample.shape == noise.shape and out.pred_original_sample.shape == noise.shape
+    assert out.pred_original_sample.abs().max() <= 1.0  # clipped x0 prediction
+    # Deterministic DDIM ignores the generator entirely.
+    ddim = [run_sampler(_toy_model, DDIMSampler(diffusion), noise, 10, torch.Generator().manual_seed(s)) for s in (1, 2)]
+    assert torch.equal(ddim[0], ddim[1])
+
+
+@pytest.mark.parametrize("prediction", ["v", "eps"])
+@pytest.mark.parametrize("schedule", SCHEDULE_NAMES)
+@pytest.mark.parametrize("sampler_name", ["ddim", "ddpm"])
+def test_samplers_recover_x0_from_an_oracle_model(prediction: str, schedule: str, sampler_name: str) -> None:
+    diffusion = GaussianDiffusion.create(schedule, prediction)
+    generator = torch.Generator().manual_seed(4)
+    x0 = torch.rand(4, 3, 8, 8, generator=generator) * 1.8 - 0.9
+    abar = diffusion.schedule.alphas_cumprod.float()
+
+    def oracle(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        a = abar[t.long()].view(-1, 1, 1, 1)
+        eps = (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+        return eps if prediction == "eps" else a.sqrt() * eps - (1 - a).sqrt() * x0
+
+    noise = torch.randn(x0.shape, generator=generator)
+    sampler = DDIMSampler(diffusion, eta=0.0) if sampler_name == "ddim" else DDPMSampler(diffusion)
+    result = run_sampler(oracle, sampler, noise, 20, generator)
+    assert torch.allclose(result, x0, atol=1e-4)
+
+
+def test_ddim_with_eta_one_is_the_ddpm_posterior_step() -> None:
+    """DDIM at eta = 1 has the DDPM posterior mean and variance; with the same noise they agree."""
+    diffusion = GaussianDiffusion.create("linear", "eps")
+    generator = torch.Generator().manual_seed(7)
+    sample = torch.randn(2, 3, 4, 4, generator=generator)
+    output = 0.3 * torch.randn(sample.shape, generator=generator)
+    ddpm, ddim = DDPMSampler(diffusion), DDIMSampler(diffusion, eta=1.0)
+    for sampler in (ddpm, ddim):
+        sampler.set_timesteps(25)
+    for t in (999, 519, 39):
+        a = ddpm.step(output, t, sample, torch.Generator().manual_seed(11)).prev_sample
+        b = ddim.step(output, t, sample, torch.Generator().manual_seed(11)).prev_sample
+        assert torch.allclose(a, b, atol=1e-5), t

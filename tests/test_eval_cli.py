@@ -1,0 +1,174 @@
+"""``diffkit eval`` end to end through the real InceptionV3 architecture, with weights made here.
+
+A randomly initialised InceptionV3 gives (almost) constant features, so FID ~ 1e-14 for any inputs
+and a comparison could not fail. The session fixture makes the weights informative: Kaiming-normal
+convolutions, then every BatchNorm's running statistics calibrated on one batch of test faces.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+import torch_fidelity
+import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
+from PIL import Image
+from typer.testing import CliRunner
+
+from diffkit.cli import app
+from diffkit.metrics.weights import INCEPTION_ENV, OFFLINE_ENV, TORCH_FIDELITY_INCEPTION
+from diffkit.testing.faces import write_face_folder
+
+N = 12  # >= 10 for the Inception Score's 10 splits; InceptionV3 at 299 px is slow on a CPU
+
+
+def make_informative_inception_weights(path: Path, calibration: np.ndarray, seed: int = 0) -> Path:
+    """torch-fidelity InceptionV3 state dict: Kaiming convs + BatchNorm calibrated on ``calibration``."""
+    torch.manual_seed(seed)
+    # build the architecture without its (unavailable) pretrained weights
+    with mock.patch.object(tf_inception, "load_state_dict_from_url", lambda *a, **k: {}), \
+            mock.patch.object(tf_inception.FeatureExtractorInceptionV3, "load_state_dict", lambda *a, **k: None):
+        model = tf_inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"])
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+        elif isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average: after one batch, exactly that batch's statistics
+    torch.nn.init.normal_(model.fc.weight, std=0.3)
+    torch.nn.init.zeros_(model.fc.bias)
+    model.train()
+    with torch.no_grad():
+        model(torch.from_numpy(calibration.transpose(0, 3, 1, 2).copy()))
+    model.eval()
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def inception_weights(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("inception-weights")
+    files = write_face_folder(root / "calibration", 6, size=64, seed=99)
+    calibration = np.stack([np.asarray(Image.open(path).convert("RGB")) for path in files])
+    return make_informative_inception_weights(root / "inception-test.pth", calibration)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("eval-folders")
+    write_face_folder(root / "generated", N, size=64, seed=1)
+    write_face_folder(root / "reference", N, size=64, seed=2)
+    return {"root": root, "generated": root / "generated", "reference": root / "reference"}
+
+
+def invoke(args: list[str]):
+    return CliRunner().invoke(app, [str(arg) for arg in args])
+
+
+def eval_json(args: list[str]) -> dict:
+    result = invoke(["eval", *args, "--json"])
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def first_run(folders, inception_weights) -> dict:
+    cache = folders["root"] / "feature-cache"
+    data = eval_json(["--generated", folders["generated"], "--reference", folders["reference"], "--samples", N,
+                      "--weights", inception_weights, "--metrics", "fid,kid,is", "--cache-dir", cache,
+                      "--report", folders["root"] / "report.html", "--bootstrap", 20])
+    return {"data": data, "cache": cache}
+
+
+def test_eval_json_equals_torch_fidelity_on_the_same_folders_and_weights(folders, inception_weights, first_run):
+    ours = first_run["data"]
+    theirs = torch_fidelity.calculate_metrics(
+        input1=str(folders["generated"]), input2=str(folders["reference"]), cuda=False, isc=True, fid=True,
+        kid=True, kid_subset_size=N, feature_extractor_weights_path=str(inception_weights), verbose=False,
+        cache=False, save_cpu_ram=True,
+    )
+    assert ours["fid"] > 10  # informative weights: a real distance, not 1e-14
+    assert ours["is_mean"] > 1.05  # logits that actually vary between images
+    assert ours["fid"] == pytest.approx(theirs["frechet_inception_distance"], rel=1e-4)
+    assert ours["kid_mean"] == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-4)
+    assert ours["kid_std"] == pytest.approx(theirs["kernel_inception_distance_std"], abs=1e-5)
+    assert ours["is_mean"] == pytest.approx(theirs["inception_score_mean"], rel=1e-4)
+    assert ours["is_std"] == pytest.approx(theirs["inception_score_std"], rel=1e-4)
+
+
+def test_eval_json_carries_sizes_engine_and_caveats(folders, first_run):
+    data = first_run["data"]
+    assert (data["n_generated"], data["n_reference"]) == (N, N)
+    assert data["engine"] == "torch-fidelity" and data["resize"] == "tf1-bilinear"
+    assert data["fid_label"] == f"FID@{N} (reference {N})"
+    assert data["kid_subset_size"] == N
+    assert data["fid_ci95"][0] < data["fid"] < data["fid_ci95"][1]
+    assert data["kid_ci95"][0] < data["kid_ci95"][1]
+    caveats = "\n".join(data["caveats"])
+    for phrase in (f"FID@{N} (reference {N})", "rank-deficient", "KID subset size equals N",
+                   "not meaningful for face", "not the official file", "No FID-infinity estimate"):
+        assert phrase in caveats
+    assert "precision" not in data and "memorization" not in data  # not asked for
+    assert Path(data["report_html"]).is_file()
+    sidecar = json.loads(Path(data["report_json"]).read_text())
+    assert sidecar["data"]["fid"] == data["fid"]
+    assert sidecar["data"]["versions"]["torch-fidelity"] == torch_fidelity.__version__
+
+
+def test_feature_cache_reuses_the_reference_and_notices_a_changed_image(folders, inception_weights, first_run):
+    reference = folders["root"] / "reference-copy"
+    shutil.copytree(folders["reference"], reference)  # same content elsewhere: same cache key
+    args = ["--generated", folders["generated"], "--reference", reference, "--samples", N, "--weights",
+            inception_weights, "--metrics", "kid", "--bootstrap", 0, "--cache-dir", first_run["cache"],
+            "--report", folders["root"] / "cached.html"]
+    again = eval_json(args)
+    assert again["feature_cache"] == {"inception_generated": "hit", "inception_reference": "hit"}
+    assert again["features_extracted"] == {"inception_generated": 0, "inception_reference": 0}
+    assert again["kid_mean"] == first_run["data"]["kid_mean"]
+
+    write_face_folder(folders["root"] / "other", 1, size=64, seed=7)
+    (folders["root"] / "other" / "face-00000.png").replace(reference / "face-00003.png")
+    changed = eval_json(args)
+    assert changed["feature_cache"] == {"inception_generated": "hit", "inception_reference": "miss"}
+    assert changed["features_extracted"] == {"inception_generated": 0, "inception_reference": N}
+    assert changed["kid_mean"] != again["kid_mean"]
+
+
+def test_memorization_flags_exact_copies_of_reference_images(folders, inception_weights, first_run):
+    generated = folders["root"] / "with-copies"
+    shutil.copytree(folders["generated"], generated)
+    for index in (0, 5, 9):
+        shutil.copyfile(folders["reference"] / f"face-{index + 2:05d}.png", generated / f"face-{index:05d}.png")
+    data = eval_json(["--generated", generated, "--reference", folders["reference"], "--samples", N, "--weights",
+                      inception_weights, "--metrics", "memorization", "--cache-dir", first_run["cache"],
+                      "--report", folders["root"] / "memo.html"])
+    memo = data["memorization"]
+    assert memo["n_flagged"] == 3 and memo["share_flagged"] == pytest.approx(3 / N)
+    assert memo["nn_ratio_min"] == 0.0 and memo["feature_cosine_max"] == pytest.approx(1.0, abs=1e-5)
+    assert "fid" not in data
+
+
+def test_missing_weights_offline_is_one_line_naming_file_and_sha256(folders, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    monkeypatch.delenv(INCEPTION_ENV, raising=False)
+    monkeypatch.setenv(OFFLINE_ENV, "1")
+    result = invoke(["eval", "--generated", folders["generated"], "--reference", folders["reference"],
+                     "--samples", N, "--cache-dir", tmp_path / "cache", "--json"])
+    assert result.exit_code == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert TORCH_FIDELITY_INCEPTION.filename in lines[0] and TORCH_FIDELITY_INCEPTION.sha256 in lines[0]
+    assert result.stdout == ""
+
+
+def test_fewer_samples_than_asked_is_a_clear_error(folders, inception_weights):
+    result = invoke(["eval", "--generated", folders["generated"], "--reference", folders["reference"],
+                     "--samples", 50, "--weights", inception_weights, "--json"])
+    assert result.exit_code == 2
+    assert f"holds {N} image(s) but 50 were asked for" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,168 @@
+"""diffkit's FID / KID / IS / PRC arithmetic equals independent numpy/scipy code and torch-fidelity's own
+functions on synthetic feature sets; the bootstrap and FID-infinity helpers behave as documented."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.linalg
+import scipy.special
+import scipy.stats
+import torch
+from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_isc import isc_features_to_metric
+from torch_fidelity.metric_kid import kid_features_to_metric
+from torch_fidelity.metric_prc import prc_features_to_metric
+
+from diffkit.metrics.caveats import fid_bootstrap, fid_curve, percentile_interval, subset_sizes
+from diffkit.metrics.fid import FastFrechet, frechet_distance
+from diffkit.metrics.inception_score import inception_score
+from diffkit.metrics.kid import kernel_distance, kid_bootstrap
+from diffkit.metrics.prc import precision_recall
+
+REL = 1e-6
+
+
+def _features(seed: int, n: int, d: int, shift: float = 0.0, scale: float = 1.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    mixing = rng.normal(size=(d, d)) / np.sqrt(d)
+    # ReLU-like non-negative features with correlated dimensions, like Inception pool3
+    return np.abs(rng.normal(size=(n, d)) @ mixing * scale + shift).astype(np.float32)
+
+
+def _fid_scipy(a: np.ndarray, b: np.ndarray) -> float:
+    """Textbook FID with scipy's matrix square root, written independently of diffkit."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a = (a - mu_a).T @ (a - mu_a) / (len(a) - 1)
+    cov_b = (b - mu_b).T @ (b - mu_b) / (len(b) - 1)
+    root = scipy.linalg.sqrtm(cov_a @ cov_b).real
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(root))
+
+
+def _tf_fid(a: np.ndarray, b: np.ndarray) -> float:
+    stats_a = fid_features_to_statistics(torch.from_numpy(a))
+    stats_b = fid_features_to_statistics(torch.from_numpy(b))
+    return fid_statistics_to_metric(stats_a, stats_b, False)["frechet_inception_distance"]
+
+
+def test_fid_equals_scipy_and_torch_fidelity():
+    gen, ref = _features(1, 400, 48, shift=0.3), _features(2, 500, 48)
+    ours = frechet_distance(gen, ref)
+    assert ours > 1.0  # the sets differ: a comparison of ~0 values could not fail
+    assert ours == pytest.approx(_fid_scipy(gen, ref), rel=REL)
+    assert ours == pytest.approx(_tf_fid(gen, ref), rel=REL)
+
+
+def test_fast_frechet_matches_exact_including_rank_deficient_and_weights():
+    ref = _features(3, 90, 128)  # M < D: rank-deficient reference covariance
+    gen = _features(4, 60, 128, shift=0.2)
+    fast = FastFrechet(ref)
+    assert fast(gen) == pytest.approx(frechet_distance(gen, ref), rel=1e-6)
+    big_ref = _features(5, 400, 64)  # M > D: factor through the symmetric square root
+    gen64 = _features(6, 200, 64, shift=0.1)
+    assert FastFrechet(big_ref)(gen64) == pytest.approx(frechet_distance(gen64, big_ref), rel=1e-6)
+    counts = np.random.default_rng(0).integers(0, 3, len(gen64)).astype(np.float64)
+    repeated = np.repeat(gen64, counts.astype(int), axis=0)  # weights == literal repetition
+    assert FastFrechet(big_ref)(gen64, counts) == pytest.approx(frechet_distance(repeated, big_ref), rel=1e-6)
+
+
+def _kid_numpy(a: np.ndarray, b: np.ndarray, subsets: int, size: int, seed: int) -> float:
+    """Unbiased MMD^2 with explicit off-diagonal masks, the same subset draws as torch-fidelity."""
+    rng = np.random.RandomState(seed)
+    values = []
+    for _ in range(subsets):
+        x = a[rng.choice(len(a), size, replace=False)].astype(np.float64)
+        y = b[rng.choice(len(b), size, replace=False)].astype(np.float64)
+        kernel = lambda p, q: (p @ q.T / p.shape[1] + 1.0) ** 3  # noqa: E731
+        off = ~np.eye(size, dtype=bool)
+        values.append(kernel(x, x)[off].mean() + kernel(y, y)[off].mean() - 2 * kernel(x, y).mean())
+    return float(np.mean(values))
+
+
+def test_kid_equals_numpy_and_torch_fidelity():
+    gen, ref = _features(7, 150, 32, shift=0.5), _features(8, 180, 32)
+    mean, std, values = kernel_distance(gen, ref, subsets=20, subset_size=100, seed=2020)
+    assert mean > 1e-3 and len(values) == 20
+    assert mean == pytest.approx(_kid_numpy(gen, ref, 20, 100, 2020), rel=REL)
+    theirs = kid_features_to_metric(torch.from_numpy(gen), torch.from_numpy(ref), kid_subsets=20,
+                                    kid_subset_size=100, verbose=False)
+    assert mean == pytest.approx(theirs["kernel_inception_distance_mean"], rel=REL)
+    assert std == pytest.approx(theirs["kernel_inception_distance_std"], rel=REL)
+
+
+def test_inception_score_equals_scipy_and_torch_fidelity():
+    logits = np.random.default_rng(9).normal(scale=3.0, size=(200, 1008)).astype(np.float32)
+    mean, std = inception_score(logits)
+    order = np.random.RandomState(2020).permutation(len(logits))
+    p = scipy.special.softmax(logits[order].astype(np.float64), axis=1)
+    scores = [np.exp(np.mean(scipy.stats.entropy(chunk.T, chunk.mean(0)[:, None])))
+              for chunk in np.split(p, 10)]
+    assert mean > 2.0
+    assert mean == pytest.approx(np.mean(scores), rel=REL)
+    assert std == pytest.approx(np.std(scores), rel=REL)
+    theirs = isc_features_to_metric(torch.from_numpy(logits))
+    assert mean == pytest.approx(theirs["inception_score_mean"], rel=REL)
+    assert std == pytest.approx(theirs["inception_score_std"], rel=REL)
+
+
+def test_precision_recall_equals_torch_fidelity():
+    gen, ref = _features(10, 120, 16, shift=0.6), _features(11, 150, 16)
+    precision, recall = precision_recall(gen, ref, k=3, chunk=37)  # odd chunk: the chunking must not matter
+    theirs = prc_features_to_metric(torch.from_numpy(gen), torch.from_numpy(ref), prc_neighborhood=3,
+                                    prc_batch_size=10000, save_cpu_ram=False, verbose=False)
+    assert 0.0 < precision < 1.0 and 0.0 < recall < 1.0
+    assert precision == pytest.approx(theirs["precision"], rel=REL)
+    assert recall == pytest.approx(theirs["recall"], rel=REL)
+
+
+def test_kid_bootstrap_is_unbiased_reweighting():
+    gen, ref = _features(12, 120, 16, shift=0.3), _features(13, 140, 16)
+    boot = kid_bootstrap(gen, ref, replicates=400, seed=0)
+    # the replicates scatter around the full-set estimate instead of being pushed up by repeated images
+    full_set = _kid_full(gen, ref)
+    assert abs(boot.mean() - full_set) < 0.25 * boot.std()
+    assert boot.std() > 0
+
+
+def _kid_full(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    kernel = lambda p, q: (p @ q.T / p.shape[1] + 1.0) ** 3  # noqa: E731
+    kaa, kbb = kernel(a, a), kernel(b, b)
+    off_a, off_b = ~np.eye(len(a), dtype=bool), ~np.eye(len(b), dtype=bool)
+    return float(kaa[off_a].mean() + kbb[off_b].mean() - 2 * kernel(a, b).mean())
+
+
+def test_fid_infinity_is_closer_to_the_true_frechet_distance_than_fid_at_1000():
+    rng = np.random.default_rng(1)
+    d = 64
+    a, b = rng.normal(size=(d, d)) / np.sqrt(d), rng.normal(size=(d, d)) / np.sqrt(d)
+    cov1, cov2 = a @ a.T + 0.5 * np.eye(d), b @ b.T + 0.5 * np.eye(d)
+    mu1, mu2 = np.zeros(d), np.full(d, 0.05)
+    truth = float(((mu1 - mu2) ** 2).sum() + np.trace(cov1) + np.trace(cov2)
+                  - 2 * np.trace(scipy.linalg.sqrtm(cov1 @ cov2)).real)
+    reference = rng.multivariate_normal(mu2, cov2, size=50_000)
+    generated = rng.multivariate_normal(mu1, cov1, size=1000)
+    fid_1000 = frechet_distance(generated, reference)
+    curve = fid_curve(generated, FastFrechet(reference), seed=0)
+    assert curve.sizes[0] == 125 and curve.sizes[-1] == 1000 and len(curve.sizes) == 15
+    assert fid_1000 - truth > 0.5  # the 1/N bias this test is about is really there
+    assert abs(curve.intercept - truth) < abs(fid_1000 - truth)
+    assert curve.slope > 0
+
+
+def test_fid_bootstrap_interval_is_centred_on_the_estimate():
+    gen, ref = _features(14, 80, 16, shift=0.2), _features(15, 200, 16)
+    fast = FastFrechet(ref)
+    boot = fid_bootstrap(gen, fast, replicates=60, seed=3)
+    estimate = frechet_distance(gen, ref)
+    assert boot.mean() > estimate  # duplicates shrink the effective N and inflate FID
+    low, high = percentile_interval(boot, centre=estimate)
+    assert low < estimate < high
+    assert high - low == pytest.approx(np.percentile(boot, 97.5) - np.percentile(boot, 2.5), rel=1e-9)
+
+
+def test_subset_sizes_span_n_over_8_to_n():
+    assert subset_sizes(80) == sorted(set(subset_sizes(80)))
+    assert subset_sizes(80)[0] == 10 and subset_sizes(80)[-1] == 80
+    assert subset_sizes(10_000)[0] == 1250

@@ -1,0 +1,200 @@
+"""The U-Net: shapes, preset sizes, attention placement, gradients, time conditioning, FLOP count."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diffkit.errors import DiffkitError
+from diffkit.models import PRESETS, UNet, UNetConfig, count_parameters, flops_per_image, preset_config
+from diffkit.models.blocks import AttentionBlock
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread() -> Iterator[None]:
+    # Tiny tensors: one thread is faster, and immune to OpenMP spin-waiting when other test
+    # processes share the 2 cores (measured 10-50x slower steps under that contention).
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+TINY16 = UNetConfig(
+    channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(8,), dropout=0.0,
+    resolution=16, head_dim=16,
+)
+
+
+def build(config: UNetConfig, seed: int = 0, perturb: bool = True) -> UNet:
+    """A model whose zero-initialised layers are given small random weights.
+
+    At init the output conv is zero (so the output is zero whatever the input); perturbing it
+    makes tests of conditioning and gradients meaningful from the first step.
+    """
+    torch.manual_seed(seed)
+    model = UNet(config)
+    if perturb:
+        with torch.no_grad():
+            for parameter in model.parameters():
+                if not parameter.any():
+                    parameter.normal_(0.0, 0.02)
+    return model
+
+
+def test_output_shape_and_zero_init() -> None:
+    for config in (TINY16, preset_config("tiny", 32)):
+        model = build(config, perturb=False)
+        x = torch.randn(2, 3, config.resolution, config.resolution)
+        out = model(x, torch.tensor([3.0, 999.5]))
+        assert out.shape == x.shape
+        assert not out.any(), "zero-initialised output conv: the untrained U-Net predicts 0"
+    assert build(TINY16)(torch.randn(1, 3, 16, 16), torch.tensor(5.0)).shape == (1, 3, 16, 16)
+
+
+def test_preset_parameter_counts() -> None:
+    counts = {}
+    for name in PRESETS:
+        with torch.device("meta"):
+            counts[name] = count_parameters(UNet(preset_config(name, 64)))
+    assert counts == {"tiny": 3_292_035, "small": 12_967_251, "base": 38_415_427}
+    assert abs(counts["base"] / 36e6 - 1) < 0.1  # "about 36M", the DDPM CIFAR-10 size
+    assert 2e6 < counts["tiny"] < 9e6 and abs(counts["small"] / 12e6 - 1) < 0.1
+
+
+def test_count_parameters_counts_trainable_only() -> None:
+    model = UNet(TINY16)
+    total = sum(p.numel() for p in model.parameters())
+    model.input_conv.weight.requires_grad_(False)
+    assert count_parameters(model) == total - model.input_conv.weight.numel()
+
+
+def test_attention_runs_at_configured_resolutions(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = preset_config("small", 32)  # attention at 16, 8, 4 of levels 32, 16, 8, 4
+    assert config.attention_resolutions == (16, 8, 4)
+    lengths: list[int] = []
+    original = F.scaled_dot_product_attention
+
+    def spy(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        lengths.append(q.shape[-2])
+        return original(q, k, v, *args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    with torch.no_grad():
+        build(config)(torch.randn(1, 3, 32, 32), torch.tensor([10.0]))
+    per_level = config.num_res_blocks + (config.num_res_blocks + 1)  # down blocks + up blocks
+    expected = sorted([16 * 16] * per_level + [8 * 8] * per_level + [4 * 4] * per_level + [4 * 4])  # + middle
+    assert sorted(lengths) == expected
+    assert sum(isinstance(m, AttentionBlock) for m in build(config).modules()) == len(expected)
+
+
+def test_every_parameter_gets_a_gradient_after_a_few_steps() -> None:
+    # Zero-init output layers block gradients to earlier layers at step 0 (by design); after a few
+    # optimiser steps every parameter must receive a non-zero, finite gradient.
+    model = build(TINY16, perturb=False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    x, target = torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16)
+    t = torch.tensor([1.0, 250.0, 500.0, 999.0])
+    for _ in range(3):
+        optimizer.zero_grad()
+        F.mse_loss(model(x, t), target).backward()
+        optimizer.step()
+    dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert dead == []
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_time_embedding_changes_the_output() -> None:
+    model = build(TINY16).eval()
+    x = torch.randn(1, 3, 16, 16).expand(3, -1, -1, -1)
+    with torch.no_grad():
+        out = model(x, torch.tensor([0.0, 0.5, 900.0]))
+    assert (out[0] - out[1]).abs().max() > 1e-4  # fractional timesteps are distinguished too
+    assert (out[0] - out[2]).abs().max() > 1e-3
+
+
+def test_class_labels_condition_and_default_to_null() -> None:
+    config = UNetConfig(**{**TINY16.to_dict(), "num_classes": 3})
+    model = build(config).eval()
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([10.0, 10.0])
+    with torch.no_grad():
+        unconditional = model(x, t)
+        assert torch.equal(model(x, t, torch.tensor([3, 3])), unconditional)  # label 3 = null
+        assert not torch.allclose(model(x, t, torch.tensor([0, 1])), unconditional)
+
+
+def test_deterministic_on_cpu_given_seed() -> None:
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([1.0, 2.0])
+    a, b = build(TINY16, seed=7), build(TINY16, seed=7)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    assert torch.equal(a(x, t), b(x, t))
+    assert not torch.equal(build(TINY16, seed=8)(x, t), a(x, t))
+
+
+def test_bf16_autocast_and_channels_last_match_fp32() -> None:
+    model = build(TINY16).eval()
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([3.0, 700.0])
+    with torch.no_grad():
+        reference = model(x, t)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x, t)
+        model_cl = model.to(memory_format=torch.channels_last)
+        channels_last = model_cl(x.to(memory_format=torch.channels_last), t)
+    assert low.dtype == torch.bfloat16
+    assert (low.float() - reference).abs().max() < 0.05 * reference.abs().max()
+    torch.testing.assert_close(channels_last, reference, rtol=1e-4, atol=1e-5)
+
+
+def expected_flops(model: UNet, resolution: int) -> int:
+    """Independent count: 2 x MACs of every conv and linear (via hooks) plus attention's two matmuls."""
+    total = 0
+
+    def conv_hook(module: nn.Conv2d, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        nonlocal total
+        kh, kw = module.kernel_size
+        total += 2 * output.numel() * (module.in_channels // module.groups) * kh * kw
+
+    def linear_hook(module: nn.Linear, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        nonlocal total
+        total += 2 * output.numel() * module.in_features
+
+    def attention_hook(module: AttentionBlock, inputs: tuple[torch.Tensor, ...], _: torch.Tensor) -> None:
+        nonlocal total
+        _, channels, height, width = inputs[0].shape
+        total += 2 * 2 * (height * width) ** 2 * channels  # q @ k^T and attn @ v
+
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            module.register_forward_hook(conv_hook)
+        elif isinstance(module, nn.Linear):
+            module.register_forward_hook(linear_hook)
+        elif isinstance(module, AttentionBlock):
+            module.register_forward_hook(attention_hook)
+    with torch.no_grad():
+        model(torch.zeros(1, 3, resolution, resolution), torch.zeros(1))
+    return total
+
+
+def test_flops_per_image_matches_an_independent_count() -> None:
+    model = UNet(TINY16)
+    assert flops_per_image(model, 16) == expected_flops(model, 16)
+    tiny = UNet(preset_config("tiny", 32))
+    assert flops_per_image(tiny, 32) == expected_flops(tiny, 32)
+
+
+def test_config_json_round_trip_and_errors() -> None:
+    config = preset_config("base", 64)
+    assert config.attention_resolutions == (16, 8)
+    restored = UNetConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert restored == config
+    with pytest.raises(DiffkitError, match="Unknown model preset"):
+        preset_config("huge", 64)
+    with pytest.raises(DiffkitError, match="divisible by 8"):
+        preset_config("base", 36)
+    with pytest.raises(DiffkitError, match="Unknown U-Net config keys"):
+        UNetConfig.from_dict({**config.to_dict(), "colour": "blue"})
