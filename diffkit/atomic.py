@@ -16,6 +16,17 @@ from typing import IO
 TMP_SUFFIX = ".tmp"
 
 
+def _read_umask() -> int:
+    # The only portable way to read the umask is to set it and put it back; done once, at import.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files as 0600; a dataset or report should get the permissions any new file gets.
+NEW_FILE_MODE = 0o666 & ~_read_umask()
+
+
 def fsync_dir(directory: Path) -> None:
     """Make a rename durable (POSIX); a no-op where directories cannot be opened."""
     with contextlib.suppress(OSError):
@@ -34,6 +45,8 @@ def atomic_open(path: Path | str, mode: str = "wb", durable: bool = True) -> Ite
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     tmp = Path(tmp_name)
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, NEW_FILE_MODE)
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()

@@ -131,7 +131,9 @@ def scrape(
 
 @app.command()
 def dedupe(
-    directory: Path = typer.Argument(..., help="Image folder (jpg, jpeg, png, webp), searched recursively."),
+    directory: Path = typer.Argument(
+        ..., metavar="DIR", help="Image folder (jpg, jpeg, png, webp), searched recursively."
+    ),
     hash_kind: str = typer.Option("phash", "--hash", help="Perceptual hash: phash, dhash, whash or ahash."),
     threshold: int | None = typer.Option(
         None, "--threshold", "-t", help="Max Hamming distance (bits of 64) for a near duplicate. "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -292,3 +293,35 @@ def test_cli_json_and_one_line_errors(tmp_path: Path) -> None:
         lines = [line for line in failed.stderr.splitlines() if line.strip()]
         assert failed.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:"), failed.stderr
     assert (tmp_path / "imgs" / "dup.png").exists()
+
+
+def test_kill_during_hashing_leaves_a_usable_cache(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    folder = tmp_path / "imgs"
+    write_face_folder(folder, 400, size=48, seed=12, fmt="png")
+    for k in range(0, 400, 25):  # duplicates, so that the comparison below has clusters to compare
+        shutil.copyfile(folder / f"face-{k:05d}.png", folder / f"dup-{k:05d}.png")
+    code = ("import sys; from pathlib import Path; from diffkit.dedupe import DedupeConfig, dedupe; "
+            "dedupe(DedupeConfig(Path(sys.argv[1]), workers=1, write_report=False, progress=False))")
+    process = subprocess.Popen([sys.executable, "-c", code, str(folder)])
+    cache = folder / CACHE_NAME
+    committed, deadline = 0, time.monotonic() + 120
+    while committed == 0 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+        try:
+            with contextlib.closing(sqlite3.connect(cache, timeout=5)) as db:
+                committed = db.execute("SELECT COUNT(*) FROM hashes").fetchone()[0]
+        except sqlite3.Error:  # not created yet
+            pass
+    process.send_signal(signal.SIGKILL)  # kill -9 right after the first batch was committed
+    process.wait()
+
+    resumed = run(folder)
+    assert resumed.n_cached >= committed > 0 and resumed.n_hashed + resumed.n_cached == 416
+    assert not resumed.warnings
+    clean = run(folder, use_cache=False)
+    assert resumed.clusters == clean.clusters and len(clean.clusters) >= 16
+    with contextlib.closing(sqlite3.connect(cache)) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)

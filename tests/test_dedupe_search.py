@@ -35,15 +35,16 @@ def clustered_hashes(n: int, seed: int) -> np.ndarray:
     return values
 
 
-@pytest.mark.parametrize("threshold", [0, 3, 6, 10])
-def test_vectorised_search_equals_brute_force(monkeypatch: pytest.MonkeyPatch, threshold: int) -> None:
+@pytest.mark.parametrize(("threshold", "workers"), [(0, 1), (3, 3), (6, 2), (10, 1)])
+def test_vectorised_search_equals_brute_force(monkeypatch: pytest.MonkeyPatch, threshold: int,
+                                              workers: int) -> None:
     # Small blocks so that the 700 hashes cross row blocks, column blocks and diagonal blocks.
     monkeypatch.setattr(search, "_ROW_BLOCK", 96)
     monkeypatch.setattr(search, "_COL_BLOCK", 160)
     hashes = clustered_hashes(700, seed=threshold)
     expected_pairs, expected_nearest = brute_force([int(h) for h in hashes], threshold + 4)
 
-    result = search.search_pairs(hashes, threshold, near_miss_margin=4, near_miss_limit=25)
+    result = search.search_pairs(hashes, threshold, near_miss_margin=4, near_miss_limit=25, workers=workers)
 
     within = [p for p in expected_pairs if p[2] <= threshold]
     assert len(within) >= 20  # the test means something only if there are many hits

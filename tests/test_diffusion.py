@@ -24,17 +24,19 @@ SCHEDULE_NAMES = ["linear", "cosine"]
 @pytest.mark.parametrize("name", SCHEDULE_NAMES)
 def test_closed_form_forward_matches_iterated_chain_in_distribution(name: str) -> None:
     """q(x_t | x_0) in one shot vs t applications of q(x_t | x_{t-1}) = N(sqrt(1-beta_t) x, beta_t)."""
-    diffusion = GaussianDiffusion.create(name)
-    betas = diffusion.schedule.betas
-    samples = 40_000
+    # T = 250 keeps the 250 chained steps cheap; the schedules are rescaled to T by construction.
+    diffusion = GaussianDiffusion.create(name, num_timesteps=250)
+    betas = diffusion.schedule.betas.tolist()
+    samples = 20_000
     generator = torch.Generator().manual_seed(1)
     x0 = torch.tensor([0.8, -0.5, 0.0], dtype=torch.float64).repeat(samples, 1)  # three pixel values
-    checkpoints = {0, 9, 99, 499, 999}
+    checkpoints = {0, 9, 99, 249}
     x = x0.clone()
     iterated = {}
+    noise = torch.empty_like(x)
     for t in range(diffusion.num_timesteps):
-        noise = torch.randn(x.shape, generator=generator, dtype=torch.float64)
-        x = (1.0 - betas[t]).sqrt() * x + betas[t].sqrt() * noise
+        noise.normal_(generator=generator)
+        x.mul_(math.sqrt(1.0 - betas[t])).add_(noise, alpha=math.sqrt(betas[t]))
         if t in checkpoints:
             iterated[t] = x.clone()
     for t, chain in iterated.items():
@@ -120,7 +122,11 @@ def test_min_snr_weight_turns_every_objective_into_clipped_snr_times_x0_error(pr
 def test_loss_is_deterministic_given_the_generator_and_zero_for_a_perfect_model() -> None:
     diffusion = GaussianDiffusion.create("cosine", "v")
     x0 = torch.rand(8, 3, 4, 4) * 2 - 1
-    model = torch.nn.Conv2d(3, 3, 1)
+    conv = torch.nn.Conv2d(3, 3, 1)
+
+    def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return conv(x)
+
     first = diffusion.loss(model, x0, torch.Generator().manual_seed(5))
     again = diffusion.loss(model, x0, torch.Generator().manual_seed(5))
     assert first.item() == again.item() and first.item() > 0

@@ -31,8 +31,10 @@ def make_informative_inception_weights(path: Path, calibration: np.ndarray, seed
     """torch-fidelity InceptionV3 state dict: Kaiming convs + BatchNorm calibrated on ``calibration``."""
     torch.manual_seed(seed)
     # build the architecture without its (unavailable) pretrained weights
-    with mock.patch.object(tf_inception, "load_state_dict_from_url", lambda *a, **k: {}), \
-            mock.patch.object(tf_inception.FeatureExtractorInceptionV3, "load_state_dict", lambda *a, **k: None):
+    with (
+        mock.patch.object(tf_inception, "load_state_dict_from_url", lambda *a, **k: {}),
+        mock.patch.object(tf_inception.FeatureExtractorInceptionV3, "load_state_dict", lambda *a, **k: None),
+    ):
         model = tf_inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"])
     for module in model.modules():
         if isinstance(module, torch.nn.Conv2d):
@@ -79,18 +81,45 @@ def eval_json(args: list[str]) -> dict:
 @pytest.fixture(scope="module")
 def first_run(folders, inception_weights) -> dict:
     cache = folders["root"] / "feature-cache"
-    data = eval_json(["--generated", folders["generated"], "--reference", folders["reference"], "--samples", N,
-                      "--weights", inception_weights, "--metrics", "fid,kid,is", "--cache-dir", cache,
-                      "--report", folders["root"] / "report.html", "--bootstrap", 20])
+    data = eval_json(
+        [
+            "--generated",
+            folders["generated"],
+            "--reference",
+            folders["reference"],
+            "--samples",
+            N,
+            "--weights",
+            inception_weights,
+            "--metrics",
+            "fid,kid,is",
+            "--cache-dir",
+            cache,
+            "--report",
+            folders["root"] / "report.html",
+            "--bootstrap",
+            20,
+        ]
+    )
     return {"data": data, "cache": cache}
 
 
-def test_eval_json_equals_torch_fidelity_on_the_same_folders_and_weights(folders, inception_weights, first_run):
+def test_eval_json_equals_torch_fidelity_on_the_same_folders_and_weights(
+    folders, inception_weights, first_run
+):
     ours = first_run["data"]
     theirs = torch_fidelity.calculate_metrics(
-        input1=str(folders["generated"]), input2=str(folders["reference"]), cuda=False, isc=True, fid=True,
-        kid=True, kid_subset_size=N, feature_extractor_weights_path=str(inception_weights), verbose=False,
-        cache=False, save_cpu_ram=True,
+        input1=str(folders["generated"]),
+        input2=str(folders["reference"]),
+        cuda=False,
+        isc=True,
+        fid=True,
+        kid=True,
+        kid_subset_size=N,
+        feature_extractor_weights_path=str(inception_weights),
+        verbose=False,
+        cache=False,
+        save_cpu_ram=True,
     )
     assert ours["fid"] > 10  # informative weights: a real distance, not 1e-14
     assert ours["is_mean"] > 1.05  # logits that actually vary between images
@@ -110,8 +139,14 @@ def test_eval_json_carries_sizes_engine_and_caveats(folders, first_run):
     assert data["fid_ci95"][0] < data["fid"] < data["fid_ci95"][1]
     assert data["kid_ci95"][0] < data["kid_ci95"][1]
     caveats = "\n".join(data["caveats"])
-    for phrase in (f"FID@{N} (reference {N})", "rank-deficient", "KID subset size equals N",
-                   "not meaningful for face", "not the official file", "No FID-infinity estimate"):
+    for phrase in (
+        f"FID@{N} (reference {N})",
+        "rank-deficient",
+        "KID subset size equals N",
+        "not meaningful for face",
+        "not the official file",
+        "No FID-infinity estimate",
+    ):
         assert phrase in caveats
     assert "precision" not in data and "memorization" not in data  # not asked for
     assert Path(data["report_html"]).is_file()
@@ -120,12 +155,29 @@ def test_eval_json_carries_sizes_engine_and_caveats(folders, first_run):
     assert sidecar["data"]["versions"]["torch-fidelity"] == torch_fidelity.__version__
 
 
-def test_feature_cache_reuses_the_reference_and_notices_a_changed_image(folders, inception_weights, first_run):
+def test_feature_cache_reuses_the_reference_and_notices_a_changed_image(
+    folders, inception_weights, first_run
+):
     reference = folders["root"] / "reference-copy"
     shutil.copytree(folders["reference"], reference)  # same content elsewhere: same cache key
-    args = ["--generated", folders["generated"], "--reference", reference, "--samples", N, "--weights",
-            inception_weights, "--metrics", "kid", "--bootstrap", 0, "--cache-dir", first_run["cache"],
-            "--report", folders["root"] / "cached.html"]
+    args = [
+        "--generated",
+        folders["generated"],
+        "--reference",
+        reference,
+        "--samples",
+        N,
+        "--weights",
+        inception_weights,
+        "--metrics",
+        "kid",
+        "--bootstrap",
+        0,
+        "--cache-dir",
+        first_run["cache"],
+        "--report",
+        folders["root"] / "cached.html",
+    ]
     again = eval_json(args)
     assert again["feature_cache"] == {"inception_generated": "hit", "inception_reference": "hit"}
     assert again["features_extracted"] == {"inception_generated": 0, "inception_reference": 0}
@@ -143,10 +195,27 @@ def test_memorization_flags_exact_copies_of_reference_images(folders, inception_
     generated = folders["root"] / "with-copies"
     shutil.copytree(folders["generated"], generated)
     for index in (0, 5, 9):
-        shutil.copyfile(folders["reference"] / f"face-{index + 2:05d}.png", generated / f"face-{index:05d}.png")
-    data = eval_json(["--generated", generated, "--reference", folders["reference"], "--samples", N, "--weights",
-                      inception_weights, "--metrics", "memorization", "--cache-dir", first_run["cache"],
-                      "--report", folders["root"] / "memo.html"])
+        shutil.copyfile(
+            folders["reference"] / f"face-{index + 2:05d}.png", generated / f"face-{index:05d}.png"
+        )
+    data = eval_json(
+        [
+            "--generated",
+            generated,
+            "--reference",
+            folders["reference"],
+            "--samples",
+            N,
+            "--weights",
+            inception_weights,
+            "--metrics",
+            "memorization",
+            "--cache-dir",
+            first_run["cache"],
+            "--report",
+            folders["root"] / "memo.html",
+        ]
+    )
     memo = data["memorization"]
     assert memo["n_flagged"] == 3 and memo["share_flagged"] == pytest.approx(3 / N)
     assert memo["nn_ratio_min"] == 0.0 and memo["feature_cosine_max"] == pytest.approx(1.0, abs=1e-5)
@@ -157,8 +226,20 @@ def test_missing_weights_offline_is_one_line_naming_file_and_sha256(folders, tmp
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
     monkeypatch.delenv(INCEPTION_ENV, raising=False)
     monkeypatch.setenv(OFFLINE_ENV, "1")
-    result = invoke(["eval", "--generated", folders["generated"], "--reference", folders["reference"],
-                     "--samples", N, "--cache-dir", tmp_path / "cache", "--json"])
+    result = invoke(
+        [
+            "eval",
+            "--generated",
+            folders["generated"],
+            "--reference",
+            folders["reference"],
+            "--samples",
+            N,
+            "--cache-dir",
+            tmp_path / "cache",
+            "--json",
+        ]
+    )
     assert result.exit_code == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
@@ -167,8 +248,63 @@ def test_missing_weights_offline_is_one_line_naming_file_and_sha256(folders, tmp
 
 
 def test_fewer_samples_than_asked_is_a_clear_error(folders, inception_weights):
-    result = invoke(["eval", "--generated", folders["generated"], "--reference", folders["reference"],
-                     "--samples", 50, "--weights", inception_weights, "--json"])
+    result = invoke(
+        [
+            "eval",
+            "--generated",
+            folders["generated"],
+            "--reference",
+            folders["reference"],
+            "--samples",
+            50,
+            "--weights",
+            inception_weights,
+            "--json",
+        ]
+    )
     assert result.exit_code == 2
     assert f"holds {N} image(s) but 50 were asked for" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+class _TinyTorchScriptInception(torch.nn.Module):
+    """The interface of clean-fid's TorchScript Inception (``layers`` -> 2048-d, ``output`` 2048 -> 1008)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 16, kernel_size=13, stride=13),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(16, 2048, kernel_size=3, stride=3),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(1),
+        )
+        self.output = torch.nn.Linear(2048, 1008)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers((x - 128) / 128).view(x.shape[0], 2048)
+
+
+def test_clean_fid_engine_equals_clean_fid_on_its_own_features(folders, tmp_path):
+    from cleanfid.fid import get_folder_features, kernel_distance
+
+    torch.manual_seed(0)
+    path = tmp_path / "tiny-inception.pt"
+    torch.jit.script(_TinyTorchScriptInception().eval()).save(str(path))
+    data = eval_json(
+        ["--generated", folders["generated"], "--reference", folders["reference"], "--samples", N,
+         "--engine", "clean-fid", "--weights", path, "--metrics", "kid", "--bootstrap", 0,
+         "--cache-dir", tmp_path / "cache", "--report", tmp_path / "clean.html"]
+    )  # fmt: skip
+    model = torch.jit.load(str(path))
+
+    def features(folder: Path) -> np.ndarray:
+        return get_folder_features(str(folder), lambda x: model.layers((x - 128) / 128).view(x.shape[0], 2048),
+                                   num_workers=0, batch_size=8, device=torch.device("cpu"), mode="clean",
+                                   verbose=False)  # fmt: skip
+
+    # subsets of min(N, M, 1000) = N images are the whole sets, so clean-fid's unseeded draws agree
+    theirs = kernel_distance(features(folders["generated"]), features(folders["reference"]))
+    assert data["engine"] == "clean-fid" and data["resize"].startswith("clean")
+    assert abs(theirs) > 1e-6
+    assert data["kid_mean"] == pytest.approx(theirs, rel=1e-4)

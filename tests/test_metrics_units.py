@@ -77,7 +77,10 @@ def test_select_images_refuses_fewer_than_asked_and_skips_quarantine(tmp_path):
     write_face_folder(tmp_path / "set" / "sub", 1, size=32, seed=3)
     assert len(list_images(tmp_path / "set")) == 6  # nested folders count, quarantine does not
     assert [p.name for p in select_images(tmp_path / "set", 3, "generated")] == [
-        "face-00000.png", "face-00001.png", "face-00002.png"]
+        "face-00000.png",
+        "face-00001.png",
+        "face-00002.png",
+    ]
     with pytest.raises(DiffkitError, match="holds 6 image\\(s\\) but 10 were asked for"):
         select_images(tmp_path / "set", 10, "generated")
 

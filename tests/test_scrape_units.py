@@ -259,3 +259,16 @@ def test_reconcile_fixes_planted_damage_and_says_what(tmp_path: Path) -> None:
     again = store.reconcile(max_pixels=10**7, near_dup_threshold=4)
     assert not again.changed
     store.close()
+
+
+def test_images_removed_by_dedupe_count_as_known_duplicates(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    kept, removed = _valid(20), _valid(21)
+    store.add(kept, "u")
+    store._db.execute("CREATE TABLE dedupe_removed (sha256 TEXT PRIMARY KEY, file_name TEXT, phash INTEGER)")
+    store._db.execute("INSERT INTO dedupe_removed VALUES (?, ?, ?)",
+                      (removed.sha256, "images/x.jpg", to_signed64(removed.phash)))
+    store.load_index()
+    assert store.kept_count() == 1 and len(store.index) == 2
+    assert removed.sha256 in store.index.sha256 and store.index.nearest_distance(removed.phash) == 0
+    store.close()

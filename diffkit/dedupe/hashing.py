@@ -30,7 +30,8 @@ from diffkit.dedupe.config import CACHE_NAME, DECODE_DRAFT, IMAGE_SUFFIXES, MOVE
 _DRAFT_SIZE = (256, 256)
 _WHASH_SCALE = 64  # fixed so that whash does not depend on the decoded size (imagehash's default does)
 _CACHE_SCHEMA = 1
-_COMMIT_EVERY_S = 2.0
+_COMMIT_EVERY_S = 2.0  # a kill loses at most this much hashing work...
+_COMMIT_EVERY_N = 200  # ...or this many files (one small WAL transaction each)
 
 
 @dataclass(frozen=True)
@@ -283,7 +284,7 @@ def hash_images(
         pending.append(record)
         if advance is not None:
             advance(1)
-        if time.monotonic() - last_commit > _COMMIT_EVERY_S:
+        if len(pending) >= _COMMIT_EVERY_N or time.monotonic() - last_commit > _COMMIT_EVERY_S:
             cache.store(hash_kind, decode, pending)
             pending.clear()
             last_commit = time.monotonic()

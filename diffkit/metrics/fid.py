@@ -1,8 +1,8 @@
 """Fréchet distance between two feature sets.
 
-:func:`frechet_distance` is the headline number and follows torch-fidelity's ``metric_fid.py``
-operation for operation (float64 covariance, ``sum(sqrt(eigvals(sigma1 @ sigma2)))`` in complex128,
-no scipy ``sqrtm``, no eps), so the two agree to float rounding.
+:func:`frechet_distance_from_stats` follows torch-fidelity's ``metric_fid.py`` operation for
+operation (float64 covariance, ``sum(sqrt(eigvals(sigma1 @ sigma2)))`` in complex128, no scipy
+``sqrtm``, no eps), so the two agree to float rounding.
 
 The bootstrap and the subset curve need dozens of FIDs; :class:`FastFrechet` computes the same
 quantity through factors: with ``sigma = F F^T``, ``tr sqrt(sigma1 sigma2)`` is the nuclear norm of
@@ -37,7 +37,15 @@ def frechet_distance_from_stats(stats1: GaussianStats, stats2: GaussianStats) ->
 
 
 def frechet_distance(features1: np.ndarray, features2: np.ndarray) -> float:
-    """FID between two (N, D) feature arrays, arithmetic of torch-fidelity 0.4.0."""
+    """FID between two (N, D) feature arrays.
+
+    With at least D samples on both sides this is torch-fidelity 0.4.0's arithmetic, step for step.
+    With fewer (a rank-deficient covariance, the usual case below 2048 images) the D x D eigenproblem
+    is mostly numerical zeros: the factored route gives the same value (the tests hold it to 1e-6 of
+    torch-fidelity) without them, in a fraction of a second instead of 10-40 s on a CPU.
+    """
+    if min(len(features1), len(features2)) <= np.shape(features1)[1]:
+        return FastFrechet(features2)(features1)
     return frechet_distance_from_stats(feature_statistics(features1), feature_statistics(features2))
 
 

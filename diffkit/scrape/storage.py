@@ -164,9 +164,15 @@ class Store:
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def load_index(self) -> None:
+        """Kept images, plus those ``diffkit dedupe`` removed as duplicates: never fetch them again."""
         self.index = KeptIndex()
         for sha256, phash in self._db.execute("SELECT sha256, phash FROM images ORDER BY id"):
             self.index.add(sha256, to_unsigned64(phash))
+        tables = {name for (name,) in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "dedupe_removed" in tables:
+            removed = self._db.execute("SELECT sha256, phash FROM dedupe_removed WHERE phash IS NOT NULL")
+            for sha256, phash in removed.fetchall():
+                self.index.add(sha256, to_unsigned64(phash))
 
     # -- writes ----------------------------------------------------------------------------------
     def add(self, image: ValidImage, url: str | None, fetched_at: str | None = None) -> str:

@@ -84,6 +84,10 @@ class ScrapeResult:
             rate_history=[(t - run.started, rate) for t, rate in run.limiter.history],
         )
 
+    @property
+    def kept(self) -> int:
+        return self.kept_total
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("timeline")

@@ -1,0 +1,179 @@
+"""Training: loss goes down, resume is bit-exact, bad data and bad options give one-line errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from diffkit.cli import app
+from diffkit.diffusion import GaussianDiffusion
+from diffkit.errors import DiffkitError
+from diffkit.testing.faces import write_face_folder
+from diffkit.train import TrainConfig, TrainPlan, train
+from diffkit.train.config import merge_for_resume
+from diffkit.train.ema import ema_beta
+from diffkit.train.monitor import NonFiniteGuard
+
+# Small and fast on CPU: tiny U-Net at 16 px, fp32, no report, a 4-image grid with 3 DDIM steps.
+FAST = dict(
+    preset="tiny", resolution=16, batch_size=8, device="cpu", precision="fp32", progress=False, report=False,
+    sample_every_kimg=0.0, sample_grid=4, sample_steps=3, log_every_steps=1,
+)
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("faces")
+    write_face_folder(folder, 24, size=32, seed=0)
+    return folder
+
+
+def _stats(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+
+
+def test_training_lowers_the_loss(faces: Path, tmp_path: Path) -> None:
+    steps = 120
+    result = train(TrainConfig(data=faces, out=tmp_path / "run", steps=steps, **FAST))
+    losses = [record["loss"] for record in _stats(tmp_path / "run")]
+    assert len(losses) == steps and result.step == steps and result.kimg == steps * 8 / 1000
+    first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
+    assert last < 0.7 * first, (first, last)
+    assert result.skipped_steps == 0 and result.img_per_s and result.img_per_s > 0
+    files = set(result.files)
+    assert {"config.json", "stats.jsonl", "state-latest.pt", "ema-000000.safetensors", "progression.png"} <= files
+    assert (tmp_path / "run" / "samples").is_dir()
+
+
+def _tensors(state: dict) -> dict[str, torch.Tensor]:
+    """All tensors of a resume state (model, EMA, optimiser moments), flattened to name -> tensor."""
+    flat = {f"model.{k}": v for k, v in state["model"].items()}
+    flat |= {f"ema.{k}": v for k, v in state["ema"].items()}
+    for index, moments in state["optimizer"]["state"].items():
+        flat |= {f"opt.{index}.{k}": v for k, v in moments.items() if isinstance(v, torch.Tensor)}
+    return flat
+
+
+def test_resume_is_bit_exact(faces: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """2N steps in one go == N steps, then `diffkit train --resume` for N more (CPU, fp32, fixed seed).
+
+    Dropout is on (global RNG), gradients are accumulated over 2 micro-batches, a sample grid is drawn
+    mid-run, and the epoch (24 images) rolls over inside a batch: all must leave the stream unchanged.
+    """
+    monkeypatch.chdir(tmp_path)
+    options = FAST | dict(batch_size=10, grad_accum=2, dropout=0.1, sample_every_kimg=0.02, seed=3)
+    whole = train(TrainConfig(data=faces, out=tmp_path / "whole", steps=6, **options))
+    half = train(TrainConfig(data=faces, out=tmp_path / "split", steps=3, **options))
+    assert half.step == 3 and not half.interrupted
+    cli = CliRunner().invoke(
+        app, ["train", "--out", str(tmp_path / "split"), "--resume", "--steps", "6", "--no-progress", "--json"]
+    )
+    assert cli.exit_code == 0, cli.output
+    resumed = json.loads(cli.stdout)
+    assert resumed["step"] == 6 and resumed["resumed_from_step"] == 3 and whole.step == 6
+    state_a = torch.load(tmp_path / "whole" / "state-latest.pt", weights_only=True)
+    state_b = torch.load(tmp_path / "split" / "state-latest.pt", weights_only=True)
+    tensors_a, tensors_b = _tensors(state_a), _tensors(state_b)
+    assert tensors_a.keys() == tensors_b.keys() and len(tensors_a) > 100
+    different = [name for name in tensors_a if not torch.equal(tensors_a[name], tensors_b[name])]
+    assert different == []
+    assert state_a["batcher"] == state_b["batcher"] and torch.equal(state_a["torch_rng"], state_b["torch_rng"])
+    assert [r["loss"] for r in _stats(tmp_path / "whole")] == [r["loss"] for r in _stats(tmp_path / "split")]
+    snapshot_a = load_file(tmp_path / "whole" / "ema-000000.safetensors")
+    snapshot_b = load_file(tmp_path / "split" / "ema-000000.safetensors")
+    assert all(torch.equal(snapshot_a[k], snapshot_b[k]) for k in snapshot_a)
+    assert resumed["report"] and Path(resumed["report"]).is_file()  # the CLI run writes its report
+
+
+def test_corrupt_image_is_skipped_and_listed(tmp_path: Path) -> None:
+    write_face_folder(tmp_path / "data", 5, size=32, seed=1)
+    (tmp_path / "data" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 10)
+    result = train(TrainConfig(data=tmp_path / "data", dry_run=True, runs_dir=tmp_path / "runs", **FAST))
+    assert result.dataset_size == 5
+    assert [Path(item["path"]).name for item in result.skipped_images] == ["broken.png"]
+    assert result.params > 0 and result.flops_per_image > 0
+    assert not (tmp_path / "runs").exists()  # a dry run creates nothing
+
+
+@pytest.mark.parametrize("kind", ["empty", "missing"])
+def test_empty_or_missing_data_folder_is_a_one_line_error(tmp_path: Path, kind: str) -> None:
+    data = tmp_path / "data"
+    if kind == "empty":
+        data.mkdir()
+    result = CliRunner().invoke(
+        app, ["train", "--data", str(data), "--preset", "tiny", "--resolution", "16", "--steps", "1", "--no-progress"]
+    )
+    assert result.exit_code == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in result.output
+    assert str(data.name) in lines[0]
+
+
+def test_cli_dry_run_prints_model_size_as_json(faces: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["train", "--data", str(faces), "--out", str(tmp_path / "run"), "--preset", "tiny", "--resolution", "16",
+         "--epochs", "2", "--batch-size", "5", "--dry-run", "--json", "--no-progress"],
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["dry_run"] and data["total_steps"] == 10  # ceil(2 epochs * 24 images / 5)
+    assert data["params"] > 100_000 and data["flops_per_image"] > 1_000_000
+    assert not (tmp_path / "run").exists()
+
+
+def test_existing_run_needs_resume_and_resume_rejects_a_different_model(faces: Path, tmp_path: Path) -> None:
+    train(TrainConfig(data=faces, out=tmp_path / "run", steps=1, **FAST))
+    with pytest.raises(DiffkitError, match="--resume"):
+        train(TrainConfig(data=faces, out=tmp_path / "run", steps=2, **FAST))
+    with pytest.raises(DiffkitError, match="resolution"):
+        train(TrainConfig(data=faces, out=tmp_path / "run", steps=2, resume=True, **(FAST | {"resolution": 32})))
+
+
+def test_nan_guard_skips_steps_then_stops(faces: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_loss = GaussianDiffusion.loss
+    calls = {"n": 0}
+
+    def flaky_loss(self: GaussianDiffusion, model, x0, generator=None):  # noqa: ANN001
+        calls["n"] += 1
+        loss = real_loss(self, model, x0, generator)
+        return loss * float("nan") if calls["n"] in (2, 3) or calls["n"] >= 5 else loss
+
+    monkeypatch.setattr(GaussianDiffusion, "loss", flaky_loss)
+    with pytest.raises(DiffkitError, match="NaN/inf for 3 steps in a row"):
+        train(TrainConfig(data=faces, out=tmp_path / "run", steps=20, max_bad_steps=3, **FAST))
+    assert calls["n"] == 7  # steps 1 and 4 trained; 2-3 skipped (streak reset); 5, 6, 7 -> stop
+
+    guard = NonFiniteGuard(2, tolerate_inf_grads=True)  # fp16: inf gradients are the scaler's business
+    assert guard.should_step(0.5, float("inf")) and not guard.should_step(float("nan"), 1.0)
+    assert guard.skipped == 1
+
+
+def test_ema_half_life_and_ramp_up() -> None:
+    # Without ramp-up, after halflife images the old weights count half.
+    beta = ema_beta(batch_size=100, nimg=10**9, halflife_kimg=10.0, rampup=None)
+    assert beta ** (10_000 / 100) == pytest.approx(0.5)
+    # With ramp-up the half-life is at most 5% of the images seen: the first step copies the model.
+    assert ema_beta(64, 0, 10.0, 0.05) == 0.0
+    assert ema_beta(64, 20_000, 10.0, 0.05) == pytest.approx(0.5 ** (64 / 1000))
+
+
+def test_plan_and_config_round_trip() -> None:
+    config = TrainConfig(kimg=1.0, batch_size=64, grad_accum=4, warmup_kimg=10.0)
+    plan = TrainPlan.resolve(config, dataset_size=1000)
+    assert (plan.total_steps, plan.total_nimg, plan.micro_batch) == (16, 1024, 16)
+    assert plan.warmup_nimg == 102  # capped at 10% of the run
+    assert plan.lr_at(1e-3, 0) == pytest.approx(1e-3 * 64 / 102) and plan.lr_at(1e-3, 500) == 1e-3
+    assert TrainPlan.resolve(TrainConfig(batch_size=64), 640).total_steps == 500  # default: 50 epochs
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(DiffkitError, match="only one of"):
+        TrainConfig(steps=1, epochs=1.0).validate()
+    saved = dataclasses.replace(config, preset="tiny", resolution=32)
+    merged = merge_for_resume(saved, TrainConfig(steps=50, device="cpu"))
+    assert (merged.preset, merged.resolution, merged.steps, merged.kimg, merged.device) == ("tiny", 32, 50, None, "cpu")
