@@ -134,14 +134,3 @@ def test_format_value() -> None:
     assert format_value(None) == "—"
     assert format_value(True) == "true"
 
-
-def test_atomic_write_gives_normal_permissions(tmp_path: Path) -> None:
-    import os
-
-    from diffkit.atomic import NEW_FILE_MODE, atomic_write_bytes
-
-    target = tmp_path / "file.bin"
-    atomic_write_bytes(target, b"abc")
-    assert target.read_bytes() == b"abc"
-    assert os.stat(target).st_mode & 0o777 == NEW_FILE_MODE
-    assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]
