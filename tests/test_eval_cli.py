@@ -285,6 +285,7 @@ class _TinyTorchScriptInception(torch.nn.Module):
         return self.layers((x - 128) / 128).view(x.shape[0], 2048)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.:FutureWarning")
 def test_clean_fid_engine_equals_clean_fid_on_its_own_features(folders, tmp_path):
     from cleanfid.fid import get_folder_features, kernel_distance
 
@@ -299,9 +300,11 @@ def test_clean_fid_engine_equals_clean_fid_on_its_own_features(folders, tmp_path
     model = torch.jit.load(str(path))
 
     def features(folder: Path) -> np.ndarray:
-        return get_folder_features(str(folder), lambda x: model.layers((x - 128) / 128).view(x.shape[0], 2048),
-                                   num_workers=0, batch_size=8, device=torch.device("cpu"), mode="clean",
-                                   verbose=False)  # fmt: skip
+        def model_fn(x: torch.Tensor) -> torch.Tensor:
+            return model.layers((x - 128) / 128).view(x.shape[0], 2048)
+
+        return get_folder_features(str(folder), model_fn, num_workers=0, batch_size=8,
+                                   device=torch.device("cpu"), mode="clean", verbose=False)  # fmt: skip
 
     # subsets of min(N, M, 1000) = N images are the whole sets, so clean-fid's unseeded draws agree
     theirs = kernel_distance(features(folders["generated"]), features(folders["reference"]))

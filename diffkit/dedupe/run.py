@@ -146,7 +146,8 @@ def dedupe(config: DedupeConfig) -> DedupeResult:
         unreadable = [{"path": r.rel, "error": r.error or ""} for r in records if r.error is not None]
         hashes = np.array([r.hash for r in readable], dtype=np.uint64)
         t0 = time.perf_counter()
-        found = search_pairs(hashes, threshold, advance=start("comparing", len(readable)))
+        found = search_pairs(hashes, threshold, advance=start("comparing", len(readable)),
+                             workers=config.effective_workers)
         seconds["search"] = time.perf_counter() - t0
 
     clusters, distances, removals, n_exact = _clusters(root, readable, hashes, found)
@@ -190,8 +191,11 @@ def dedupe(config: DedupeConfig) -> DedupeResult:
     if config.write_report:
         from diffkit.dedupe.report import write_dedupe_report
 
-        paths = write_dedupe_report(result, root, config.report_path)
-        result.report_html, result.report_json = str(paths.html), str(paths.json)
+        try:
+            paths = write_dedupe_report(result, root, config.report_path)
+            result.report_html, result.report_json = str(paths.html), str(paths.json)
+        except OSError as exc:  # the files were already handled: say so rather than fail
+            result.warnings.append(f"report not written ({exc}); pass --report to a writable path")
     return result
 
 

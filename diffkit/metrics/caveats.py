@@ -102,7 +102,8 @@ def fid_caveats(
     if interval is not None:
         notes.append(
             f"FID bootstrap 95% interval [{interval[0]:.4g}, {interval[1]:.4g}] (generated set "
-            "resampled, reference held fixed): sampling noise only, not the 1/N bias."
+            "resampled, reference held fixed, spread centred on the estimate): sampling noise only, "
+            "not the 1/N bias."
         )
     if curve is None:
         notes.append(f"No FID-infinity estimate: it needs N >= {MIN_CURVE_N} generated images.")
@@ -125,7 +126,8 @@ def kid_caveats(
     if subset_size == n:
         notes.append(
             f"KID subset size equals N = {n}: every subset holds all generated images, so the "
-            "subset std reflects only reference resampling; use the bootstrap interval."
+            "subset std shows only how the reference subsets vary (0 when M = N too), not the "
+            "uncertainty; use the bootstrap interval."
         )
     if interval is not None:
         capped = f" (on at most {max_points} images per set)" if max(n, m) > max_points else ""

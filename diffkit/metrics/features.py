@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import pickle
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +104,9 @@ class CleanFidExtractor(Extractor):
         self.device = device
         self.resizer = build_resizer("clean")
         try:
-            self.model = torch.jit.load(str(weights.path), map_location=device).eval()
+            with warnings.catch_warnings():  # clean-fid's file is TorchScript; torch now calls jit deprecated
+                warnings.filterwarnings("ignore", category=FutureWarning)
+                self.model = torch.jit.load(str(weights.path), map_location=device).eval()
         except (RuntimeError, ValueError) as exc:
             raise DiffkitError(
                 f"cannot load the clean-fid TorchScript Inception {weights.path}: "

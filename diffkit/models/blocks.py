@@ -76,7 +76,9 @@ class ResBlock(nn.Module):
 class AttentionBlock(nn.Module):
     """Multi-head self-attention over all pixels of a feature map, via scaled_dot_product_attention.
 
-    1x1 convolutions (not Linear) keep the tensor in NCHW so channels_last inputs stay channels_last.
+    Pixels become tokens as (B, HW, C): q, k and v then have a contiguous last dimension, which the
+    fused (flash) SDPA kernels require; a strided layout silently falls back to the slow math path.
+    For channels_last inputs the token view costs no copy.
     """
 
     def __init__(self, channels: int, head_dim: int) -> None:
@@ -85,18 +87,18 @@ class AttentionBlock(nn.Module):
         if channels % self.heads:
             raise ValueError(f"{channels} channels do not split into {self.heads} heads")
         self.norm = nn.GroupNorm(group_count(channels), channels)
-        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
-        self.proj = zero_init(nn.Conv2d(channels, channels, 1))
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = zero_init(nn.Linear(channels, channels))
 
     def forward(self, x: Tensor) -> Tensor:
         batch, channels, height, width = x.shape
-        head_dim = channels // self.heads
-        qkv = self.qkv(self.norm(x)).reshape(batch, 3, self.heads, head_dim, height * width)
-        q, k, v = qkv.permute(1, 0, 2, 4, 3).unbind(0)  # each (B, heads, HW, head_dim)
+        tokens = self.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
+        qkv = self.qkv(tokens).view(batch, height * width, 3, self.heads, channels // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, HW, head_dim)
         # Looked up at call time (not imported by name) so tests can observe every call.
         out = F.scaled_dot_product_attention(q, k, v)
-        out = out.transpose(-1, -2).reshape(batch, channels, height, width)
-        return x + self.proj(out)
+        out = self.proj(out.transpose(1, 2).reshape(batch, height * width, channels))
+        return x + out.transpose(1, 2).reshape(batch, channels, height, width)
 
 
 class Downsample(nn.Module):
