@@ -179,6 +179,7 @@ def train(
     kimg: float = typer.Option(None, "--kimg", help="Run length in thousands of training images."),
     epochs: float = typer.Option(None, "--epochs", help="Run length in passes over the data (default 50)."),
     lr: float = typer.Option(None, "--lr", help="AdamW learning rate after warm-up (default 2e-4)."),
+    warmup_kimg: float = typer.Option(None, "--warmup-kimg", help="Linear LR warm-up length (default 2)."),
     schedule: str = typer.Option(None, "--schedule", help="cosine or linear (default cosine)."),
     prediction: str = typer.Option(None, "--prediction", help="Network target: v or eps (default v)."),
     precision: str = typer.Option(None, "--precision", help="auto, fp32, bf16 or fp16 (default auto)."),
@@ -208,8 +209,8 @@ def train(
 
     config = TrainConfig.from_options(
         data=data, out=out, preset=preset, resolution=resolution, batch_size=batch_size,
-        grad_accum=grad_accum, steps=steps, kimg=kimg, epochs=epochs, lr=lr, schedule=schedule,
-        prediction=prediction,
+        grad_accum=grad_accum, steps=steps, kimg=kimg, epochs=epochs, lr=lr, warmup_kimg=warmup_kimg,
+        schedule=schedule, prediction=prediction,
         precision=precision, compile=compile_model or None, sample_every_kimg=sample_every_kimg,
         ema_halflife_kimg=ema_halflife_kimg, seed=seed, device=device, resume=resume, dry_run=dry_run,
         progress=progress,

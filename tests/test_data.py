@@ -246,3 +246,18 @@ def test_batcher_state_round_trip_gives_identical_next_batches() -> None:
     assert not all(torch.equal(other_seed.next(), batcher.next()) for _ in range(3))
     with pytest.raises(DiffkitError):
         DeviceBatcher(asymmetric_cache(9), 4, torch.device("cpu"), 42).load_state_dict(state)
+
+
+def test_exif_orientation_and_transparency_are_applied(tmp_path: Path) -> None:
+    image = Image.new("RGB", (40, 20), (0, 0, 255))
+    image.paste((255, 0, 0), (0, 0, 20, 20))  # left half red, right half blue
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display": red ends up on top
+    image.save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    transparent = Image.new("RGBA", (16, 16), (0, 0, 0, 0))
+    transparent.save(tmp_path / "transparent.png")
+    cache = load(tmp_path)
+    rotated = cache.images[cache.files.index("rotated.jpg")].astype(int)
+    assert rotated[1, RES // 2, 0] > 200 and rotated[1, RES // 2, 2] < 60  # top row red
+    assert rotated[-2, RES // 2, 2] > 200 and rotated[-2, RES // 2, 0] < 60  # bottom row blue
+    assert (cache.images[cache.files.index("transparent.png")] == 255).all()  # on white, not black

@@ -63,8 +63,12 @@ def test_schedule_properties(name: str) -> None:
     assert torch.all(abar[1:] < abar[:-1])  # strictly decreasing signal
     assert torch.all(schedule.snr[1:] < schedule.snr[:-1])
     if name == "linear":
-        assert schedule.betas[0].item() == pytest.approx(1e-4) and schedule.betas[-1].item() == pytest.approx(0.02)
-        assert torch.allclose(make_schedule("linear", 500).betas[[0, -1]], torch.tensor([2e-4, 0.04], dtype=torch.float64))
+        assert schedule.betas[0].item() == pytest.approx(1e-4) and schedule.betas[-1].item() == pytest.approx(
+            0.02
+        )
+        assert torch.allclose(
+            make_schedule("linear", 500).betas[[0, -1]], torch.tensor([2e-4, 0.04], dtype=torch.float64)
+        )
     else:
         # Nichol & Dhariwal: abar(t) = f(t)/f(0), f(t) = cos^2((t/T + s)/(1 + s) * pi/2), s = 0.008.
         def f(step: float) -> float:
@@ -96,7 +100,9 @@ def test_prediction_targets_convert_back_to_x0_and_eps(prediction: str) -> None:
     assert torch.allclose(eps_hat, eps, atol=2e-4)
     if prediction == "v":  # v = sqrt(abar) eps - sqrt(1 - abar) x0, checked against its definition
         abar = diffusion.schedule.alphas_cumprod[t].float().view(-1, 1, 1, 1)
-        assert torch.allclose(diffusion.target(x0, eps, t), abar.sqrt() * eps - (1 - abar).sqrt() * x0, atol=1e-6)
+        assert torch.allclose(
+            diffusion.target(x0, eps, t), abar.sqrt() * eps - (1 - abar).sqrt() * x0, atol=1e-6
+        )
 
 
 @pytest.mark.parametrize("prediction", ["v", "eps"])
@@ -167,11 +173,16 @@ def test_sampler_shapes_and_determinism(sampler_cls: type) -> None:
     sampler = sampler_cls(diffusion, **kwargs)
     sampler.set_timesteps(10)
     assert sampler.timesteps.tolist()[0] == 999 and len(sampler.timesteps) == 10
-    out = sampler.step(_toy_model(noise, torch.full((3,), 999.0)), 999, noise, torch.Generator().manual_seed(0))
+    out = sampler.step(
+        _toy_model(noise, torch.full((3,), 999.0)), 999, noise, torch.Generator().manual_seed(0)
+    )
     assert out.prev_sample.shape == noise.shape and out.pred_original_sample.shape == noise.shape
     assert out.pred_original_sample.abs().max() <= 1.0  # clipped x0 prediction
     # Deterministic DDIM ignores the generator entirely.
-    ddim = [run_sampler(_toy_model, DDIMSampler(diffusion), noise, 10, torch.Generator().manual_seed(s)) for s in (1, 2)]
+    ddim = [
+        run_sampler(_toy_model, DDIMSampler(diffusion), noise, 10, torch.Generator().manual_seed(s))
+        for s in (1, 2)
+    ]
     assert torch.equal(ddim[0], ddim[1])
 
 

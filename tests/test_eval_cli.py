@@ -311,3 +311,27 @@ def test_clean_fid_engine_equals_clean_fid_on_its_own_features(folders, tmp_path
     assert data["engine"] == "clean-fid" and data["resize"].startswith("clean")
     assert abs(theirs) > 1e-6
     assert data["kid_mean"] == pytest.approx(theirs, rel=1e-4)
+
+
+def test_eval_run_samples_pngs_once_and_uses_the_training_data_as_reference(tmp_path, inception_weights):
+    from diffkit.train import TrainConfig, train
+
+    write_face_folder(tmp_path / "faces", 8, size=32, seed=2)
+    train(TrainConfig(data=tmp_path / "faces", out=tmp_path / "run", preset="tiny", resolution=16,
+                      batch_size=4, steps=2, device="cpu", precision="fp32", progress=False, report=False,
+                      sample_grid=4, sample_steps=2))  # fmt: skip
+    args = ["--run", tmp_path / "run", "--samples", N, "--steps", 2, "--weights", inception_weights,
+            "--metrics", "kid", "--bootstrap", 0, "--device", "cpu", "--cache-dir", tmp_path / "cache",
+            "--report", tmp_path / "run.html"]  # fmt: skip
+    first = eval_json(args)
+    samples = tmp_path / "run" / f"eval-samples-{N}-seed0"
+    assert sorted(p.name for p in samples.glob("*.png")) == [f"sample-{i:05d}.png" for i in range(N)]
+    assert first["samples_reused"] is False and first["generated"] == str(samples)
+    assert first["reference"] == str(tmp_path / "faces") and first["n_reference"] == 8
+    assert first["resolution"] == 16 and first["kid_subset_size"] == 8
+    caveats = "\n".join(first["caveats"])
+    assert "resized (PIL bicubic) to 16 px" in caveats and "training data" in caveats
+    second = eval_json(args)
+    assert second["samples_reused"] is True
+    assert second["features_extracted"] == {"inception_generated": 0, "inception_reference": 0}
+    assert second["kid_mean"] == first["kid_mean"]

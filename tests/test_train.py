@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,9 +23,28 @@ from diffkit.train.monitor import NonFiniteGuard
 
 # Small and fast on CPU: tiny U-Net at 16 px, fp32, no report, a 4-image grid with 3 DDIM steps.
 FAST = dict(
-    preset="tiny", resolution=16, batch_size=8, device="cpu", precision="fp32", progress=False, report=False,
-    sample_every_kimg=0.0, sample_grid=4, sample_steps=3, log_every_steps=1,
+    preset="tiny",
+    resolution=16,
+    batch_size=8,
+    device="cpu",
+    precision="fp32",
+    progress=False,
+    report=False,
+    sample_every_kimg=0.0,
+    sample_grid=4,
+    sample_steps=3,
+    log_every_steps=1,
+    warmup_kimg=0.2,
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    # Two OpenMP threads on a busy 2-core machine spin-wait against each other (10x slower steps).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +67,13 @@ def test_training_lowers_the_loss(faces: Path, tmp_path: Path) -> None:
     assert last < 0.7 * first, (first, last)
     assert result.skipped_steps == 0 and result.img_per_s and result.img_per_s > 0
     files = set(result.files)
-    assert {"config.json", "stats.jsonl", "state-latest.pt", "ema-000000.safetensors", "progression.png"} <= files
+    assert {
+        "config.json",
+        "stats.jsonl",
+        "state-latest.pt",
+        "ema-000000.safetensors",
+        "progression.png",
+    } <= files
     assert (tmp_path / "run" / "samples").is_dir()
 
 
@@ -72,7 +98,8 @@ def test_resume_is_bit_exact(faces: Path, tmp_path: Path, monkeypatch: pytest.Mo
     half = train(TrainConfig(data=faces, out=tmp_path / "split", steps=3, **options))
     assert half.step == 3 and not half.interrupted
     cli = CliRunner().invoke(
-        app, ["train", "--out", str(tmp_path / "split"), "--resume", "--steps", "6", "--no-progress", "--json"]
+        app,
+        ["train", "--out", str(tmp_path / "split"), "--resume", "--steps", "6", "--no-progress", "--json"],
     )
     assert cli.exit_code == 0, cli.output
     resumed = json.loads(cli.stdout)
@@ -83,7 +110,9 @@ def test_resume_is_bit_exact(faces: Path, tmp_path: Path, monkeypatch: pytest.Mo
     assert tensors_a.keys() == tensors_b.keys() and len(tensors_a) > 100
     different = [name for name in tensors_a if not torch.equal(tensors_a[name], tensors_b[name])]
     assert different == []
-    assert state_a["batcher"] == state_b["batcher"] and torch.equal(state_a["torch_rng"], state_b["torch_rng"])
+    assert state_a["batcher"] == state_b["batcher"] and torch.equal(
+        state_a["torch_rng"], state_b["torch_rng"]
+    )
     assert [r["loss"] for r in _stats(tmp_path / "whole")] == [r["loss"] for r in _stats(tmp_path / "split")]
     snapshot_a = load_file(tmp_path / "whole" / "ema-000000.safetensors")
     snapshot_b = load_file(tmp_path / "split" / "ema-000000.safetensors")
@@ -107,7 +136,19 @@ def test_empty_or_missing_data_folder_is_a_one_line_error(tmp_path: Path, kind: 
     if kind == "empty":
         data.mkdir()
     result = CliRunner().invoke(
-        app, ["train", "--data", str(data), "--preset", "tiny", "--resolution", "16", "--steps", "1", "--no-progress"]
+        app,
+        [
+            "train",
+            "--data",
+            str(data),
+            "--preset",
+            "tiny",
+            "--resolution",
+            "16",
+            "--steps",
+            "1",
+            "--no-progress",
+        ],
     )
     assert result.exit_code == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -118,8 +159,24 @@ def test_empty_or_missing_data_folder_is_a_one_line_error(tmp_path: Path, kind: 
 def test_cli_dry_run_prints_model_size_as_json(faces: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app,
-        ["train", "--data", str(faces), "--out", str(tmp_path / "run"), "--preset", "tiny", "--resolution", "16",
-         "--epochs", "2", "--batch-size", "5", "--dry-run", "--json", "--no-progress"],
+        [
+            "train",
+            "--data",
+            str(faces),
+            "--out",
+            str(tmp_path / "run"),
+            "--preset",
+            "tiny",
+            "--resolution",
+            "16",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "5",
+            "--dry-run",
+            "--json",
+            "--no-progress",
+        ],
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -133,10 +190,15 @@ def test_existing_run_needs_resume_and_resume_rejects_a_different_model(faces: P
     with pytest.raises(DiffkitError, match="--resume"):
         train(TrainConfig(data=faces, out=tmp_path / "run", steps=2, **FAST))
     with pytest.raises(DiffkitError, match="resolution"):
-        train(TrainConfig(data=faces, out=tmp_path / "run", steps=2, resume=True, **(FAST | {"resolution": 32})))
+        train(
+            TrainConfig(data=faces, out=tmp_path / "run", steps=2, resume=True, **(FAST | {"resolution": 32}))
+        )
 
 
-def test_nan_guard_skips_steps_then_stops(faces: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_nan_guard_skips_steps_then_stops(
+    faces: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, precision: str
+) -> None:
     real_loss = GaussianDiffusion.loss
     calls = {"n": 0}
 
@@ -147,12 +209,22 @@ def test_nan_guard_skips_steps_then_stops(faces: Path, tmp_path: Path, monkeypat
 
     monkeypatch.setattr(GaussianDiffusion, "loss", flaky_loss)
     with pytest.raises(DiffkitError, match="NaN/inf for 3 steps in a row"):
-        train(TrainConfig(data=faces, out=tmp_path / "run", steps=20, max_bad_steps=3, **FAST))
+        options = FAST | {"precision": precision}
+        train(TrainConfig(data=faces, out=tmp_path / "run", steps=20, max_bad_steps=3, **options))
     assert calls["n"] == 7  # steps 1 and 4 trained; 2-3 skipped (streak reset); 5, 6, 7 -> stop
 
     guard = NonFiniteGuard(2, tolerate_inf_grads=True)  # fp16: inf gradients are the scaler's business
     assert guard.should_step(0.5, float("inf")) and not guard.should_step(float("nan"), 1.0)
     assert guard.skipped == 1
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_steps_train(faces: Path, tmp_path: Path, precision: str) -> None:
+    result = train(
+        TrainConfig(data=faces, out=tmp_path / "run", steps=3, **(FAST | {"precision": precision}))
+    )
+    assert result.precision == precision and result.step == 3
+    assert result.final_loss is not None and 0 < result.final_loss < 10
 
 
 def test_ema_half_life_and_ramp_up() -> None:
@@ -167,13 +239,20 @@ def test_ema_half_life_and_ramp_up() -> None:
 def test_plan_and_config_round_trip() -> None:
     config = TrainConfig(kimg=1.0, batch_size=64, grad_accum=4, warmup_kimg=10.0)
     plan = TrainPlan.resolve(config, dataset_size=1000)
-    assert (plan.total_steps, plan.total_nimg, plan.micro_batch) == (16, 1024, 16)
-    assert plan.warmup_nimg == 102  # capped at 10% of the run
-    assert plan.lr_at(1e-3, 0) == pytest.approx(1e-3 * 64 / 102) and plan.lr_at(1e-3, 500) == 1e-3
+    assert (plan.total_steps, plan.total_nimg, plan.micro_batch, plan.warmup_nimg) == (16, 1024, 16, 10_000)
+    assert plan.lr_at(1e-3, 0) == pytest.approx(1e-3 * 64 / 10_000) and plan.lr_at(1e-3, 10_000) == 1e-3
+    # The warm-up depends on images seen only, not on the run length (so resume can extend a run).
+    assert TrainPlan.resolve(dataclasses.replace(config, kimg=100.0), 1000).lr_at(1e-3, 640) == plan.lr_at(
+        1e-3, 640
+    )
     assert TrainPlan.resolve(TrainConfig(batch_size=64), 640).total_steps == 500  # default: 50 epochs
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     with pytest.raises(DiffkitError, match="only one of"):
         TrainConfig(steps=1, epochs=1.0).validate()
-    saved = dataclasses.replace(config, preset="tiny", resolution=32)
-    merged = merge_for_resume(saved, TrainConfig(steps=50, device="cpu"))
-    assert (merged.preset, merged.resolution, merged.steps, merged.kimg, merged.device) == ("tiny", 32, 50, None, "cpu")
+    saved = dataclasses.replace(config, preset="tiny", resolution=32, precision="fp32")
+    merged = merge_for_resume(saved, TrainConfig(steps=50, device="cpu", resume=True))
+    assert (merged.preset, merged.resolution, merged.steps, merged.kimg) == ("tiny", 32, 50, None)
+    # Given options win; options left at their default keep the saved value (precision stays fp32).
+    assert (merged.device, merged.precision, merged.resume) == ("cpu", "fp32", True)
+    with pytest.raises(DiffkitError, match="preset"):
+        merge_for_resume(saved, TrainConfig(preset="base"))

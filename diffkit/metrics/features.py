@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import pickle
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,7 +79,7 @@ class TorchFidelityExtractor(Extractor):
                 verbose=False,
                 feature_extractor_weights_path=str(weights.path),
             ).to(device)
-        except (RuntimeError, KeyError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        except Exception as exc:  # any failure to unpickle/match a state dict means: wrong file
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DiffkitError(f"cannot load {extractor} weights from {weights.path}: {first}") from None
 

@@ -45,7 +45,9 @@ def frechet_distance(features1: np.ndarray, features2: np.ndarray) -> float:
     torch-fidelity) without them, in a fraction of a second instead of 10-40 s on a CPU.
     """
     if min(len(features1), len(features2)) <= np.shape(features1)[1]:
-        return FastFrechet(features2)(features1)
+        # the mean term exactly as torch-fidelity forms it (mean in the features' own dtype)
+        diff = np.mean(features1, axis=0) - np.mean(features2, axis=0)
+        return float(diff.dot(diff)) + FastFrechet(features2).covariance_terms(features1)
     return frechet_distance_from_stats(feature_statistics(features1), feature_statistics(features2))
 
 
@@ -87,5 +89,12 @@ class FastFrechet:
     def __call__(self, generated: np.ndarray, weights: np.ndarray | None = None) -> float:
         mu, factor = covariance_factor(generated, weights)
         diff = mu - self.mu_ref
+        return float(diff @ diff) + self._covariance_terms(factor)
+
+    def covariance_terms(self, generated: np.ndarray) -> float:
+        """``tr(sigma1) + tr(sigma2) - 2 tr sqrt(sigma1 sigma2)``: FID without the mean term."""
+        return self._covariance_terms(covariance_factor(generated)[1])
+
+    def _covariance_terms(self, factor: np.ndarray) -> float:
         cross = _nuclear_norm(self.factor_ref.T @ factor)
-        return float(diff @ diff + (factor**2).sum() + self.trace_ref - 2 * cross)
+        return float((factor**2).sum() + self.trace_ref - 2 * cross)

@@ -9,6 +9,7 @@ to nearest, it does not floor), and hand uint8 HxWx3 arrays to the engine. The e
 from __future__ import annotations
 
 import hashlib
+import io
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,7 +89,11 @@ def describe_set(root: Path, files: list[Path], resolution: int) -> ImageSet:
         data = path.read_bytes()
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         digest.update(hashlib.sha256(data).digest())
-        width, height = image_size(path)
+        try:
+            with Image.open(io.BytesIO(data)) as image:  # header only: no second read, no full decode
+                width, height = image.size
+        except (OSError, Image.DecompressionBombError) as exc:
+            raise DiffkitError(f"cannot read image {path}: {exc}") from None
         sizes[f"{width}x{height}"] += 1
     n_lossy = sum(path.suffix.lower() in LOSSY_EXTENSIONS for path in files)
     return ImageSet(root, tuple(files), resolution, digest.hexdigest(), n_lossy, dict(sizes))

@@ -260,6 +260,8 @@ def evaluate(config: EvalConfig) -> EvalResult:
         generated, reference, reused = _resolve_inputs(config)
         gen_set, ref_set = _image_sets(config, generated, reference)
     n, m = len(gen_set), len(ref_set)
+    if "is" in config.metrics and n < DEFAULT_SPLITS:
+        raise DiffkitError(f"the Inception Score needs at least {DEFAULT_SPLITS} generated images (got {n})")
     device = resolve_device(config.device)
     metrics = list(config.metrics)
     needs_inception = any(name in metrics for name in ("fid", "kid", "is", "memorization"))
@@ -337,10 +339,6 @@ def evaluate(config: EvalConfig) -> EvalResult:
                 result.kid_ci95 = list(interval)
             result.caveats += cav.kid_caveats(n, m, size, interval, KID_BOOTSTRAP_MAX)
     if "is" in metrics:
-        if n < DEFAULT_SPLITS:
-            raise DiffkitError(
-                f"the Inception Score needs at least {DEFAULT_SPLITS} generated images (got {n})"
-            )
         result.is_mean, result.is_std = inception_score(feats["generated"]["logits_unbiased"])
         result.is_splits = DEFAULT_SPLITS
         result.caveats += cav.is_caveats(n, DEFAULT_SPLITS)

@@ -86,7 +86,8 @@ def ensure_samples(config: EvalConfig) -> tuple[Path, bool]:
         progress=config.progress,
     )
     images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[0] != config.samples:
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[0] != config.samples or \
+            images.shape[-1] not in (1, 3):
         raise DiffkitError(
             f"generate_images returned {images.dtype} {images.shape}, expected uint8 "
             f"({config.samples}, H, W, 3)"
@@ -95,7 +96,7 @@ def ensure_samples(config: EvalConfig) -> tuple[Path, bool]:
     marker.unlink(missing_ok=True)  # invalid until every PNG of this batch is written
     for index, image in enumerate(images):
         buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, format="PNG")
+        Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buffer, format="PNG")
         atomic_write_bytes(folder / f"sample-{index:05d}.png", buffer.getvalue(), durable=False)
     atomic_write_text(marker, json.dumps(wanted, indent=2) + "\n")
     return folder, False

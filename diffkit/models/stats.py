@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -24,11 +26,7 @@ def flops_per_image(model: UNet, resolution: int) -> int:
     no memory and takes milliseconds even for large models. A training step costs about 3x this
     (forward + backward).
     """
-    config = model.config
-    if resolution != config.resolution:
-        from dataclasses import replace
-
-        config = replace(config, resolution=resolution)
+    config = replace(model.config, resolution=resolution)  # validates: resolution must suit the levels
     with torch.device("meta"):
         meta_model = UNet(config)
         x = torch.zeros(1, config.in_channels, resolution, resolution)

@@ -23,23 +23,14 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cuda", "mps", "cpu")
 DEFAULT_EPOCHS = 50.0
 LENGTH_FIELDS = ("steps", "kimg", "epochs")
-# Fields that may differ from the saved config when a run is resumed: they do not change the maths of
-# the remaining steps (device and precision aside, which the user may need to change to resume at all).
+# On --resume these come from the command line, not from the saved config.json.
+ALWAYS_FROM_REQUEST = ("resume", "dry_run", "progress", "report")
+# On --resume these change only when given (as a value other than the default); otherwise the saved
+# value holds, so that `--resume` alone continues exactly as the run started (same device, precision).
 RESUMABLE_OVERRIDES = (
-    *LENGTH_FIELDS,
-    "device",
-    "precision",
-    "compile",
-    "progress",
-    "report",
-    "dry_run",
-    "resume",
-    "sample_every_kimg",
-    "snapshot_every_kimg",
-    "state_every_minutes",
-    "log_every_steps",
-    "cache_dir",
-)
+    *LENGTH_FIELDS, "device", "precision", "compile", "sample_every_kimg", "snapshot_every_kimg",
+    "state_every_minutes", "log_every_steps", "cache_dir",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -56,7 +47,9 @@ class TrainConfig:
     kimg: float | None = None
     epochs: float | None = None
     lr: float = 2e-4
-    warmup_kimg: float = 10.0  # linear LR warm-up, capped at 10% of the run
+    # Linear LR warm-up over the first warmup_kimg; a function of images seen only (not of the run's
+    # length), so a run that is extended by --resume follows the same schedule as one planned long.
+    warmup_kimg: float = 2.0
     weight_decay: float = 0.0
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
@@ -168,6 +161,10 @@ def _coerce(hint: Any, value: Any) -> Any:
     return value
 
 
+def _comparable(value: Any) -> Any:
+    return value.absolute() if isinstance(value, Path) else value
+
+
 def merge_for_resume(saved: TrainConfig, requested: TrainConfig) -> TrainConfig:
     """The saved run config, with the few fields a resume may change taken from ``requested``.
 
@@ -178,9 +175,8 @@ def merge_for_resume(saved: TrainConfig, requested: TrainConfig) -> TrainConfig:
     conflicts = [
         f.name
         for f in dataclasses.fields(TrainConfig)
-        if f.name not in RESUMABLE_OVERRIDES
-        and f.name not in ("out", "runs_dir")
-        and getattr(requested, f.name) != getattr(saved, f.name)
+        if f.name not in (*RESUMABLE_OVERRIDES, *ALWAYS_FROM_REQUEST, "out", "runs_dir")
+        and _comparable(getattr(requested, f.name)) != _comparable(getattr(saved, f.name))
         and getattr(requested, f.name) != getattr(defaults, f.name)
     ]
     if conflicts:
@@ -188,7 +184,12 @@ def merge_for_resume(saved: TrainConfig, requested: TrainConfig) -> TrainConfig:
             f"--resume continues the saved run, but {', '.join(conflicts)} differ from its config.json; "
             "drop those options or start a new run"
         )
-    overrides = {name: getattr(requested, name) for name in RESUMABLE_OVERRIDES if name not in LENGTH_FIELDS}
+    overrides = {name: getattr(requested, name) for name in ALWAYS_FROM_REQUEST}
+    overrides |= {
+        name: getattr(requested, name)
+        for name in RESUMABLE_OVERRIDES
+        if name not in LENGTH_FIELDS and getattr(requested, name) != getattr(defaults, name)
+    }
     if any(getattr(requested, name) is not None for name in LENGTH_FIELDS):
         overrides.update({name: getattr(requested, name) for name in LENGTH_FIELDS})
     return dataclasses.replace(saved, **overrides)
@@ -216,7 +217,7 @@ class TrainPlan:
             steps = math.ceil(epochs * dataset_size / config.batch_size)
         steps = max(steps, 1)
         total_nimg = steps * config.batch_size
-        warmup = min(int(config.warmup_kimg * 1000), total_nimg // 10)
+        warmup = int(config.warmup_kimg * 1000)
         return cls(
             steps, total_nimg, config.batch_size, config.batch_size // config.grad_accum, warmup, dataset_size
         )

@@ -45,6 +45,8 @@ LOSS_SEED_OFFSET = 1  # the loss generator is seeded with seed + 1, the batcher 
 def _resolve_config(config: TrainConfig) -> tuple[TrainConfig, Path | None]:
     """Apply ``--resume``: find the run folder and merge the saved config with the allowed overrides."""
     if not config.resume:
+        # An absolute data path in config.json lets eval/sample find the training data from any folder.
+        config = dataclasses.replace(config, data=config.data.absolute())
         if config.out is not None and (config.out / ckpt.STATE_FILE).exists() and not config.dry_run:
             raise DiffkitError(
                 f"{config.out} already holds a run; add --resume to continue it or choose another --out"
@@ -165,13 +167,21 @@ def _train(
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
-        precision.scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # empty when saved without fp16
+            precision.scaler.load_state_dict(state["scaler"])
         batcher.load_state_dict(state["batcher"])
-        loss_generator.set_state(state["loss_generator"])
-        torch.set_rng_state(state["torch_rng"])
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"])
         step, nimg, train_seconds = int(state["step"]), int(state["nimg"]), float(state["train_seconds"])
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("device_type", device.type) == device.type:
+            loss_generator.set_state(state["loss_generator"])
+            if device.type == "cuda" and state.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(state["cuda_rng"])
+        else:  # CPU and CUDA generators have different state formats: continue, but not bit-exactly
+            loss_generator.manual_seed(config.seed + LOSS_SEED_OFFSET + step)
+            console.print(
+                f"[yellow]state was saved on {state['device_type']}, resuming on {device.type}: "
+                "training continues correctly but not bit-identically[/]"
+            )
         guard.load_state_dict(state["guard"])
         result.resumed_from_step = step
         console.print(f"resuming {run_dir} at step {step} ({nimg / 1000:.2f} kimg)", highlight=False)
@@ -194,6 +204,7 @@ def _train(
                 "scaler": precision.scaler.state_dict(),
                 "batcher": batcher.state_dict(),
                 "loss_generator": loss_generator.get_state(),
+                "device_type": device.type,
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
                 "guard": guard.state_dict(),
@@ -235,6 +246,7 @@ def _train(
                 precision.scaler.update()
                 ema.update(model, config.batch_size, nimg)
             else:
+                precision.scaler.update()  # fp16: lowers the scale and clears the unscale_ record
                 guard.raise_if_exhausted(step, nimg)
             step += 1
             nimg += config.batch_size
