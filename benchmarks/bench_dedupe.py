@@ -20,7 +20,6 @@ recall and precision against T. Results: ``reports/bench_dedupe.html`` and ``.js
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import multiprocessing
 import os
@@ -29,7 +28,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageEnhance
 
 from diffkit.dedupe import DEFAULT_THRESHOLDS, DedupeConfig, dedupe
 from diffkit.dedupe.config import CACHE_NAME, DECODE_DRAFT, DECODE_FULL
@@ -37,43 +35,23 @@ from diffkit.dedupe.hashing import HashCache
 from diffkit.dedupe.search import search_pairs
 from diffkit.report import Report, Section, line_plot, write_report
 from diffkit.testing.faces import draw_face
+from diffkit.testing.transforms import TRANSFORMS, encode_image, transformed_copy
 
-KINDS = ("exact", "jpeg", "resize", "brightness", "crop")
+KINDS = ("exact", *TRANSFORMS)
 PLANT_EVERY = 10
 SEED = 2024
-
-
-def _copy_of(image: Image.Image, original: bytes, kind: str, rng: np.random.Generator) -> tuple[bytes, str]:
-    out = io.BytesIO()
-    if kind == "exact":
-        return original, "jpg"
-    if kind == "jpeg":
-        image.save(out, "JPEG", quality=int(rng.integers(50, 96)))
-    elif kind == "resize":
-        factor = float(rng.uniform(0.5, 2.0))
-        image.resize((round(image.width * factor), round(image.height * factor)),
-                     Image.Resampling.BICUBIC).save(out, "JPEG", quality=90)
-    elif kind == "brightness":
-        ImageEnhance.Brightness(image).enhance(float(rng.uniform(0.9, 1.1))).save(out, "JPEG", quality=90)
-    else:  # crop <= 3 % of width and height
-        dx, dy = (round(s * float(rng.uniform(0.0, 0.03))) for s in image.size)
-        left, top = int(rng.integers(0, dx + 1)), int(rng.integers(0, dy + 1))
-        image.crop((left, top, image.width - (dx - left), image.height - (dy - top))).save(
-            out, "JPEG", quality=90)
-    return out.getvalue(), "jpg"
 
 
 def _make(task: tuple[str, int]) -> None:
     folder, index = task
     face = draw_face(np.random.default_rng([SEED, index]), 1024)
-    out = io.BytesIO()
-    face.save(out, "JPEG", quality=90)
-    data = out.getvalue()
+    data = encode_image(face, "JPEG", 90)
     Path(folder, f"{index:06d}.jpg").write_bytes(data)
     if index % PLANT_EVERY == 0:
         kind = KINDS[(index // PLANT_EVERY) % len(KINDS)]
-        copy, ext = _copy_of(face, data, kind, np.random.default_rng([SEED, index, 1]))
-        Path(folder, f"{index:06d}-{kind}.{ext}").write_bytes(copy)
+        if kind != "exact":  # near copies saved as JPEG q90 (the "jpeg" kind: a random quality)
+            data, _ = transformed_copy(face, kind, np.random.default_rng([SEED, index, 1]))
+        Path(folder, f"{index:06d}-{kind}.jpg").write_bytes(data)
 
 
 def build_folder(root: Path, n: int, workers: int) -> Path:

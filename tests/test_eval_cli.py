@@ -335,3 +335,19 @@ def test_eval_run_samples_pngs_once_and_uses_the_training_data_as_reference(tmp_
     assert second["samples_reused"] is True
     assert second["features_extracted"] == {"inception_generated": 0, "inception_reference": 0}
     assert second["kid_mean"] == first["kid_mean"]
+
+
+def test_prc_without_vgg16_weights_offline_names_the_vgg_file(folders, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    monkeypatch.delenv("DIFFKIT_VGG16_WEIGHTS", raising=False)
+    monkeypatch.setenv(OFFLINE_ENV, "1")
+    result = invoke(["eval", "--generated", folders["generated"], "--reference", folders["reference"],
+                     "--samples", N, "--metrics", "prc", "--json"])  # fmt: skip
+    assert result.exit_code == 2
+    assert "vgg16-397923af.pth" in result.stderr and "397923af8e79cdbb6a7127f12361acd7" in result.stderr
+
+
+def test_inception_score_needs_ten_images_and_says_so_before_any_work(folders, inception_weights):
+    result = invoke(["eval", "--generated", folders["generated"], "--reference", folders["reference"],
+                     "--samples", 5, "--weights", inception_weights, "--metrics", "is", "--json"])  # fmt: skip
+    assert result.exit_code == 2 and "at least 10 generated images (got 5)" in result.stderr

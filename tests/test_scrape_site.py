@@ -69,7 +69,9 @@ def test_every_fault_kind_yields_exactly_n_unique_valid_images(tmp_path: Path) -
                             near_dup_threshold=6)
         records = site.requests
     served = site.served()
-    assert {*FAULT_KINDS, "429", "repeat", "near_dup"} <= set(served), served  # every fault happened
+    # every fault happened (429s too, most runs; they are not required: a loaded machine may be slower
+    # than the cap, and test_retry_after_* cover them)
+    assert {*FAULT_KINDS, "repeat", "near_dup"} <= set(served), served
     digests = assert_consistent_folder(out, 40, size=128)
     assert result.kept_total == result.kept_new == 40 and not result.interrupted
     expected = {REASON_OF_KIND[kind]: count for kind, count in served.items() if kind in REASON_OF_KIND}
@@ -128,11 +130,12 @@ def test_retry_after_http_date_is_honoured(tmp_path: Path) -> None:
 
 
 def test_rate_adapts_down_without_retry_after_and_recovers(tmp_path: Path) -> None:
-    with FaceSite(SiteConfig(size=64, max_rps=10, retry_after_s=0.0)) as site:
-        result = run_scrape(site, tmp_path / "faces", 30, concurrency=2, rps=100.0)
+    # The cap is far below what the client manages even on a loaded machine, so 429s are certain.
+    with FaceSite(SiteConfig(size=64, max_rps=3, retry_after_s=0.0)) as site:
+        result = run_scrape(site, tmp_path / "faces", 10, concurrency=2, rps=48.0)
     rates = [rate for _, rate in result.rate_history]
-    assert min(rates) < 10.0  # went below the site's cap
-    # at a fixed 100 req/s a 10 req/s site answers ~9 of 10 requests with 429: ~270 for 30 images
+    assert min(rates) < 3.0  # went below the site's cap
+    # at a fixed 48 req/s a 3 req/s site answers ~15 of 16 requests with 429: ~150 for 10 images
     assert result.rejections["http_429"] < 30
     assert any(b > a for a, b in zip(rates, rates[1:], strict=False))  # and climbed back
 
@@ -152,6 +155,21 @@ def test_probe_falls_back_along_the_known_endpoints(tmp_path: Path) -> None:
         with pytest.raises(DiffkitError, match="none of the known image endpoints"):
             run_scrape(site, tmp_path / "nothing", 3, url=None, candidate_urls=candidates)
     assert not (tmp_path / "nothing").exists()  # nothing created for a failed probe
+
+
+def test_same_host_redirects_are_followed_and_an_unwritable_report_is_a_warning(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the report folder should be")
+    config = SiteConfig(size=64, seed=1, faults={"redirect_offhost": 0.3}, redirect_host="127.0.0.1")
+    with FaceSite(config) as site:  # "off-host" redirects that point back to this host and port
+        result = run_scrape(site, tmp_path / "faces", 8, concurrency=1, report_path=blocker / "r.html")
+        records = site.requests
+    redirects = [record for record in records if record.kind == "redirect_offhost"]
+    assert redirects and not result.rejections
+    assert len(records) == result.requests + len(redirects)  # each redirect: one more request, no failure
+    assert_consistent_folder(tmp_path / "faces", 8)
+    assert result.report_html is None and "report not written" in result.warnings[0]
+    assert any("report not written" in line for line in result.summary_lines())
 
 
 def test_resume_fetches_only_the_missing_and_extend_adds(tmp_path: Path) -> None:

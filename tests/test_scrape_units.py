@@ -22,6 +22,7 @@ from diffkit.scrape.client import RateLimiter, full_jitter_delay, parse_retry_af
 from diffkit.scrape.config import ScrapeConfig, parse_size
 from diffkit.scrape.endpoints import probe_endpoints
 from diffkit.scrape.storage import KeptIndex, Store
+from diffkit.scrape.summary import estimate_pool, reason_table
 from diffkit.scrape.validate import (
     Rejection,
     ValidImage,
@@ -31,14 +32,13 @@ from diffkit.scrape.validate import (
 )
 from diffkit.testing.faces import draw_face
 from diffkit.testing.site_content import bomb_jpeg
+from diffkit.testing.transforms import encode_image
 
 JPEG_HEADERS = {"content-type": "image/jpeg"}
 
 
 def face_bytes(seed: int, size: int = 64, fmt: str = "JPEG") -> bytes:
-    buffer = io.BytesIO()
-    draw_face(np.random.default_rng(seed), size).save(buffer, format=fmt, quality=90)
-    return buffer.getvalue()
+    return encode_image(draw_face(np.random.default_rng(seed), size), fmt)
 
 
 def reason(status: int, headers: dict[str, str], body: bytes, **kwargs: object) -> str:
@@ -168,6 +168,8 @@ def test_config_rejects_bad_options() -> None:
         with pytest.raises(DiffkitError):
             ScrapeConfig(**bad).validate()  # type: ignore[arg-type]
     assert parse_size("1024x768") == (1024, 768)
+    with pytest.raises(DiffkitError, match="is a file, not a folder"):
+        ScrapeConfig(n=1, out=Path(__file__)).validate()
     with pytest.raises(DiffkitError):
         parse_size("big")
 
@@ -272,3 +274,30 @@ def test_images_removed_by_dedupe_count_as_known_duplicates(tmp_path: Path) -> N
     assert store.kept_count() == 1 and len(store.index) == 2
     assert removed.sha256 in store.index.sha256 and store.index.nearest_distance(removed.phash) == 0
     store.close()
+
+
+def test_report_table_separates_this_run_from_all_runs() -> None:
+    this_run = {"http_503": 1, "duplicate_exact": 0, "duplicate_near": 2}
+    all_runs = {"http_503": 4, "duplicate_exact": 3, "duplicate_near": 2, "block_page": 1}
+    assert reason_table(this_run, all_runs) == [
+        {"reason": "block_page", "this run": 0, "all runs": 1},
+        {"reason": "duplicate_exact", "this run": 0, "all runs": 3},
+        {"reason": "duplicate_near", "this run": 2, "all runs": 2},
+        {"reason": "http_503", "this run": 1, "all runs": 4},
+    ]
+    assert reason_table({"duplicate_exact": 0}, {}) == []
+
+
+def test_pool_estimate_counts_images_kept_by_earlier_runs() -> None:
+    assert estimate_pool(0, 100, 0) is None
+    assert estimate_pool(0, 1000, 50) == 1000**2 / 100
+    # A uniform draw from 10,000: starting from 5,000 kept, 1,000 draws meet ~550 known images.
+    rng = random.Random(3)
+    pool, kept = 10_000, set(range(5000))
+    draws = [rng.randrange(pool) for _ in range(1000)]
+    duplicates = 0
+    for image in draws:
+        duplicates += image in kept
+        kept.add(image)
+    estimate = estimate_pool(5000, 1000, duplicates)
+    assert estimate is not None and abs(estimate - pool) < 0.1 * pool

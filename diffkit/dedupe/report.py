@@ -103,7 +103,8 @@ def build_report(result: DedupeResult, root: Path) -> Report:
     sections.append(Section(
         heading=f"Closest pairs above the threshold ({threshold} bits)",
         text=("Not treated as duplicates. If some of these are the same picture, raise --threshold; if the"
-              " clusters above hold different pictures, lower it."),
+              " clusters above hold different pictures, lower it." if result.near_misses else
+              "No pair lies within 4 bits above the threshold: a clear gap."),
         images=misses,
         table=result.near_misses or None,
     ))

@@ -141,7 +141,7 @@ def build_report(
 ) -> ReportPaths:
     sections = [
         Section(heading="Metrics", table=_metric_rows(result), badges=_badges(result)),
-        Section(heading="Caveats", text="\n".join(f"• {note}" for note in result.caveats)),
+        Section(heading="Caveats", table=[{"caveat": note} for note in result.caveats]),
     ]
     if result.fid_curve is not None:
         sections.append(

@@ -71,6 +71,8 @@ class ScrapeConfig:
             raise DiffkitError(f"--expect-size must be positive, got {self.expect_size}")
         for url in (self.url,) if self.url is not None else self.candidate_urls:
             check_url(url)
+        if self.out.exists() and not self.out.is_dir():
+            raise DiffkitError(f"--out {self.out} is a file, not a folder; pass the folder to fill")
 
 
 def check_url(url: str) -> None:

@@ -294,8 +294,11 @@ def scrape(config: ScrapeConfig) -> ScrapeResult:
         run.store.write_metadata()
         result = ScrapeResult.from_run(run, run.reconcile, run.store)
         if config.report:
-            paths = write_scrape_report(result, run.store, run.kept_new, config.report_path)
-            result.report_html, result.report_json = str(paths.html), str(paths.json)
+            try:
+                paths = write_scrape_report(result, run.store, run.kept_new, config.report_path)
+                result.report_html, result.report_json = str(paths.html), str(paths.json)
+            except OSError as exc:  # the images are safe on disk: say so rather than fail
+                result.warnings.append(f"report not written ({exc}); pass --report a writable path")
     finally:
         if run.store is not None:
             run.store.close()

@@ -101,12 +101,13 @@ class ReconcileReport:
     def describe(self) -> str:
         if not self.changed and not self.unknown_files:
             return "disk and manifest agree"
-        parts = [
-            f"removed {self.temp_files_removed} temp file(s)",
-            f"adopted {self.files_adopted} file(s) missing from the manifest",
-            f"removed {self.files_removed} unverifiable file(s)",
-            f"dropped {self.rows_dropped} manifest row(s) without a file",
+        counted = [
+            (self.temp_files_removed, "removed {} temp file(s)"),
+            (self.files_adopted, "adopted {} file(s) missing from the manifest"),
+            (self.files_removed, "removed {} unverifiable file(s)"),
+            (self.rows_dropped, "dropped {} manifest row(s) without a file"),
         ]
+        parts = [text.format(count) for count, text in counted if count]
         if self.unknown_files:
             parts.append(f"left {len(self.unknown_files)} unknown file(s) under {IMAGES_DIR}/ alone")
         return ", ".join(parts)

@@ -15,6 +15,17 @@ CONTACT_SHEET_SIZE = 36
 THUMBNAIL_PX = 128
 
 
+def estimate_pool(kept_before: int, valid: int, duplicates: int) -> float | None:
+    """Capture-recapture: how many distinct images the source draws from, if it draws uniformly.
+
+    The i-th valid image of this run is a duplicate with probability (kept_before + i) / pool, so
+    duplicates ~ (kept_before * valid + valid**2 / 2) / pool; a fresh folder gives valid**2 / (2 * dups).
+    """
+    if duplicates <= 0:
+        return None
+    return (kept_before * valid + valid**2 / 2) / duplicates
+
+
 @dataclass
 class ScrapeResult:
     out: str
@@ -44,6 +55,7 @@ class ScrapeResult:
     rate_history: list[tuple[float, float]] = field(default_factory=list, repr=False)
     report_html: str | None = None
     report_json: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @classmethod
     def from_run(cls, run: Any, reconcile: ReconcileReport, store: Store) -> ScrapeResult:
@@ -73,7 +85,7 @@ class ScrapeResult:
             requests_per_s=run.requests / duration if duration > 0 else 0.0,
             kept_per_s=len(run.kept_new) / duration if duration > 0 else 0.0,
             final_rate=run.limiter.rate,
-            estimated_pool=valid**2 / (2 * duplicates) if duplicates else None,
+            estimated_pool=estimate_pool(store.kept_count() - len(run.kept_new), valid, duplicates),
             reconcile=asdict(reconcile),
             probe=[step.to_dict() for step in run.probe.steps] if run.probe else [],
             stopped=stopped,
@@ -105,12 +117,14 @@ class ScrapeResult:
             f"({self.duplicate_rate:.1%} of valid images)",
             f"rejected: {rejected}",
         ]
-        if self.estimated_pool is not None:
+        if self.estimated_pool is not None and self.duplicates_exact + self.duplicates_near >= 10:
+            # below ~10 duplicates the estimate is off by more than a third: not worth a line
             lines.append(f"the source seems to hold about {self.estimated_pool:,.0f} distinct images")
         if self.interrupted:
             lines.append("[yellow]interrupted[/]: rerun the same command to resume")
         if self.report_html:
             lines.append(f"report: {self.report_html}")
+        lines.extend(f"[yellow]warning:[/] {warning}" for warning in self.warnings)
         return lines
 
 
@@ -132,6 +146,14 @@ def _binned(timeline: list[tuple[float, str]], duration: float) -> dict[str, lis
     }
 
 
+def reason_table(this_run: dict[str, int], all_runs: dict[str, int]) -> list[dict[str, object]]:
+    """One row per rejection or duplicate reason seen in any run, with its count now and over all runs."""
+    seen = {*this_run, *all_runs}
+    reasons = sorted(reason for reason in seen if this_run.get(reason) or all_runs.get(reason))
+    return [{"reason": reason, "this run": this_run.get(reason, 0),
+             "all runs": max(all_runs.get(reason, 0), this_run.get(reason, 0))} for reason in reasons]
+
+
 def _thumbnail(path: Path) -> Image.Image:
     with Image.open(path) as image:
         image.draft("RGB", (THUMBNAIL_PX, THUMBNAIL_PX))
@@ -145,11 +167,9 @@ def write_scrape_report(result: ScrapeResult, store: Store, kept_new: list[str],
     from diffkit.report.model import Report
 
     bins = _binned(result.timeline, result.duration_s)
-    table = [{"reason": reason, "this run": count, "all runs": result.counts_all_runs.get(reason, 0)}
-             for reason, count in sorted(result.counts_all_runs.items())]
-    for reason, count in result.rejections.items():
-        if reason not in result.counts_all_runs:
-            table.append({"reason": reason, "this run": count, "all runs": count})
+    this_run = {**result.rejections, "duplicate_exact": result.duplicates_exact,
+                "duplicate_near": result.duplicates_near}
+    table = reason_table(this_run, result.counts_all_runs)
     shown = kept_new[-CONTACT_SHEET_SIZE:] or [row["file_name"] for row in store.rows()[-CONTACT_SHEET_SIZE:]]
     images = [ReportImage(_thumbnail(store.root / name), Path(name).stem[:12]) for name in shown]
     sections = [

@@ -4,25 +4,19 @@ from __future__ import annotations
 
 import functools
 import html
-import io
 
 import numpy as np
 from PIL import Image, ImageEnhance
 
 from diffkit.testing.faces import draw_face
+from diffkit.testing.transforms import encode_image
 
 NEAR_DUP_VARIANTS = ("quality", "resize", "brightness")
 
 
 def encode_jpeg(face_seed: int, size: int, quality: int) -> bytes:
     """The fresh face for ``face_seed`` as a JFIF JPEG (Pillow writes the JFIF APP0 header)."""
-    return _to_jpeg(draw_face(np.random.default_rng(face_seed), size), quality)
-
-
-def _to_jpeg(image: Image.Image, quality: int) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
+    return encode_image(draw_face(np.random.default_rng(face_seed), size), "JPEG", quality)
 
 
 def near_duplicate(face_seed: int, size: int, quality: int, params: dict[str, float]) -> tuple[bytes, str]:
@@ -37,14 +31,15 @@ def near_duplicate(face_seed: int, size: int, quality: int, params: dict[str, fl
         other = int(params["quality"])
         if other == quality:
             other = max(1, quality - 7)
-        return _to_jpeg(face, other), f"quality={other}"
+        return encode_image(face, "JPEG", other), f"quality={other}"
     if variant == "resize":
         scaled = max(8, round(size * params["scale"]))
         face = face.resize((scaled, scaled), Image.Resampling.BICUBIC).resize(
             (size, size), Image.Resampling.BICUBIC)
-        return _to_jpeg(face, quality), f"resize={scaled}/{size}"
+        return encode_image(face, "JPEG", quality), f"resize={scaled}/{size}"
     factor = 1.0 + params["brightness"]
-    return _to_jpeg(ImageEnhance.Brightness(face).enhance(factor), quality), f"brightness={factor:.3f}"
+    brightened = ImageEnhance.Brightness(face).enhance(factor)
+    return encode_image(brightened, "JPEG", quality), f"brightness={factor:.3f}"
 
 
 @functools.lru_cache(maxsize=4)
@@ -56,7 +51,7 @@ def bomb_jpeg(side: int = 30000) -> bytes:
     """
     if not 1 <= side <= 65535:
         raise ValueError(f"JPEG dimensions are 16-bit: 1..65535, got {side}")
-    data = bytearray(_to_jpeg(Image.new("RGB", (16, 16), (128, 128, 128)), 75))
+    data = bytearray(encode_image(Image.new("RGB", (16, 16), (128, 128, 128)), "JPEG", 75))
     sof = data.find(b"\xff\xc0")  # baseline frame header: marker, length(2), precision(1), height, width
     if sof < 0:
         raise RuntimeError("Pillow wrote no baseline SOF0 marker")
