@@ -349,5 +349,5 @@ def test_prc_without_vgg16_weights_offline_names_the_vgg_file(folders, tmp_path,
 
 def test_inception_score_needs_ten_images_and_says_so_before_any_work(folders, inception_weights):
     result = invoke(["eval", "--generated", folders["generated"], "--reference", folders["reference"],
-                     "--samples", 5, "--weights", inception_weights, "--metrics", "is", "--json"])  # fmt: skip
+                     "--samples", 5, "--weights", inception_weights, "--metrics", "is", "--json"])
     assert result.exit_code == 2 and "at least 10 generated images (got 5)" in result.stderr

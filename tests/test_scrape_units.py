@@ -191,6 +191,9 @@ def test_probe_falls_back_in_order_and_names_every_failure() -> None:
         asyncio.run(probe_endpoints(("a", "b"), None, attempt))
     with pytest.raises(DiffkitError, match="HTML page"):
         asyncio.run(probe_endpoints(("a", "c"), "b", attempt))  # a user's URL: no fallback
+    answers.update(d=Rejection("connection_error"), e=Rejection("timeout"))
+    with pytest.raises(DiffkitError, match="cannot reach any known image endpoint .*check your network"):
+        asyncio.run(probe_endpoints(("d", "e"), None, attempt))  # offline: not "the site moved"
 
 
 # -- storage ---------------------------------------------------------------------------------------

@@ -303,6 +303,11 @@ def evaluate(config: EvalConfig) -> EvalResult:
             vgg = build_vgg16(vgg_weights, device)
             result.weights["vgg16"] = vgg_weights.to_dict()
             result.resize = result.resize or vgg.resize
+            if not vgg_weights.official:
+                result.caveats.append(
+                    f"VGG16 weights {vgg_weights.path} (sha256 {vgg_weights.sha256[:16]}…) are not the "
+                    "official file: precision/recall are not comparable with published values."
+                )
             vfeats = _features(
                 config, vgg, {"generated": gen_set, "reference": ref_set}, progress, result, "vgg16"
             )

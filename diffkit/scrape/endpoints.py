@@ -63,6 +63,8 @@ async def probe_endpoints(candidates: tuple[str, ...], user_url: str | None, att
         advice = _advice(step.outcome)
         raise DiffkitError(f"{user_url} gave no image ({step.outcome}: {step.detail}); {advice}")
     tried = "; ".join(f"{step.url} -> {step.outcome}" for step in steps)
+    if all(step.outcome in (CONNECTION_ERROR, TIMEOUT) for step in steps):
+        raise DiffkitError(f"cannot reach any known image endpoint ({tried}); check your network or proxy")
     raise DiffkitError(
         f"none of the known image endpoints answered with an image ({tried}); "
         "the site may have moved again: find the image address in a browser and pass it with --url"

@@ -63,7 +63,7 @@ class TrainConfig:
     hflip: bool = True
     precision: str = "auto"
     compile: bool = False
-    channels_last: bool = True
+    channels_last: bool | None = None  # None: on CUDA only (on CPU it made bf16 steps 1.6x slower)
     sample_every_kimg: float = 50.0  # fixed-noise EMA grid; 0: only at the end of the run
     snapshot_every_kimg: float = 250.0  # EMA safetensors; 0: only at the end of the run
     sample_grid: int = 64  # images in the fixed-noise grid

@@ -141,7 +141,8 @@ def _train(
     run_dir: Path,
     result: TrainResult,
 ) -> TrainResult:
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.to(device=device, memory_format=memory_format).train()
     ema = EMA(model, config.ema_halflife_kimg, config.ema_rampup)
     optimizer = torch.optim.AdamW(
@@ -155,7 +156,7 @@ def _train(
         config.schedule, config.prediction, config.timesteps, config.min_snr_gamma
     )
     batcher = DeviceBatcher(
-        dataset, plan.micro_batch, device, config.seed, hflip=config.hflip, channels_last=config.channels_last
+        dataset, plan.micro_batch, device, config.seed, hflip=config.hflip, channels_last=channels_last
     )
     loss_generator = torch.Generator(device=device).manual_seed(config.seed + LOSS_SEED_OFFSET)
     guard = NonFiniteGuard(config.max_bad_steps, tolerate_inf_grads=precision.name == "fp16")
