@@ -72,9 +72,14 @@ class DemoResult:
 
 
 def _report_path(result: Any) -> str | None:
-    report = getattr(result, "report", None)
-    html = getattr(report, "html", report)
+    html = getattr(result, "report_html", None) or getattr(result, "report", None)
     return str(html) if html else None
+
+
+def _stop_if_interrupted(step_result: Any) -> None:
+    """A step that caught Ctrl-C has saved its state; the demo stops there (rerun to resume)."""
+    if getattr(step_result, "interrupted", False):
+        raise KeyboardInterrupt
 
 
 def run_demo(config: DemoConfig) -> DemoResult:
@@ -114,6 +119,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
                 )
             ),
         )
+    _stop_if_interrupted(scraped)
     result.steps["scrape"] = f"{scraped.kept} images kept"
 
     deduped = timed("dedupe", lambda: dedupe(DedupeConfig(directory=data_dir, progress=config.progress)))
@@ -130,7 +136,11 @@ def run_demo(config: DemoConfig) -> DemoResult:
                 resolution=config.resolution,
                 batch_size=config.batch_size,
                 steps=config.train_steps,
-                sample_every_kimg=config.train_steps * config.batch_size / 4000,
+                # Two grids during the run and one at its end: the progression image shows learning
+                # without the grids costing more than the training itself on a CPU.
+                sample_every_kimg=config.train_steps * config.batch_size / 3000,
+                sample_grid=16,
+                sample_steps=25,
                 seed=config.seed,
                 device=config.device,
                 resume=resume,
@@ -138,13 +148,16 @@ def run_demo(config: DemoConfig) -> DemoResult:
             )
         ),
     )
-    result.steps["train"] = f"{config.train_steps} steps of the tiny preset at {config.resolution} px"
-    _ = trained
+    _stop_if_interrupted(trained)
+    loss = "n/a" if trained.final_loss is None else f"{trained.final_loss:.4f}"
+    result.steps["train"] = f"tiny preset at {config.resolution} px, final loss {loss}"
 
     sampled = timed(
         "sample",
         lambda: sample(
-            SampleConfig(run=run_dir, n=64, grid=True, device=config.device, progress=config.progress)
+            SampleConfig(
+                run=run_dir, n=64, steps=25, grid=True, device=config.device, progress=config.progress
+            )
         ),
     )
     result.steps["sample"] = f"grid at {sampled.grid}"
