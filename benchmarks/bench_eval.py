@@ -18,40 +18,14 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
-import torch
 from PIL import Image
 
 from diffkit.metrics import EvalConfig, evaluate
 from diffkit.report import Report, Section, write_report
 from diffkit.testing.faces import write_face_folder
-
-
-def make_weights(path: Path, calibration: np.ndarray) -> None:
-    """Informative random InceptionV3 weights in torch-fidelity's format (see tests/test_eval_cli.py)."""
-    import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
-
-    torch.manual_seed(0)
-    with (
-        mock.patch.object(tf_inception, "load_state_dict_from_url", lambda *a, **k: {}),
-        mock.patch.object(tf_inception.FeatureExtractorInceptionV3, "load_state_dict", lambda *a, **k: None),
-    ):
-        model = tf_inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"])
-    for module in model.modules():
-        if isinstance(module, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-        elif isinstance(module, torch.nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None
-    torch.nn.init.normal_(model.fc.weight, std=0.3)
-    torch.nn.init.zeros_(model.fc.bias)
-    model.train()
-    with torch.no_grad():
-        model(torch.from_numpy(calibration.transpose(0, 3, 1, 2).copy()))
-    model.eval()
-    torch.save(model.state_dict(), path)
+from diffkit.testing.inception import make_inception_weights
 
 
 def run_diffkit(gen: Path, ref: Path, n: int, weights: Path, cache: Path, report: Path) -> tuple[float, dict]:
@@ -90,7 +64,7 @@ def main() -> None:
         write_face_folder(work / "reference", m, size=64, seed=2)
         calibration = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in gen_files[:8]])
         weights = work / "inception-generated.pth"
-        make_weights(weights, calibration)
+        make_inception_weights(weights, calibration)
         rows, values = [], {}
         # two cold rounds in both orders (the machine's load drifts), then a re-run on warm caches
         rounds = (("cold, diffkit first", True), ("cold, torch-fidelity first", False),

@@ -1,8 +1,7 @@
 """``diffkit eval`` end to end through the real InceptionV3 architecture, with weights made here.
 
-A randomly initialised InceptionV3 gives (almost) constant features, so FID ~ 1e-14 for any inputs
-and a comparison could not fail. The session fixture makes the weights informative: Kaiming-normal
-convolutions, then every BatchNorm's running statistics calibrated on one batch of test faces.
+The weights come from :mod:`diffkit.testing.inception` (Kaiming init + BatchNorm calibration), so
+different image sets give clearly different FIDs and a comparison with torch-fidelity can fail.
 """
 
 from __future__ import annotations
@@ -10,54 +9,24 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import pytest
 import torch
 import torch_fidelity
-import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
-from PIL import Image
 from typer.testing import CliRunner
 
 from diffkit.cli import app
 from diffkit.metrics.weights import INCEPTION_ENV, OFFLINE_ENV, TORCH_FIDELITY_INCEPTION
 from diffkit.testing.faces import write_face_folder
+from diffkit.testing.inception import make_inception_weights
 
 N = 12  # >= 10 for the Inception Score's 10 splits; InceptionV3 at 299 px is slow on a CPU
 
 
-def make_informative_inception_weights(path: Path, calibration: np.ndarray, seed: int = 0) -> Path:
-    """torch-fidelity InceptionV3 state dict: Kaiming convs + BatchNorm calibrated on ``calibration``."""
-    torch.manual_seed(seed)
-    # build the architecture without its (unavailable) pretrained weights
-    with (
-        mock.patch.object(tf_inception, "load_state_dict_from_url", lambda *a, **k: {}),
-        mock.patch.object(tf_inception.FeatureExtractorInceptionV3, "load_state_dict", lambda *a, **k: None),
-    ):
-        model = tf_inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"])
-    for module in model.modules():
-        if isinstance(module, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-        elif isinstance(module, torch.nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average: after one batch, exactly that batch's statistics
-    torch.nn.init.normal_(model.fc.weight, std=0.3)
-    torch.nn.init.zeros_(model.fc.bias)
-    model.train()
-    with torch.no_grad():
-        model(torch.from_numpy(calibration.transpose(0, 3, 1, 2).copy()))
-    model.eval()
-    torch.save(model.state_dict(), path)
-    return path
-
-
 @pytest.fixture(scope="session")
 def inception_weights(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("inception-weights")
-    files = write_face_folder(root / "calibration", 6, size=64, seed=99)
-    calibration = np.stack([np.asarray(Image.open(path).convert("RGB")) for path in files])
-    return make_informative_inception_weights(root / "inception-test.pth", calibration)
+    return make_inception_weights(tmp_path_factory.mktemp("inception-weights") / "inception-test.pth")
 
 
 @pytest.fixture(scope="module")
