@@ -12,6 +12,7 @@ modules, never here.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,11 @@ import typer
 from rich.console import Console
 
 from diffkit import __version__
+
+try:  # typer >= 0.20 vendors its own copy of click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import exceptions as click_exceptions
 from diffkit.errors import DiffkitError, NotBuiltError
 from diffkit.output import print_result
 
@@ -360,8 +366,24 @@ def demo(
 
 
 def main() -> None:
-    app()
-
+    """Console entry point. Click's usage errors (a bad option or value) become one line, exit 2."""
+    try:
+        returned = app(standalone_mode=False)
+    except click_exceptions.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "diffkit"
+        err_console.print(
+            f"[bold red]error:[/] {exc.format_message()} (see '{command} --help')",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(exc.exit_code)
+    except click_exceptions.ClickException as exc:
+        err_console.print(f"[bold red]error:[/] {exc.format_message()}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except click_exceptions.Abort:
+        err_console.print("[yellow]interrupted[/]")
+        sys.exit(130)
+    sys.exit(returned if isinstance(returned, int) else 0)
 
 
 if __name__ == "__main__":

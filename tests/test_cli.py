@@ -42,11 +42,22 @@ def test_version() -> None:
     assert result.stdout.strip() == f"diffkit {__version__}"
 
 
-def test_bad_option_is_one_line_exit_2() -> None:
-    result = _cli("report", "--no-such-option")
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("report", "--no-such-option"), "No such option: --no-such-option"),
+        (("scrape", "--n", "abc"), "Invalid value for '--n'"),
+        (("dedupe",), "Missing argument 'DIR'"),
+        (("no-such-command",), "No such command"),
+    ],
+)
+def test_bad_option_is_one_line_exit_2(args: tuple[str, ...], expected: str) -> None:
+    result = _cli(*args)
     assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    assert "--no-such-option" in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error:") and expected in lines[0]
+    assert "--help" in lines[0]
 
 
 def test_missing_path_is_one_red_line_exit_2(tmp_path: Path) -> None:
