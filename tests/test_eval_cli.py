@@ -41,6 +41,14 @@ def invoke(args: list[str]):
     return CliRunner().invoke(app, [str(arg) for arg in args])
 
 
+def image_sets(generated: Path, reference: Path, samples: int = N) -> list:
+    return ["--generated", generated, "--reference", reference, "--samples", samples]
+
+
+def folder_sets(folders: dict[str, Path], samples: int = N) -> list:
+    return image_sets(folders["generated"], folders["reference"], samples)
+
+
 def eval_json(args: list[str]) -> dict:
     result = invoke(["eval", *args, "--json"])
     assert result.exit_code == 0, result.stderr
@@ -51,25 +59,10 @@ def eval_json(args: list[str]) -> dict:
 def first_run(folders, inception_weights) -> dict:
     cache = folders["root"] / "feature-cache"
     data = eval_json(
-        [
-            "--generated",
-            folders["generated"],
-            "--reference",
-            folders["reference"],
-            "--samples",
-            N,
-            "--weights",
-            inception_weights,
-            "--metrics",
-            "fid,kid,is",
-            "--cache-dir",
-            cache,
-            "--report",
-            folders["root"] / "report.html",
-            "--bootstrap",
-            20,
-        ]
-    )
+        [*folder_sets(folders), "--weights", inception_weights,
+         "--metrics", "fid,kid,is", "--cache-dir", cache, "--report", folders["root"] / "report.html",
+         "--bootstrap", 20]
+    )  # fmt: skip
     return {"data": data, "cache": cache}
 
 
@@ -129,24 +122,8 @@ def test_feature_cache_reuses_the_reference_and_notices_a_changed_image(
 ):
     reference = folders["root"] / "reference-copy"
     shutil.copytree(folders["reference"], reference)  # same content elsewhere: same cache key
-    args = [
-        "--generated",
-        folders["generated"],
-        "--reference",
-        reference,
-        "--samples",
-        N,
-        "--weights",
-        inception_weights,
-        "--metrics",
-        "kid",
-        "--bootstrap",
-        0,
-        "--cache-dir",
-        first_run["cache"],
-        "--report",
-        folders["root"] / "cached.html",
-    ]
+    args = [*image_sets(folders["generated"], reference), "--weights", inception_weights, "--metrics", "kid",
+            "--bootstrap", 0, "--cache-dir", first_run["cache"], "--report", folders["root"] / "cached.html"]
     again = eval_json(args)
     assert again["feature_cache"] == {"inception_generated": "hit", "inception_reference": "hit"}
     assert again["features_extracted"] == {"inception_generated": 0, "inception_reference": 0}
@@ -168,23 +145,9 @@ def test_memorization_flags_exact_copies_of_reference_images(folders, inception_
             folders["reference"] / f"face-{index + 2:05d}.png", generated / f"face-{index:05d}.png"
         )
     data = eval_json(
-        [
-            "--generated",
-            generated,
-            "--reference",
-            folders["reference"],
-            "--samples",
-            N,
-            "--weights",
-            inception_weights,
-            "--metrics",
-            "memorization",
-            "--cache-dir",
-            first_run["cache"],
-            "--report",
-            folders["root"] / "memo.html",
-        ]
-    )
+        [*image_sets(generated, folders["reference"]), "--weights", inception_weights, "--metrics",
+         "memorization", "--cache-dir", first_run["cache"], "--report", folders["root"] / "memo.html"]
+    )  # fmt: skip
     memo = data["memorization"]
     assert memo["n_flagged"] == 3 and memo["share_flagged"] == pytest.approx(3 / N)
     assert memo["nn_ratio_min"] == 0.0 and memo["feature_cosine_max"] == pytest.approx(1.0, abs=1e-5)
@@ -196,18 +159,7 @@ def test_missing_weights_offline_is_one_line_naming_file_and_sha256(folders, tmp
     monkeypatch.delenv(INCEPTION_ENV, raising=False)
     monkeypatch.setenv(OFFLINE_ENV, "1")
     result = invoke(
-        [
-            "eval",
-            "--generated",
-            folders["generated"],
-            "--reference",
-            folders["reference"],
-            "--samples",
-            N,
-            "--cache-dir",
-            tmp_path / "cache",
-            "--json",
-        ]
+        ["eval", *folder_sets(folders), "--cache-dir", tmp_path / "cache", "--json"]
     )
     assert result.exit_code == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -218,18 +170,7 @@ def test_missing_weights_offline_is_one_line_naming_file_and_sha256(folders, tmp
 
 def test_fewer_samples_than_asked_is_a_clear_error(folders, inception_weights):
     result = invoke(
-        [
-            "eval",
-            "--generated",
-            folders["generated"],
-            "--reference",
-            folders["reference"],
-            "--samples",
-            50,
-            "--weights",
-            inception_weights,
-            "--json",
-        ]
+        ["eval", *folder_sets(folders, 50), "--weights", inception_weights, "--json"]
     )
     assert result.exit_code == 2
     assert f"holds {N} image(s) but 50 were asked for" in result.stderr
@@ -254,17 +195,23 @@ class _TinyTorchScriptInception(torch.nn.Module):
         return self.layers((x - 128) / 128).view(x.shape[0], 2048)
 
 
+@pytest.fixture(scope="module")
+def tiny_clean_fid_weights(tmp_path_factory) -> Path:
+    """A fast stand-in for clean-fid's TorchScript file: the FID/KID numbers are real, the network tiny."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-inception") / "tiny-inception.pt"
+    torch.jit.script(_TinyTorchScriptInception().eval()).save(str(path))
+    return path
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit.:FutureWarning")
-def test_clean_fid_engine_equals_clean_fid_on_its_own_features(folders, tmp_path):
+def test_clean_fid_engine_equals_clean_fid_on_its_own_features(folders, tmp_path, tiny_clean_fid_weights):
     from cleanfid.fid import get_folder_features, kernel_distance
 
-    torch.manual_seed(0)
-    path = tmp_path / "tiny-inception.pt"
-    torch.jit.script(_TinyTorchScriptInception().eval()).save(str(path))
+    path = tiny_clean_fid_weights
     data = eval_json(
-        ["--generated", folders["generated"], "--reference", folders["reference"], "--samples", N,
-         "--engine", "clean-fid", "--weights", path, "--metrics", "kid", "--bootstrap", 0,
-         "--cache-dir", tmp_path / "cache", "--report", tmp_path / "clean.html"]
+        [*folder_sets(folders), "--engine", "clean-fid", "--weights", path, "--metrics", "kid",
+         "--bootstrap", 0, "--cache-dir", tmp_path / "cache", "--report", tmp_path / "clean.html"]
     )  # fmt: skip
     model = torch.jit.load(str(path))
 
@@ -280,6 +227,43 @@ def test_clean_fid_engine_equals_clean_fid_on_its_own_features(folders, tmp_path
     assert data["engine"] == "clean-fid" and data["resize"].startswith("clean")
     assert abs(theirs) > 1e-6
     assert data["kid_mean"] == pytest.approx(theirs, rel=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.:FutureWarning")
+def test_fid_curve_intercept_and_the_html_report(tmp_path, tiny_clean_fid_weights):
+    n, m = 96, 100  # N >= 80: enough images for subsets down to N/8
+    write_face_folder(tmp_path / "generated", n, size=32, seed=1)
+    write_face_folder(tmp_path / "reference", m, size=32, seed=2, fmt="jpg")
+    report = tmp_path / "report.html"
+    data = eval_json(
+        [*image_sets(tmp_path / "generated", tmp_path / "reference", n), "--engine", "clean-fid",
+         "--weights", tiny_clean_fid_weights, "--metrics", "fid,kid,memorization", "--bootstrap", 10,
+         "--seed", 3, "--cache-dir", tmp_path / "cache", "--report", report]
+    )  # fmt: skip
+    assert data["fid_label"] == f"FID@{n} (reference {m})" and data["fid"] > 0
+    curve = data["fid_curve"]
+    assert curve["sizes"][0] == 12 and curve["sizes"][-1] == n and len(curve["sizes"]) == 15
+    assert curve["fids"][-1] == pytest.approx(data["fid"], rel=1e-5)  # the size-N subset is the whole set
+    slope, intercept = np.polyfit(1 / np.array(curve["sizes"]), curve["fids"], 1)
+    assert data["fid_infinity"] == pytest.approx(intercept, rel=1e-9)
+    assert curve["slope"] == pytest.approx(slope, rel=1e-9)
+    assert data["fid_ci95"][0] < data["fid"] < data["fid_ci95"][1]
+    assert data["kid_subset_size"] == n
+    caveats = "\n".join(data["caveats"])
+    for phrase in (f"{m} of {m} reference images are JPEG", "FID-infinity estimate", "rank <= 95",
+                   "KID subset size equals N = 96", "clean-fid engine"):  # fmt: skip
+        assert phrase in caveats
+
+    html = report.read_text()
+    for text in ("FID vs 1/N", "FID∞ (estimate)", "rank-deficient covariance", "KID subset = N",
+                 "Generated samples", "Memorization: closest pairs", "seed_bootstrap", "bootstrap_replicates",
+                 "torch-fidelity", torch_fidelity.__version__, f"FID@{n} (reference {m})"):  # fmt: skip
+        assert text in html, text
+    # the FID-vs-1/N plot, the sample grid and the 12 closest pairs, all embedded
+    assert html.count('src="data:image/png;base64,') == 1 + 1 + 12
+    sidecar = json.loads(Path(data["report_json"]).read_text())
+    assert sidecar["data"]["fid_curve"] == curve and sidecar["data"]["n_reference"] == m
+    assert sidecar["data"]["seeds"]["bootstrap"] == 4
 
 
 def test_eval_run_samples_pngs_once_and_uses_the_training_data_as_reference(tmp_path, inception_weights):
@@ -300,6 +284,7 @@ def test_eval_run_samples_pngs_once_and_uses_the_training_data_as_reference(tmp_
     assert first["resolution"] == 16 and first["kid_subset_size"] == 8
     caveats = "\n".join(first["caveats"])
     assert "resized (PIL bicubic) to 16 px" in caveats and "training data" in caveats
+    assert "KID subset size equals M = 8" in caveats
     second = eval_json(args)
     assert second["samples_reused"] is True
     assert second["features_extracted"] == {"inception_generated": 0, "inception_reference": 0}
@@ -310,13 +295,12 @@ def test_prc_without_vgg16_weights_offline_names_the_vgg_file(folders, tmp_path,
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
     monkeypatch.delenv("DIFFKIT_VGG16_WEIGHTS", raising=False)
     monkeypatch.setenv(OFFLINE_ENV, "1")
-    result = invoke(["eval", "--generated", folders["generated"], "--reference", folders["reference"],
-                     "--samples", N, "--metrics", "prc", "--json"])  # fmt: skip
+    result = invoke(["eval", *folder_sets(folders), "--metrics", "prc", "--json"])
     assert result.exit_code == 2
     assert "vgg16-397923af.pth" in result.stderr and "397923af8e79cdbb6a7127f12361acd7" in result.stderr
 
 
 def test_inception_score_needs_ten_images_and_says_so_before_any_work(folders, inception_weights):
-    result = invoke(["eval", "--generated", folders["generated"], "--reference", folders["reference"],
-                     "--samples", 5, "--weights", inception_weights, "--metrics", "is", "--json"])
+    result = invoke(["eval", *folder_sets(folders, 5), "--weights", inception_weights,
+                     "--metrics", "is", "--json"])  # fmt: skip
     assert result.exit_code == 2 and "at least 10 generated images (got 5)" in result.stderr

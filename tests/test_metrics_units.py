@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import http.server
+import threading
 
 import numpy as np
 import pytest
@@ -69,6 +72,74 @@ def test_a_corrupt_file_in_the_engine_cache_is_refused(empty_caches):
     cached.write_bytes(b"partial download")
     with pytest.raises(DiffkitError, match="expected " + TORCH_FIDELITY_INCEPTION.sha256):
         resolve_weights(TORCH_FIDELITY_INCEPTION)
+
+
+def test_lookup_order_is_option_then_environment_then_engine_cache(empty_caches, monkeypatch):
+    official = b"stands in for the official file"
+    spec = dataclasses.replace(TORCH_FIDELITY_INCEPTION, sha256=hashlib.sha256(official).hexdigest())
+    spec.cache_path().parent.mkdir(parents=True)
+    spec.cache_path().write_bytes(official)
+    assert resolve_weights(spec) == ResolvedWeights(spec.cache_path(), spec.sha256, "cache", True)
+    env_file, option_file = empty_caches / "env.pth", empty_caches / "option.pth"
+    env_file.write_bytes(b"environment")
+    option_file.write_bytes(official)  # the pinned content under another name is official too
+    monkeypatch.setenv(INCEPTION_ENV, str(env_file))
+    assert resolve_weights(spec) == ResolvedWeights(
+        env_file, hashlib.sha256(b"environment").hexdigest(), "environment", False
+    )
+    assert resolve_weights(spec, option_file) == ResolvedWeights(option_file, spec.sha256, "option", True)
+
+
+@pytest.fixture
+def weights_server(tmp_path):
+    """A static HTTP server on 127.0.0.1 over ``tmp_path / "site"``; counts the GET requests."""
+    (tmp_path / "site").mkdir()
+    requests: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(tmp_path / "site"), **kwargs)
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            requests.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield tmp_path / "site", f"http://127.0.0.1:{server.server_address[1]}", requests
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_download_happens_once_into_the_engine_cache_and_is_checked_against_the_pin(
+    empty_caches, weights_server
+):
+    site, base_url, requests = weights_server
+    payload = np.random.default_rng(0).bytes(3 << 20)  # several read chunks
+    (site / "w.pth").write_bytes(payload)
+    spec = dataclasses.replace(
+        TORCH_FIDELITY_INCEPTION, url=f"{base_url}/w.pth", sha256=hashlib.sha256(payload).hexdigest()
+    )
+    first = resolve_weights(spec, allow_download=True)
+    assert first == ResolvedWeights(spec.cache_path(), spec.sha256, "download", True)
+    assert spec.cache_path().read_bytes() == payload
+    second = resolve_weights(spec, allow_download=True)
+    assert second.source == "cache" and requests == ["/w.pth"]
+
+    tampered = dataclasses.replace(spec, filename="other.pth", sha256="0" * 64)
+    with pytest.raises(DiffkitError, match="not saved") as info:
+        resolve_weights(tampered, allow_download=True)
+    assert spec.sha256 in str(info.value) and "\n" not in str(info.value)
+    assert sorted(p.name for p in spec.cache_dir().iterdir()) == [spec.filename]  # no partial file left
+    missing = dataclasses.replace(spec, filename="absent.pth", url=f"{base_url}/absent.pth")
+    with pytest.raises(DiffkitError, match="download failed: HTTP 404") as info:
+        resolve_weights(missing, allow_download=True)
+    assert "absent.pth" in str(info.value) and spec.sha256 in str(info.value)
 
 
 def test_select_images_refuses_fewer_than_asked_and_skips_quarantine(tmp_path):

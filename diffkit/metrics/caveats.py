@@ -129,6 +129,12 @@ def kid_caveats(
             "subset std shows only how the reference subsets vary (0 when M = N too), not the "
             "uncertainty; use the bootstrap interval."
         )
+    elif subset_size == m:
+        notes.append(
+            f"KID subset size equals M = {m} (fewer reference than generated images): every subset "
+            "holds all reference images, so the subset std shows only how the generated subsets vary, "
+            "not the uncertainty; use the bootstrap interval."
+        )
     if interval is not None:
         capped = f" (on at most {max_points} images per set)" if max(n, m) > max_points else ""
         notes.append(f"KID bootstrap 95% interval [{interval[0]:.4g}, {interval[1]:.4g}]{capped}.")

@@ -30,6 +30,11 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def _key_values(mapping: dict[str, object]) -> list[dict[str, object]]:
+    """A two-column table (one row per field): a one-row table of 15 columns overflows the page."""
+    return [{"field": key, "value": value} for key, value in mapping.items()]
+
+
 def _interval(values: list[float] | None, digits: int) -> str:
     return f"[{values[0]:.{digits}f}, {values[1]:.{digits}f}]" if values else ""
 
@@ -101,6 +106,8 @@ def _badges(result) -> list[str]:
             badges.append("rank-deficient covariance")
     if result.kid_subset_size is not None and result.kid_subset_size == result.n_generated:
         badges.append("KID subset = N")
+    elif result.kid_subset_size is not None and result.kid_subset_size == result.n_reference:
+        badges.append("KID subset = M")
     if result.is_mean is not None:
         badges.append("IS not meaningful for faces")
     if any(not w.get("official", True) for w in result.weights.values()):
@@ -168,7 +175,7 @@ def build_report(
         sections.append(
             Section(
                 heading="Memorization: closest pairs (generated | nearest reference)",
-                table=[result.memorization],
+                table=_key_values(result.memorization),
                 images=images,
             )
         )
@@ -180,13 +187,14 @@ def build_report(
         "resolution": result.resolution,
         "engine": result.engine,
         "resize": result.resize,
+        "bootstrap_replicates": config.bootstrap,
         "generated_sha256": gen.content_sha256,
         "reference_sha256": ref.content_sha256,
         **{f"seed_{k}": v for k, v in result.seeds.items()},
         **{f"weights_{k}_sha256": w["sha256"] for k, w in result.weights.items()},
     }
-    sections.append(Section(heading="Setup", table=[setup]))
-    sections.append(Section(heading="Versions", table=[library_versions()]))
+    sections.append(Section(heading="Setup", table=_key_values(setup)))
+    sections.append(Section(heading="Versions", table=_key_values(library_versions())))
     summary = {"n_generated": result.n_generated, "n_reference": result.n_reference, "engine": result.engine}
     for key in ("fid", "fid_infinity", "kid_mean", "kid_std", "is_mean", "is_std", "precision", "recall"):
         if getattr(result, key) is not None:

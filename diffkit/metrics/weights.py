@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,6 +181,7 @@ def resolve_weights(
     except DiffkitError:
         raise
     except (OSError, ValueError) as exc:  # URLError is an OSError; no network is the common case
-        reason = getattr(exc, "reason", exc)
+        http_error = isinstance(exc, urllib.error.HTTPError)
+        reason = f"HTTP {exc.code}" if http_error else getattr(exc, "reason", exc)
         raise DiffkitError(missing_message(spec, f"download failed: {reason}")) from None
     return ResolvedWeights(path, spec.sha256, "download", True)
