@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,17 +15,6 @@ import diffkit.data.cache as cache_module
 from diffkit.data import DeviceBatcher, ImageCache, load_image_dataset
 from diffkit.errors import DiffkitError
 from diffkit.testing.faces import write_face_folder
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    # Tiny tensors: one thread is faster, and immune to OpenMP spin-waiting when other test
-    # processes share the 2 cores (measured 10-50x slower steps under that contention).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 RES = 16
 

@@ -14,7 +14,14 @@ from torch_fidelity.metric_isc import isc_features_to_metric
 from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.metric_prc import prc_features_to_metric
 
-from diffkit.metrics.caveats import fid_bootstrap, fid_curve, percentile_interval, subset_sizes
+from diffkit.metrics.caveats import (
+    fid_bootstrap,
+    fid_curve,
+    kid_caveats,
+    kid_subset_size,
+    percentile_interval,
+    subset_sizes,
+)
 from diffkit.metrics.fid import FastFrechet, frechet_distance
 from diffkit.metrics.inception_score import inception_score
 from diffkit.metrics.kid import kernel_distance, kid_bootstrap
@@ -70,6 +77,10 @@ def test_fast_frechet_matches_exact_including_rank_deficient_and_weights():
     assert FastFrechet(big_ref)(gen64, counts) == pytest.approx(_tf_fid(repeated, big_ref), rel=REL)
 
 
+def _cubic_kernel(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    return (p @ q.T / p.shape[1] + 1.0) ** 3
+
+
 def _kid_numpy(a: np.ndarray, b: np.ndarray, subsets: int, size: int, seed: int) -> float:
     """Unbiased MMD^2 with explicit off-diagonal masks, the same subset draws as torch-fidelity."""
     rng = np.random.RandomState(seed)
@@ -77,9 +88,10 @@ def _kid_numpy(a: np.ndarray, b: np.ndarray, subsets: int, size: int, seed: int)
     for _ in range(subsets):
         x = a[rng.choice(len(a), size, replace=False)].astype(np.float64)
         y = b[rng.choice(len(b), size, replace=False)].astype(np.float64)
-        kernel = lambda p, q: (p @ q.T / p.shape[1] + 1.0) ** 3  # noqa: E731
         off = ~np.eye(size, dtype=bool)
-        values.append(kernel(x, x)[off].mean() + kernel(y, y)[off].mean() - 2 * kernel(x, y).mean())
+        values.append(
+            _cubic_kernel(x, x)[off].mean() + _cubic_kernel(y, y)[off].mean() - 2 * _cubic_kernel(x, y).mean()
+        )
     return float(np.mean(values))
 
 
@@ -138,10 +150,9 @@ def test_kid_bootstrap_is_unbiased_reweighting():
 
 def _kid_full(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.astype(np.float64), b.astype(np.float64)
-    kernel = lambda p, q: (p @ q.T / p.shape[1] + 1.0) ** 3  # noqa: E731
-    kaa, kbb = kernel(a, a), kernel(b, b)
+    kaa, kbb = _cubic_kernel(a, a), _cubic_kernel(b, b)
     off_a, off_b = ~np.eye(len(a), dtype=bool), ~np.eye(len(b), dtype=bool)
-    return float(kaa[off_a].mean() + kbb[off_b].mean() - 2 * kernel(a, b).mean())
+    return float(kaa[off_a].mean() + kbb[off_b].mean() - 2 * _cubic_kernel(a, b).mean())
 
 
 def test_fid_infinity_is_closer_to_the_true_frechet_distance_than_fid_at_1000():
@@ -181,3 +192,13 @@ def test_subset_sizes_span_n_over_8_to_n():
     assert subset_sizes(80) == sorted(set(subset_sizes(80)))
     assert subset_sizes(80)[0] == 10 and subset_sizes(80)[-1] == 80
     assert subset_sizes(10_000)[0] == 1250
+
+
+def test_kid_subset_size_is_min_1000_n_m_and_whole_set_subsets_are_flagged():
+    sizes = (kid_subset_size(5000, 3000), kid_subset_size(500, 3000), kid_subset_size(5000, 300))
+    assert sizes == (1000, 500, 300)
+    assert not any("equals" in note for note in kid_caveats(5000, 3000, 1000, (0.001, 0.002), 4000))
+    assert any("equals N = 500" in note for note in kid_caveats(500, 3000, 500, None, 4000))
+    assert any("equals M = 300" in note for note in kid_caveats(5000, 300, 300, None, 4000))
+    capped = kid_caveats(5000, 3000, 1000, (0.001, 0.002), 4000)[-1]
+    assert "[0.001, 0.002]" in capped and "at most 4000 images per set" in capped

@@ -108,7 +108,7 @@ def weights_server(tmp_path):
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield tmp_path / "site", f"http://127.0.0.1:{server.server_address[1]}", requests
     server.shutdown()

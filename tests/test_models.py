@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -13,17 +12,6 @@ from torch import nn
 from diffkit.errors import DiffkitError
 from diffkit.models import PRESETS, UNet, UNetConfig, count_parameters, flops_per_image, preset_config
 from diffkit.models.blocks import AttentionBlock
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    # Tiny tensors: one thread is faster, and immune to OpenMP spin-waiting when other test
-    # processes share the 2 cores (measured 10-50x slower steps under that contention).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 TINY16 = UNetConfig(
     channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(8,), dropout=0.0,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,40 +16,53 @@ from typer.testing import CliRunner
 from diffkit.cli import app
 from diffkit.models import UNet, UNetConfig
 from diffkit.sample import generate_images, load_run_config
-from diffkit.testing.faces import write_face_folder
 from diffkit.train import TrainConfig, train
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # Two OpenMP threads on a busy 2-core machine spin-wait against each other (10x slower steps).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+RED, BLUE = (220, 40, 40), (40, 40, 220)
+RES = 8
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model trained briefly on solid red and solid blue images (8 px), enough to learn both."""
     root = tmp_path_factory.mktemp("sample")
-    write_face_folder(root / "faces", 8, size=32, seed=2)
+    (root / "solid").mkdir()
+    for index in range(8):
+        Image.new("RGB", (RES, RES), RED if index % 2 else BLUE).save(root / "solid" / f"{index}.png")
     train(
         TrainConfig(
-            data=root / "faces",
+            data=root / "solid",
             out=root / "run",
             preset="tiny",
-            resolution=16,
-            batch_size=4,
-            steps=3,
+            resolution=RES,
+            batch_size=8,
+            steps=60,
+            lr=2e-3,
+            warmup_kimg=0.1,
+            seed=0,
             device="cpu",
             precision="fp32",
             progress=False,
             report=False,
             sample_grid=4,
             sample_steps=2,
+            log_every_steps=10,
         )
     )
     return root / "run"
+
+
+def test_trained_snapshot_samples_the_training_colours(run: Path) -> None:
+    """End to end (data, loss, EMA, snapshot, sampler, uint8): every sample is flat red or flat blue.
+
+    A sign or scale error anywhere (v <-> x0, the DDIM update, [-1, 1] <-> uint8) gives noise or
+    wrong colours instead; the untrained model gives noise.
+    """
+    images = generate_images(run, 8, steps=20, seed=0, device="cpu", precision="fp32", progress=False)
+    means = images.astype(float).mean(axis=(1, 2))  # (8, 3) mean colour per image
+    distance = np.minimum(np.abs(means - RED).max(axis=1), np.abs(means - BLUE).max(axis=1))
+    assert distance.max() < 60, means.round()
+    assert images.astype(float).std(axis=(1, 2)).max() < 40  # flat, not noise (noise: std ~ 70+)
 
 
 def test_snapshot_is_plain_safetensors_with_config(run: Path) -> None:
@@ -61,7 +73,7 @@ def test_snapshot_is_plain_safetensors_with_config(run: Path) -> None:
         metadata = handle.metadata()
     config = json.loads(metadata["config"])
     assert config == json.loads((run / "config.json").read_text())
-    assert metadata["step"] == "3" and metadata["nimg"] == "12"
+    assert metadata["step"] == "60" and metadata["nimg"] == "480"
     model = UNet(UNetConfig.from_dict(config["model"]))
     model.load_state_dict(tensors, strict=True)
     # The snapshot holds the EMA weights of the resume state, exactly.
@@ -75,7 +87,7 @@ def test_generate_images_is_deterministic_and_per_image(run: Path) -> None:
     images = generate_images(
         run, 5, steps=4, seed=7, batch_size=5, device="cpu", precision="fp32", progress=False
     )
-    assert images.shape == (5, 16, 16, 3) and images.dtype == np.uint8
+    assert images.shape == (5, RES, RES, 3) and images.dtype == np.uint8
     again = generate_images(
         run, 3, steps=4, seed=7, batch_size=2, device="cpu", precision="fp32", progress=False
     )
@@ -84,7 +96,7 @@ def test_generate_images_is_deterministic_and_per_image(run: Path) -> None:
     other = generate_images(run, 3, steps=4, seed=8, device="cpu", precision="fp32", progress=False)
     assert not np.array_equal(other, images[:3])
     ddpm = generate_images(run, 2, sampler="ddpm", steps=4, seed=7, device="cpu", progress=False)
-    assert ddpm.shape == (2, 16, 16, 3)
+    assert ddpm.shape == (2, RES, RES, 3)
 
 
 def test_sample_cli_writes_pngs_and_grid(run: Path, tmp_path: Path) -> None:
@@ -121,10 +133,10 @@ def test_sample_cli_writes_pngs_and_grid(run: Path, tmp_path: Path) -> None:
         "grid.png",
     ]
     with Image.open(out / "grid.png") as grid:
-        assert grid.size == (2 + 2 * 18, 2 + 2 * 18)  # 2x2 images of 16 px with 2 px padding
+        assert grid.size == (2 + 2 * (RES + 2),) * 2  # 2x2 images with 2 px padding
 
 
-def test_sample_cli_missing_run_is_a_one_line_error(tmp_path: Path) -> None:
+def test_sample_cli_bad_run_or_out_is_a_one_line_error(run: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["sample", "--run", str(tmp_path / "nope"), "--no-progress"])
     assert result.exit_code == 2
     assert [line for line in result.stderr.splitlines() if line.strip()][0].startswith("error:")
@@ -132,3 +144,10 @@ def test_sample_cli_missing_run_is_a_one_line_error(tmp_path: Path) -> None:
     empty.mkdir()
     result = CliRunner().invoke(app, ["sample", "--run", str(empty), "--no-progress"])
     assert result.exit_code == 2 and "snapshot" in result.stderr
+    not_a_folder = tmp_path / "file.png"
+    not_a_folder.write_bytes(b"x")
+    result = CliRunner().invoke(app, ["sample", "--run", str(run), "--out", str(not_a_folder), "--no-progress"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [
+        f"error: cannot create the output folder {not_a_folder} (File exists); pass another --out"
+    ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,22 +35,6 @@ FAST = dict(
     log_every_steps=1,
     warmup_kimg=0.2,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # Two OpenMP threads on a busy 2-core machine spin-wait against each other (10x slower steps).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("faces")
-    write_face_folder(folder, 24, size=32, seed=0)
-    return folder
 
 
 def _stats(run_dir: Path) -> list[dict]:
@@ -130,15 +113,21 @@ def test_corrupt_image_is_skipped_and_listed(tmp_path: Path) -> None:
     assert not (tmp_path / "runs").exists()  # a dry run creates nothing
 
 
-@pytest.mark.parametrize("kind", ["empty", "missing"])
-def test_empty_or_missing_data_folder_is_a_one_line_error(tmp_path: Path, kind: str) -> None:
+@pytest.mark.parametrize("kind", ["empty", "missing", "out_is_a_file"])
+def test_empty_or_missing_data_folder_is_a_one_line_error(faces: Path, tmp_path: Path, kind: str) -> None:
     data = tmp_path / "data"
     if kind == "empty":
         data.mkdir()
+    out = tmp_path / "out"
+    if kind == "out_is_a_file":
+        data = faces
+        out.write_text("not a folder")
     result = CliRunner().invoke(
         app,
         [
             "train",
+            "--out",
+            str(out),
             "--data",
             str(data),
             "--preset",
@@ -153,7 +142,7 @@ def test_empty_or_missing_data_folder_is_a_one_line_error(tmp_path: Path, kind: 
     assert result.exit_code == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in result.output
-    assert str(data.name) in lines[0]
+    assert str((out if kind == "out_is_a_file" else data).name) in lines[0]
 
 
 def test_cli_dry_run_prints_model_size_as_json(faces: Path, tmp_path: Path) -> None:
@@ -186,7 +175,8 @@ def test_cli_dry_run_prints_model_size_as_json(faces: Path, tmp_path: Path) -> N
 
 
 def test_existing_run_needs_resume_and_resume_rejects_a_different_model(faces: Path, tmp_path: Path) -> None:
-    train(TrainConfig(data=faces, out=tmp_path / "run", steps=1, **FAST))
+    one_step = train(TrainConfig(data=faces, out=tmp_path / "run", steps=1, **FAST))
+    assert one_step.first_loss is None and one_step.final_loss is not None  # one window: no "a -> a"
     with pytest.raises(DiffkitError, match="--resume"):
         train(TrainConfig(data=faces, out=tmp_path / "run", steps=2, **FAST))
     with pytest.raises(DiffkitError, match="resolution"):
@@ -217,9 +207,13 @@ def test_nan_guard_skips_steps_then_stops(
 
 
 def test_bf16_autocast_trains_and_fp16_on_cpu_is_refused(faces: Path, tmp_path: Path) -> None:
-    result = train(TrainConfig(data=faces, out=tmp_path / "run", steps=3, **(FAST | {"precision": "bf16"})))
+    options = FAST | {"precision": "bf16", "log_every_steps": 50}
+    result = train(TrainConfig(data=faces, out=tmp_path / "run", steps=3, **options))
     assert result.precision == "bf16" and result.step == 3
     assert result.final_loss is not None and 0 < result.final_loss < 10
+    # A run shorter than log_every_steps still logs every step (a loss curve, not a single point).
+    assert [record["step"] for record in _stats(tmp_path / "run")] == [1, 2, 3]
+    assert result.first_loss is not None
     with pytest.raises(DiffkitError, match="fp16 on a CPU"):
         train(TrainConfig(data=faces, out=tmp_path / "run16", steps=3, **(FAST | {"precision": "fp16"})))
 

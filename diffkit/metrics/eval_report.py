@@ -190,7 +190,7 @@ def build_report(
         "bootstrap_replicates": config.bootstrap,
         "generated_sha256": gen.content_sha256,
         "reference_sha256": ref.content_sha256,
-        **{f"seed_{k}": v for k, v in result.seeds.items()},
+        **{f"seed_{k}": str(v) for k, v in result.seeds.items()},  # identifiers: no "2,020"
         **{f"weights_{k}_sha256": w["sha256"] for k, w in result.weights.items()},
     }
     sections.append(Section(heading="Setup", table=_key_values(setup)))

@@ -84,6 +84,13 @@ def sample(config: SampleConfig) -> SampleResult:
     if config.run is None and config.snapshot is None:
         raise DiffkitError("pass --run RUN (a training run folder) to sample from")
     snapshot = resolve_snapshot(config.run, config.snapshot)
+    out_dir = config.out or default_out_dir(snapshot, config)
+    try:  # before sampling, so a bad --out fails at once instead of after minutes of work
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DiffkitError(
+            f"cannot create the output folder {out_dir} ({exc.strerror}); pass another --out"
+        ) from None
     started = time.perf_counter()
     images = generate_images(
         config.run,
@@ -99,8 +106,6 @@ def sample(config: SampleConfig) -> SampleResult:
         precision=config.precision,
     )
     seconds = time.perf_counter() - started
-    out_dir = config.out or default_out_dir(snapshot, config)
-    out_dir.mkdir(parents=True, exist_ok=True)
     files = []
     for index, image in enumerate(images):
         name = f"{index:06d}.png"

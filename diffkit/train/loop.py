@@ -40,6 +40,7 @@ from diffkit.train.run_dir import latest_run_dir, next_run_dir
 
 console = Console(stderr=True)
 LOSS_SEED_OFFSET = 1  # the loss generator is seeded with seed + 1, the batcher with seed
+MIN_LOG_POINTS = 20
 
 
 def _resolve_config(config: TrainConfig) -> tuple[TrainConfig, Path | None]:
@@ -47,6 +48,8 @@ def _resolve_config(config: TrainConfig) -> tuple[TrainConfig, Path | None]:
     if not config.resume:
         # An absolute data path in config.json lets eval/sample find the training data from any folder.
         config = dataclasses.replace(config, data=config.data.absolute())
+        if config.out is not None and config.out.exists() and not config.out.is_dir():
+            raise DiffkitError(f"--out {config.out} is a file, not a folder; choose another --out")
         if config.out is not None and (config.out / ckpt.STATE_FILE).exists() and not config.dry_run:
             raise DiffkitError(
                 f"{config.out} already holds a run; add --resume to continue it or choose another --out"
@@ -123,7 +126,12 @@ def train(config: TrainConfig) -> TrainResult:
         return result
     if run_dir is None:
         run_dir = next_run_dir(config.runs_dir, config.preset)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DiffkitError(
+            f"cannot create the run folder {run_dir} ({exc.strerror}); choose another --out"
+        ) from None
     result.run_dir = run_dir
     payload = _config_payload(config, run_dir, plan, model)
     ckpt.write_run_config(run_dir, payload)
@@ -218,6 +226,13 @@ def _train(
         write_progression(run_dir, config.resolution)
 
     stats = StatsWriter(run_dir / ckpt.STATS_FILE, resume_step=step if config.resume else 0)
+    # At least ~MIN_LOG_POINTS lines per run, so a short run still gets a loss curve (not one point).
+    log_every = max(1, min(config.log_every_steps, plan.total_steps // MIN_LOG_POINTS))
+
+    def flush_stats() -> None:
+        loss_scale = precision.scaler.get_scale() if precision.name == "fp16" else None
+        stats.flush(step, nimg, optimizer.param_groups[0]["lr"], train_seconds, guard.skipped, loss_scale)
+
     sample_every = round(config.sample_every_kimg * 1000)
     snapshot_every = round(config.snapshot_every_kimg * 1000)
     last_state_time = time.monotonic()
@@ -256,15 +271,8 @@ def _train(
             session_seconds += elapsed
             session_images += config.batch_size
             stats.add(loss_value, norm_value, elapsed, config.batch_size)
-            if step % config.log_every_steps == 0 or step == plan.total_steps:
-                stats.flush(
-                    step,
-                    nimg,
-                    optimizer.param_groups[0]["lr"],
-                    train_seconds,
-                    guard.skipped,
-                    precision.scaler.get_scale() if precision.name == "fp16" else None,
-                )
+            if step % log_every == 0 or step == plan.total_steps:
+                flush_stats()
             progress.update(
                 task,
                 completed=step,
@@ -281,7 +289,7 @@ def _train(
             elif time.monotonic() - last_state_time > config.state_every_minutes * 60:
                 save_state()
                 last_state_time = time.monotonic()
-        stats.flush(step, nimg, optimizer.param_groups[0]["lr"], train_seconds, guard.skipped, None)
+        flush_stats()  # the last window of an interrupted run (a no-op after a full one)
         save_state()
         result.interrupted = stop.requested and step < plan.total_steps
         result.snapshot = ckpt.save_ema_snapshot(run_dir, ema.model, nimg, step, payload)

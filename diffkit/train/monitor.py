@@ -113,7 +113,9 @@ class StatsWriter:
 
     def first_and_last_loss(self) -> tuple[float | None, float | None]:
         losses = [r["loss"] for r in read_stats(self.path) if r.get("loss") is not None]
-        return (losses[0], losses[-1]) if losses else (None, None)
+        if not losses:
+            return None, None
+        return (losses[0] if len(losses) > 1 else None), losses[-1]  # one window: nothing to compare
 
 
 def read_stats(path: Path) -> list[dict[str, Any]]:
