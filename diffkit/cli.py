@@ -12,6 +12,7 @@ modules, never here.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,8 +25,10 @@ from diffkit import __version__
 
 try:  # typer >= 0.20 vendors its own copy of click
     from typer._click import exceptions as click_exceptions
+    from typer.exceptions import Abort
 except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_exceptions
+    from click.exceptions import Abort
 from diffkit.errors import DiffkitError, NotBuiltError
 from diffkit.output import print_result
 
@@ -380,9 +383,12 @@ def main() -> None:
     except click_exceptions.ClickException as exc:
         err_console.print(f"[bold red]error:[/] {exc.format_message()}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except click_exceptions.Abort:
+    except (Abort, KeyboardInterrupt):
         err_console.print("[yellow]interrupted[/]")
         sys.exit(130)
+    except BrokenPipeError:  # e.g. `diffkit --help | head`: the reader left, nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
     sys.exit(returned if isinstance(returned, int) else 0)
 
 

@@ -146,7 +146,8 @@ def test_sample_cli_bad_run_or_out_is_a_one_line_error(run: Path, tmp_path: Path
     assert result.exit_code == 2 and "snapshot" in result.stderr
     not_a_folder = tmp_path / "file.png"
     not_a_folder.write_bytes(b"x")
-    result = CliRunner().invoke(app, ["sample", "--run", str(run), "--out", str(not_a_folder), "--no-progress"])
+    args = ["sample", "--run", str(run), "--out", str(not_a_folder), "--no-progress"]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert [line for line in result.stderr.splitlines() if line.strip()] == [
         f"error: cannot create the output folder {not_a_folder} (File exists); pass another --out"

@@ -1,0 +1,142 @@
+"""Random training batches drawn on the device from the uint8 cache, with random horizontal flips.
+
+The order is a fresh permutation per epoch (every image once per epoch) and the flips a fresh coin per
+image per epoch, both from a CPU generator seeded with (seed, epoch). So the whole stream is fixed by
+(seed, epoch, position): the same on CPU and CUDA, and resumed exactly from three integers.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from diffkit.data.cache import ImageCache
+from diffkit.errors import DiffkitError
+
+__all__ = ["DeviceBatcher"]
+
+# Keep the whole uint8 data set on an accelerator when it takes at most this share of free memory.
+DEVICE_MEMORY_SHARE = 0.25
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    # Distinct, well-mixed seed per epoch (splitmix64 step) so neighbouring epochs are unrelated.
+    z = (seed * 0x9E3779B97F4A7C15 + epoch + 1) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return (z ^ (z >> 31)) & 0x7FFFFFFFFFFFFFFF
+
+
+class DeviceBatcher:
+    """``next()`` gives a float batch in [-1, 1], NCHW, on ``device``; epochs roll over mid-batch."""
+
+    def __init__(
+        self,
+        cache: ImageCache,
+        batch_size: int,
+        device: torch.device,
+        generator_seed: int,
+        hflip: bool = True,
+        channels_last: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise DiffkitError(f"Batch size must be at least 1 (got {batch_size}).")
+        if len(cache) == 0:
+            raise DiffkitError("The data set is empty.")
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.seed = int(generator_seed)
+        self.hflip = hflip
+        self.channels_last = channels_last
+        self.num_images = len(cache)
+        self.epoch = 0
+        self.position = 0  # images of the current epoch already handed out
+        self._host_images = self._as_tensor(cache.images)
+        self._images = self._host_images
+        if self.device.type != "cpu" and self._fits_on_device(self._host_images.nbytes):
+            self._images = self._host_images.to(self.device)
+        self._order: Tensor | None = None
+        self._flips: Tensor | None = None
+
+    @staticmethod
+    def _as_tensor(images: np.ndarray) -> Tensor:
+        with warnings.catch_warnings():
+            # A read-only memmap is shared, not copied; nothing here ever writes to it.
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(np.asarray(images))
+
+    def _fits_on_device(self, nbytes: int) -> bool:
+        if self.device.type == "cuda":
+            free, _total = torch.cuda.mem_get_info(self.device)
+            return nbytes <= DEVICE_MEMORY_SHARE * free
+        return True  # mps and others: no cheap query; data sets at 64 px are a few hundred MB
+
+    @property
+    def images_per_epoch(self) -> int:
+        return self.num_images
+
+    def _load_epoch(self) -> None:
+        generator = torch.Generator().manual_seed(_epoch_seed(self.seed, self.epoch))
+        order = torch.randperm(self.num_images, generator=generator)
+        flips = torch.randint(0, 2, (self.num_images,), generator=generator, dtype=torch.bool)
+        index_device = self._images.device
+        self._order = order.to(index_device)
+        self._flips = flips.to(self.device)
+
+    def _take(self, count: int) -> tuple[Tensor, Tensor]:
+        if self._order is None:
+            self._load_epoch()
+        assert self._order is not None and self._flips is not None
+        stop = self.position + count
+        indices = self._order[self.position : stop]
+        flips = self._flips[self.position : stop]
+        self.position = stop
+        if self.position == self.num_images:
+            self.epoch += 1
+            self.position = 0
+            self._order = self._flips = None
+        return indices, flips
+
+    def next(self) -> Tensor:
+        parts, flip_parts = [], []
+        needed = self.batch_size
+        while needed:
+            count = min(needed, self.num_images - self.position)
+            indices, flips = self._take(count)
+            parts.append(indices)
+            flip_parts.append(flips)
+            needed -= count
+        indices = torch.cat(parts) if len(parts) > 1 else parts[0]
+        batch = self._images.index_select(0, indices)  # (B, H, W, 3) uint8
+        if batch.device != self.device:  # data set too large for the device: gather on host, copy
+            batch = batch.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" \
+                else batch.to(self.device)
+        flips = torch.cat(flip_parts) if len(flip_parts) > 1 else flip_parts[0]
+        if self.hflip:
+            batch = torch.where(flips[:, None, None, None], batch.flip(2), batch)
+        # NHWC -> NCHW view; its memory is already channels_last, so that layout costs no copy.
+        batch = batch.permute(0, 3, 1, 2)
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        return batch.to(dtype=torch.float32, memory_format=layout).mul_(2.0 / 255.0).sub_(1.0)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed, "epoch": self.epoch, "position": self.position,
+            "num_images": self.num_images, "batch_size": self.batch_size, "hflip": self.hflip,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if int(state["num_images"]) != self.num_images:
+            raise DiffkitError(
+                f"The data set changed since this run started ({state['num_images']} images then, "
+                f"{self.num_images} now); resume with the same data folder or start a new run."
+            )
+        self.seed = int(state["seed"])
+        self.epoch = int(state["epoch"])
+        self.position = int(state["position"])
+        self.hflip = bool(state.get("hflip", self.hflip))
+        self._order = self._flips = None
