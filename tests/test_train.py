@@ -100,7 +100,10 @@ def test_resume_is_bit_exact(faces: Path, tmp_path: Path, monkeypatch: pytest.Mo
     snapshot_a = load_file(tmp_path / "whole" / "ema-000000.safetensors")
     snapshot_b = load_file(tmp_path / "split" / "ema-000000.safetensors")
     assert all(torch.equal(snapshot_a[k], snapshot_b[k]) for k in snapshot_a)
-    assert resumed["report"] and Path(resumed["report"]).is_file()  # the CLI run writes its report
+    html = Path(resumed["report"]).read_text()  # the CLI run writes its report
+    for heading in ("Loss", "Throughput", "Samples", "Config"):
+        assert f"<h2>{heading}</h2>" in html
+    assert html.count("data:image/png") == 4  # loss and throughput plots, progression, last grid
 
 
 def test_corrupt_image_is_skipped_and_listed(tmp_path: Path) -> None:
@@ -214,6 +217,10 @@ def test_bf16_autocast_trains_and_fp16_on_cpu_is_refused(faces: Path, tmp_path: 
     # A run shorter than log_every_steps still logs every step (a loss curve, not a single point).
     assert [record["step"] for record in _stats(tmp_path / "run")] == [1, 2, 3]
     assert result.first_loss is not None
+    before = (tmp_path / "run" / "config.json").read_text()
+    with pytest.raises(DiffkitError, match="already at step 3, past the requested total of 2"):
+        train(TrainConfig(data=faces, out=tmp_path / "run", steps=2, resume=True, **options))
+    assert (tmp_path / "run" / "config.json").read_text() == before  # the run keeps its own length
     with pytest.raises(DiffkitError, match="fp16 on a CPU"):
         train(TrainConfig(data=faces, out=tmp_path / "run16", steps=3, **(FAST | {"precision": "fp16"})))
 

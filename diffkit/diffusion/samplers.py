@@ -76,6 +76,24 @@ class _Sampler:
             eps = (sample.float() - a**0.5 * x0) / (1.0 - a) ** 0.5
         return x0, eps, self._prev[t]
 
+    def step(
+        self,
+        model_output: torch.Tensor,
+        t: int,
+        sample: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> SamplerOutput:
+        """One reverse step from timestep ``t`` to the next chosen one (the clean image after the last)."""
+        x0, eps, t_prev = self._predict(model_output, t, sample)
+        prev = self._update(x0, eps, sample.float(), self._abar(int(t)), t_prev, generator)
+        return SamplerOutput(prev, x0)
+
+    def _update(
+        self, x0: torch.Tensor, eps: torch.Tensor, sample: torch.Tensor, a_t: float, t_prev: int,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
     @staticmethod
     def _noise(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         device = generator.device if generator is not None else like.device
@@ -87,24 +105,20 @@ class _Sampler:
 class DDPMSampler(_Sampler):
     """Ancestral sampling: x_{t'} ~ q(x_{t'} | x_t, x0_hat), with the posterior variance beta-tilde."""
 
-    def step(
-        self,
-        model_output: torch.Tensor,
-        t: int,
-        sample: torch.Tensor,
-        generator: torch.Generator | None = None,
-    ) -> SamplerOutput:
-        x0, _, t_prev = self._predict(model_output, t, sample)
-        a_t, a_prev = self._abar(int(t)), self._abar(t_prev)
+    def _update(
+        self, x0: torch.Tensor, eps: torch.Tensor, sample: torch.Tensor, a_t: float, t_prev: int,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        a_prev = self._abar(t_prev)
         alpha = a_t / a_prev  # product of (1 - beta) over the skipped steps
         beta = 1.0 - alpha
         coef_x0 = a_prev**0.5 * beta / (1.0 - a_t)
         coef_xt = alpha**0.5 * (1.0 - a_prev) / (1.0 - a_t)
-        mean = coef_x0 * x0 + coef_xt * sample.float()
+        mean = coef_x0 * x0 + coef_xt * sample
         if t_prev < 0:
-            return SamplerOutput(mean, x0)
+            return mean
         variance = beta * (1.0 - a_prev) / (1.0 - a_t)
-        return SamplerOutput(mean + variance**0.5 * self._noise(sample, generator), x0)
+        return mean + variance**0.5 * self._noise(sample, generator)
 
 
 class DDIMSampler(_Sampler):
@@ -116,21 +130,17 @@ class DDIMSampler(_Sampler):
             raise DiffkitError(f"DDIM eta must be >= 0, got {eta}")
         self.eta = eta
 
-    def step(
-        self,
-        model_output: torch.Tensor,
-        t: int,
-        sample: torch.Tensor,
-        generator: torch.Generator | None = None,
-    ) -> SamplerOutput:
-        x0, eps, t_prev = self._predict(model_output, t, sample)
-        a_t, a_prev = self._abar(int(t)), self._abar(t_prev)
+    def _update(
+        self, x0: torch.Tensor, eps: torch.Tensor, sample: torch.Tensor, a_t: float, t_prev: int,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        a_prev = self._abar(t_prev)
         sigma = self.eta * ((1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev)) ** 0.5
         direction = max(1.0 - a_prev - sigma**2, 0.0) ** 0.5
         prev = a_prev**0.5 * x0 + direction * eps
         if sigma > 0 and t_prev >= 0:
             prev = prev + sigma * self._noise(sample, generator)
-        return SamplerOutput(prev, x0)
+        return prev
 
 
 def make_sampler(

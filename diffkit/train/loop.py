@@ -134,7 +134,6 @@ def train(config: TrainConfig) -> TrainResult:
         ) from None
     result.run_dir = run_dir
     payload = _config_payload(config, run_dir, plan, model)
-    ckpt.write_run_config(run_dir, payload)
     return _train(config, plan, payload, model, dataset, device, precision, run_dir, result)
 
 
@@ -193,7 +192,13 @@ def _train(
             )
         guard.load_state_dict(state["guard"])
         result.resumed_from_step = step
+        if step > plan.total_steps:  # checked before config.json is rewritten with the shorter length
+            raise DiffkitError(
+                f"{run_dir} is already at step {step}, past the requested total of {plan.total_steps} "
+                "steps; give a longer --steps/--kimg/--epochs, or none to keep the run's own length"
+            )
         console.print(f"resuming {run_dir} at step {step} ({nimg / 1000:.2f} kimg)", highlight=False)
+    ckpt.write_run_config(run_dir, payload)
     train_model = torch.compile(model) if config.compile else model
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True

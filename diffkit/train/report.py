@@ -6,10 +6,22 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from diffkit.report import Report, ReportImage, ReportPaths, Section, line_plot, write_report
 from diffkit.train.checkpoint import STATS_FILE
 from diffkit.train.monitor import list_grids, read_stats
 from diffkit.train.result import TrainResult
+
+# Grids of 16-64 px samples are tiny on screen; scale them up (nearest: no smoothing) to about this width.
+DISPLAY_WIDTH = 768
+
+
+def _enlarged(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        factor = max(1, DISPLAY_WIDTH // image.width)
+        size = (image.width * factor, image.height * factor)
+        return image.convert("RGB").resize(size, Image.Resampling.NEAREST)
 
 
 def _series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
@@ -39,11 +51,12 @@ def write_train_report(run_dir: Path, result: TrainResult, payload: dict[str, An
         )
     images = []
     if result.progression is not None:
-        images.append(ReportImage(result.progression, "Fixed-noise EMA samples over training (rows: kimg)"))
+        caption = "Fixed-noise EMA samples over training (rows: kimg)"
+        images.append(ReportImage(_enlarged(result.progression), caption))
     grids = list_grids(run_dir)
     if grids:
         nimg, path = grids[-1]
-        images.append(ReportImage(path, f"EMA samples at {nimg / 1000:.2f} kimg (DDIM)"))
+        images.append(ReportImage(_enlarged(path), f"EMA samples at {nimg / 1000:.2f} kimg (DDIM)"))
     if images:
         sections.append(Section(heading="Samples", images=images))
     if result.skipped_images:
