@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from diffkit.errors import DiffkitError
+
 TMP_SUFFIX = ".tmp"
 
 
@@ -67,3 +69,21 @@ def atomic_write_bytes(path: Path | str, data: bytes, durable: bool = True) -> N
 
 def atomic_write_text(path: Path | str, text: str, durable: bool = True) -> None:
     atomic_write_bytes(path, text.encode("utf-8"), durable)
+
+
+def check_writable_dir(directory: Path | str, what: str) -> Path:
+    """Create ``directory`` if needed and prove a file can be written there, before expensive work.
+
+    Raises :class:`~diffkit.errors.DiffkitError` naming ``what`` (for example "the report") so that an
+    unwritable ``--report`` or cache folder fails in the first second, not after an hour of work.
+    """
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".diffkit-probe.", suffix=TMP_SUFFIX)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise DiffkitError(f"cannot write {what} to {directory}: {reason}") from None
+    return directory
