@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from diffkit.errors import DiffkitError
+from diffkit.errors import DiffkitError, WriteError
 
 TMP_SUFFIX = ".tmp"
 
@@ -43,8 +43,11 @@ def fsync_dir(directory: Path) -> None:
 def atomic_open(path: Path | str, mode: str = "wb", durable: bool = True) -> Iterator[IO]:
     """Open a temp file beside ``path``; on clean exit it replaces ``path`` atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    except OSError as error:
+        raise _write_error(path, error) from None
     tmp = Path(tmp_name)
     try:
         if hasattr(os, "fchmod"):
@@ -57,9 +60,23 @@ def atomic_open(path: Path | str, mode: str = "wb", durable: bool = True) -> Ite
         os.replace(tmp, path)
         if durable:
             fsync_dir(path.parent)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise _write_error(path, error) from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise
+
+
+def _write_error(path: Path, error: OSError) -> WriteError:
+    if isinstance(error, WriteError):
+        return error
+    reason = error.strerror or str(error) or type(error).__name__
+    wrapped = WriteError(f"cannot write {path}: {reason}")
+    wrapped.errno, wrapped.strerror, wrapped.filename = error.errno, error.strerror, str(path)
+    return wrapped
 
 
 def atomic_write_bytes(path: Path | str, data: bytes, durable: bool = True) -> None:

@@ -29,6 +29,7 @@ try:  # typer >= 0.20 vendors its own copy of click
 except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_exceptions
     from click.exceptions import Abort
+from diffkit.console import shown
 from diffkit.errors import DiffkitError, NotBuiltError
 from diffkit.output import print_result
 
@@ -73,7 +74,7 @@ def _run(call: Callable[[], Any], json_output: bool = False) -> Any:
     except DiffkitError as exc:
         if _state["debug"]:
             raise
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {shown(exc)}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
@@ -126,10 +127,18 @@ def scrape(
 
     def call() -> Any:
         config = ScrapeConfig(
-            n=n, out=out, url=url, concurrency=concurrency, rps=rps, timeout_s=timeout,
-            max_retries=max_retries, user_agent=user_agent or DEFAULT_USER_AGENT,
+            n=n,
+            out=out,
+            url=url,
+            concurrency=concurrency,
+            rps=rps,
+            timeout_s=timeout,
+            max_retries=max_retries,
+            user_agent=user_agent or DEFAULT_USER_AGENT,
             expect_size=parse_size(expect_size) if expect_size else None,
-            near_dup_threshold=near_dup_threshold, report_path=report_path, progress=not no_progress,
+            near_dup_threshold=near_dup_threshold,
+            report_path=report_path,
+            progress=not no_progress,
         )
         return run_scrape(config)
 
@@ -145,8 +154,11 @@ def dedupe(
     ),
     hash_kind: str = typer.Option("phash", "--hash", help="Perceptual hash: phash, dhash, whash or ahash."),
     threshold: int | None = typer.Option(
-        None, "--threshold", "-t", help="Max Hamming distance (bits of 64) for a near duplicate. "
-        "Default: phash 4, dhash 3, whash 1, ahash 0 (measured on aligned faces; see the README)."
+        None,
+        "--threshold",
+        "-t",
+        help="Max Hamming distance (bits of 64) for a near duplicate. "
+        "Default: phash 4, dhash 3, whash 1, ahash 0 (measured on aligned faces; see the README).",
     ),
     action: str = typer.Option("report", "--action", help="report (change nothing), move, or delete."),
     to: Path | None = typer.Option(
@@ -170,8 +182,15 @@ def dedupe(
     from diffkit.dedupe.run import dedupe as run_dedupe
 
     config = DedupeConfig(
-        directory=directory, hash_kind=hash_kind, threshold=threshold, action=action,  # type: ignore[arg-type]
-        quarantine=to, yes=yes, report_path=report_path, workers=workers, progress=not json_output,
+        directory=directory,
+        hash_kind=hash_kind,
+        threshold=threshold,
+        action=action,  # type: ignore[arg-type]
+        quarantine=to,
+        yes=yes,
+        report_path=report_path,
+        workers=workers,
+        progress=not json_output,
     )
     _run(lambda: run_dedupe(config), json_output)
 
@@ -217,11 +236,27 @@ def train(
     from diffkit.train import train as run_training
 
     config = TrainConfig.from_options(
-        data=data, out=out, preset=preset, resolution=resolution, batch_size=batch_size,
-        grad_accum=grad_accum, steps=steps, kimg=kimg, epochs=epochs, lr=lr, warmup_kimg=warmup_kimg,
-        schedule=schedule, prediction=prediction,
-        precision=precision, compile=compile_model or None, sample_every_kimg=sample_every_kimg,
-        ema_halflife_kimg=ema_halflife_kimg, seed=seed, device=device, resume=resume, dry_run=dry_run,
+        data=data,
+        out=out,
+        preset=preset,
+        resolution=resolution,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        steps=steps,
+        kimg=kimg,
+        epochs=epochs,
+        lr=lr,
+        warmup_kimg=warmup_kimg,
+        schedule=schedule,
+        prediction=prediction,
+        precision=precision,
+        compile=compile_model or None,
+        sample_every_kimg=sample_every_kimg,
+        ema_halflife_kimg=ema_halflife_kimg,
+        seed=seed,
+        device=device,
+        resume=resume,
+        dry_run=dry_run,
         progress=progress,
     )
     result = _run(lambda: run_training(config), json_output)
@@ -254,8 +289,19 @@ def sample(
     from diffkit.sample import sample as run_sampling
 
     config = SampleConfig(
-        run=run, n=n, sampler=sampler, steps=steps, eta=eta, seed=seed, out=out, grid=grid,
-        batch_size=batch_size, device=device, precision=precision, snapshot=snapshot, progress=progress,
+        run=run,
+        n=n,
+        sampler=sampler,
+        steps=steps,
+        eta=eta,
+        seed=seed,
+        out=out,
+        grid=grid,
+        batch_size=batch_size,
+        device=device,
+        precision=precision,
+        snapshot=snapshot,
+        progress=progress,
     )
     _run(lambda: run_sampling(config), json_output)
 
@@ -308,10 +354,23 @@ def eval_(
 
     def call():
         config = EvalConfig(
-            samples=samples, metrics=parse_metrics(metrics), run=run, generated=generated,
-            reference=reference, reference_samples=reference_samples, engine=engine, weights=weights,
-            vgg_weights=vgg_weights, batch_size=batch_size, device=device, report=report_path,
-            cache_dir=cache_dir, seed=seed, sampler=sampler, steps=steps, bootstrap=bootstrap,
+            samples=samples,
+            metrics=parse_metrics(metrics),
+            run=run,
+            generated=generated,
+            reference=reference,
+            reference_samples=reference_samples,
+            engine=engine,
+            weights=weights,
+            vgg_weights=vgg_weights,
+            batch_size=batch_size,
+            device=device,
+            report=report_path,
+            cache_dir=cache_dir,
+            seed=seed,
+            sampler=sampler,
+            steps=steps,
+            bootstrap=bootstrap,
             progress=not json_output,
         )
         return evaluate(config)

@@ -15,6 +15,8 @@ from typing import Any
 
 from rich.console import Console
 
+from diffkit.console import shown
+
 console = Console()
 
 
@@ -54,6 +56,6 @@ def print_result(result: Any, json_output: bool) -> None:
     data = to_jsonable(result)
     if isinstance(data, dict):
         for key, value in data.items():
-            console.print(f"[bold]{key}[/]: {value}", highlight=False, soft_wrap=True)
+            console.print(f"[bold]{key}[/]: {shown(value)}", highlight=False, soft_wrap=True)
     else:
-        console.print(str(data), highlight=False)
+        console.print(shown(data), highlight=False)

@@ -123,7 +123,7 @@ def test_index_lists_reports(tmp_path: Path) -> None:
     result = build_index(IndexConfig(reports_dir=tmp_path))
     html = result.index.read_text(encoding="utf-8")
     assert result.n_reports == 2
-    assert 'href="a.html"' in html and 'href="b.html"' in html
+    assert 'href="./a.html"' in html and 'href="./b.html"' in html
 
 
 def test_format_value() -> None:

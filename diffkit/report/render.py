@@ -11,6 +11,7 @@ import io
 import json
 import math
 import platform
+import urllib.parse
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from PIL import Image
 
 from diffkit import __version__
 from diffkit.atomic import atomic_write_text
+from diffkit.console import printable
 from diffkit.output import to_jsonable
 from diffkit.report.model import Report, ReportImage, ReportPaths, Section
 
@@ -52,6 +54,15 @@ def format_value(value: Any) -> str:
 
 _env.filters["fmt"] = format_value
 _env.filters["tojson_attr"] = lambda value: json.dumps(to_jsonable(value))
+
+
+def relative_href(file_name: str) -> str:
+    """A link to a file beside the page, and nothing else.
+
+    ``./`` plus percent-encoding keeps a name such as ``javascript:alert(1).html`` (or one with
+    ``#``, ``?`` or ``//``) a relative file link instead of a scheme, a fragment or another host.
+    """
+    return "./" + urllib.parse.quote(printable(file_name), safe="")
 
 
 def _data_uri(data: bytes, mime: str) -> str:
@@ -148,12 +159,14 @@ def write_report(report: Report, path: Path | str | None = None) -> ReportPaths:
         title=report.title,
         command=report.command,
         meta=meta,
-        json_name=json_path.name,
+        json_name=printable(json_path.name),
+        json_href=relative_href(json_path.name),
         summary=to_jsonable(report.summary),
         sections=[_section_view(section) for section in report.sections],
     )
     atomic_write_text(json_path, json.dumps(report_json(report, meta), indent=2) + "\n", durable=False)
-    atomic_write_text(html_path, html, durable=False)
+    # printable(): a non-UTF-8 file name in the report must not make the page unwritable.
+    atomic_write_text(html_path, printable(html), durable=False)
     return ReportPaths(html=html_path, json=json_path)
 
 
@@ -161,6 +174,9 @@ def render_index(reports_dir: Path) -> tuple[str, int]:
     """HTML listing every report sidecar in ``reports_dir``, newest first, and how many it lists."""
     entries = []
     for json_path in sorted(reports_dir.glob("*.json")):
+        html_path = json_path.with_suffix(".html")
+        if json_path.is_symlink() or html_path.is_symlink() or not html_path.is_file():
+            continue  # only pages that live in this folder are listed
         try:
             sidecar = json.loads(json_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -173,7 +189,7 @@ def render_index(reports_dir: Path) -> tuple[str, int]:
                 "created": sidecar.get("created", ""),
                 "command": sidecar.get("command", ""),
                 "title": sidecar.get("title", json_path.stem),
-                "html_name": json_path.with_suffix(".html").name,
+                "href": relative_href(html_path.name),
                 "headline": list(summary.items())[:6],
             }
         )
@@ -183,6 +199,7 @@ def render_index(reports_dir: Path) -> tuple[str, int]:
         command="report",
         meta=_metadata(),
         json_name="",
+        json_href="",
         entries=entries,
     )
     return html, len(entries)
