@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from diffkit.dedupe import DedupeConfig, dedupe
+from diffkit.console import shown
 from diffkit.errors import DiffkitError
 from diffkit.metrics import EvalConfig, evaluate
 from diffkit.report import IndexConfig, build_index
@@ -61,13 +62,13 @@ class DemoResult:
     index: Path | None = None
 
     def summary_lines(self) -> list[str]:
-        lines = [f"[bold]diffkit demo[/] in {self.out}"]
+        lines = [f"[bold]diffkit demo[/] in {shown(self.out)}"]
         for name, seconds in self.seconds.items():
-            lines.append(f"  {name:<7} {seconds:7.1f} s  {self.steps.get(name, '')}")
+            lines.append(f"  {name:<7} {seconds:7.1f} s  {shown(self.steps.get(name, ''))}")
         for name, reason in self.skipped.items():
-            lines.append(f"  [yellow]{name} skipped[/]: {reason}")
+            lines.append(f"  [yellow]{name} skipped[/]: {shown(reason)}")
         if self.index is not None:
-            lines.append(f"reports: {self.index}")
+            lines.append(f"reports: {shown(self.index)}")
         return lines
 
 
