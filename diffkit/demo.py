@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffkit.dedupe import DedupeConfig, dedupe
 from diffkit.console import shown
+from diffkit.dedupe import DedupeConfig, dedupe
 from diffkit.errors import DiffkitError
 from diffkit.metrics import EvalConfig, evaluate
 from diffkit.report import IndexConfig, build_index
