@@ -11,6 +11,7 @@ from diffkit.diffusion import (
     DDIMSampler,
     DDPMSampler,
     GaussianDiffusion,
+    make_sampler,
     make_schedule,
     min_snr_weight,
     run_sampler,
@@ -188,7 +189,7 @@ def test_sampler_shapes_and_determinism(sampler_cls: type) -> None:
 
 @pytest.mark.parametrize("prediction", ["v", "eps"])
 @pytest.mark.parametrize("schedule", SCHEDULE_NAMES)
-@pytest.mark.parametrize("sampler_name", ["ddim", "ddpm"])
+@pytest.mark.parametrize("sampler_name", ["ddim", "ddpm", "dpmpp"])
 def test_samplers_recover_x0_from_an_oracle_model(prediction: str, schedule: str, sampler_name: str) -> None:
     diffusion = GaussianDiffusion.create(schedule, prediction)
     generator = torch.Generator().manual_seed(4)
@@ -201,9 +202,67 @@ def test_samplers_recover_x0_from_an_oracle_model(prediction: str, schedule: str
         return eps if prediction == "eps" else a.sqrt() * eps - (1 - a).sqrt() * x0
 
     noise = torch.randn(x0.shape, generator=generator)
-    sampler = DDIMSampler(diffusion, eta=0.0) if sampler_name == "ddim" else DDPMSampler(diffusion)
+    sampler = make_sampler(sampler_name, diffusion)
     result = run_sampler(oracle, sampler, noise, 20, generator)
     assert torch.allclose(result, x0, atol=1e-4)
+
+
+def _gaussian_oracle(diffusion: GaussianDiffusion, mu: torch.Tensor, s: float):
+    """The exact eps-prediction for data x0 ~ N(mu, s^2 I): E[x0 | x_t] is linear in x_t."""
+    abar = diffusion.schedule.alphas_cumprod
+
+    def model(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        a = abar[t.long()].view(-1, 1, 1, 1).to(torch.float64)
+        x = x_t.to(torch.float64)
+        x0 = mu + a.sqrt() * s**2 / (a * s**2 + 1 - a) * (x - a.sqrt() * mu)
+        return ((x - a.sqrt() * x0) / (1 - a).sqrt()).float()
+
+    return model
+
+
+def _exact_ode_endpoint(diffusion: GaussianDiffusion, noise: torch.Tensor, mu: torch.Tensor, s: float):
+    """For Gaussian data the probability-flow ODE keeps (x_t - a_t mu) / std_t constant, so its exact
+    solution from x_T (t = T-1) is mu + s * (x_T - a_T mu) / sqrt(a_T^2 s^2 + sigma_T^2)."""
+    a = float(diffusion.schedule.alphas_cumprod[-1])
+    x = noise.to(torch.float64)
+    return mu + s * (x - a**0.5 * mu) / (a * s**2 + 1 - a) ** 0.5
+
+
+@pytest.mark.parametrize("schedule", SCHEDULE_NAMES)
+def test_dpmpp_solves_the_gaussian_ode_closer_than_ddim_at_the_same_steps(schedule: str) -> None:
+    diffusion = GaussianDiffusion.create(schedule, "eps")
+    generator = torch.Generator().manual_seed(3)
+    mu = (torch.rand(1, 3, 6, 6, generator=generator, dtype=torch.float64) - 0.5) * 0.6
+    s = 0.35
+    noise = torch.randn(8, 3, 6, 6, generator=generator)
+    model = _gaussian_oracle(diffusion, mu, s)
+    exact = _exact_ode_endpoint(diffusion, noise, mu, s)
+
+    def error(name: str, steps: int) -> float:
+        sampler = make_sampler(name, diffusion, clip_sample=False)
+        result = run_sampler(model, sampler, noise, steps)
+        return float((result.double() - exact).abs().max())
+
+    # Measured (max abs error, linear / cosine): 20 steps DPM++ 0.139 / 0.023 vs DDIM 0.249 / 0.133;
+    # 50 steps 0.011 / 0.0012 vs 0.105 / 0.055: second order against first order.
+    assert error("dpmpp", 20) < 0.6 * error("ddim", 20)
+    assert error("dpmpp", 50) < 0.2 * error("ddim", 50)
+    assert error("dpmpp", 200) < 1e-3 and error("ddim", 200) < 3e-2  # both converge to the exact ODE
+
+
+def test_dpmpp_restarts_cleanly_and_is_deterministic() -> None:
+    diffusion = GaussianDiffusion.create("cosine", "v")
+    noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    sampler = make_sampler("dpmpp", diffusion)
+    first = run_sampler(_toy_model, sampler, noise, 12)
+    second = run_sampler(_toy_model, sampler, noise, 12)  # the same object reused: no stale history
+    fresh = run_sampler(_toy_model, make_sampler("dpmpp", diffusion), noise, 12)
+    assert torch.equal(first, second) and torch.equal(first, fresh)
+    # Each image is denoised on its own: a batch gives the same images as its halves.
+    halves = torch.cat(
+        [run_sampler(_toy_model, make_sampler("dpmpp", diffusion), n, 12) for n in noise.split(1)]
+    )
+    assert torch.allclose(halves, first, atol=1e-6)
 
 
 def test_ddim_with_eta_one_is_the_ddpm_posterior_step() -> None:
