@@ -269,7 +269,9 @@ def sample(
     run: Path = typer.Option(..., "--run", help="Training run folder (uses its latest EMA snapshot)."),
     n: int = typer.Option(64, "--n", help="Number of images."),
     sampler: str = typer.Option(
-        "ddim", "--sampler", help="ddim (deterministic), dpmpp (DPM-Solver++(2M), 10-25 steps) or ddpm (ancestral)."
+        "ddim",
+        "--sampler",
+        help="ddim (deterministic), dpmpp (DPM-Solver++(2M), good in 10-25 steps) or ddpm (ancestral).",
     ),
     steps: int = typer.Option(50, "--steps", help="Denoising steps (model calls per image)."),
     eta: float = typer.Option(0.0, "--eta", help="DDIM noise: 0 deterministic, 1 like DDPM."),
