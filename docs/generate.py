@@ -1,0 +1,419 @@
+"""Regenerate the parts of the documentation that are derived from the code and the committed reports.
+
+    python docs/generate.py            # rewrite docs/cli/*.txt and the generated blocks in the Markdown
+    python docs/generate.py --check    # change nothing; exit 1 and name the files that are out of date
+
+What it writes:
+
+- ``docs/cli/<command>.txt``: the ``--help`` of every ``diffkit`` command (and of the local fake-face
+  site), rendered at a fixed width without colour so the files are stable (as NVlabs/edm does);
+- the block between ``<!-- bench-table:start -->`` and ``<!-- bench-table:end -->`` in README.md: the
+  benchmark headline table, built from ``reports/bench_*.json`` only;
+- the ``bench-*`` blocks of docs/benchmarks.md (every benchmark table, from the same JSON files) and the
+  ``presets-table`` block of docs/train.md (parameters and FLOPs counted from the code).
+
+tests/test_docs.py fails when any of these differ from what this script would write, so a changed help
+text, report or preset cannot leave the documentation behind silently.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+REPORTS = ROOT / "reports"
+CLI_DIR = ROOT / "docs" / "cli"
+COMMANDS = ("scrape", "dedupe", "train", "sample", "eval", "report", "demo")
+HELP_WIDTH = 100
+
+# `diffkit ...` through its real entry point, with argv[0] set so the usage line says "diffkit".
+_DIFFKIT = "import sys; sys.argv[0] = 'diffkit'; from diffkit.cli import main; main()"
+
+
+# ---------------------------------------------------------------------------------------------- help
+
+
+def _help_env() -> dict[str, str]:
+    """A minimal environment: fixed width, no colour, UTF-8; nothing inherited that forces a terminal."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "COLUMNS": str(HELP_WIDTH),
+        "LINES": "50",
+        "TERMINAL_WIDTH": str(HELP_WIDTH),  # typer's rich help reads this before COLUMNS
+        "TERM": "dumb",
+        "NO_COLOR": "1",
+        "PYTHONIOENCODING": "utf-8",
+        "LC_ALL": "C.UTF-8",
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+    }
+    return env
+
+
+def _run_help(argv: list[str]) -> str:
+    done = subprocess.run(
+        [sys.executable, *argv],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=_help_env(),
+        cwd=ROOT,
+        timeout=120,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.strip()}")
+    lines = [line.rstrip() for line in done.stdout.splitlines()]
+    while lines and not lines[0]:
+        lines.pop(0)
+    while lines and not lines[-1]:
+        lines.pop()
+    return "\n".join(lines) + "\n"
+
+
+def help_texts() -> dict[str, str]:
+    """File name under docs/cli/ -> the help text it must hold."""
+    texts = {"diffkit.txt": _run_help(["-c", _DIFFKIT, "--help"])}
+    for command in COMMANDS:
+        texts[f"{command}.txt"] = _run_help(["-c", _DIFFKIT, command, "--help"])
+    texts["fakesite.txt"] = _run_help(["-m", "diffkit.testing.site", "--help"])
+    return texts
+
+
+# ------------------------------------------------------------------------------------------ reports
+
+
+def load_report(name: str, reports: Path = REPORTS) -> dict[str, Any]:
+    return json.loads((reports / f"bench_{name}.json").read_text(encoding="utf-8"))
+
+
+def _sci(value: float) -> str:
+    """1 significant digit in the short form people write: 3.95e-05 -> 4e-5."""
+    mantissa, exponent = f"{value:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def _x(value: float, digits: int = 1) -> str:
+    return f"{value:.{digits}f}x"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _scrape_headline(report: dict[str, Any]) -> str:
+    s = report["summary"]
+    return (
+        f"at a {s['R (req/s cap)']:g} req/s cap and {s['L (s)']:g} s latency: "
+        f"{s['diffkit kept/s']:.1f} kept/s ({s['diffkit fraction of R']:.0%} of the cap), "
+        f"{_x(s['ratio vs naive'])} the naive loop; {s['diffkit CPU ms/kept']:.0f} ms client CPU per kept "
+        f"image vs {s['naive CPU ms/kept']:.0f} ms"
+    )
+
+
+def _dedupe_headline(report: dict[str, Any]) -> str:
+    s = report["summary"]
+    return (
+        f"{s['images']:,} JPEGs ({s['megabytes']:.0f} MB): "
+        f"{s['diffkit_s']:.1f} s vs {s['imagededup_s']:.1f} s "
+        f"({_x(s['speedup_vs_imagededup'])}); cached rerun {s['diffkit_cached_rerun_s']:.2f} s; "
+        f"pair agreement (Jaccard) {s['pair_jaccard']:.2f}"
+    )
+
+
+def _train_headline(report: dict[str, Any]) -> str:
+    ratios = report["data"]["ratios"]
+    values = [row["speed_ratio_diffkit_over_diffusers"] for row in ratios]
+    resolutions = "/".join(str(r) for r in sorted({row["resolution"] for row in ratios}))
+    precisions = "/".join(sorted({row["precision"] for row in ratios}, key=lambda p: p != "fp32"))
+    return (
+        f"`{report['summary']['preset']}` preset: training img/s ratio {min(values):.2f}-{max(values):.2f} "
+        f"at {resolutions} px, {precisions} (parity within noise)"
+    )
+
+
+def _eval_headline(report: dict[str, Any]) -> str:
+    s = report["summary"]
+    return (
+        f"{s['n_generated']} vs {s['n_reference']} images: cold {s['cold_ratio']:.2f}x the time, "
+        f"cached rerun {s['rerun_ratio']:.2f}x; FID equal to {_sci(s['fid_relative_difference'])} relative "
+        "(generated Inception weights)"
+    )
+
+
+_HEADLINES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
+    "scrape": ("a sequential `httpx.get` loop", _scrape_headline),
+    "dedupe": ("imagededup `PHash().find_duplicates`", _dedupe_headline),
+    "train": ("diffusers `UNet2DModel`, matched size", _train_headline),
+    "eval": ("`torch_fidelity.calculate_metrics`", _eval_headline),
+}
+
+
+def readme_bench_table(reports: Path = REPORTS) -> str:
+    """The README's benchmark headline table; every figure in it is read from reports/bench_*.json."""
+    rows = []
+    for name, (peer, headline) in _HEADLINES.items():
+        report = load_report(name, reports)
+        rows.append(
+            [
+                f"`python benchmarks/bench_{name}.py`",
+                peer,
+                headline(report),
+                f"[bench_{name}](reports/bench_{name}.html)",
+            ]
+        )
+    return _table(["benchmark", "peer", "headline (CPU, shared machine)", "report"], rows)
+
+
+def _bench_scrape_block(reports: Path) -> str:
+    report = load_report("scrape", reports)
+    s = report["summary"]
+    setup = (
+        f"Setup: N = {s['N']}, cap R = {s['R (req/s cap)']:g} req/s, latency L = {s['L (s)']:g} s, "
+        f"{s['image px']} px JPEGs, concurrency {s['concurrency']}; report created {report['created']}."
+    )
+    rows = [
+        [
+            row["contender"],
+            str(row["kept"]),
+            str(row["requests"]),
+            f"{row['seconds']:.1f}",
+            str(row["http_429"]),
+            f"{row['kept_per_s']:.2f}",
+            f"{row['fraction_of_cap']:.0%}",
+            f"{row['cpu_ms_per_kept']:.1f}",
+        ]
+        for row in report["data"]["rows"]
+    ]
+    header = ["contender", "kept", "requests", "s", "429s", "kept/s", "of R", "client CPU ms per kept image"]
+    return setup + "\n\n" + _table(header, rows)
+
+
+_DEDUPE_STEPS = {
+    "imagededup_s": "imagededup `PHash().find_duplicates`",
+    "diffkit_s": "diffkit dedupe (draft decode, empty cache)",
+    "diffkit_full_decode_s": "diffkit dedupe, full decode",
+    "diffkit_cached_s": "diffkit dedupe rerun (cache warm)",
+    "search_100000_random_s": "diffkit search alone, 100,000 random hashes",
+}
+
+
+def _bench_dedupe_block(reports: Path) -> str:
+    report = load_report("dedupe", reports)
+    s, data = report["summary"], report["data"]
+    setup = (
+        f"Setup: {s['images']:,} JPEGs ({s['megabytes']:.1f} MB), threshold {s['threshold']}, "
+        f"{s['workers']} workers; report created {report['created']}."
+    )
+    timings = _table(
+        ["step", "wall time"],
+        [[label, f"{data['timings'][key]:.2f} s"] for key, label in _DEDUPE_STEPS.items()],
+    )
+    derived = (
+        f"diffkit is {_x(s['speedup_vs_imagededup'], 2)} faster than imagededup "
+        f"({s['diffkit_images_per_s']:.1f} images/s); draft decode is {_x(s['draft_vs_full_decode'], 2)} "
+        "faster than a full decode."
+    )
+    agreement = data["agreement"]
+    pairs = agreement["both"] + agreement["diffkit_only"] + agreement["imagededup_only"]
+    agree = (
+        f"Pairs found by both tools: {agreement['both']} of {pairs} distinct pairs "
+        f"(diffkit only {agreement['diffkit_only']}, imagededup only {agreement['imagededup_only']}; "
+        f"Jaccard {agreement['jaccard']:.3f}). Planted pairs, recall / precision: diffkit "
+        f"{s['diffkit_recall_planted']:.3f} / {s['diffkit_precision']:.3f}, imagededup "
+        f"{s['imagededup_recall_planted']:.3f} / {s['imagededup_precision']:.3f}."
+    )
+    sweep = _table(
+        ["threshold T", "pairs found", "recall of planted pairs", "precision of found pairs"],
+        [
+            [str(r["threshold"]), str(r["pairs"]), f"{r['recall_planted']:.3f}", f"{r['precision']:.3f}"]
+            for r in data["sweep"]
+            if r["threshold"] % 2 == 0  # pHash distances are even: odd T equals the T below it
+        ],
+    )
+    return "\n\n".join([setup, timings, derived, agree, sweep])
+
+
+def _bench_train_block(reports: Path) -> str:
+    report = load_report("train", reports)
+    s, data = report["summary"], report["data"]
+    setup = (
+        f"Setup: preset `{s['preset']}`, batch {s['batch_size']}, {s['timed_steps']} timed steps per cell, "
+        f"{s['torch_threads']} torch thread, {s['cpu_count']} CPUs, torch {s['torch']}; "
+        f"matmul peaks measured in the run: {s['peak_fp32_gflops']:g} GFLOP/s fp32, "
+        f"{s['peak_bf16_gflops']:g} GFLOP/s bf16; "
+        f"1-minute load average {s['load_avg_1min_before']:g} before, {s['load_avg_1min_after']:g} after; "
+        f"report created {report['created']}."
+    )
+    params = {(m["model"], m["resolution"]): m["params_m"] for m in data["measurements"]}
+    rows = [
+        [
+            f"{r['resolution']} px",
+            r["precision"],
+            f"{r['diffkit_img_s']:.2f}",
+            f"{r['diffusers_img_s']:.2f}",
+            _x(r["speed_ratio_diffkit_over_diffusers"], 2),
+            f"{r['diffkit_mfu']:.0%}",
+            f"{r['diffusers_mfu']:.0%}",
+            f"{params[('diffkit', r['resolution'])]:.1f} M / {params[('diffusers', r['resolution'])]:.1f} M",
+        ]
+        for r in data["ratios"]
+    ]
+    header = [
+        "resolution",
+        "precision",
+        "diffkit img/s",
+        "diffusers img/s",
+        "speed ratio",
+        "diffkit MFU",
+        "diffusers MFU",
+        "params (diffkit / diffusers)",
+    ]
+    return setup + "\n\n" + _table(header, rows)
+
+
+def _bench_eval_block(reports: Path) -> str:
+    report = load_report("eval", reports)
+    s, data = report["summary"], report["data"]
+    setup = (
+        f"Setup: {s['n_generated']} generated vs {s['n_reference']} reference images, FID + KID + IS, "
+        f"weights: {s['weights']}; report created {report['created']}."
+    )
+    rows = [
+        [
+            r["round"],
+            f"{r['diffkit_s']:.1f} s",
+            f"{r['torch_fidelity_s']:.1f} s",
+            f"{r['ratio_diffkit_over_tf']:.2f}",
+            str(r["diffkit_extracted"]),
+        ]
+        for r in data["rows"]
+    ]
+    table = _table(["round", "diffkit eval", "torch-fidelity", "ratio", "images diffkit extracted"], rows)
+    mean = (
+        f"Cold, mean of both orders: diffkit {s['cold_diffkit_s']:.1f} s, torch-fidelity "
+        f"{s['cold_torch_fidelity_s']:.1f} s (ratio {s['cold_ratio']:.2f}); cached re-run: "
+        f"{s['rerun_diffkit_s']:.1f} s vs {s['rerun_torch_fidelity_s']:.1f} s (ratio {s['rerun_ratio']:.2f})."
+    )
+    first = data["values"][data["rows"][0]["round"]]
+    inception = [v["diffkit_timings_s"]["features_inception"] for v in data["values"].values()]
+    values = (
+        f"FID: diffkit {first['diffkit_fid']:.4f}, torch-fidelity {first['tf_fid']:.4f} (relative difference "
+        f"{_sci(s['fid_relative_difference'])}); KID and IS identical. diffkit's Inception pass took "
+        f"{max(inception[:2]):.0f} s cold and {min(inception):.3f} s from its feature cache."
+    )
+    return "\n\n".join([setup, table, mean, values])
+
+
+def benchmark_blocks(reports: Path = REPORTS) -> dict[str, str]:
+    """Marker name in docs/benchmarks.md -> its content, all from reports/bench_*.json."""
+    return {
+        "bench-scrape": _bench_scrape_block(reports),
+        "bench-dedupe": _bench_dedupe_block(reports),
+        "bench-train": _bench_train_block(reports),
+        "bench-eval": _bench_eval_block(reports),
+    }
+
+
+# ------------------------------------------------------------------------------------------ presets
+
+
+def presets_table() -> str:
+    """The U-Net presets: shape from the config, parameters and forward FLOPs counted from the code."""
+    from diffkit.models import UNet, count_parameters, flops_per_image, preset_config
+    from diffkit.models.config import PRESETS
+
+    rows = []
+    for name, preset in PRESETS.items():
+        cells = [
+            f"`{name}`",
+            str(preset.channels),
+            ", ".join(str(preset.channels * m) for m in preset.channel_mults),
+            str(preset.num_res_blocks),
+            ", ".join(str(r) for r in preset_config(name, 64).attention_resolutions),
+            f"{preset.dropout:g}",
+        ]
+        for resolution in (32, 64):
+            model = UNet(preset_config(name, resolution))
+            cells.append(f"{count_parameters(model) / 1e6:.2f} M")
+            cells.append(f"{flops_per_image(model, resolution) / 1e9:.2f}")
+        rows.append(cells)
+    header = [
+        "preset",
+        "channels",
+        "level widths",
+        "res blocks",
+        "attention at (64 px)",
+        "dropout",
+        "params 32 px",
+        "GFLOPs/image 32 px",
+        "params 64 px",
+        "GFLOPs/image 64 px",
+    ]
+    return _table(header, rows)
+
+
+# ------------------------------------------------------------------------------------------- markers
+
+
+def replace_block(text: str, name: str, content: str) -> str:
+    """Replace what lies between ``<!-- name:start -->`` and ``<!-- name:end -->`` (markers kept)."""
+    pattern = re.compile(rf"(<!-- {re.escape(name)}:start -->\n)(.*?)(<!-- {re.escape(name)}:end -->)", re.S)
+    if not pattern.search(text):
+        raise ValueError(f"markers for {name!r} not found")
+    return pattern.sub(lambda m: m.group(1) + content.rstrip("\n") + "\n" + m.group(3), text, count=1)
+
+
+def block(text: str, name: str) -> str:
+    """The content between the markers of ``name`` (without a trailing newline)."""
+    match = re.search(rf"<!-- {re.escape(name)}:start -->\n(.*?)<!-- {re.escape(name)}:end -->", text, re.S)
+    if not match:
+        raise ValueError(f"markers for {name!r} not found")
+    return match.group(1).rstrip("\n")
+
+
+def expected_files() -> dict[Path, str]:
+    """Every generated file with the full text it must hold."""
+    files = {CLI_DIR / name: text for name, text in help_texts().items()}
+    readme = ROOT / "README.md"
+    files[readme] = replace_block(readme.read_text(encoding="utf-8"), "bench-table", readme_bench_table())
+    bench = ROOT / "docs" / "benchmarks.md"
+    text = bench.read_text(encoding="utf-8")
+    for name, content in benchmark_blocks().items():
+        text = replace_block(text, name, content)
+    files[bench] = text
+    train = ROOT / "docs" / "train.md"
+    files[train] = replace_block(train.read_text(encoding="utf-8"), "presets-table", presets_table())
+    return files
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file is stale")
+    args = parser.parse_args(argv)
+    stale = []
+    for path, text in expected_files().items():
+        current = path.read_text(encoding="utf-8") if path.exists() else None
+        if current == text:
+            continue
+        stale.append(path.relative_to(ROOT))
+        if not args.check:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+    verb = "out of date" if args.check else "rewritten"
+    for path in stale:
+        print(f"{verb}: {path}")
+    return 1 if args.check and stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
