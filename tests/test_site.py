@@ -275,6 +275,22 @@ def test_concurrent_requests_are_all_recorded() -> None:
     assert sum(site.served().values()) == 40
 
 
+def test_hostile_retry_after_text_and_crafted_payloads() -> None:
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(png, "PNG")
+    payloads = (b"\xff\xd8\xff first", png.getvalue())
+    config = SiteConfig(size=16, max_rps=1, retry_after_text="²", payloads=payloads)
+    with FaceSite(config) as site, httpx.Client() as client:
+        answers = [client.get(site.url) for _ in range(2)]
+        site.config = SiteConfig(size=16, payloads=payloads)
+        served = [client.get(site.url) for _ in range(3)]
+    assert answers[1].status_code == 429 and answers[1].headers["retry-after"] == "²"  # sent as UTF-8
+    assert [answer.content for answer in served] == [payloads[1], payloads[0], payloads[1]]
+    assert [answer.headers["content-type"] for answer in served] == ["image/png", "image/jpeg", "image/png"]
+    with pytest.raises(ValueError, match="non-empty"):
+        SiteConfig(payloads=(b"",))
+
+
 def test_invalid_config_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown fault"):
         SiteConfig(faults={"gremlins": 0.1})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,26 +32,34 @@ from diffkit.scrape.validate import (
 )
 
 MAX_REDIRECTS = 5
+_DELTA_SECONDS = re.compile(r"[0-9]+")  # not str.isdigit: it accepts "²" and "١", which float() refuses
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date); None if unusable."""
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date); None if unusable.
+
+    A server controls this text: anything that is not ASCII digits or a date (``²``, which
+    ``str.isdigit`` accepts, a year 99999 date...) is unusable and the caller's own backoff applies.
+    """
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if _DELTA_SECONDS.fullmatch(value):
         return float(value)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when is None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     now = now or datetime.now(timezone.utc)
-    return max(0.0, (when - now).total_seconds())
+    try:
+        return max(0.0, (when - now).total_seconds())
+    except OverflowError:
+        return None
 
 
 def full_jitter_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from diffkit import __version__
 from diffkit.errors import DiffkitError
+from diffkit.scrape.redact import redact
 
 DEFAULT_USER_AGENT = f"diffkit/{__version__} (+https://github.com/diffkit/diffkit)"
 
@@ -71,16 +72,33 @@ class ScrapeConfig:
             raise DiffkitError(f"--expect-size must be positive, got {self.expect_size}")
         for url in (self.url,) if self.url is not None else self.candidate_urls:
             check_url(url)
+        check_user_agent(self.user_agent)
         if self.out.exists() and not self.out.is_dir():
             raise DiffkitError(f"--out {self.out} is a file, not a folder; pass the folder to fill")
 
 
 def check_url(url: str) -> None:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError as exc:  # "http://[::1" and friends
+        raise DiffkitError(f"the URL {redact(url)!r} cannot be parsed ({exc})") from None
     if parts.scheme.lower() not in {"http", "https"}:
-        raise DiffkitError(f"only http:// and https:// URLs can be scraped, got {url!r}")
-    if not parts.hostname:
-        raise DiffkitError(f"the URL {url!r} has no host name")
+        raise DiffkitError(f"only http:// and https:// URLs can be scraped, got {redact(url)!r}")
+    if not hostname:
+        raise DiffkitError(f"the URL {redact(url)!r} has no host name")
+
+
+def check_user_agent(user_agent: str) -> None:
+    """HTTP header values are bytes: printable ASCII only (no accents, no line breaks)."""
+    if not user_agent.strip():
+        raise DiffkitError("--user-agent must not be empty")
+    bad = sorted({char for char in user_agent if not " " <= char <= "~"})
+    if bad:
+        raise DiffkitError(
+            f"--user-agent must be printable ASCII text (an HTTP header cannot carry "
+            f"{', '.join(repr(char) for char in bad)}); got {user_agent!r}"
+        )
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from diffkit.errors import DiffkitError
+from diffkit.scrape.redact import redact
 from diffkit.scrape.validate import BLOCK_PAGE, CONNECTION_ERROR, TIMEOUT, Rejection, ValidImage
 
 # One request (with its retries) to a URL: the image and the URL that served it, or why not.
@@ -25,7 +26,8 @@ class ProbeStep:
     detail: str = ""
 
     def to_dict(self) -> dict[str, str]:
-        return {"url": self.url, "outcome": self.outcome, "detail": self.detail}
+        """For reports: credentials in URLs are never written (see :mod:`diffkit.scrape.redact`)."""
+        return {"url": redact(self.url), "outcome": self.outcome, "detail": redact(self.detail)}
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,8 @@ async def probe_endpoints(candidates: tuple[str, ...], user_url: str | None, att
     if user_url is not None:
         step = steps[0]
         advice = _advice(step.outcome)
-        raise DiffkitError(f"{user_url} gave no image ({step.outcome}: {step.detail}); {advice}")
-    tried = "; ".join(f"{step.url} -> {step.outcome}" for step in steps)
+        raise DiffkitError(redact(f"{user_url} gave no image ({step.outcome}: {step.detail}); {advice}"))
+    tried = redact("; ".join(f"{step.url} -> {step.outcome}" for step in steps))
     if all(step.outcome in (CONNECTION_ERROR, TIMEOUT) for step in steps):
         raise DiffkitError(f"cannot reach any known image endpoint ({tried}); check your network or proxy")
     raise DiffkitError(

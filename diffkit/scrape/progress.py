@@ -9,6 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from diffkit.console import shown
+
 
 class ScrapeProgress:
     """A rich progress bar on stderr (stdout stays clean for ``--json``); a no-op when disabled."""
@@ -20,7 +22,7 @@ class ScrapeProgress:
             TextColumn("[bold]kept"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
+            TextColumn("{task.fields[info]}"),  # markup: everything put in ``info`` goes through shown()
             TimeRemainingColumn(),
             console=console,
             disable=not enabled,
@@ -45,7 +47,7 @@ class ScrapeProgress:
             return
         self._last = now
         elapsed = max(now - run.started, 1e-9)
-        top = ", ".join(f"{reason} {count}" for reason, count in run.rejections.most_common(3))
+        top = ", ".join(f"{shown(reason)} {count}" for reason, count in run.rejections.most_common(3))
         info = (
             f"{run.requests / elapsed:.2f} req/s · dup {sum(run.duplicates.values())}"
             f" · rejected {sum(run.rejections.values())}" + (f" ({top})" if top else "")

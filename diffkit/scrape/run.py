@@ -10,20 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import signal
 import time
 from collections import Counter, deque
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from diffkit.console import shown
 from diffkit.errors import DiffkitError
+from diffkit.lock import LOCK_NAME, folder_lock
 from diffkit.scrape.client import Fetcher, RateLimiter, TransportFailure, full_jitter_delay, parse_retry_after
 from diffkit.scrape.config import ScrapeConfig
 from diffkit.scrape.endpoints import ProbeResult, probe_endpoints
 from diffkit.scrape.progress import ScrapeProgress
-from diffkit.scrape.storage import IMAGES_DIR, MANIFEST_NAME, ReconcileReport, Store
+from diffkit.scrape.redact import redact
+from diffkit.scrape.storage import IMAGES_DIR, MANIFEST_NAME, ReconcileReport, Store, check_manifest_header
 from diffkit.scrape.summary import ScrapeResult, write_scrape_report
 from diffkit.scrape.validate import (
     CONNECTION_ERROR,
@@ -203,14 +208,18 @@ class _Scrape:
         self.progress.update(self)
 
     async def worker(self) -> None:
-        while not self.stop_event.is_set() and self.kept + self.in_flight < self.config.n:
-            self.in_flight += 1
-            try:
-                outcome = await self.attempt_with_retries(self.url)
-            finally:
-                self.in_flight -= 1
-            if not isinstance(outcome, Rejection) and not self.stop_event.is_set():
-                self.keep_or_count(*outcome)
+        try:
+            while not self.stop_event.is_set() and self.kept + self.in_flight < self.config.n:
+                self.in_flight += 1
+                try:
+                    outcome = await self.attempt_with_retries(self.url)
+                finally:
+                    self.in_flight -= 1
+                if not isinstance(outcome, Rejection) and not self.stop_event.is_set():
+                    self.keep_or_count(*outcome)
+        except DiffkitError:  # the folder cannot be written (disk full...): every worker stops now
+            self.stop_event.set()
+            raise
 
     # -- the run -----------------------------------------------------------------------------------
     async def until_stopped(self, *coroutines: Any) -> None:
@@ -242,7 +251,8 @@ class _Scrape:
         if self.probe is None:
             return
         self.url = self.probe.url
-        say(f"endpoint: {self.probe.url} answered with an image ({self.probe.steps[-1].detail})")
+        say(f"endpoint: {shown(redact(self.probe.url))} answered with an image "
+            f"({shown(self.probe.steps[-1].detail)})")
         with self.progress:
             self.keep_or_count(self.probe.image, self.probe.served_by)
             self.progress.update(self, force=True)
@@ -266,14 +276,56 @@ class _Scrape:
 
 def reconcile_and_report(store: Store, config: ScrapeConfig) -> ReconcileReport:
     reconcile = store.reconcile(config.max_pixels, config.near_dup_threshold)
-    if reconcile.changed or reconcile.unknown_files:
-        say(f"reconcile {config.out}: {reconcile.describe()}")
+    if reconcile.changed or reconcile.unknown_files or reconcile.unsafe:
+        say(f"reconcile {shown(config.out)}: {shown(reconcile.describe())}")
     return reconcile
 
 
 def scrape(config: ScrapeConfig) -> ScrapeResult:
-    """Fill ``config.out`` up to ``config.n`` unique, valid images (resuming what is there)."""
+    """Fill ``config.out`` up to ``config.n`` unique, valid images (resuming what is there).
+
+    One run per folder: the folder's lock is held from start to end; a second run into the same
+    ``--out`` fails at once naming the process that holds it. A new folder that ends up empty (the
+    probe failed) is removed again. Credentials in the URL are used, never written or shown.
+    """
     config.validate()
+    check_manifest_header(config.out)  # a damaged manifest: one line, and nothing in the folder touched
+    created = _make_folder(config.out)
+    try:
+        with folder_lock(config.out, "scrape"):
+            return _scrape_locked(config)
+    except DiffkitError as exc:
+        message = redact(str(exc))  # stop messages quote server answers, which may echo the URL
+        if message != str(exc):
+            raise DiffkitError(message) from None
+        raise
+    finally:
+        if created:
+            _remove_if_empty(config.out)
+
+
+def _make_folder(out: Path) -> bool:
+    """Create ``out`` for its lock; True when this run created it."""
+    if out.is_dir():
+        return False
+    try:
+        out.mkdir(parents=True)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        raise DiffkitError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
+    return True
+
+
+def _remove_if_empty(out: Path) -> None:
+    """Undo :func:`_make_folder` when nothing but the lock file was put there (a failed start)."""
+    with contextlib.suppress(OSError):
+        if set(os.listdir(out)) <= {LOCK_NAME}:
+            (out / LOCK_NAME).unlink(missing_ok=True)
+            out.rmdir()
+
+
+def _scrape_locked(config: ScrapeConfig) -> ScrapeResult:
     store: Store | None = None
     reconcile = ReconcileReport()
     if (config.out / MANIFEST_NAME).exists() or (config.out / IMAGES_DIR).exists():
@@ -286,7 +338,7 @@ def scrape(config: ScrapeConfig) -> ScrapeResult:
         if run.kept < config.n:
             asyncio.run(run.main())
         else:
-            say(f"{config.out} already holds {run.kept} images (--n {config.n}): nothing to fetch")
+            say(f"{shown(config.out)} already holds {run.kept} images (--n {config.n}): nothing to fetch")
         if run.store is None or (run.probe is None and run.kept < config.n and not run.interrupted):
             if run.interrupted:
                 raise KeyboardInterrupt

@@ -9,6 +9,8 @@ from typing import Any
 
 from PIL import Image
 
+from diffkit.console import printable, shown
+from diffkit.scrape.redact import redact
 from diffkit.scrape.storage import ReconcileReport, Store
 
 CONTACT_SHEET_SIZE = 36
@@ -69,8 +71,8 @@ class ScrapeResult:
         else:
             stopped = "complete"
         return cls(
-            out=str(store.root),
-            url=run.url,
+            out=printable(store.root),
+            url=redact(run.url),
             target=run.config.n,
             kept_total=store.kept_count(),
             kept_new=len(run.kept_new),
@@ -88,10 +90,10 @@ class ScrapeResult:
             estimated_pool=estimate_pool(store.kept_count() - len(run.kept_new), valid, duplicates),
             reconcile=asdict(reconcile),
             probe=[step.to_dict() for step in run.probe.steps] if run.probe else [],
-            stopped=stopped,
+            stopped=redact(stopped),
             interrupted=run.interrupted,
-            manifest=str(store.manifest_path),
-            metadata=str(store.metadata_path),
+            manifest=printable(store.manifest_path),
+            metadata=printable(store.metadata_path),
             timeline=run.events,
             rate_history=[(t - run.started, rate) for t, rate in run.limiter.history],
         )
@@ -110,12 +112,12 @@ class ScrapeResult:
         rejected = ", ".join(f"{reason} {count}" for reason, count in self.rejections.items()) or "none"
         colour = "green" if self.kept_total >= self.target else "yellow"
         lines = [
-            f"[bold {colour}]kept {self.kept_total}/{self.target}[/] images in {self.out} "
-            f"(+{self.kept_new} this run) from {self.url or '-'}",
+            f"[bold {colour}]kept {self.kept_total}/{self.target}[/] images in {shown(self.out)} "
+            f"(+{self.kept_new} this run) from {shown(self.url or '-')}",
             f"requests {self.requests} in {self.duration_s:.1f} s ({self.requests_per_s:.2f}/s), "
             f"duplicates {self.duplicates_exact} exact + {self.duplicates_near} near "
             f"({self.duplicate_rate:.1%} of valid images)",
-            f"rejected: {rejected}",
+            f"rejected: {shown(rejected)}",
         ]
         if self.estimated_pool is not None and self.duplicates_exact + self.duplicates_near >= 10:
             # below ~10 duplicates the estimate is off by more than a third: not worth a line
@@ -123,8 +125,8 @@ class ScrapeResult:
         if self.interrupted:
             lines.append("[yellow]interrupted[/]: rerun the same command to resume")
         if self.report_html:
-            lines.append(f"report: {self.report_html}")
-        lines.extend(f"[yellow]warning:[/] {warning}" for warning in self.warnings)
+            lines.append(f"report: {shown(self.report_html)}")
+        lines.extend(f"[yellow]warning:[/] {shown(warning)}" for warning in self.warnings)
         return lines
 
 
@@ -170,8 +172,8 @@ def write_scrape_report(result: ScrapeResult, store: Store, kept_new: list[str],
     this_run = {**result.rejections, "duplicate_exact": result.duplicates_exact,
                 "duplicate_near": result.duplicates_near}
     table = reason_table(this_run, result.counts_all_runs)
-    shown = kept_new[-CONTACT_SHEET_SIZE:] or [row["file_name"] for row in store.rows()[-CONTACT_SHEET_SIZE:]]
-    images = [ReportImage(_thumbnail(store.root / name), Path(name).stem[:12]) for name in shown]
+    last = kept_new[-CONTACT_SHEET_SIZE:] or [row["file_name"] for row in store.rows()[-CONTACT_SHEET_SIZE:]]
+    images = [ReportImage(_thumbnail(store.root / name), Path(name).stem[:12]) for name in last]
     sections = [
         Section(heading="Rejections and duplicates by reason",
                 table=table or [{"reason": "none", "this run": 0, "all runs": 0}]),

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import imagehash
 from PIL import Image
 
+from diffkit.dataset.decode import UndecodableImage, to_8bit
+
 # Rejection reasons. ``http_<status>`` covers every other status code.
 BLOCK_PAGE = "block_page"  # an HTML page where an image was expected (landing page, CAPTCHA, ban)
 CONTENT_TYPE = "content_type"
@@ -110,10 +112,15 @@ def check_response(status: int, headers: Mapping[str, str], body: bytes) -> Reje
 
 
 def phash_of(data: bytes) -> int:
-    """64-bit pHash (unsigned) on the fixed ``HASH_DECODE`` path."""
+    """64-bit pHash (unsigned) on the fixed ``HASH_DECODE`` path.
+
+    16-bit greyscale PNGs are scaled to 8 bits first (imagehash's ``convert("L")`` would clamp them to
+    white); 8-bit images pass through untouched, so their hashes are those of every earlier version.
+    Raises :class:`UndecodableImage` for pixels without a known white level (float, 32-bit).
+    """
     with Image.open(io.BytesIO(data)) as image:
         image.draft("L", (256, 256))  # a no-op for non-JPEG formats
-        return int(str(imagehash.phash(image)), 16)
+        return int(str(imagehash.phash(to_8bit(image))), 16)
 
 
 def decode_image(
@@ -138,10 +145,14 @@ def decode_image(
         return Rejection(DECODE_ERROR, str(exc)[:120] or type(exc).__name__)
     if expect_size is not None and (width, height) != tuple(expect_size):
         return Rejection(WRONG_SIZE, f"{width}x{height}, expected {expect_size[0]}x{expect_size[1]}")
+    try:
+        phash = phash_of(data)
+    except UndecodableImage as exc:
+        return Rejection(DECODE_ERROR, str(exc)[:120])
     return ValidImage(
         data=data,
         sha256=hashlib.sha256(data).hexdigest(),
-        phash=phash_of(data),
+        phash=phash,
         width=width,
         height=height,
         extension=extension,

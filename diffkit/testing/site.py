@@ -60,6 +60,12 @@ class SiteConfig:
     redirect_host: str = "127.0.0.2"  # "redirect_offhost" sends 302 to this host, same port and path
     history: int = 512  # fresh images kept as sources for repeats and near-duplicates
     bomb_side: int = 30000  # "bomb": the width and height its JPEG header declares
+    # Hostile Retry-After: sent verbatim (UTF-8) with 429 and 503 instead of retry_after_s, e.g. "²",
+    # which str.isdigit accepts and float() refuses.
+    retry_after_text: str | None = None
+    # Crafted images: fresh images are these payloads in order (cycling) instead of drawn faces, e.g. a
+    # pair whose pHash distance is exactly a threshold. Near-duplicates still derive from drawn faces.
+    payloads: tuple[bytes, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.faults) - set(FAULT_KINDS))
@@ -74,6 +80,8 @@ class SiteConfig:
             raise ValueError("size must be >= 8 and jpeg_quality in 1..100")
         if self.max_rps is not None and self.max_rps <= 0:
             raise ValueError(f"max_rps must be positive or None, got {self.max_rps}")
+        if any(not payload for payload in self.payloads):
+            raise ValueError("payloads must be non-empty byte strings")
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,7 @@ class _Plan:
     face_seed: int = 0
     source: _Fresh | None = None
     params: dict[str, float] = field(default_factory=dict)
+    payload: bytes | None = None  # a crafted payload (SiteConfig.payloads) instead of a drawn face
 
 
 class FaceSite:
@@ -130,6 +139,7 @@ class FaceSite:
         self._records: list[RequestRecord] = []
         self._history: deque[_Fresh] = deque(maxlen=max(1, self.config.history))
         self._digests: set[str] = set()  # sha256 of every image payload served
+        self._crafted = 0  # crafted payloads served so far (SiteConfig.payloads)
         self._tokens = max(1.0, self.config.max_rps or 1.0)
         self._token_time = time.monotonic()
         self._stopping = threading.Event()
@@ -230,6 +240,9 @@ class FaceSite:
         if kind in ("repeat", "near_dup") and not self._history:
             kind = "image"  # nothing earlier to repeat yet
         plan = _Plan(kind=kind, face_seed=int(rng.integers(2**63)))
+        if kind == "image" and cfg.payloads:
+            plan.payload = cfg.payloads[self._crafted % len(cfg.payloads)]
+            self._crafted += 1
         if kind in ("repeat", "near_dup"):
             plan.source = self._history[int(rng.integers(len(self._history)))]
         if kind == "near_dup":
@@ -249,10 +262,21 @@ class FaceSite:
             return record
 
     def _retry_after(self) -> str:
+        if self.config.retry_after_text is not None:
+            # http.server writes header values as latin-1: pass the UTF-8 bytes through unchanged
+            return self.config.retry_after_text.encode("utf-8").decode("latin-1")
         seconds = self.config.retry_after_s
         if self.config.retry_after_http_date:
             return email.utils.formatdate(time.time() + seconds, usegmt=True)
         return str(max(0, math.ceil(seconds)))
+
+
+def _content_type(payload: bytes) -> str:
+    if payload.startswith(b"\x89PNG"):
+        return "image/png"
+    if payload[:4] == b"RIFF" and payload[8:12] == b"WEBP":
+        return "image/webp"
+    return "image/jpeg"  # drawn faces, and anything else (not_image's random bytes pose as JPEG)
 
 
 class _Server(ThreadingHTTPServer):
@@ -358,6 +382,8 @@ class _Handler(BaseHTTPRequestHandler):
             payload = bomb_jpeg(cfg.bomb_side)
         elif kind == "not_image":
             payload = np.random.default_rng(plan.face_seed).bytes(int(params["length"]))
+        elif plan.payload is not None:
+            payload = plan.payload
         else:  # image, stall, truncated, bad_length: a fresh face
             payload = encode_jpeg(plan.face_seed, cfg.size, cfg.jpeg_quality)
 
@@ -369,15 +395,15 @@ class _Handler(BaseHTTPRequestHandler):
         digest = hashlib.sha256(payload).hexdigest()
         with site._lock:
             record = RequestRecord(index=len(site._records), **base, status=200, kind=kind,
-                                   content_type="image/jpeg", content_length=declared, body_bytes=sent,
-                                   sha256=digest, source=source_index, detail=detail)
+                                   content_type=_content_type(payload), content_length=declared,
+                                   body_bytes=sent, sha256=digest, source=source_index, detail=detail)
             site._records.append(record)
             site._digests.add(digest)
             if kind == "image":
                 site._history.append(_Fresh(record.index, plan.face_seed, payload))
 
         self.send_response(200)
-        self.send_header("Content-Type", "image/jpeg")
+        self.send_header("Content-Type", _content_type(payload))
         self.send_header("Content-Length", str(declared))
         self.send_header("Cache-Control", "no-store")
         if kind in ("stall", "truncated", "bad_length"):

@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-rps", type=float, default=None, help="answer 429 above this request rate")
     parser.add_argument("--retry-after", type=float, default=1.0, help="Retry-After seconds on 429/503")
     parser.add_argument("--retry-after-http-date", action="store_true")
+    parser.add_argument("--retry-after-text", default=None,
+                        help="hostile: send this text verbatim as Retry-After (e.g. '²')")
     parser.add_argument("--fault", type=_parse_fault, action="append", default=[], metavar="KIND=RATE",
                         help=f"repeatable; kinds: {', '.join(FAULT_KINDS)}")
     parser.add_argument("--stall", type=float, default=30.0, help="seconds a 'stall' response hangs")
@@ -48,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                             image_path=args.image_path, repeat_rate=args.repeat_rate,
                             near_dup_rate=args.near_dup_rate, latency_s=args.latency, max_rps=args.max_rps,
                             retry_after_s=args.retry_after, retry_after_http_date=args.retry_after_http_date,
+                            retry_after_text=args.retry_after_text,
                             faults=dict(args.fault), stall_s=args.stall)
     except ValueError as error:
         parser.error(str(error))
