@@ -136,8 +136,10 @@ def test_move_quarantines_then_second_run_finds_nothing(planted: Path, tmp_path:
         assert (folder / cluster[0]).is_file()
         for rel in cluster[1:]:
             assert not (folder / rel).exists() and (quarantine / rel).is_file()  # relative path kept
-    log = (quarantine / MOVE_LOG_NAME).read_text().splitlines()
-    assert len(log) == moved.n_removed and json.loads(log[0])["keeper"]
+    log = [json.loads(line) for line in (quarantine / MOVE_LOG_NAME).read_text().splitlines()]
+    done = [line for line in log if line["event"] == "moved"]  # each move: an intent, then "moved"
+    assert len(done) == moved.n_removed == len(log) // 2 and done[0]["keeper"]
+    assert {line["id"] for line in log if line["event"] == "intent"} == {line["id"] for line in done}
 
     again = run(folder)
     assert again.clusters == [] and again.n_images == moved.n_images - moved.n_removed

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from diffkit.console import printable
 from diffkit.errors import DiffkitError
 
 HashKind = Literal["phash", "dhash", "whash", "ahash"]
@@ -38,7 +39,10 @@ MANIFEST_NAME = "manifest.sqlite"
 
 
 def default_quarantine(directory: Path) -> Path:
-    """Beside the folder, not inside it, so a training run over ``directory`` never sees the quarantine."""
+    """Beside the folder, not inside it, so a training run over ``directory`` never sees the quarantine.
+
+    Its last component is not resolved: a symlink planted there is refused (see ``validate``), never
+    followed."""
     directory = directory.resolve()
     return directory.parent / f"{directory.name}-duplicates"
 
@@ -68,7 +72,10 @@ class DedupeConfig:
 
     @property
     def effective_quarantine(self) -> Path:
-        return (self.quarantine or default_quarantine(self.directory)).resolve()
+        # --to is the user's choice (a symlink there is theirs to make); the default is not resolved.
+        if self.quarantine is not None:
+            return self.quarantine.resolve()
+        return default_quarantine(self.directory)
 
     def validate(self) -> None:
         """Raise a :class:`DiffkitError` naming the fix for any option a user got wrong."""
@@ -95,5 +102,11 @@ class DedupeConfig:
             quarantine = self.effective_quarantine
             if quarantine == root or quarantine in root.parents:
                 raise DiffkitError(
-                    f"quarantine folder {quarantine} contains {root}; pass --to a folder outside it"
+                    f"quarantine folder {printable(quarantine)} contains {printable(root)}; pass --to a"
+                    " folder outside it"
+                )
+            if self.quarantine is None and quarantine.is_symlink():
+                raise DiffkitError(
+                    f"the default quarantine folder {printable(quarantine)} is a symlink (never followed for"
+                    " a move); remove it or pass --to a folder"
                 )

@@ -4,6 +4,10 @@ Decoding dominates hashing time, so JPEGs are decoded by libjpeg's DCT scaling (
 >= 256 px grayscale before the hash resizes to 8-32 px; files are spread over all cores; and a SQLite
 cache in the folder keeps every hash keyed by (path, size, mtime_ns, hash kind, decode path), so a rerun
 only hashes new or changed files.
+
+Symlinks are not images of the folder: they are listed as skipped, never hashed, kept, moved or deleted
+(a link kept as "the original" would leave the real file deleted). Pixels go through the one 8-bit
+decoder (:func:`diffkit.dataset.to_8bit`), so a 16-bit PNG hashes as its picture, not as white.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import multiprocessing
 import os
 import re
 import sqlite3
+import stat
 import sys
 import time
 import warnings
@@ -25,11 +30,18 @@ import imagehash
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from diffkit.console import printable
+from diffkit.dataset.decode import UndecodableImage, to_8bit
 from diffkit.dedupe.config import CACHE_NAME, DECODE_DRAFT, IMAGE_SUFFIXES, MOVE_LOG_NAME
+from diffkit.safepath import unsafe_reason
 
 _DRAFT_SIZE = (256, 256)
 _WHASH_SCALE = 64  # fixed so that whash does not depend on the decoded size (imagehash's default does)
-_CACHE_SCHEMA = 1
+# 2: 16-bit PNGs are scaled to 8 bits before hashing (schema 1 hashed them as all-white). The cache key
+# (path, size, mtime) of such a file does not change, so opening a schema-1 cache forgets the rows of
+# PNG files (only PNG holds 16-bit pixels here); every other row keeps its hash, which is unchanged.
+_CACHE_SCHEMA = 2
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COMMIT_EVERY_S = 2.0  # a kill loses at most this much hashing work...
 _COMMIT_EVERY_N = 200  # ...or this many files (one small WAL transaction each)
 _MIN_FILES_FOR_POOL = 200
@@ -55,33 +67,61 @@ class HashRecord:
     error: str | None  # set when the file could not be read or decoded; it is then skipped
 
 
-def list_images(root: Path, skip: Iterable[Path] = ()) -> list[ImageFile]:
-    """Every image under ``root`` in path order. Left out: hidden files and folders, the ``skip`` folders
-    and any quarantine folder of an earlier run (it holds ``.diffkit-moves.jsonl``)."""
+@dataclass
+class FolderScan:
+    files: list[ImageFile]  # real image files, path order
+    symlinks: list[str]  # skipped symlinks (to image files or to folders; folders end in "/"), path order
+
+
+def scan_folder(root: Path, skip: Iterable[Path] = ()) -> FolderScan:
+    """Every image under ``root`` in path order. Left out: hidden files and folders, the ``skip`` folders,
+    any quarantine folder of an earlier run (it holds ``.diffkit-moves.jsonl``), and symlinks: a linked
+    file is not an image of this folder and a linked folder is not descended into (both are listed)."""
     root = root.resolve()
     skipped = {Path(p).resolve() for p in skip}
-    found: list[ImageFile] = []
-    for current, dirnames, filenames in os.walk(root):
+    scan = FolderScan([], [])
+    for current, dirnames, filenames in os.walk(root):  # followlinks=False: linked folders stay closed
         here = Path(current)
         if here != root and MOVE_LOG_NAME in filenames:  # an earlier run's quarantine folder
             dirnames[:] = []
             continue
-        dirnames[:] = sorted(
-            d for d in dirnames if not d.startswith(".") and (here / d).resolve() not in skipped
-        )
+        dirnames[:] = _folders_to_enter(root, here, dirnames, skipped, scan.symlinks)
         for name in sorted(filenames):
             if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
                 continue
             path = here / name
             try:
-                stat = path.stat()
-            except OSError:  # vanished or a dangling link: nothing to hash
+                info = os.lstat(path)
+            except OSError:  # vanished since the listing: nothing to hash
                 continue
-            if not os.path.isfile(path):
-                continue
-            found.append(ImageFile(path.relative_to(root).as_posix(), path, stat.st_size, stat.st_mtime_ns))
-    found.sort(key=lambda f: f.rel)
-    return found
+            rel = path.relative_to(root).as_posix()
+            if stat.S_ISLNK(info.st_mode):
+                scan.symlinks.append(rel)
+            elif stat.S_ISREG(info.st_mode):
+                scan.files.append(ImageFile(rel, path, info.st_size, info.st_mtime_ns))
+    scan.files.sort(key=lambda f: f.rel)
+    scan.symlinks.sort()
+    return scan
+
+
+def _folders_to_enter(
+    root: Path, here: Path, dirnames: list[str], skipped: set[Path], symlinks: list[str]
+) -> list[str]:
+    entered = []
+    for name in sorted(dirnames):
+        if name.startswith("."):
+            continue
+        path = here / name
+        if path.is_symlink():
+            symlinks.append(path.relative_to(root).as_posix() + "/")
+        elif path.resolve() not in skipped:
+            entered.append(name)
+    return entered
+
+
+def list_images(root: Path, skip: Iterable[Path] = ()) -> list[ImageFile]:
+    """The real image files of :func:`scan_folder`."""
+    return scan_folder(root, skip).files
 
 
 def bits_to_uint64(bits: np.ndarray) -> int:
@@ -113,7 +153,9 @@ def open_for_hashing(data: bytes, decode: str) -> tuple[Image.Image, int, int]:
     if decode == DECODE_DRAFT and image.format == "JPEG":
         image.draft("L", _DRAFT_SIZE)  # libjpeg DCT scaling: result stays >= 256 px on both sides
     image.load()
-    return image, width, height
+    # 8-bit images come back as the same object (hashes unchanged); 16-bit greyscale is scaled to 8 bits
+    # (imagehash's convert("L") would clamp it to white); float pixels raise UndecodableImage.
+    return to_8bit(image), width, height
 
 
 def hash_file(task: tuple[str, str, str]) -> tuple[str | None, int | None, int, int, str | None]:
@@ -135,9 +177,25 @@ def _describe(exc: Exception) -> str:
     """One stable line: no object addresses, so identical folders give identical reports."""
     if isinstance(exc, UnidentifiedImageError):
         return "not a readable image (unknown or damaged format)"
+    if isinstance(exc, UndecodableImage):
+        return f"cannot be decoded faithfully: {exc} (not guessed)"
     message = str(exc).splitlines()[0] if str(exc) else ""
     message = re.sub(r" at 0x[0-9a-fA-F]+", "", message)
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return printable(f"{type(exc).__name__}: {message}" if message else type(exc).__name__)
+
+
+def _db_key(rel: str) -> str | bytes:
+    """How a path is stored in SQLite: text when it is UTF-8, else its file-system bytes as a BLOB
+    (a name with undecodable bytes cannot be bound as text; the two kinds never collide)."""
+    try:
+        rel.encode("utf-8")
+        return rel
+    except UnicodeEncodeError:
+        return os.fsencode(rel)
+
+
+def _from_db_key(value: str | bytes) -> str:
+    return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
 def _to_signed(value: int | None) -> int | None:
@@ -159,6 +217,12 @@ class HashCache:
         self._db: sqlite3.Connection | None = None
         if not enabled:
             return
+        reason = self._unsafe(root)
+        if reason is not None:  # SQLite would write through the link, outside the folder
+            self.warning = (
+                f"hash cache not used: {reason} (never written through a symlink); every file is hashed"
+            )
+            return
         try:
             self._db = self._connect()
         except sqlite3.DatabaseError:
@@ -173,6 +237,14 @@ class HashCache:
         except (sqlite3.Error, OSError) as exc:
             self.warning = f"hash cache disabled ({exc}); every file is hashed"
 
+    @staticmethod
+    def _unsafe(root: Path) -> str | None:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            reason = unsafe_reason(root, CACHE_NAME + suffix)
+            if reason is not None:
+                return printable(reason)
+        return None
+
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30)
         try:
@@ -186,11 +258,30 @@ class HashCache:
             )
             db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(_CACHE_SCHEMA),))
+            (schema,) = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            if schema == "1":
+                self._forget_png_rows(db)
+                db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(_CACHE_SCHEMA),))
             db.commit()
         except BaseException:
             db.close()
             raise
         return db
+
+    def _forget_png_rows(self, db: sqlite3.Connection) -> None:
+        """Schema 1 -> 2: drop the rows of PNG files (by content), which may hold 16-bit pixels that
+        schema 1 hashed as white. Files that cannot be read now are dropped too (rehashed if back)."""
+        root = self.path.parent
+        stale = []
+        for (key,) in db.execute("SELECT DISTINCT rel FROM hashes").fetchall():
+            try:
+                with open(root / _from_db_key(key), "rb") as handle:
+                    head = handle.read(len(_PNG_SIGNATURE))
+            except OSError:
+                head = _PNG_SIGNATURE
+            if head == _PNG_SIGNATURE:
+                stale.append((key,))
+        db.executemany("DELETE FROM hashes WHERE rel = ?", stale)
 
     @property
     def enabled(self) -> bool:
@@ -205,8 +296,10 @@ class HashCache:
             (hash_kind, decode),
         )
         return {
-            rel: HashRecord(rel, size, mtime, sha, _to_unsigned(value), width, height, error)
-            for rel, size, mtime, sha, value, width, height, error in rows
+            _from_db_key(key): HashRecord(
+                _from_db_key(key), size, mtime, sha, _to_unsigned(value), width, height, error
+            )
+            for key, size, mtime, sha, value, width, height, error in rows
         }
 
     def store(self, hash_kind: str, decode: str, records: list[HashRecord]) -> None:
@@ -217,23 +310,33 @@ class HashCache:
                 self._db.executemany(
                     "INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
-                        (r.rel, hash_kind, decode, r.size, r.mtime_ns, r.sha256, _to_signed(r.hash),
-                         r.width, r.height, r.error)
+                        (
+                            _db_key(r.rel),
+                            hash_kind,
+                            decode,
+                            r.size,
+                            r.mtime_ns,
+                            r.sha256,
+                            _to_signed(r.hash),
+                            r.width,
+                            r.height,
+                            r.error and printable(r.error),
+                        )
                         for r in records
                     ],
                 )
-        except sqlite3.Error as exc:
-            self.warning = f"hash cache not updated ({exc})"
+        except (sqlite3.Error, UnicodeError) as exc:
+            self.warning = f"hash cache not updated ({printable(exc)})"
 
     def prune(self, present: set[str]) -> None:
         """Forget files that are gone (moved to quarantine, deleted), so the cache stays the folder's size."""
         if self._db is None:
             return
-        stored = {rel for (rel,) in self._db.execute("SELECT DISTINCT rel FROM hashes")}
+        stored = {_from_db_key(key) for (key,) in self._db.execute("SELECT DISTINCT rel FROM hashes")}
         gone = sorted(stored - present)
         if gone:
             with self._db:
-                self._db.executemany("DELETE FROM hashes WHERE rel = ?", [(rel,) for rel in gone])
+                self._db.executemany("DELETE FROM hashes WHERE rel = ?", [(_db_key(rel),) for rel in gone])
 
     def close(self) -> None:
         if self._db is not None:

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw
 
+from diffkit.console import printable
+from diffkit.dataset.decode import open_rgb
 from diffkit.report import Report, ReportImage, ReportPaths, Section, histogram, write_report
 
 if TYPE_CHECKING:
@@ -18,17 +20,18 @@ _MAX_MEMBERS_SHOWN = 8
 _MAX_NEAR_MISS_SHEETS = 24
 _KEEP_COLOUR = (46, 160, 67)
 _DUP_COLOUR = (214, 75, 75)
-_FATE = {"report": "duplicate (nothing was changed)", "move": "duplicate, moved to the quarantine folder",
-         "delete": "duplicate, deleted (grey tiles)"}
+_FATE = {
+    "report": "duplicate (nothing was changed)",
+    "move": "duplicate, moved to the quarantine folder",
+    "delete": "duplicate, deleted (grey tiles)",
+}
 
 
 def _thumbnail(path: Path) -> Image.Image:
     try:
-        with Image.open(path) as image:
-            image.draft("RGB", (_THUMB, _THUMB))
-            thumb = image.convert("RGB")
-            thumb.thumbnail((_THUMB, _THUMB))
-            return thumb
+        thumb = open_rgb(path, draft_side=_THUMB)  # the one decoder: a 16-bit PNG is not a white tile
+        thumb.thumbnail((_THUMB, _THUMB))
+        return thumb
     except Exception:  # moved, deleted or unreadable since the scan: show a grey tile
         return Image.new("RGB", (_THUMB, _THUMB), (200, 200, 200))
 
@@ -58,9 +61,13 @@ def build_report(result: DedupeResult, root: Path) -> Report:
     hi = max([threshold + 8, *nearest]) if nearest else threshold + 8
     figure = None
     if nearest:
-        figure = histogram(nearest, bins=[b - 0.5 for b in range(0, hi + 2)],
-                           xlabel=f"{result.hash_kind} distance to nearest neighbour (bits)",
-                           marker=threshold + 0.5, marker_label=f"threshold {threshold}")
+        figure = histogram(
+            nearest,
+            bins=[b - 0.5 for b in range(0, hi + 2)],
+            xlabel=f"{result.hash_kind} distance to nearest neighbour (bits)",
+            marker=threshold + 0.5,
+            marker_label=f"threshold {threshold}",
+        )
         figure.tight_layout()  # keep the axis label inside the picture
     sections = [
         Section(
@@ -85,33 +92,60 @@ def build_report(result: DedupeResult, root: Path) -> Report:
         colours = [_KEEP_COLOUR] + [_DUP_COLOUR] * (len(members) - 1)
         image = contact_sheet([locate(m) for m in members], colours)
         more = len(result.clusters[c]) - len(members)
-        caption = f"keep {members[0]}; " + ", ".join(
-            f"{m} ({d} bits)" for m, d in zip(members[1:], dists[1:], strict=True)
-        ) + (f" and {more} more" if more else "")
+        caption = (
+            f"keep {printable(members[0])}; "
+            + ", ".join(f"{printable(m)} ({d} bits)" for m, d in zip(members[1:], dists[1:], strict=True))
+            + (f" and {more} more" if more else "")
+        )
         sheets.append(ReportImage(image, caption))
-    sections.append(Section(
-        heading="Duplicate clusters",
-        text=(f"{result.n_clusters} clusters, largest first (showing {len(sheets)}). Green: kept; red:"
-              f" {_FATE[result.action]}. Distances are to the kept image."),
-        images=sheets,
-    ))
+    sections.append(
+        Section(
+            heading="Duplicate clusters",
+            text=(
+                f"{result.n_clusters} clusters, largest first (showing {len(sheets)}). Green: kept; red:"
+                f" {_FATE[result.action]}. Distances are to the kept image."
+            ),
+            images=sheets,
+        )
+    )
     misses = [
-        ReportImage(contact_sheet([locate(m["a"]), locate(m["b"])], [_KEEP_COLOUR, _KEEP_COLOUR]),
-                    f"{m['distance']} bits: {m['a']} | {m['b']}")
+        ReportImage(
+            contact_sheet([locate(m["a"]), locate(m["b"])], [_KEEP_COLOUR, _KEEP_COLOUR]),
+            f"{m['distance']} bits: {printable(m['a'])} | {printable(m['b'])}",
+        )
         for m in result.near_misses[:_MAX_NEAR_MISS_SHEETS]
     ]
-    sections.append(Section(
-        heading=f"Closest pairs above the threshold ({threshold} bits)",
-        text=("Not treated as duplicates. If some of these are the same picture, raise --threshold; if the"
-              " clusters above hold different pictures, lower it." if result.near_misses else
-              "No pair lies within 4 bits above the threshold: a clear gap."),
-        images=misses,
-        table=result.near_misses or None,
-    ))
+    data = result.to_dict()  # names with undecodable bytes shown as \xNN: the files are UTF-8
+    sections.append(
+        Section(
+            heading=f"Closest pairs above the threshold ({threshold} bits)",
+            text=(
+                "Not treated as duplicates. If some of these are the same picture, raise --threshold; if the"
+                " clusters above hold different pictures, lower it."
+                if result.near_misses
+                else "No pair lies within 4 bits above the threshold: a clear gap."
+            ),
+            images=misses,
+            table=data["near_misses"] or None,
+        )
+    )
     if result.unreadable:
-        sections.append(Section(heading="Unreadable files (skipped)", table=result.unreadable))
+        sections.append(Section(heading="Unreadable files (skipped)", table=data["unreadable"]))
+    if result.symlinks_skipped:
+        sections.append(
+            Section(
+                heading="Symlinks (skipped)",
+                text=(
+                    "Not images of this folder: never kept, moved or deleted; linked folders are not"
+                    " searched."
+                ),
+                table=[{"path": path} for path in data["symlinks_skipped"]],
+            )
+        )
+    if result.left_alone:
+        sections.append(Section(heading="Duplicates left alone", table=data["left_alone"]))
     if result.warnings:
-        sections.append(Section(heading="Warnings", text="\n".join(result.warnings)))
+        sections.append(Section(heading="Warnings", text="\n".join(data["warnings"])))
     summary = {
         "images": result.n_images,
         "unreadable": len(result.unreadable),
@@ -128,8 +162,13 @@ def build_report(result: DedupeResult, root: Path) -> Report:
         "from_cache": result.n_cached,
         "seconds": round(result.seconds.get("total", 0.0), 2),
     }
-    return Report(title=f"Dedupe {result.directory}", command="dedupe", summary=summary,
-                  sections=sections, data=result.to_dict())
+    return Report(
+        title=f"Dedupe {printable(result.directory)}",
+        command="dedupe",
+        summary=summary,
+        sections=sections,
+        data=data,
+    )
 
 
 def write_dedupe_report(result: DedupeResult, root: Path, path: Path | None) -> ReportPaths:
