@@ -8,9 +8,11 @@ features; torch-fidelity's own cache keys by name only and is not used.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,11 +22,12 @@ import numpy as np
 import torch
 
 from diffkit.atomic import atomic_write_bytes
+from diffkit.console import printable
 from diffkit.errors import DiffkitError
 from diffkit.metrics.images import ImageSet, load_images
 from diffkit.metrics.weights import ResolvedWeights
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: images decoded by open_rgb (16-bit scaled, alpha on white)
 DEFAULT_CACHE_DIR = Path("~/.cache/diffkit/features")
 
 ProgressFn = Callable[[int], None]  # called with the number of images just processed
@@ -58,8 +61,65 @@ class Extractor:
         }
 
 
+def _first_line(exc: BaseException, limit: int = 160) -> str:
+    """The reason in one line: torch's weights-only refusal is many lines of advice around one fact."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    found = re.search(r"WeightsUnpickler error: ([^\n]*?\.)(?:\s|$)", text)
+    line = found.group(1) if found else (text.splitlines()[0] if text else type(exc).__name__)
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _safe_state_dict(data: bytes, path: Path) -> dict[str, torch.Tensor]:
+    """A plain ``{name: tensor}`` dict from an unofficial file, without running any code from it.
+
+    ``weights_only=True`` allows only tensors and plain containers, so a crafted pickle (whose
+    ``__reduce__`` would run a shell command) is refused instead of executed; safetensors holds no code.
+    """
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load as load_safetensors
+
+        state = load_safetensors(data)
+    else:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or not all(
+        isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in state.items()
+    ):
+        raise ValueError(f"holds a {type(state).__name__}, not a state dict of tensors")
+    return state
+
+
+def weights_stream(weights: ResolvedWeights, what: str) -> io.BytesIO:
+    """The file's content for torch-fidelity's loader, which unpickles with ``weights_only=False``.
+
+    The bytes are read once and hashed again, so the file that is loaded is the file that was checked.
+    The pinned official file goes to torch-fidelity as it is; any other file is loaded here with
+    ``weights_only=True`` (or from safetensors) and re-saved from those plain tensors, so nothing
+    but tensors ever reaches the unsafe unpickler. Raises one-line DiffkitErrors.
+    """
+    shown_path = printable(weights.path)
+    try:
+        data = Path(weights.path).read_bytes()
+    except OSError as exc:
+        raise DiffkitError(f"cannot read {what} weights {shown_path}: {exc.strerror or exc}") from None
+    if hashlib.sha256(data).hexdigest() != weights.sha256:
+        raise DiffkitError(f"{what} weights {shown_path} changed while diffkit was reading it; run again")
+    if weights.official:
+        return io.BytesIO(data)
+    try:
+        state = _safe_state_dict(data, Path(weights.path))
+    except Exception as exc:  # any failure to load safely: refuse, never fall back to full unpickling
+        raise DiffkitError(
+            f"refusing {what} weights {shown_path}: not the official file (sha256 {weights.sha256[:16]}…) "
+            f"and not a plain state dict of tensors (loaded with weights_only=True): {_first_line(exc)}"
+        ) from None
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer
+
+
 class TorchFidelityExtractor(Extractor):
-    """torch-fidelity's registered extractors (``inception-v3-compat``, ``vgg16``) with a weights path."""
+    """torch-fidelity's registered extractors (``inception-v3-compat``, ``vgg16``) with a weights file."""
 
     def __init__(
         self, extractor: str, layers: tuple[str, ...], weights: ResolvedWeights, device: torch.device
@@ -71,17 +131,17 @@ class TorchFidelityExtractor(Extractor):
         self.outputs = layers
         self.weights = weights
         self.device = device
+        # torch-fidelity calls torch.load(path, weights_only=False) on whatever it is given: it only
+        # ever gets a stream that is the pinned file or was re-saved from safely loaded tensors
+        stream = weights_stream(weights, extractor)
         try:
             self.model = create_feature_extractor(
-                extractor,
-                list(layers),
-                cuda=False,
-                verbose=False,
-                feature_extractor_weights_path=str(weights.path),
+                extractor, list(layers), cuda=False, verbose=False, feature_extractor_weights_path=stream
             ).to(device)
-        except Exception as exc:  # any failure to unpickle/match a state dict means: wrong file
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DiffkitError(f"cannot load {extractor} weights from {weights.path}: {first}") from None
+        except Exception as exc:  # a state dict for another network (missing or misshapen keys)
+            raise DiffkitError(
+                f"cannot load {extractor} weights from {printable(weights.path)}: {_first_line(exc)}"
+            ) from None
 
     @torch.no_grad()
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
@@ -159,14 +219,26 @@ def cache_key(image_set: ImageSet, extractor: Extractor) -> str:
 
 
 def _load_cached(path: Path, outputs: tuple[str, ...], n: int) -> dict[str, np.ndarray] | None:
+    """The cached features at ``path``, or None for anything that is not a complete, readable entry."""
+    if path.is_symlink() or not path.is_file():
+        return None  # a link could point anywhere: never read through it (the write replaces the link)
     try:
         with np.load(path, allow_pickle=False) as data:
-            features = {name: data[name] for name in outputs}
-    except (OSError, KeyError, ValueError):
-        return None  # unreadable or from another version: recompute and overwrite
-    if any(array.shape[0] != n for array in features.values()):
+            features = {name: np.asarray(data[name]) for name in outputs}
+    except Exception:  # truncated (BadZipFile, EOFError, zlib.error), garbled or from another version
+        return None  # a cache entry is only a shortcut: recompute and overwrite
+    if any(array.ndim != 2 or array.shape[0] != n for array in features.values()):
         return None
     return features
+
+
+def _store_cached(path: Path, features: dict[str, np.ndarray]) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, **features)
+    # the folder was checked before extraction; a failed write (disk full) only costs a recompute
+    with contextlib.suppress(OSError):
+        # temp file + os.replace: a symlink at ``path`` is replaced by the new file, its target untouched
+        atomic_write_bytes(path, buffer.getvalue(), durable=False)
 
 
 def extract_features(
@@ -182,12 +254,11 @@ def extract_features(
     path = None
     if cache_dir is not None:
         path = Path(cache_dir).expanduser() / f"{key}.npz"
-        if path.is_file():
-            cached = _load_cached(path, extractor.outputs, len(image_set))
-            if cached is not None:
-                if progress:
-                    progress(len(image_set))
-                return FeatureSet(cached, key, path, True, 0)
+        cached = _load_cached(path, extractor.outputs, len(image_set))
+        if cached is not None:
+            if progress:
+                progress(len(image_set))
+            return FeatureSet(cached, key, path, True, 0)
 
     chunks: dict[str, list[np.ndarray]] = {name: [] for name in extractor.outputs}
     files = image_set.files
@@ -199,7 +270,5 @@ def extract_features(
             progress(len(batch))
     features = {name: np.concatenate(values).astype(np.float32) for name, values in chunks.items()}
     if path is not None:
-        buffer = io.BytesIO()
-        np.savez(buffer, **features)
-        atomic_write_bytes(path, buffer.getvalue(), durable=False)  # a lost cache file is only recomputed
+        _store_cached(path, features)
     return FeatureSet(features, key, path, False, len(files))

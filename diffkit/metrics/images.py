@@ -1,15 +1,21 @@
 """Image sets for evaluation: listing, content hashing and one shared preprocessing step.
 
-Generated and reference images go through the same function: decode, convert to RGB, centre-crop to
-a square if needed, resize to the generated images' resolution with PIL bicubic on uint8 (PIL rounds
-to nearest, it does not floor), and hand uint8 HxWx3 arrays to the engine. The engines then resize to
+Generated and reference images go through the same function: decode to faithful 8-bit RGB
+(:func:`diffkit.dataset.decode.open_rgb`: 16-bit PNGs are scaled, not clamped to white; transparent
+pixels on white; EXIF orientation not applied, as before), centre-crop to a square if needed, resize to
+the generated images' resolution with PIL bicubic on uint8 (PIL rounds to nearest, it does not floor),
+and hand uint8 HxWx3 arrays to the engine. The engines then resize to
 299 px themselves (torch-fidelity: TF1 bilinear; clean-fid: PIL bicubic), identically for both sets.
+
+An image that cannot be decoded faithfully (float or 32-bit pixels, a broken file) stops the evaluation
+with its path and the reason: leaving it out silently would change N and the numbers.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from diffkit.console import printable
+from diffkit.dataset.decode import UndecodableImage, open_rgb
 from diffkit.errors import DiffkitError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -47,7 +55,7 @@ class ImageSet:
 def list_images(folder: Path) -> list[Path]:
     """Image files under ``folder`` (recursive, hidden and quarantine folders skipped), sorted by path."""
     if not folder.is_dir():
-        raise DiffkitError(f"{folder} is not a folder")
+        raise DiffkitError(f"{printable(folder)} is not a folder")
     found = []
     for path in folder.rglob("*"):
         relative = path.relative_to(folder).parts
@@ -63,11 +71,13 @@ def select_images(folder: Path, n: int | None, role: str, hint: str = "") -> lis
     files = list_images(folder)
     if n is None:
         if len(files) < 2:
-            raise DiffkitError(f"{role} folder {folder} holds {len(files)} image(s); need at least 2")
+            raise DiffkitError(
+                f"{role} folder {printable(folder)} holds {len(files)} image(s); need at least 2"
+            )
         return files
     if len(files) < n:
         raise DiffkitError(
-            f"{role} folder {folder} holds {len(files)} image(s) but {n} were asked for"
+            f"{role} folder {printable(folder)} holds {len(files)} image(s) but {n} were asked for"
             + (f"; {hint}" if hint else "")
         )
     return files[:n]
@@ -78,7 +88,7 @@ def image_size(path: Path) -> tuple[int, int]:
         with Image.open(path) as image:
             return image.size
     except (OSError, Image.DecompressionBombError) as exc:
-        raise DiffkitError(f"cannot read image {path}: {exc}") from None
+        raise DiffkitError(f"cannot read image {printable(path)}: {exc}") from None
 
 
 def describe_set(root: Path, files: list[Path], resolution: int) -> ImageSet:
@@ -87,21 +97,22 @@ def describe_set(root: Path, files: list[Path], resolution: int) -> ImageSet:
     sizes: Counter[str] = Counter()
     for path in files:
         data = path.read_bytes()
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        # fsencode: a name that is not UTF-8 (surrogate-escaped by Python) hashes as its raw bytes
+        digest.update(os.fsencode(path.relative_to(root).as_posix()) + b"\0")
         digest.update(hashlib.sha256(data).digest())
         try:
             with Image.open(io.BytesIO(data)) as image:  # header only: no second read, no full decode
                 width, height = image.size
         except (OSError, Image.DecompressionBombError) as exc:
-            raise DiffkitError(f"cannot read image {path}: {exc}") from None
+            raise DiffkitError(f"cannot read image {printable(path)}: {exc}") from None
         sizes[f"{width}x{height}"] += 1
     n_lossy = sum(path.suffix.lower() in LOSSY_EXTENSIONS for path in files)
     return ImageSet(root, tuple(files), resolution, digest.hexdigest(), n_lossy, dict(sizes))
 
 
 def preprocess(image: Image.Image, resolution: int) -> np.ndarray:
-    """RGB, centre square crop, PIL bicubic resize to ``resolution`` -> uint8 (H, W, 3)."""
-    image = image.convert("RGB")
+    """8-bit image -> RGB, centre square crop, PIL bicubic resize to ``resolution`` -> uint8 (H, W, 3)."""
+    image = image if image.mode == "RGB" else image.convert("RGB")
     width, height = image.size
     if width != height:
         side = min(width, height)
@@ -117,10 +128,11 @@ def load_images(files: list[Path] | tuple[Path, ...], resolution: int) -> np.nda
     out = np.empty((len(files), resolution, resolution, 3), dtype=np.uint8)
     for index, path in enumerate(files):
         try:
-            with Image.open(path) as image:
-                out[index] = preprocess(image, resolution)
-        except (OSError, Image.DecompressionBombError) as exc:
-            raise DiffkitError(f"cannot read image {path}: {exc}") from None
+            image = open_rgb(path, exif=False)
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:  # UndecodableImage: ValueError
+            kind = "cannot evaluate image" if isinstance(exc, UndecodableImage) else "cannot read image"
+            raise DiffkitError(f"{kind} {printable(path)}: {exc}") from None
+        out[index] = preprocess(image, resolution)
     return out
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from diffkit.atomic import check_writable_dir
+from diffkit.console import printable, shown
 from diffkit.errors import DiffkitError
 from diffkit.metrics import caveats as cav
 from diffkit.metrics.config import EvalConfig
@@ -117,9 +119,10 @@ class EvalResult:
                 f"[bold]near-copies[/]: {self.memorization['n_flagged']} of {self.n_generated} "
                 f"({100 * self.memorization['share_flagged']:.1f}%)"
             )
-        lines += [f"[yellow]caveat[/] {note}" for note in self.caveats]
+        # caveats and the report path carry user paths: escaped, so "[bold]" in a name stays text
+        lines += [f"[yellow]caveat[/] {shown(note)}" for note in self.caveats]
         if self.report_html:
-            lines.append(f"report: {self.report_html}")
+            lines.append(f"report: {shown(self.report_html)}")
         return lines
 
 
@@ -142,7 +145,7 @@ def _resolve_inputs(config: EvalConfig) -> tuple[Path, Path, bool | None]:
         generated, reference = config.generated, config.reference
     for role, folder in (("generated", generated), ("reference", reference)):
         if not folder.is_dir():
-            raise DiffkitError(f"{role} folder {folder} does not exist")
+            raise DiffkitError(f"{role} folder {printable(folder)} does not exist")
     return generated, reference, reused
 
 
@@ -203,7 +206,7 @@ def _features(
     result: EvalResult,
     tag: str,
 ) -> dict[str, FeatureSet]:
-    cache_dir = config.cache_dir if config.cache_dir is not None else DEFAULT_CACHE_DIR
+    cache_dir = _cache_dir(config)
     out = {}
     for role, image_set in sets.items():
         callback = progress.task(f"{tag} features: {role}", len(image_set))
@@ -215,6 +218,34 @@ def _features(
         result.features_extracted[f"{tag}_{role}"] = feats.n_extracted
         out[role] = feats
     return out
+
+
+def _cache_dir(config: EvalConfig) -> Path | None:
+    """The feature cache folder; None when the default one cannot be written (then nothing is cached)."""
+    if config.cache_dir is not None:
+        return config.cache_dir.expanduser()
+    try:
+        return check_writable_dir(DEFAULT_CACHE_DIR.expanduser(), "the feature cache")
+    except DiffkitError:
+        return None
+
+
+def _check_outputs(config: EvalConfig) -> list[str]:
+    """Prove the cache and report folders writable before any feature is extracted; caveats to add."""
+    notes = []
+    if config.cache_dir is not None:
+        check_writable_dir(config.cache_dir.expanduser(), "the feature cache (--cache-dir)")
+    elif _cache_dir(config) is None:
+        notes.append(
+            f"The default feature cache {printable(DEFAULT_CACHE_DIR)} is not writable: features were "
+            "not cached (pass --cache-dir DIR)."
+        )
+    if config.write_report:
+        from diffkit.report.render import DEFAULT_REPORTS_DIR
+
+        folder = config.report.parent if config.report is not None else DEFAULT_REPORTS_DIR
+        check_writable_dir(folder, "the report (--report)")
+    return notes
 
 
 def _input_caveats(config: EvalConfig, gen: ImageSet, ref: ImageSet, extractor: Extractor) -> list[str]:
@@ -255,6 +286,7 @@ def _input_caveats(config: EvalConfig, gen: ImageSet, ref: ImageSet, extractor: 
 
 def evaluate(config: EvalConfig) -> EvalResult:
     config.validate()
+    output_notes = _check_outputs(config)  # before sampling (--run) and extraction: both take long
     timings: dict[str, float] = {}
     with _timed(timings, "inputs"):
         generated, reference, reused = _resolve_inputs(config)
@@ -272,11 +304,12 @@ def evaluate(config: EvalConfig) -> EvalResult:
         config.engine,
         "",
         metrics,
-        str(generated),
-        str(reference),
+        printable(generated),  # JSON and HTML: a non-UTF-8 folder name shown as \xNN, not a lone surrogate
+        printable(reference),
         gen_set.resolution,
         timings_s=timings,
         samples_reused=reused,
+        caveats=output_notes,
     )
     result.seeds = {
         "sampling": config.seed,
@@ -377,5 +410,5 @@ def evaluate(config: EvalConfig) -> EvalResult:
 
         with _timed(timings, "report"):
             paths = build_report(config, result, gen_set, ref_set, memo)
-        result.report_html, result.report_json = str(paths.html), str(paths.json)
+        result.report_html, result.report_json = printable(paths.html), printable(paths.json)
     return result

@@ -86,8 +86,12 @@ def ensure_samples(config: EvalConfig) -> tuple[Path, bool]:
         progress=config.progress,
     )
     images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[0] != config.samples or \
-            images.shape[-1] not in (1, 3):
+    if (
+        images.dtype != np.uint8
+        or images.ndim != 4
+        or images.shape[0] != config.samples
+        or images.shape[-1] not in (1, 3)
+    ):
         raise DiffkitError(
             f"generate_images returned {images.dtype} {images.shape}, expected uint8 "
             f"({config.samples}, H, W, 3)"

@@ -6,8 +6,14 @@ online. Nothing else in ``diffkit eval`` touches the network.
 
 Files given explicitly (option or environment) may differ from the official file, e.g. weights made
 for tests; they are used, and the result says loudly that the numbers are not comparable with
-published ones. A file in an engine cache must match its pin: a mismatch there means a corrupt or
-partial download, and using it silently would produce wrong numbers.
+published ones. Such a file is never unpickled: it must be a plain state dict that loads with
+``torch.load(weights_only=True)`` (or a ``.safetensors`` file), see
+:func:`diffkit.metrics.features.weights_stream`; only the pinned official file (sha256 match, checked
+before any load) goes through torch-fidelity's own loader. clean-fid's file is TorchScript, read by
+torch's C++ loader, not by Python's pickle.
+
+A file in an engine cache must match its pin: a mismatch there means a corrupt or partial download,
+and using it silently would produce wrong numbers.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diffkit.atomic import atomic_open
+from diffkit.console import printable
 from diffkit.errors import DiffkitError
 
 INCEPTION_ENV = "DIFFKIT_INCEPTION_WEIGHTS"
@@ -99,7 +106,7 @@ class ResolvedWeights:
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "path": str(self.path),
+            "path": printable(self.path),
             "sha256": self.sha256,
             "source": self.source,
             "official": self.official,

@@ -14,6 +14,7 @@ diffkit marks results computed with it as not comparable with published values.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -50,10 +51,12 @@ def make_inception_weights(path: Path, calibration: np.ndarray | None = None, se
         raise ValueError(f"calibration must be uint8 (B>=2, H, W, 3), got {images.dtype} {images.shape}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({}, path)  # the constructor loads this file (and ignores it) instead of downloading
+    placeholder = io.BytesIO()
+    torch.save({}, placeholder)  # the constructor loads this (and ignores it) instead of downloading
+    placeholder.seek(0)
     torch.manual_seed(seed)
     model = _UnloadedInceptionV3(
-        "inception-v3-compat", INCEPTION_FEATURES, feature_extractor_weights_path=str(path)
+        "inception-v3-compat", INCEPTION_FEATURES, feature_extractor_weights_path=placeholder
     )
     for module in model.modules():
         if isinstance(module, torch.nn.Conv2d):
@@ -67,5 +70,5 @@ def make_inception_weights(path: Path, calibration: np.ndarray | None = None, se
     with torch.no_grad():
         model(torch.from_numpy(images.transpose(0, 3, 1, 2).copy()))
     model.eval()
-    torch.save(model.state_dict(), path)
+    torch.save(model.state_dict(), path)  # tensors only: loads with torch.load(weights_only=True)
     return path
