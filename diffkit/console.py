@@ -1,4 +1,4 @@
-"""Showing user text in the terminal: never parsed as markup, never crashing on odd bytes.
+"""The terminal: user text shown safely, the one stderr console and progress bar, the result base.
 
 A URL, path or file name may contain ``[bold]`` or ``[/]`` (rich markup) or bytes that are not UTF-8
 (valid file names on Linux, decoded by Python with ``surrogateescape``). Every piece of user text that
@@ -8,11 +8,23 @@ goes into a rich string passes through :func:`shown`; text for files (HTML, JSON
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from pathlib import Path
+from typing import Any
 
+from rich.console import Console
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
-__all__ = ["printable", "shown"]
+__all__ = ["Bar", "CommandResult", "err_console", "printable", "progress_default", "shown"]
 
 
 def printable(value: object) -> str:
@@ -30,3 +42,95 @@ def printable(value: object) -> str:
 def shown(value: object) -> str:
     """User text for a rich markup string: printable and with markup escaped."""
     return escape(printable(value))
+
+
+# --- the one stderr console and the one progress bar ------------------------------------------------
+
+# Progress, warnings and errors go to stderr so that stdout stays clean for ``--json`` and pipes.
+err_console = Console(stderr=True)
+
+# The free-text column of a bar is cut to this many characters: at 80 columns a growing rejection
+# list must never push out the bar's count and ETA.
+INFO_WIDTH = 28
+
+
+def progress_default() -> bool:
+    """``--progress`` is on by default when stderr is a terminal (also under ``--json``)."""
+    return err_console.is_terminal
+
+
+def _clip(text: str, width: int = INFO_WIDTH) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+class Bar:
+    """One progress bar on stderr: description, bar, done/total, a short info text, elapsed, ETA.
+
+    A no-op when ``enabled`` is false. ``info`` is user-facing free text; it is escaped and clipped.
+    Use as a context manager; ``update`` may be called from worker threads (rich locks internally).
+    """
+
+    def __init__(self, description: str, total: float | None, enabled: bool, transient: bool = True) -> None:
+        self.enabled = enabled
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(bar_width=None if total is None else 24),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            disable=not enabled,
+            transient=transient,
+        )
+        self._task = self._progress.add_task(shown(description), total=total, info="")
+
+    def __enter__(self) -> Bar:
+        if self.enabled:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.enabled:
+            self._progress.stop()
+
+    def update(
+        self, completed: float | None = None, advance: float | None = None, info: str | None = None
+    ) -> None:
+        if not self.enabled:
+            return
+        fields: dict[str, Any] = {}
+        if info is not None:
+            fields["info"] = shown(_clip(info))
+        self._progress.update(self._task, completed=completed, advance=advance, **fields)
+
+    def set_total(self, total: float | None) -> None:
+        if self.enabled:
+            self._progress.update(self._task, total=total)
+
+
+# --- the result every command returns -----------------------------------------------------------------
+
+
+class CommandResult:
+    """What every command returns: the CLI prints ``summary_lines()`` or, with ``--json``, ``to_dict()``.
+
+    A mixin for the commands' dataclasses: they add their fields; ``interrupted`` (Ctrl-C: exit 130)
+    and ``report_paths()`` have defaults so that the CLI never needs ``getattr``.
+    """
+
+    interrupted: bool = False
+
+    def report_paths(self) -> list[Path]:
+        """The report files this command wrote (HTML first), for the demo and the run page."""
+        return []
+
+    def summary_lines(self) -> list[str]:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        from diffkit.output import to_jsonable  # output builds on this module
+
+        if dataclasses.is_dataclass(self):
+            return {f.name: to_jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return dict(vars(self))
