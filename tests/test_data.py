@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,7 @@ from PIL import Image
 
 import diffkit.data.cache as cache_module
 from diffkit.data import DeviceBatcher, ImageCache, load_image_dataset
+from diffkit.data.folder import ImageFile, content_key
 from diffkit.errors import DiffkitError
 from diffkit.testing.faces import write_face_folder
 
@@ -249,3 +253,88 @@ def test_exif_orientation_and_transparency_are_applied(tmp_path: Path) -> None:
     assert rotated[1, RES // 2, 0] > 200 and rotated[1, RES // 2, 2] < 60  # top row red
     assert rotated[-2, RES // 2, 2] > 200 and rotated[-2, RES // 2, 0] < 60  # bottom row blue
     assert (cache.images[cache.files.index("transparent.png")] == 255).all()  # on white, not black
+
+
+def write_png16(path: Path, pixels: np.ndarray) -> None:
+    """A 16-bit PNG, greyscale (2-D) or RGB (3-D), written by hand: Pillow cannot write 16-bit RGB."""
+    height, width = pixels.shape[:2]
+    colour_type = 2 if pixels.ndim == 3 else 0
+    raw = b"".join(b"\0" + pixels[y].astype(">u2").tobytes() for y in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+    path.write_bytes(png)
+
+
+def test_16_bit_pngs_give_the_same_pixels_as_8_bit(tmp_path: Path) -> None:
+    # Issue 9: Image.convert("RGB") clamps 16-bit greyscale at 255, so a 16-bit face cached all white.
+    rng = np.random.default_rng(0)
+    grey8 = rng.integers(0, 256, (24, 20), dtype=np.uint8)
+    rgb8 = rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    Image.fromarray(grey8, mode="L").save(folder / "grey8.png")
+    Image.fromarray(grey8.astype(np.uint16) * 257).save(folder / "grey16.png")  # Pillow writes I;16
+    Image.fromarray(rgb8).save(folder / "rgb8.png")
+    write_png16(folder / "rgb16.png", rgb8.astype(np.uint16) * 257)
+    with Image.open(folder / "grey16.png") as image:
+        assert image.mode.startswith("I")  # really a 16-bit file
+    cache = load(folder)
+    assert cache.skipped == [] and len(cache) == 4
+    pixels = {name: cache.images[cache.files.index(name)].astype(int) for name in cache.files}
+    assert np.abs(pixels["grey16.png"] - pixels["grey8.png"]).max() <= 1
+    assert np.abs(pixels["rgb16.png"] - pixels["rgb8.png"]).max() <= 1
+    assert pixels["grey16.png"].mean() < 200  # not the all-white square of the clamping decoder
+
+
+def test_modes_without_a_white_level_are_skipped_with_the_reason(tmp_path: Path) -> None:
+    # Pillow opens by content, so a float or 32-bit TIFF named .png reaches the decoder: skip, never guess.
+    write_face_folder(tmp_path, 2, size=16, seed=2)
+    floats = np.linspace(0.0, 1.0, 256, dtype=np.float32).reshape(16, 16)
+    Image.fromarray(floats, mode="F").save(tmp_path / "float.png", format="TIFF")
+    Image.fromarray((floats * 1e6).astype(np.int32), mode="I").save(tmp_path / "int32.png", format="TIFF")
+    cache = load(tmp_path)
+    assert len(cache) == 2 and [path for path, _ in cache.skipped] == ["float.png", "int32.png"]
+    reasons = dict(cache.skipped)
+    assert "floating-point" in reasons["float.png"] and "32-bit integer" in reasons["int32.png"]
+
+
+def test_file_names_that_are_not_utf8_are_cached_and_keep_utf8_keys(tmp_path: Path) -> None:
+    # Valid on Linux (bytes from an old Latin-1 archive); Python holds them as surrogate escapes.
+    folder = tmp_path / "data"
+    paths = write_face_folder(folder, 3, size=16, seed=4)
+    latin1 = os.fsdecode(b"caf\xe9.png")
+    os.rename(paths[0], folder / latin1)
+    (folder / os.fsdecode(b"br\xefken.png")).write_bytes(b"not an image")
+    cache = load(folder)
+    assert len(cache) == 3 and latin1 in cache.files
+    assert [path for path, _ in cache.skipped] == [os.fsdecode(b"br\xefken.png")]
+    assert load(folder).reused  # the header round-trips the name
+    # UTF-8 names hash as before (same bytes), so existing caches stay valid.
+    files = [ImageFile("caf\u00e9.png", 10, 20, 30), ImageFile("a/b.jpg", 1, 2, 3)]
+    old = hashlib.sha256(b"diffkit-image-cache v1 16px\n")
+    for f in files:
+        old.update(f"{f.relative_path}\0{f.size}\0{f.mtime_ns}\0{f.ctime_ns}\n".encode())
+    assert content_key(files, 16, 1) == old.hexdigest()
+
+
+def test_a_symlinked_cache_folder_in_the_data_is_never_written_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_folder(tmp_path / "faces")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "images-16px-0123456789abcdef.json").write_text('{"data_dir": "x"}')  # pruning bait
+    (tmp_path / "faces" / ".diffkit-cache").symlink_to(elsewhere, target_is_directory=True)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    cache = load(tmp_path / "faces")
+    assert cache.cache_path.parent == tmp_path / "home" / ".cache" / "diffkit"
+    assert [p.name for p in elsewhere.iterdir()] == ["images-16px-0123456789abcdef.json"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -14,8 +15,13 @@ from diffkit.models import PRESETS, UNet, UNetConfig, count_parameters, flops_pe
 from diffkit.models.blocks import AttentionBlock
 
 TINY16 = UNetConfig(
-    channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(8,), dropout=0.0,
-    resolution=16, head_dim=16,
+    channels=16,
+    channel_mults=(1, 2),
+    num_res_blocks=1,
+    attention_resolutions=(8,),
+    dropout=0.0,
+    resolution=16,
+    head_dim=16,
 )
 
 
@@ -186,3 +192,39 @@ def test_config_json_round_trip_and_errors() -> None:
         preset_config("base", 36)
     with pytest.raises(DiffkitError, match="Unknown U-Net config keys"):
         UNetConfig.from_dict({**config.to_dict(), "colour": "blue"})
+
+
+def test_parameter_estimate_matches_the_built_model() -> None:
+    """The config-only count (used to refuse huge configs before allocating) equals the real count."""
+    from diffkit.models.config import estimate_parameters  # here: the module imports on older code too
+
+    configs = [preset_config(name, 64) for name in PRESETS] + [
+        TINY16,
+        UNetConfig(
+            channels=24, channel_mults=(1, 3, 2), num_res_blocks=2, attention_resolutions=(32, 8),
+            dropout=0.0, resolution=32, in_channels=1, out_channels=6, head_dim=8, num_classes=10,
+        ),
+    ]  # fmt: skip
+    for config in configs:
+        with torch.device("meta"):
+            model = UNet(config)
+        assert estimate_parameters(config) == count_parameters(model), config
+
+
+def test_absurd_or_mistyped_configs_are_refused_before_allocating() -> None:
+    base = preset_config("tiny", 16).to_dict()
+    cases = {
+        "channels": ({**base, "channels": 4000}, "52.7B parameters"),
+        "blocks": ({**base, "num_res_blocks": 10**9}, "num_res_blocks 1000000000 is above the limit"),
+        "resolution": ({**base, "resolution": 2**20}, "resolution 1048576 is above the limit"),
+        "type": ({**base, "channels": "32"}, "channels must be an integer"),
+        "mults": ({**base, "channel_mults": 4}, "channel_mults must be a list of integers"),
+        "missing": ({k: v for k, v in base.items() if k != "dropout"}, "missing keys ['dropout']"),
+        "heads": (
+            {**base, "channels": 200, "head_dim": 64},
+            "400 channels do not split into 6 attention heads",
+        ),
+    }
+    for data, message in cases.values():
+        with pytest.raises(DiffkitError, match=re.escape(message)):
+            UNetConfig.from_dict(data)  # a config only: refused from its numbers, nothing is built

@@ -55,8 +55,14 @@ class ImageCache:
 
 
 def default_cache_dirs(data_dir: Path) -> list[Path]:
-    """Where caches are looked for, in order: beside the data, then the user's cache folder."""
-    return [data_dir / CACHE_DIR_NAME, Path.home() / ".cache" / "diffkit"]
+    """Where caches are looked for, in order: beside the data, then the user's cache folder.
+
+    A ``.diffkit-cache`` that is a symlink is passed over: it came with the data (a downloaded or
+    copied folder), and writing and pruning caches through it would touch files outside the folder.
+    """
+    beside = data_dir / CACHE_DIR_NAME
+    user = Path.home() / ".cache" / "diffkit"
+    return [user] if beside.is_symlink() else [beside, user]
 
 
 def load_image_dataset(

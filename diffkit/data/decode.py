@@ -5,36 +5,29 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
+
+from diffkit.console import printable
+from diffkit.dataset.decode import open_rgb
 
 __all__ = ["DECODER_VERSION", "decode_image", "decode_or_reason"]
 
-# Bump when the pixels produced for the same file change (invalidates every cache).
-DECODER_VERSION = 1
+# Bump when the pixels produced for the same file change (invalidates every cache). Decoding through
+# open_rgb left every 8-bit image byte-identical; only 16-bit images (formerly clamped to white) and
+# float/32-bit ones (now skipped) changed.
+DECODER_VERSION = 2  # 2: 16-bit images scaled (version 1 clamped them to white)
 
 
 def decode_image(path: Path, resolution: int) -> np.ndarray:
     """Center-crop to a square and resize with Lanczos (antialiased) to ``resolution``; HWC uint8 RGB.
 
-    JPEGs are first decoded at a reduced DCT scale (``draft``) that still keeps at least twice the
-    target size, which makes 1024 px -> 64 px about 10x cheaper; Lanczos then does the last >= 2x.
-    EXIF orientation is applied; transparent pixels are composited on white.
+    Decoding is :func:`diffkit.dataset.open_rgb`, the decoder dedupe and eval use too: EXIF orientation
+    applied, transparency composited on white, 16-bit greyscale scaled (not clamped) to 8 bits. JPEGs
+    are first decoded at a reduced DCT scale (``draft``) that still keeps at least twice the target
+    size, which makes 1024 px -> 64 px about 10x cheaper; Lanczos then does the last >= 2x. Pixel
+    modes with no known white level (float, 32-bit integer) raise ``UndecodableImage``.
     """
-    with Image.open(path) as image:
-        # Pillow only warns between 89 and 179 Mpx; a training image that large is a bomb or a mistake.
-        if Image.MAX_IMAGE_PIXELS and image.width * image.height > Image.MAX_IMAGE_PIXELS:
-            raise ValueError(f"{image.width}x{image.height} exceeds the decompression-bomb limit")
-        if image.format == "JPEG":
-            short = min(image.size)
-            scale = max(1, short // (2 * resolution))
-            image.draft("RGB", (image.width // scale, image.height // scale))
-        image = ImageOps.exif_transpose(image)
-        image.load()
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(canvas, rgba)
-    image = image.convert("RGB")
+    image = open_rgb(path, draft_side=2 * resolution)
     width, height = image.size
     side = min(width, height)
     left, top = (width - side) // 2, (height - side) // 2
@@ -49,5 +42,5 @@ def decode_or_reason(job: tuple[int, str, int]) -> tuple[int, np.ndarray | None,
     try:
         return index, decode_image(Path(path), resolution), ""
     except Exception as error:  # any decoder failure means "skip and list", never a crash
-        reason = f"{type(error).__name__}: {error}".strip().splitlines()[0][:200]
+        reason = printable(f"{type(error).__name__}: {error}").strip().splitlines()[0][:200]
         return index, None, reason

@@ -74,8 +74,12 @@ def content_key(files: list[ImageFile], resolution: int, decoder_version: int) -
     set back by tools that restore mtimes (``touch -d``, ``rsync -t``), so a same-size edit with a
     forged mtime still invalidates. The cost of the choice is an occasional needless rebuild (after
     ``chmod`` or copying the folder), never a stale cache.
+
+    Paths are hashed as their file-system bytes (``os.fsencode``): a name that is not UTF-8 (valid on
+    Linux, held by Python as surrogate escapes) hashes like any other, and UTF-8 names keep their key.
     """
     digest = hashlib.sha256(f"diffkit-image-cache v{decoder_version} {resolution}px\n".encode())
     for f in files:
-        digest.update(f"{f.relative_path}\0{f.size}\0{f.mtime_ns}\0{f.ctime_ns}\n".encode())
+        digest.update(os.fsencode(f.relative_path))
+        digest.update(f"\0{f.size}\0{f.mtime_ns}\0{f.ctime_ns}\n".encode())
     return digest.hexdigest()

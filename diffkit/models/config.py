@@ -14,7 +14,30 @@ from typing import Any
 
 from diffkit.errors import DiffkitError
 
-__all__ = ["PRESETS", "UNetConfig", "UNetPreset", "preset_config"]
+__all__ = [
+    "MAX_PARAMETERS",
+    "MAX_RESOLUTION",
+    "PRESETS",
+    "UNetConfig",
+    "UNetPreset",
+    "estimate_parameters",
+    "preset_config",
+]
+
+# A config from a snapshot or config.json is data, not code: one with channels=4000 or a million blocks
+# would otherwise allocate tens of GB (or hang) before failing. Far above any preset (38M params, 64 px).
+MAX_PARAMETERS = 2_000_000_000
+MAX_RESOLUTION = 4096
+# Per-field bounds, checked first so that the parameter count below is a short loop of small numbers.
+_FIELD_LIMITS = {
+    "channels": 1 << 16,
+    "num_res_blocks": 64,
+    "head_dim": 1 << 16,
+    "in_channels": 4096,
+    "num_classes": 1 << 20,
+}
+_MAX_MULT, _MAX_LEVELS = 1 << 10, 16
+_INT_FIELDS = ("channels", "num_res_blocks", "resolution", "in_channels", "head_dim", "num_classes")
 
 
 @dataclass(frozen=True)
@@ -33,6 +56,7 @@ class UNetConfig:
     num_classes: int = 0  # > 0: class-conditional, label ``num_classes`` is the null (unconditional) label
 
     def __post_init__(self) -> None:
+        _check_types(self)
         # JSON gives lists; store tuples so configs compare equal and stay hashable.
         object.__setattr__(self, "channel_mults", tuple(int(m) for m in self.channel_mults))
         object.__setattr__(self, "attention_resolutions", tuple(int(r) for r in self.attention_resolutions))
@@ -63,8 +87,48 @@ class UNetConfig:
             )
         if self.head_dim < 1 or self.in_channels < 1:
             problems.append("head_dim and in_channels must be positive")
+        if self.num_classes < 0 or (self.out_channels is not None and self.out_channels < 1):
+            problems.append("num_classes must be >= 0 and out_channels positive")
+        problems += self._size_problems()
         if problems:
             raise DiffkitError("Invalid U-Net config: " + "; ".join(problems) + ".")
+        params = estimate_parameters(self)
+        if params > MAX_PARAMETERS:
+            raise DiffkitError(
+                f"Invalid U-Net config: it has {params / 1e9:.1f}B parameters, more than the "
+                f"{MAX_PARAMETERS / 1e9:.0f}B diffkit builds "
+                f"({params * 4 / 2**30:.0f} GiB of fp32 weights alone)."
+            )
+        for width in self._attention_widths():
+            heads = max(1, width // self.head_dim)
+            if width % heads:
+                raise DiffkitError(
+                    f"Invalid U-Net config: {width} channels do not split into {heads} attention heads "
+                    f"of about head_dim={self.head_dim}."
+                )
+
+    def _size_problems(self) -> list[str]:
+        problems = []
+        for name, limit in _FIELD_LIMITS.items():
+            if getattr(self, name) > limit:
+                problems.append(f"{name} {getattr(self, name)} is above the limit of {limit}")
+        if self.out_channels is not None and self.out_channels > _FIELD_LIMITS["in_channels"]:
+            problems.append(
+                f"out_channels {self.out_channels} is above the limit of {_FIELD_LIMITS['in_channels']}"
+            )
+        if len(self.channel_mults) > _MAX_LEVELS or max(self.channel_mults, default=1) > _MAX_MULT:
+            problems.append(f"channel_mults allows at most {_MAX_LEVELS} levels of at most {_MAX_MULT}x")
+        if self.resolution > MAX_RESOLUTION:
+            problems.append(f"resolution {self.resolution} is above the limit of {MAX_RESOLUTION} px")
+        return problems
+
+    def _attention_widths(self) -> set[int]:
+        widths = {
+            self.channels * mult
+            for mult, size in zip(self.channel_mults, self.level_resolutions, strict=True)
+            if size in self.attention_resolutions
+        }
+        return widths | {self.channels * self.channel_mults[-1]}  # the bottleneck always attends
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -74,13 +138,86 @@ class UNetConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UNetConfig:
-        known = {field.name for field in dataclasses.fields(cls)}
+        if not isinstance(data, dict):
+            raise DiffkitError(f"Invalid U-Net config: expected a JSON object, got {type(data).__name__}.")
+        fields = dataclasses.fields(cls)
+        known = {field.name for field in fields}
         unknown = sorted(set(data) - known)
         if unknown:
             raise DiffkitError(
                 f"Unknown U-Net config keys {unknown}; was the snapshot written by a newer diffkit?"
             )
+        required = [f.name for f in fields if f.default is dataclasses.MISSING and f.name not in data]
+        if required:
+            raise DiffkitError(f"Invalid U-Net config: missing keys {required}.")
         return cls(**data)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_types(config: UNetConfig) -> None:
+    """Wrong JSON types (a string for channels, a number for channel_mults) as one clear error."""
+    problems = [f"{name} must be an integer" for name in _INT_FIELDS if not _is_int(getattr(config, name))]
+    if config.out_channels is not None and not _is_int(config.out_channels):
+        problems.append("out_channels must be an integer or null")
+    for name in ("channel_mults", "attention_resolutions"):
+        value = getattr(config, name)
+        if not isinstance(value, (list, tuple)) or not all(_is_int(v) for v in value):
+            problems.append(f"{name} must be a list of integers")
+    if not isinstance(config.dropout, (int, float)) or isinstance(config.dropout, bool):
+        problems.append("dropout must be a number")
+    if problems:
+        raise DiffkitError("Invalid U-Net config: " + "; ".join(problems) + ".")
+
+
+def estimate_parameters(config: UNetConfig) -> int:
+    """The U-Net's parameter count from its config alone, without building it (exactly ``UNet``'s count).
+
+    Mirrors the layer list of :class:`~diffkit.models.unet.UNet`, so it answers "how big would this be"
+    for a config read from a file before anything is allocated; tests check it against the real model.
+    """
+    ch, embed = config.channels, 4 * config.channels
+
+    def conv(c_in: int, c_out: int, k: int = 3) -> int:
+        return c_in * c_out * k * k + c_out
+
+    def linear(c_in: int, c_out: int) -> int:
+        return c_in * c_out + c_out
+
+    def res(c_in: int, c_out: int) -> int:
+        skip = 0 if c_in == c_out else conv(c_in, c_out, 1)
+        return 2 * c_in + conv(c_in, c_out) + linear(embed, 2 * c_out) + 2 * c_out + conv(c_out, c_out) + skip
+
+    def attention(c: int) -> int:
+        return 2 * c + linear(c, 3 * c) + linear(c, c)
+
+    def stage(c_in: int, c_out: int, size: int) -> int:
+        return res(c_in, c_out) + (attention(c_out) if size in config.attention_resolutions else 0)
+
+    total = linear(ch, embed) + linear(embed, embed) + conv(config.in_channels, ch)
+    if config.num_classes:
+        total += (config.num_classes + 1) * embed
+    sizes, levels = config.level_resolutions, len(config.channel_mults)
+    skips, current = [ch], ch
+    for level, mult in enumerate(config.channel_mults):
+        for _ in range(config.num_res_blocks):
+            total += stage(current, ch * mult, sizes[level])
+            current = ch * mult
+            skips.append(current)
+        if level < levels - 1:
+            total += conv(current, current)  # downsample
+            skips.append(current)
+    total += 2 * res(current, current) + attention(current)  # middle
+    for level in reversed(range(levels)):
+        width = ch * config.channel_mults[level]
+        for _ in range(config.num_res_blocks + 1):
+            total += stage(current + skips.pop(), width, sizes[level])
+            current = width
+        if level > 0:
+            total += conv(current, current)  # upsample
+    return total + 2 * current + conv(current, config.output_channels)
 
 
 @dataclass(frozen=True)
@@ -122,7 +259,7 @@ PRESETS: dict[str, UNetPreset] = {
         channels=64, channel_mults=(1, 2, 3, 6), num_res_blocks=2, attention_max=16, dropout=0.1,
         description="38M params, 17.6 GFLOPs/image at 64 px (DDPM CIFAR-10 size); default for 64 px",
     ),
-}
+}  # fmt: skip
 
 
 def preset_config(name: str, resolution: int) -> UNetConfig:

@@ -9,11 +9,14 @@ from pathlib import Path
 from PIL import Image
 
 from diffkit.atomic import atomic_open
+from diffkit.console import shown
 from diffkit.errors import DiffkitError
+from diffkit.safepath import unsafe_reason
 from diffkit.sample.generate import generate_images, resolve_snapshot
 from diffkit.sample.grid import make_grid
 
 GRID_FILE = "grid.png"
+GENERATED_DIR = "generated"
 
 
 @dataclass(frozen=True)
@@ -64,20 +67,27 @@ class SampleResult:
         }
 
     def summary_lines(self) -> list[str]:
+        # Paths are user text: shown() keeps `[bold]` in a folder name literal.
         lines = [
-            f"[green]wrote[/] {self.n} images to {self.out_dir}",
-            f"sampler: {self.sampler}, {self.steps} steps, seed {self.seed}",
-            f"snapshot: {self.snapshot}",
+            f"[green]wrote[/] {self.n} images to {shown(self.out_dir)}",
+            f"sampler: {shown(self.sampler)}, {self.steps} steps, seed {self.seed}",
+            f"snapshot: {shown(self.snapshot)}",
             f"time: {self.seconds:.1f} s ({self.img_per_s:.2f} img/s)",
         ]
         if self.grid:
-            lines.append(f"grid: {self.grid}")
+            lines.append(f"grid: {shown(self.grid)}")
         return lines
 
 
 def default_out_dir(snapshot: Path, config: SampleConfig) -> Path:
-    name = f"{snapshot.stem}-{config.sampler}{config.steps}-seed{config.seed}"
-    return snapshot.parent / "generated" / name
+    """``<run>/generated/<name>``; refused when a link inside the run folder would lead elsewhere."""
+    relative = f"{GENERATED_DIR}/{snapshot.stem}-{config.sampler}{config.steps}-seed{config.seed}"
+    reason = unsafe_reason(snapshot.parent, relative)
+    if reason is not None:
+        raise DiffkitError(
+            f"cannot write samples to {snapshot.parent / relative}: it {reason}; pass --out FOLDER"
+        )
+    return snapshot.parent / relative
 
 
 def sample(config: SampleConfig) -> SampleResult:

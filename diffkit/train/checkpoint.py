@@ -63,13 +63,22 @@ def load_state(path: Path) -> dict[str, Any]:
         raise DiffkitError(f"{path} not found; nothing to resume (start the run without --resume)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated or foreign file: say which one
-        raise DiffkitError(
-            f"cannot read {path} ({type(exc).__name__}: {exc}); the resume state is damaged"
-        ) from None
+    except Exception as exc:  # a truncated or foreign file, or one that holds pickled code: say which one
+        raise DiffkitError(f"cannot read {path} ({_load_error(exc)}); the resume state is damaged") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise DiffkitError(f"{path} is not a diffkit resume state (format {STATE_FORMAT})")
     return state
+
+
+def _load_error(exc: Exception) -> str:
+    """One line for torch.load's error; a refused global is named, not followed by torch's page of advice."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
+    lines = [line for line in lines if line]
+    refused = next((line for line in lines if "Unsupported global" in line), None)
+    if refused is not None:
+        found = refused.split("Unsupported global:", 1)[-1].strip().split(" was not")[0]
+        return f"it holds a pickled object ({found}), which diffkit never unpickles"
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:200]
 
 
 def save_ema_snapshot(run_dir: Path, model: nn.Module, nimg: int, step: int, config: dict[str, Any]) -> Path:

@@ -9,6 +9,7 @@ eval mode, so they never disturb training randomness.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -18,9 +19,11 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from diffkit.console import printable, shown
 from diffkit.data import DeviceBatcher, load_image_dataset
 from diffkit.diffusion import GaussianDiffusion
 from diffkit.errors import DiffkitError
+from diffkit.lock import folder_lock
 from diffkit.models import UNet, count_parameters, flops_per_image, preset_config
 from diffkit.train import checkpoint as ckpt
 from diffkit.train.config import TrainConfig, TrainPlan, merge_for_resume
@@ -36,7 +39,7 @@ from diffkit.train.monitor import (
 from diffkit.train.precision import Precision, resolve_device
 from diffkit.train.report import write_train_report
 from diffkit.train.result import TrainResult
-from diffkit.train.run_dir import latest_run_dir, next_run_dir
+from diffkit.train.run_dir import check_run_dir, latest_run_dir, next_run_dir
 
 console = Console(stderr=True)
 LOSS_SEED_OFFSET = 1  # the loss generator is seeded with seed + 1, the batcher with seed
@@ -50,16 +53,24 @@ def _resolve_config(config: TrainConfig) -> tuple[TrainConfig, Path | None]:
         config = dataclasses.replace(config, data=config.data.absolute())
         if config.out is not None and config.out.exists() and not config.out.is_dir():
             raise DiffkitError(f"--out {config.out} is a file, not a folder; choose another --out")
-        if config.out is not None and (config.out / ckpt.STATE_FILE).exists() and not config.dry_run:
-            raise DiffkitError(
-                f"{config.out} already holds a run; add --resume to continue it or choose another --out"
-            )
+        if config.out is not None and not config.dry_run:
+            _refuse_existing_run(config.out)
+            check_run_dir(config.out)
         return config, config.out
     run_dir = config.out or latest_run_dir(config.runs_dir, ckpt.STATE_FILE)
     if run_dir is None:
         raise DiffkitError(f"--resume: no run with {ckpt.STATE_FILE} under {config.runs_dir}; pass --out RUN")
+    # A run found by scanning runs/ must be a real folder in it; --out may be a link the user chose.
+    check_run_dir(run_dir, runs_dir=None if config.out else config.runs_dir)
     saved = TrainConfig.from_dict(ckpt.read_run_config(run_dir)["train"])
     return merge_for_resume(saved, config), run_dir
+
+
+def _refuse_existing_run(run_dir: Path) -> None:
+    if (run_dir / ckpt.STATE_FILE).exists():
+        raise DiffkitError(
+            f"{run_dir} already holds a run; add --resume to continue it or choose another --out"
+        )
 
 
 def _config_payload(
@@ -85,8 +96,48 @@ def _crossed(every_nimg: int, nimg: int, batch: int) -> bool:
     return every_nimg > 0 and nimg // every_nimg > (nimg - batch) // every_nimg
 
 
+class _RunLocks:
+    """The run folder's lock (``diffkit.lock``), taken as early as the folder exists.
+
+    One training per run folder: a second ``diffkit train`` into it, or a ``--resume`` of it while it
+    trains, stops with one line naming the holder, before it decodes data or builds a model.
+    """
+
+    def __init__(self, stack: contextlib.ExitStack) -> None:
+        self.stack = stack
+        self.held: set[Path] = set()
+
+    def take(self, run_dir: Path) -> None:
+        key = run_dir.absolute()
+        if key not in self.held:
+            self.stack.enter_context(folder_lock(run_dir, "train"))
+            self.held.add(key)
+
+    def take_existing(self, config: TrainConfig) -> None:
+        if config.dry_run:
+            return
+        if config.out is not None:
+            target, runs_dir = config.out, None
+        elif config.resume:
+            target, runs_dir = latest_run_dir(config.runs_dir, ckpt.STATE_FILE), config.runs_dir
+        else:
+            return
+        if target is not None and target.is_dir():
+            check_run_dir(target, runs_dir)  # before the lock file is created in it
+            self.take(target)
+
+
 def train(config: TrainConfig) -> TrainResult:
+    with contextlib.ExitStack() as stack:
+        locks = _RunLocks(stack)
+        locks.take_existing(config)
+        return _train_locked(config, locks)
+
+
+def _train_locked(config: TrainConfig, locks: _RunLocks) -> TrainResult:
     config, run_dir = _resolve_config(config)
+    # Read (never unpickled: weights_only) before decoding data, so a damaged state fails in a second.
+    state = ckpt.load_state(run_dir / ckpt.STATE_FILE) if config.resume and run_dir is not None else None
     config.validate()
     device = resolve_device(config.device)
     precision = Precision.create(config.precision, device)
@@ -102,7 +153,7 @@ def train(config: TrainConfig) -> TrainResult:
     model = UNet(model_config)
     params, flops = count_parameters(model), flops_per_image(model, config.resolution)
     console.print(
-        f"model {config.preset} at {config.resolution} px: {params / 1e6:.2f}M params, "
+        f"model {shown(config.preset)} at {config.resolution} px: {params / 1e6:.2f}M params, "
         f"{flops / 1e9:.3f} GFLOPs/image forward (~{3 * flops / 1e9:.3f} per training image)",
         highlight=False,
     )
@@ -117,7 +168,9 @@ def train(config: TrainConfig) -> TrainResult:
         params=params,
         flops_per_image=flops,
         dataset_size=len(dataset.files),
-        skipped_images=[{"path": str(path), "reason": str(reason)} for path, reason in dataset.skipped],
+        skipped_images=[
+            {"path": printable(path), "reason": printable(reason)} for path, reason in dataset.skipped
+        ],
         total_steps=plan.total_steps,
         total_kimg=plan.total_nimg / 1000,
     )
@@ -132,9 +185,14 @@ def train(config: TrainConfig) -> TrainResult:
         raise DiffkitError(
             f"cannot create the run folder {run_dir} ({exc.strerror}); choose another --out"
         ) from None
+    locks.take(run_dir)  # a new folder: locked now that it exists
+    # Checked again under the lock: another run may have started or finished since the first look.
+    if not config.resume:
+        _refuse_existing_run(run_dir)
+    check_run_dir(run_dir)
     result.run_dir = run_dir
     payload = _config_payload(config, run_dir, plan, model)
-    return _train(config, plan, payload, model, dataset, device, precision, run_dir, result)
+    return _train(config, plan, payload, model, dataset, device, precision, run_dir, result, state)
 
 
 def _train(
@@ -147,6 +205,7 @@ def _train(
     precision: Precision,
     run_dir: Path,
     result: TrainResult,
+    state: dict[str, Any] | None,
 ) -> TrainResult:
     channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -170,8 +229,7 @@ def _train(
     step = nimg = 0
     train_seconds = 0.0
     state_path = run_dir / ckpt.STATE_FILE
-    if config.resume:
-        state = ckpt.load_state(state_path)
+    if state is not None:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
@@ -187,7 +245,7 @@ def _train(
         else:  # CPU and CUDA generators have different state formats: continue, but not bit-exactly
             loss_generator.manual_seed(config.seed + LOSS_SEED_OFFSET + step)
             console.print(
-                f"[yellow]state was saved on {state['device_type']}, resuming on {device.type}: "
+                f"[yellow]state was saved on {shown(state['device_type'])}, resuming on {device.type}: "
                 "training continues correctly but not bit-identically[/]"
             )
         guard.load_state_dict(state["guard"])
@@ -197,7 +255,8 @@ def _train(
                 f"{run_dir} is already at step {step}, past the requested total of {plan.total_steps} "
                 "steps; give a longer --steps/--kimg/--epochs, or none to keep the run's own length"
             )
-        console.print(f"resuming {run_dir} at step {step} ({nimg / 1000:.2f} kimg)", highlight=False)
+        message = f"resuming {shown(run_dir)} at step {step} ({nimg / 1000:.2f} kimg)"
+        console.print(message, highlight=False, soft_wrap=True)
     ckpt.write_run_config(run_dir, payload)
     train_model = torch.compile(model) if config.compile else model
     if device.type == "cuda":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import signal
 import threading
@@ -107,7 +108,13 @@ class StatsWriter:
         }
         if loss_scale is not None:
             record["loss_scale"] = loss_scale
-        with self.path.open("a") as handle:
+        # O_NOFOLLOW: a stats.jsonl swapped for a symlink mid-run is refused, not appended through.
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(self.path, flags, 0o666)
+        except OSError as error:
+            raise DiffkitError(f"cannot append to {self.path} ({error.strerror})") from None
+        with os.fdopen(fd, "a") as handle:
             handle.write(json.dumps(record) + "\n")
         self._reset()
 

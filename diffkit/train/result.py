@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from diffkit.console import shown
 
 
 @dataclass
@@ -36,21 +39,22 @@ class TrainResult:
     files: list[str] = field(default_factory=list)
 
     def summary_lines(self) -> list[str]:
+        # Paths and file names are user text: shown() keeps `[bold]` in a folder name literal.
         size = f"{self.params / 1e6:.2f}M params, {self.flops_per_image / 1e9:.3f} GFLOPs/image (forward)"
-        lines = [f"[bold]model[/]: {self.preset} at {self.resolution} px, {size}"]
+        lines = [f"[bold]model[/]: {shown(self.preset)} at {self.resolution} px, {size}"]
         lines.append(
             f"[bold]data[/]: {self.dataset_size} images"
             + (f", {len(self.skipped_images)} skipped (unreadable)" if self.skipped_images else "")
         )
         for item in self.skipped_images[:5]:
-            lines.append(f"  skipped {item['path']}: {item['reason']}")
+            lines.append(f"  skipped {shown(item['path'])}: {shown(item['reason'])}")
         if len(self.skipped_images) > 5:
             lines.append(f"  ... and {len(self.skipped_images) - 5} more (see --json)")
-        lines.append(f"[bold]device[/]: {self.device}, precision {self.precision}")
+        lines.append(f"[bold]device[/]: {shown(self.device)}, precision {shown(self.precision)}")
         if self.dry_run:
             lines.append(
                 f"[bold]dry run[/]: would train {self.total_steps} steps ({self.total_kimg:.1f} kimg)"
-                + (f" into {self.run_dir}" if self.run_dir else "")
+                + (f" into {shown(self.run_dir)}" if self.run_dir else "")
             )
             return lines
         state = "[yellow]interrupted[/]" if self.interrupted else "[green]done[/]"
@@ -65,11 +69,13 @@ class TrainResult:
             )
         if self.skipped_steps:
             lines.append(f"[yellow]non-finite steps skipped[/]: {self.skipped_steps}")
-        lines.append(f"[bold]run[/]: {self.run_dir}")
+        lines.append(f"[bold]run[/]: {shown(self.run_dir)}")
         if self.snapshot:
-            lines.append(f"[bold]snapshot[/]: {self.snapshot}")
+            lines.append(f"[bold]snapshot[/]: {shown(self.snapshot)}")
         if self.report:
-            lines.append(f"[bold]report[/]: {self.report}")
+            lines.append(f"[bold]report[/]: {shown(self.report)}")
         if self.interrupted and self.run_dir is not None:
-            lines.append(f"continue with: diffkit train --out {self.run_dir} --resume")
+            lines.append(
+                f"continue with: diffkit train --out {shown(shlex.quote(str(self.run_dir)))} --resume"
+            )
         return lines
