@@ -30,7 +30,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_exceptions
     from click.exceptions import Abort
 from diffkit.console import shown
-from diffkit.errors import DiffkitError, NotBuiltError
+from diffkit.errors import DiffkitError
 from diffkit.output import print_result
 
 app = typer.Typer(
@@ -82,10 +82,6 @@ def _run(call: Callable[[], Any], json_output: bool = False) -> Any:
     if result is not None:
         print_result(result, json_output)
     return result
-
-
-def _not_built(what: str) -> None:
-    raise NotBuiltError(f"{what} is not built in diffkit {__version__} yet")
 
 
 JSON_OPTION = typer.Option(False, "--json", help="Print one JSON object instead of text.")

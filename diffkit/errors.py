@@ -14,7 +14,3 @@ class DiffkitError(Exception):
 class WriteError(DiffkitError, OSError):
     """A file could not be written (disk full, read-only, permissions). Still an ``OSError``, so code
     that handles ``errno`` (for example ENOSPC) keeps working; the message names the file."""
-
-
-class NotBuiltError(DiffkitError):
-    """A capability that this version of diffkit does not have yet."""

@@ -232,6 +232,48 @@ def test_manifest_reached_through_a_link_is_not_updated(tmp_path: Path) -> None:
     assert any("not updated" in w for w in result.warnings)
 
 
+def test_metadata_that_cannot_be_rewritten_is_one_line_and_the_rows_stay_moved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dedupe rewrites metadata.jsonl through the dataset's one writer; a full disk there is one line."""
+    import errno
+
+    import diffkit.atomic
+    from diffkit.errors import DiffkitError
+    from diffkit.scrape.storage import Store
+    from diffkit.scrape.validate import decode_image
+    from diffkit.testing.transforms import encode_image
+
+    folder = tmp_path / "d"
+    face = draw_face(np.random.default_rng(9), 96)
+    store = Store(folder)
+    for k, data in enumerate([encode_image(face, "JPEG", 90), encode_image(face, "JPEG", 70)]):
+        store.add(
+            decode_image(data, 10**8, None), url="http://u:pw@127.0.0.1/f", fetched_at=f"2026-01-0{k + 1}"
+        )
+    store.write_metadata()
+    store.close()
+    before = (folder / "metadata.jsonl").read_bytes()
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(diffkit.atomic, "atomic_write_bytes", full)
+    with pytest.raises(DiffkitError, match="metadata.jsonl could not be rewritten") as info:
+        run(folder, action="delete", yes=True, threshold=8)
+    assert "\n" not in str(info.value) and "diffkit scrape" in str(info.value)
+    assert (folder / "metadata.jsonl").read_bytes() == before  # the old file stays whole
+    with contextlib.closing(sqlite3.connect(folder / "manifest.sqlite")) as db:
+        assert db.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 1
+        assert db.execute("SELECT COUNT(*) FROM dedupe_removed").fetchone()[0] == 1
+    monkeypatch.undo()
+    store = Store(folder)  # what the fix the message names (diffkit scrape) does at its end
+    store.write_metadata()
+    store.close()
+    lines = (folder / "metadata.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and "pw" not in lines[0]
+
+
 # -- 3. kill -9 during a move -------------------------------------------------------------------------
 
 _KILLER = """

@@ -98,7 +98,7 @@ def test_reconcile_leaves_rows_and_symlinks_pointing_outside_alone(tmp_path: Pat
     store.add(kept, "http://site/x")
     bad_rows = [str(keep), "../outside/keep.txt", f"images/ab/{'ab' + '0' * 62}.jpg"]
     for number, name in enumerate(bad_rows):  # wrong sizes: old reconcile "dropped" them with their files
-        store._db.execute(
+        store.manifest.db.execute(
             "INSERT INTO images(sha256, file_name, phash, width, height, bytes, url, fetched_at)"
             " VALUES (?, ?, 0, 1, 1, 999999, NULL, 'x')",
             ("ab" + f"{number}".rjust(62, "0"), name),
@@ -345,9 +345,9 @@ def test_a_manifest_row_only_ever_names_a_complete_file(tmp_path: Path, monkeypa
             final = tmp_path / "images" / image.sha256[:2] / f"{image.sha256}.jpg"
             seen_at_insert.append(final.is_file() and final.read_bytes() == image.data)
 
-    store._db.set_trace_callback(trace)
+    store.manifest.db.set_trace_callback(trace)
     store.add(image, "u")
-    store._db.set_trace_callback(None)
+    store.manifest.db.set_trace_callback(None)
     assert seen_at_insert == [True]
 
     def no_space(src: str, dst: str) -> None:  # the file cannot be published: the disk is full

@@ -17,19 +17,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from diffkit.dataset.manifest import RemovedFile, record_removals
+from diffkit.dataset.phash import to_signed64, to_unsigned64
 from diffkit.errors import DiffkitError
 from diffkit.scrape.client import RateLimiter, full_jitter_delay, parse_retry_after, same_host
 from diffkit.scrape.config import ScrapeConfig, parse_size
 from diffkit.scrape.endpoints import probe_endpoints
 from diffkit.scrape.storage import KeptIndex, Store
 from diffkit.scrape.summary import estimate_pool, reason_table
-from diffkit.scrape.validate import (
-    Rejection,
-    ValidImage,
-    to_signed64,
-    to_unsigned64,
-    validate,
-)
+from diffkit.scrape.validate import Rejection, ValidImage, validate
 from diffkit.testing.faces import draw_face
 from diffkit.testing.site_content import bomb_jpeg
 from diffkit.testing.transforms import encode_image
@@ -220,7 +216,7 @@ def test_store_writes_content_addressed_files_manifest_and_metadata(tmp_path: Pa
     store.close()
     reopened = Store(tmp_path)
     assert reopened.kept_count() == 3
-    assert reopened._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert reopened.manifest.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     reopened.close()
 
 
@@ -270,9 +266,11 @@ def test_images_removed_by_dedupe_count_as_known_duplicates(tmp_path: Path) -> N
     store = Store(tmp_path)
     kept, removed = _valid(20), _valid(21)
     store.add(kept, "u")
-    store._db.execute("CREATE TABLE dedupe_removed (sha256 TEXT PRIMARY KEY, file_name TEXT, phash INTEGER)")
-    store._db.execute("INSERT INTO dedupe_removed VALUES (?, ?, ?)",
-                      (removed.sha256, "images/x.jpg", to_signed64(removed.phash)))
+    name = store.add(removed, "u")
+    # what `diffkit dedupe --action delete` does to the manifest after deleting the file
+    (tmp_path / name).unlink()
+    moved = record_removals(tmp_path, [RemovedFile(name, "delete", None, "images/k.jpg", 2)])
+    assert moved == 1
     store.load_index()
     assert store.kept_count() == 1 and len(store.index) == 2
     assert removed.sha256 in store.index.sha256 and store.index.nearest_distance(removed.phash) == 0

@@ -1,5 +1,26 @@
-"""The dataset folder: how its images are decoded (and, later, listed and recorded)."""
+"""The dataset folder, one owner for each of its concepts (scrape, dedupe, data and eval all use these):
+
+- :mod:`~diffkit.dataset.listing`: which files are the folder's images, in which order (the one lister);
+- :mod:`~diffkit.dataset.decode`: bytes or a file to faithful 8-bit RGB pixels (the one decoder);
+- :mod:`~diffkit.dataset.phash`: the one 64-bit pHash and its decode paths;
+- :mod:`~diffkit.dataset.manifest`: file names, the SQLite manifest (schema and every query, including
+  dedupe's removal table) and ``metadata.jsonl``;
+- :mod:`~diffkit.dataset.redact`: credentials in URLs never reach the manifest, files or the terminal.
+
+Nothing here knows who calls it: it imports only :mod:`diffkit.atomic`, :mod:`diffkit.errors` and
+:mod:`diffkit.safepath` from the rest of diffkit.
+"""
 
 from diffkit.dataset.decode import UndecodableImage, open_rgb, to_8bit
+from diffkit.dataset.listing import IMAGE_EXTENSIONS, ImageEntry, ImageScan, image_root, scan_images
 
-__all__ = ["UndecodableImage", "open_rgb", "to_8bit"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageEntry",
+    "ImageScan",
+    "UndecodableImage",
+    "image_root",
+    "open_rgb",
+    "scan_images",
+    "to_8bit",
+]

@@ -4,9 +4,10 @@ Moves keep each file's path relative to the scanned folder, so ``QUARANTINE/a/b.
 ``DIR/a/b.jpg``. Every move is logged to ``QUARANTINE/.diffkit-moves.jsonl`` before it happens (intent,
 fsynced) and after (moved): see :mod:`diffkit.dedupe.movelog`; the next move run finishes what a kill
 interrupted. When the folder is a ``diffkit scrape`` output (``manifest.sqlite``), the removed rows go
-from table ``images`` to table ``dedupe_removed`` and ``metadata.jsonl`` is rewritten, so the manifest
-lists exactly the files on disk. Files move first, the manifest changes after: a kill in between leaves
-rows without files, which ``diffkit scrape`` reconciles on its next start.
+from table ``images`` to table ``dedupe_removed`` and ``metadata.jsonl`` is rewritten (both by
+:mod:`diffkit.dataset.manifest`, which owns the format), so the manifest lists exactly the files on
+disk. Files move first, the manifest changes after: a kill in between leaves rows without files, which
+``diffkit scrape`` reconciles on its next start.
 
 Every file moved or deleted is checked first (:mod:`diffkit.safepath`): it lies inside the folder the user
 gave (or the quarantine folder), no symlink on the way, it is a regular file, and its keeper is still a
@@ -15,7 +16,6 @@ regular file. Anything else is left alone and listed, so a link never stands in 
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import shutil
@@ -27,7 +27,16 @@ from typing import Any
 
 from diffkit.atomic import TMP_SUFFIX, fsync_dir
 from diffkit.console import printable
-from diffkit.dedupe.config import MANIFEST_NAME, MOVE_LOG_NAME
+from diffkit.dataset.manifest import (
+    MANIFEST_NAME,
+    METADATA_NAME,
+    RemovedFile,
+    fetch_times,
+    record_removals,
+    rewrite_metadata,
+    unsafe_manifest_files,
+)
+from diffkit.dedupe.config import MOVE_LOG_NAME
 from diffkit.dedupe.movelog import MoveLog
 from diffkit.errors import DiffkitError
 from diffkit.safepath import is_real_file, unsafe_reason
@@ -299,35 +308,10 @@ def delete_duplicates(root: Path, removals: list[Removal]) -> Outcome:
 
 # -- the scrape manifest ------------------------------------------------------------------------------
 
-_REMOVED_TABLE = """
-CREATE TABLE IF NOT EXISTS dedupe_removed (
-    sha256 TEXT PRIMARY KEY,
-    file_name TEXT NOT NULL,
-    phash INTEGER,
-    width INTEGER,
-    height INTEGER,
-    bytes INTEGER,
-    url TEXT,
-    fetched_at TEXT,
-    action TEXT NOT NULL,            -- move | delete
-    moved_to TEXT,                   -- path of the quarantined file (move only)
-    keeper_file_name TEXT NOT NULL,
-    distance INTEGER NOT NULL,
-    removed_at TEXT NOT NULL
-)
-"""
-
 
 def manifest_fetch_times(root: Path) -> dict[str, str]:
     """``file_name -> fetched_at`` from a scrape manifest in ``root``; empty for a plain folder."""
-    path = root / MANIFEST_NAME
-    if not path.is_file():
-        return {}
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
-            return dict(db.execute("SELECT file_name, fetched_at FROM images").fetchall())
-    except sqlite3.Error:
-        return {}  # not a diffkit manifest (or damaged): fall back to file times
+    return fetch_times(root)
 
 
 def _utf8(text: str) -> bool:
@@ -338,21 +322,9 @@ def _utf8(text: str) -> bool:
         return False
 
 
-def manifest_unsafe(root: Path) -> str | None:
-    """Why the scrape manifest (or its metadata/journal files) must not be written: a symlink."""
-    from diffkit.scrape.storage import METADATA_NAME
-
-    for name in (
-        MANIFEST_NAME,
-        f"{MANIFEST_NAME}-wal",
-        f"{MANIFEST_NAME}-shm",
-        f"{MANIFEST_NAME}-journal",
-        METADATA_NAME,
-    ):
-        reason = unsafe_reason(root, name)
-        if reason is not None:
-            return reason
-    return None
+def _moved_to(outcome: Outcome, rel: str) -> str | None:
+    target = outcome.moved_to.get(rel)
+    return None if target is None else printable(target)
 
 
 def update_manifest(root: Path, outcome: Outcome, action: str) -> int:
@@ -366,7 +338,7 @@ def update_manifest(root: Path, outcome: Outcome, action: str) -> int:
     done = [r for r in outcome.done if _utf8(r.rel) and unsafe_reason(root, r.rel) is None]
     if not os.path.lexists(path) or not done:
         return 0
-    reason = manifest_unsafe(root)
+    reason = unsafe_manifest_files(root)
     if reason is not None:
         outcome.warnings.append(
             f"scrape manifest {printable(path)} not updated ({printable(reason)}; never written through a"
@@ -375,50 +347,29 @@ def update_manifest(root: Path, outcome: Outcome, action: str) -> int:
         return 0
     if not is_real_file(path):
         return 0
+    removed = [
+        RemovedFile(
+            file_name=removal.rel,
+            action=action,
+            moved_to=_moved_to(outcome, removal.rel) if action == "move" else None,
+            keeper_file_name=printable(removal.keeper),
+            distance=removal.distance,
+        )
+        for removal in done
+    ]
     try:
-        with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
-            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if "images" not in tables:
-                return 0
-            changed = 0
-            with db:
-                db.execute(_REMOVED_TABLE)
-                now = _now()
-                for removal in done:
-                    moved_to = outcome.moved_to.get(removal.rel) if action == "move" else None
-                    cursor = db.execute(
-                        "INSERT OR REPLACE INTO dedupe_removed SELECT sha256, file_name, phash, width,"
-                        " height, bytes, url, fetched_at, ?, ?, ?, ?, ? FROM images WHERE file_name = ?",
-                        (
-                            action,
-                            moved_to and printable(moved_to),
-                            printable(removal.keeper),
-                            removal.distance,
-                            now,
-                            removal.rel,
-                        ),
-                    )
-                    if cursor.rowcount:
-                        db.execute("DELETE FROM images WHERE file_name = ?", (removal.rel,))
-                        changed += 1
+        changed = record_removals(root, removed)
     except sqlite3.Error as exc:
         raise DiffkitError(
             f"files were {action}d but {printable(path)} could not be updated ({exc}); run `diffkit scrape`"
             " on the folder to reconcile it"
         ) from None
     if changed:
-        _rewrite_metadata(root)
+        try:
+            rewrite_metadata(root)
+        except (OSError, sqlite3.Error) as exc:
+            raise DiffkitError(
+                f"{printable(path)} was updated but {printable(root / METADATA_NAME)} could not be rewritten"
+                f" ({printable(exc)}); run `diffkit scrape` on the folder to rewrite it"
+            ) from None
     return changed
-
-
-def _rewrite_metadata(root: Path) -> None:
-    # The scrape store owns the metadata.jsonl format; reuse it rather than duplicate it.
-    from diffkit.scrape.storage import METADATA_NAME, Store
-
-    if not (root / METADATA_NAME).exists():
-        return
-    store = Store(root)
-    try:
-        store.write_metadata()
-    finally:
-        store.close()

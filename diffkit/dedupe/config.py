@@ -8,14 +8,32 @@ from pathlib import Path
 from typing import Literal
 
 from diffkit.console import printable
+from diffkit.dataset.listing import MOVE_LOG_NAME
+from diffkit.dataset.phash import DECODE_PATHS
+from diffkit.dataset.phash import DRAFT_DECODE as DECODE_DRAFT
+from diffkit.dataset.phash import FULL_DECODE as DECODE_FULL
 from diffkit.errors import DiffkitError
+
+__all__ = [
+    "ACTIONS",
+    "CACHE_NAME",
+    "DECODE_DRAFT",
+    "DECODE_FULL",
+    "DECODE_PATHS",
+    "DEFAULT_THRESHOLDS",
+    "HASH_KINDS",
+    "MOVE_LOG_NAME",
+    "Action",
+    "DedupeConfig",
+    "HashKind",
+    "default_quarantine",
+]
 
 HashKind = Literal["phash", "dhash", "whash", "ahash"]
 Action = Literal["report", "move", "delete"]
 
 HASH_KINDS: tuple[str, ...] = ("phash", "dhash", "whash", "ahash")
 ACTIONS: tuple[str, ...] = ("report", "move", "delete")
-IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 
 # Default Hamming thresholds (of 64 bits), measured on 2,000 procedurally drawn, eye-aligned faces (the
 # hard case: aligned faces hash alike) plus 2,000 copies re-encoded (JPEG q50-95), resized (0.5x-2x),
@@ -25,17 +43,11 @@ IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 # pHash distances are always even (the median splits 64 bits 32/32), so phash 4 and 5 are the same.
 DEFAULT_THRESHOLDS: dict[str, int] = {"phash": 4, "dhash": 3, "whash": 1, "ahash": 0}
 
-# JPEGs are decoded by libjpeg's DCT scaling to >= 256 px in grayscale (several times faster than a full
-# decode). Hashes from different decode paths differ by a few bits, so the path is part of the cache key
-# and of every output.
-DECODE_DRAFT = "draft-L-256"
-DECODE_FULL = "full"
-DECODE_PATHS: tuple[str, ...] = (DECODE_DRAFT, DECODE_FULL)
-
+# Decode paths (DECODE_DRAFT, the default, and DECODE_FULL) are the one pHash's (diffkit.dataset.phash):
+# hashes from different paths differ by a few bits, so the path is part of the cache key and every output.
+# MOVE_LOG_NAME (diffkit.dataset.listing) is written into every quarantine folder; a folder holding it is
+# never listed as images of a larger tree.
 CACHE_NAME = ".diffkit-hashcache.sqlite"
-# Written into every quarantine folder; a folder holding it is never scanned as part of a larger tree.
-MOVE_LOG_NAME = ".diffkit-moves.jsonl"
-MANIFEST_NAME = "manifest.sqlite"
 
 
 def default_quarantine(directory: Path) -> Path:

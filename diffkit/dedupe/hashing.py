@@ -1,24 +1,21 @@
-"""Finding image files and hashing them: content sha256 plus one 64-bit perceptual hash per file.
+"""Hashing a folder's images: content sha256 plus one 64-bit perceptual hash per file.
 
-Decoding dominates hashing time, so JPEGs are decoded by libjpeg's DCT scaling (``Image.draft``) to
->= 256 px grayscale before the hash resizes to 8-32 px; files are spread over all cores; and a SQLite
-cache in the folder keeps every hash keyed by (path, size, mtime_ns, hash kind, decode path), so a rerun
-only hashes new or changed files.
-
-Symlinks are not images of the folder: they are listed as skipped, never hashed, kept, moved or deleted
-(a link kept as "the original" would leave the real file deleted). Pixels go through the one 8-bit
-decoder (:func:`diffkit.dataset.to_8bit`), so a 16-bit PNG hashes as its picture, not as white.
+Which files are images is the one lister's rule (:func:`diffkit.dataset.listing.scan_images`): symlinks
+are listed as skipped, never hashed, kept, moved or deleted (a link kept as "the original" would leave
+the real file deleted). Decoding for hashes and the pHash itself are the dataset's
+(:mod:`diffkit.dataset.phash`: draft decode of JPEGs to >= 256 px greyscale, 8-bit pixels), so a scrape
+manifest's pHash and dedupe's agree. Files are spread over all cores, and a SQLite cache in the folder
+keeps every hash keyed by (path, size, mtime_ns, hash kind, decode path), so a rerun only hashes new or
+changed files.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import multiprocessing
 import os
 import re
 import sqlite3
-import stat
 import sys
 import time
 import warnings
@@ -27,15 +24,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import imagehash
-import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from diffkit.console import printable
-from diffkit.dataset.decode import UndecodableImage, to_8bit
-from diffkit.dedupe.config import CACHE_NAME, DECODE_DRAFT, IMAGE_SUFFIXES, MOVE_LOG_NAME
+from diffkit.dataset.decode import UndecodableImage
+from diffkit.dataset.listing import ImageEntry, ImageScan, scan_images
+from diffkit.dataset.phash import bits_to_uint64, open_for_hash, phash_image, to_signed64, to_unsigned64
+from diffkit.dedupe.config import CACHE_NAME
 from diffkit.safepath import unsafe_reason
 
-_DRAFT_SIZE = (256, 256)
+__all__ = [
+    "HashCache",
+    "HashRecord",
+    "bits_to_uint64",
+    "hash_file",
+    "hash_images",
+    "perceptual_hash",
+    "scan_folder",
+]
+
 _WHASH_SCALE = 64  # fixed so that whash does not depend on the decoded size (imagehash's default does)
 # 2: 16-bit PNGs are scaled to 8 bits before hashing (schema 1 hashed them as all-white). The cache key
 # (path, size, mtime) of such a file does not change, so opening a schema-1 cache forgets the rows of
@@ -45,14 +52,6 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COMMIT_EVERY_S = 2.0  # a kill loses at most this much hashing work...
 _COMMIT_EVERY_N = 200  # ...or this many files (one small WAL transaction each)
 _MIN_FILES_FOR_POOL = 200
-
-
-@dataclass(frozen=True)
-class ImageFile:
-    rel: str  # posix path relative to the scanned folder: the identity used everywhere
-    path: Path
-    size: int
-    mtime_ns: int
 
 
 @dataclass(frozen=True)
@@ -67,75 +66,16 @@ class HashRecord:
     error: str | None  # set when the file could not be read or decoded; it is then skipped
 
 
-@dataclass
-class FolderScan:
-    files: list[ImageFile]  # real image files, path order
-    symlinks: list[str]  # skipped symlinks (to image files or to folders; folders end in "/"), path order
-
-
-def scan_folder(root: Path, skip: Iterable[Path] = ()) -> FolderScan:
-    """Every image under ``root`` in path order. Left out: hidden files and folders, the ``skip`` folders,
-    any quarantine folder of an earlier run (it holds ``.diffkit-moves.jsonl``), and symlinks: a linked
-    file is not an image of this folder and a linked folder is not descended into (both are listed)."""
-    root = root.resolve()
-    skipped = {Path(p).resolve() for p in skip}
-    scan = FolderScan([], [])
-    for current, dirnames, filenames in os.walk(root):  # followlinks=False: linked folders stay closed
-        here = Path(current)
-        if here != root and MOVE_LOG_NAME in filenames:  # an earlier run's quarantine folder
-            dirnames[:] = []
-            continue
-        dirnames[:] = _folders_to_enter(root, here, dirnames, skipped, scan.symlinks)
-        for name in sorted(filenames):
-            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            path = here / name
-            try:
-                info = os.lstat(path)
-            except OSError:  # vanished since the listing: nothing to hash
-                continue
-            rel = path.relative_to(root).as_posix()
-            if stat.S_ISLNK(info.st_mode):
-                scan.symlinks.append(rel)
-            elif stat.S_ISREG(info.st_mode):
-                scan.files.append(ImageFile(rel, path, info.st_size, info.st_mtime_ns))
-    scan.files.sort(key=lambda f: f.rel)
-    scan.symlinks.sort()
-    return scan
-
-
-def _folders_to_enter(
-    root: Path, here: Path, dirnames: list[str], skipped: set[Path], symlinks: list[str]
-) -> list[str]:
-    entered = []
-    for name in sorted(dirnames):
-        if name.startswith("."):
-            continue
-        path = here / name
-        if path.is_symlink():
-            symlinks.append(path.relative_to(root).as_posix() + "/")
-        elif path.resolve() not in skipped:
-            entered.append(name)
-    return entered
-
-
-def list_images(root: Path, skip: Iterable[Path] = ()) -> list[ImageFile]:
-    """The real image files of :func:`scan_folder`."""
-    return scan_folder(root, skip).files
-
-
-def bits_to_uint64(bits: np.ndarray) -> int:
-    """Pack a 64-entry boolean array (row-major, as imagehash stores it) into one unsigned integer."""
-    flat = np.asarray(bits, dtype=bool).ravel()
-    if flat.size != 64:
-        raise ValueError(f"expected 64 hash bits, got {flat.size}")
-    return int.from_bytes(np.packbits(flat).tobytes(), "big")
+def scan_folder(root: Path, skip: Iterable[Path] = ()) -> ImageScan:
+    """Every image under ``root`` (resolved) in path order, by the one lister's rules; ``skip``: folders
+    not to enter (the quarantine). Symlinks are listed in ``symlinks``, never in ``files``."""
+    return scan_images(Path(root).resolve(), skip=skip)
 
 
 def perceptual_hash(image: Image.Image, hash_kind: str) -> int:
     if hash_kind == "phash":
-        bits = imagehash.phash(image).hash
-    elif hash_kind == "dhash":
+        return phash_image(image)  # the one pHash, shared with scrape
+    if hash_kind == "dhash":
         bits = imagehash.dhash(image).hash
     elif hash_kind == "ahash":
         bits = imagehash.average_hash(image).hash
@@ -146,18 +86,6 @@ def perceptual_hash(image: Image.Image, hash_kind: str) -> int:
     return bits_to_uint64(bits)
 
 
-def open_for_hashing(data: bytes, decode: str) -> tuple[Image.Image, int, int]:
-    """Open image bytes on the given decode path; returns the image and its full-resolution size."""
-    image = Image.open(io.BytesIO(data))
-    width, height = image.size
-    if decode == DECODE_DRAFT and image.format == "JPEG":
-        image.draft("L", _DRAFT_SIZE)  # libjpeg DCT scaling: result stays >= 256 px on both sides
-    image.load()
-    # 8-bit images come back as the same object (hashes unchanged); 16-bit greyscale is scaled to 8 bits
-    # (imagehash's convert("L") would clamp it to white); float pixels raise UndecodableImage.
-    return to_8bit(image), width, height
-
-
 def hash_file(task: tuple[str, str, str]) -> tuple[str | None, int | None, int, int, str | None]:
     """Worker: (path, hash kind, decode) -> (sha256, hash, width, height, error). Never raises."""
     path, hash_kind, decode = task
@@ -166,7 +94,7 @@ def hash_file(task: tuple[str, str, str]) -> tuple[str | None, int | None, int, 
         sha = hashlib.sha256(data).hexdigest()
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image, width, height = open_for_hashing(data, decode)
+            image, width, height = open_for_hash(data, decode)
             value = perceptual_hash(image, hash_kind)
         return sha, value, width, height, None
     except Exception as exc:  # any decoder failure means "unreadable": listed, never fatal
@@ -199,11 +127,11 @@ def _from_db_key(value: str | bytes) -> str:
 
 
 def _to_signed(value: int | None) -> int | None:
-    return None if value is None else (value - (1 << 64) if value >= (1 << 63) else value)
+    return None if value is None else to_signed64(value)
 
 
 def _to_unsigned(value: int | None) -> int | None:
-    return None if value is None else value & ((1 << 64) - 1)
+    return None if value is None else to_unsigned64(value)
 
 
 class HashCache:
@@ -355,7 +283,7 @@ def _pool_context() -> multiprocessing.context.BaseContext:
 
 
 def hash_images(
-    files: list[ImageFile],
+    files: list[ImageEntry],
     hash_kind: str,
     decode: str,
     workers: int,
@@ -366,7 +294,7 @@ def hash_images(
     of files actually hashed this run."""
     cached = cache.load(hash_kind, decode)
     records: dict[str, HashRecord] = {}
-    todo: list[ImageFile] = []
+    todo: list[ImageEntry] = []
     for file in files:
         hit = cached.get(file.rel)
         if hit is not None and hit.size == file.size and hit.mtime_ns == file.mtime_ns:
@@ -380,7 +308,7 @@ def hash_images(
     pending: list[HashRecord] = []
     last_commit = time.monotonic()
 
-    def collect(file: ImageFile, result: tuple[str | None, int | None, int, int, str | None]) -> None:
+    def collect(file: ImageEntry, result: tuple[str | None, int | None, int, int, str | None]) -> None:
         nonlocal last_commit
         sha, value, width, height, error = result
         record = HashRecord(file.rel, file.size, file.mtime_ns, sha, value, width, height, error)

@@ -8,8 +8,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from diffkit import __version__
+from diffkit.dataset.redact import redact
 from diffkit.errors import DiffkitError
-from diffkit.scrape.redact import redact
 
 DEFAULT_USER_AGENT = f"diffkit/{__version__} (+https://github.com/diffkit/diffkit)"
 

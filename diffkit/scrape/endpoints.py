@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from diffkit.dataset.redact import redact
 from diffkit.errors import DiffkitError
-from diffkit.scrape.redact import redact
 from diffkit.scrape.validate import BLOCK_PAGE, CONNECTION_ERROR, TIMEOUT, Rejection, ValidImage
 
 # One request (with its retries) to a URL: the image and the URL that served it, or why not.
@@ -26,7 +26,7 @@ class ProbeStep:
     detail: str = ""
 
     def to_dict(self) -> dict[str, str]:
-        """For reports: credentials in URLs are never written (see :mod:`diffkit.scrape.redact`)."""
+        """For reports: credentials in URLs are never written (see :mod:`diffkit.dataset.redact`)."""
         return {"url": redact(self.url), "outcome": self.outcome, "detail": redact(self.detail)}
 
 

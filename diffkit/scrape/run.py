@@ -21,14 +21,15 @@ from typing import Any
 from rich.console import Console
 
 from diffkit.console import shown
+from diffkit.dataset.manifest import IMAGES_DIR, MANIFEST_NAME, check_manifest_header
+from diffkit.dataset.redact import redact
 from diffkit.errors import DiffkitError
 from diffkit.lock import LOCK_NAME, folder_lock
 from diffkit.scrape.client import Fetcher, RateLimiter, TransportFailure, full_jitter_delay, parse_retry_after
 from diffkit.scrape.config import ScrapeConfig
 from diffkit.scrape.endpoints import ProbeResult, probe_endpoints
 from diffkit.scrape.progress import ScrapeProgress
-from diffkit.scrape.redact import redact
-from diffkit.scrape.storage import IMAGES_DIR, MANIFEST_NAME, ReconcileReport, Store, check_manifest_header
+from diffkit.scrape.storage import ReconcileReport, Store
 from diffkit.scrape.summary import ScrapeResult, write_scrape_report
 from diffkit.scrape.validate import (
     CONNECTION_ERROR,
@@ -120,8 +121,12 @@ class _Scrape:
             elif wait is not None:
                 self.limiter.pause(wait)  # every worker waits, not only this one
         checked = await asyncio.to_thread(
-            validate, response.status, response.headers, response.body,
-            self.config.max_pixels, self.config.expect_size,
+            validate,
+            response.status,
+            response.headers,
+            response.body,
+            self.config.max_pixels,
+            self.config.expect_size,
         )
         if isinstance(checked, Rejection):
             return self.reject(checked)
@@ -251,8 +256,10 @@ class _Scrape:
         if self.probe is None:
             return
         self.url = self.probe.url
-        say(f"endpoint: {shown(redact(self.probe.url))} answered with an image "
-            f"({shown(self.probe.steps[-1].detail)})")
+        say(
+            f"endpoint: {shown(redact(self.probe.url))} answered with an image "
+            f"({shown(self.probe.steps[-1].detail)})"
+        )
         with self.progress:
             self.keep_or_count(self.probe.image, self.probe.served_by)
             self.progress.update(self, force=True)

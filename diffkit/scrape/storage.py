@@ -1,5 +1,9 @@
 """Where kept images live: content-addressed files, a SQLite manifest, and ``metadata.jsonl``.
 
+The folder's format (names, schema, queries, ``metadata.jsonl``) belongs to
+:mod:`diffkit.dataset.manifest`; this module is scrape's writer: atomic file writes, crash
+reconciliation and the inline dedupe index.
+
 Order of writes for one image: the file (temp, fsync, rename), then its manifest row (one commit).
 So after a ``kill -9`` at any moment the only possible disagreements are a stray temp file or a
 complete file without a row; :meth:`Store.reconcile` fixes both on the next start. The manifest is
@@ -15,9 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import json
 import os
-import re
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,52 +28,28 @@ from pathlib import Path
 
 import numpy as np
 
-from diffkit.atomic import TMP_SUFFIX, atomic_write_bytes, atomic_write_text
+from diffkit.atomic import TMP_SUFFIX, atomic_write_bytes
 from diffkit.console import printable
+from diffkit.dataset.manifest import (
+    FILE_PATTERN,
+    IMAGES_DIR,
+    MANIFEST_NAME,
+    METADATA_NAME,
+    Manifest,
+    check_manifest_header,
+    damaged_manifest,
+    relative_file_name,
+    row_problem,
+    utc_now,
+)
 from diffkit.errors import DiffkitError
 from diffkit.safepath import is_real_file, unsafe_reason
-from diffkit.scrape.redact import redact
-from diffkit.scrape.validate import (
-    HASH_DECODE,
-    Rejection,
-    ValidImage,
-    decode_image,
-    to_signed64,
-    to_unsigned64,
-)
+from diffkit.scrape.validate import HASH_DECODE, Rejection, ValidImage, decode_image
 
-SCHEMA_VERSION = "1"
-IMAGES_DIR = "images"
-MANIFEST_NAME = "manifest.sqlite"
-METADATA_NAME = "metadata.jsonl"
-_FILE_PATTERN = re.compile(r"^([0-9a-f]{64})\.(jpg|png|webp)$")
-_SQLITE_MAGIC = b"SQLite format 3\x00"
+__all__ = ["KeptIndex", "ReconcileReport", "Store", "storage_error"]
+
 # Set bits of every byte value: a popcount that works on numpy 1.x too (np.bitwise_count is 2.x only).
 _POPCOUNT = np.array([bin(value).count("1") for value in range(256)], dtype=np.uint8)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS images (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    sha256 TEXT NOT NULL UNIQUE,
-    file_name TEXT NOT NULL,
-    phash INTEGER NOT NULL,          -- 64-bit pHash, two's complement (SQLite integers are signed)
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL,
-    bytes INTEGER NOT NULL,
-    url TEXT,                        -- NULL for files adopted by reconcile
-    fetched_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS counts (reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-
-
-def relative_file_name(sha256: str, extension: str) -> str:
-    return f"{IMAGES_DIR}/{sha256[:2]}/{sha256}.{extension}"
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 class KeptIndex:
@@ -126,27 +104,6 @@ def storage_error(root: Path, exc: OSError | sqlite3.Error) -> DiffkitError:
     return DiffkitError(f"cannot write to {root}: {detail}")
 
 
-def damaged_manifest(path: Path, detail: str) -> DiffkitError:
-    return DiffkitError(
-        f"{path} is damaged or not a diffkit manifest ({detail}); move it aside (the images stay and are "
-        "adopted on the next run) or scrape into a new --out folder"
-    )
-
-
-def check_manifest_header(root: Path) -> None:
-    """Refuse a ``manifest.sqlite`` that is not SQLite at all, before anything in the folder is touched."""
-    path = Path(root) / MANIFEST_NAME
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(len(_SQLITE_MAGIC))
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise DiffkitError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if head and head != _SQLITE_MAGIC:
-        raise damaged_manifest(path, "no SQLite header")
-
-
 @dataclass
 class ReconcileReport:
     temp_files_removed: int = 0
@@ -161,8 +118,13 @@ class ReconcileReport:
 
     @property
     def changed(self) -> bool:
-        return bool(self.temp_files_removed or self.files_adopted or self.files_removed or self.rows_dropped
-                    or self.unsafe_rows_dropped)
+        return bool(
+            self.temp_files_removed
+            or self.files_adopted
+            or self.files_removed
+            or self.rows_dropped
+            or self.unsafe_rows_dropped
+        )
 
     def describe(self) -> str:
         if not self.changed and not self.unknown_files and not self.unsafe:
@@ -204,20 +166,8 @@ class Store:
         self.index = KeptIndex()
         try:
             self.images_dir.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.manifest_path, isolation_level=None)
+            self.manifest = Manifest.open(self.root, HASH_DECODE)
         except (OSError, sqlite3.Error) as exc:
-            raise storage_error(self.root, exc) from None
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode: a process crash loses nothing; a power cut may lose the last rows,
-            # whose files reconcile then adopts.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-            self._check_meta()
-        except (sqlite3.Error, DiffkitError) as exc:
-            self.close()
-            if isinstance(exc, DiffkitError):
-                raise
             raise storage_error(self.root, exc) from None
 
     @contextlib.contextmanager
@@ -228,53 +178,32 @@ class Store:
         except (OSError, sqlite3.Error) as exc:
             raise storage_error(self.root, exc) from None
 
-    def _check_meta(self) -> None:
-        meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
-        if meta.get("hash_decode", HASH_DECODE) != HASH_DECODE:
-            raise DiffkitError(
-                f"{self.manifest_path} holds pHashes computed with {meta['hash_decode']!r}, this diffkit "
-                f"uses {HASH_DECODE!r}; scrape into a new --out folder"
-            )
-        missing = {"schema_version": SCHEMA_VERSION, "hash_decode": HASH_DECODE}.items() - meta.items()
-        if missing:  # a rerun on a full or read-only disk must not need a write here
-            with self._db:
-                self._db.executemany("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", sorted(missing))
-
     def close(self) -> None:
-        with contextlib.suppress(sqlite3.Error):  # a full disk may refuse the closing checkpoint: harmless
-            self._db.close()
+        self.manifest.close()
 
     # -- queries ---------------------------------------------------------------------------------
     def kept_count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+        return self.manifest.kept_count()
 
     def counts(self) -> dict[str, int]:
-        return dict(self._db.execute("SELECT reason, count FROM counts ORDER BY reason").fetchall())
+        return self.manifest.counts()
 
     def rows(self) -> list[dict[str, object]]:
-        cursor = self._db.execute(
-            "SELECT sha256, file_name, phash, width, height, bytes, url, fetched_at FROM images ORDER BY id"
-        )
-        names = [column[0] for column in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        return self.manifest.rows()
 
     def load_index(self) -> None:
         """Kept images, plus those ``diffkit dedupe`` removed as duplicates: never fetch them again."""
         self.index = KeptIndex()
-        for sha256, phash in self._db.execute("SELECT sha256, phash FROM images ORDER BY id"):
-            self.index.add(sha256, to_unsigned64(phash))
-        tables = {name for (name,) in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if "dedupe_removed" in tables:
-            removed = self._db.execute("SELECT sha256, phash FROM dedupe_removed WHERE phash IS NOT NULL")
-            for sha256, phash in removed.fetchall():
-                self.index.add(sha256, to_unsigned64(phash))
+        for sha256, phash in self.manifest.known_hashes():
+            self.index.add(sha256, phash)
 
     # -- writes ----------------------------------------------------------------------------------
     def add(self, image: ValidImage, url: str | None, fetched_at: str | None = None) -> str:
         """Write the file atomically, then commit its row. Returns the relative file name.
 
         A row never names a file that is not complete on disk: when the row cannot be committed (disk
-        full), the file just written goes too, so disk and manifest still agree.
+        full), the file just written goes too, so disk and manifest still agree. Credentials in ``url``
+        are never stored.
         """
         file_name = relative_file_name(image.sha256, image.extension)
         reason = unsafe_reason(self.root, file_name)
@@ -288,42 +217,29 @@ class Store:
             atomic_write_bytes(path, image.data)
         try:
             with self._writing():
-                self._insert(image, file_name, None if url is None else redact(url), fetched_at or utc_now())
+                self._insert(image, file_name, url, fetched_at or utc_now())
         except DiffkitError:
             with contextlib.suppress(OSError, sqlite3.Error):
-                if not self._db.execute("SELECT 1 FROM images WHERE sha256 = ?", (image.sha256,)).fetchone():
+                if not self.manifest.has_image(image.sha256):
                     path.unlink()
             raise
         return file_name
 
     def _insert(self, image: ValidImage, file_name: str, url: str | None, fetched_at: str) -> None:
-        with self._db:
-            self._db.execute(
-                "INSERT INTO images(sha256, file_name, phash, width, height, bytes, url, fetched_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (image.sha256, file_name, to_signed64(image.phash), image.width, image.height,
-                 len(image.data), url, fetched_at),
-            )
+        size = (image.width, image.height)
+        self.manifest.insert_image(
+            image.sha256, file_name, image.phash, size, len(image.data), url, fetched_at
+        )
         self.index.add(image.sha256, image.phash)
 
     def count(self, reason: str, amount: int = 1) -> None:
-        with self._writing(), self._db:
-            self._db.execute(
-                "INSERT INTO counts(reason, count) VALUES (?, ?)"
-                " ON CONFLICT(reason) DO UPDATE SET count = count + excluded.count",
-                (reason, amount),
-            )
+        with self._writing():
+            self.manifest.add_count(reason, amount)
 
     def write_metadata(self) -> None:
         """Rewrite ``metadata.jsonl`` (Hugging Face imagefolder convention) from the manifest."""
-        lines = []
-        for row in self.rows():
-            row["phash"] = f"{to_unsigned64(int(row['phash'])):016x}"  # hex: JSON readers choke on uint64
-            if isinstance(row["url"], str):
-                row["url"] = redact(row["url"])  # rows written by older diffkit versions
-            lines.append(json.dumps(row, sort_keys=False))
         with self._writing():
-            atomic_write_text(self.metadata_path, "".join(line + "\n" for line in lines))
+            self.manifest.write_metadata()
 
     # -- reconcile -------------------------------------------------------------------------------
     def reconcile(self, max_pixels: int, near_dup_threshold: int) -> ReconcileReport:
@@ -368,15 +284,13 @@ class Store:
     def _check_rows(self, report: ReconcileReport) -> set[str]:
         """Drop rows whose file is missing or wrong; rows naming unsafe paths are dropped, targets kept."""
         known: set[str] = set()
-        rows = self._db.execute("SELECT sha256, file_name, bytes FROM images").fetchall()
-        for sha256, file_name, size in rows:
-            problem = _row_problem(self.root, str(sha256), str(file_name))
-            path = self.root / str(file_name)
+        for sha256, file_name, size in self.manifest.file_rows():
+            problem = row_problem(self.root, sha256, file_name)
+            path = self.root / file_name
             if problem is None and is_real_file(path) and path.stat().st_size == size:
                 known.add(str(file_name))
                 continue
-            with self._db:
-                self._db.execute("DELETE FROM images WHERE sha256 = ?", (sha256,))
+            self.manifest.drop_image(sha256)
             if problem is not None:
                 report.unsafe.append(f"manifest row {printable(file_name)!r}: {problem}")
                 report.unsafe_rows_dropped += 1
@@ -387,7 +301,7 @@ class Store:
         return known
 
     def _adopt_or_remove(self, path: Path, max_pixels: int, threshold: int, report: ReconcileReport) -> None:
-        match = _FILE_PATTERN.match(path.name)
+        match = FILE_PATTERN.match(path.name)
         if match is None or path.parent.name != match.group(1)[:2]:
             report.unknown_files.append(printable(path.relative_to(self.root).as_posix()))
             return
@@ -418,14 +332,3 @@ def _entries(folder: Path) -> list[os.DirEntry[str]]:
         return []
     with os.scandir(folder) as scan:
         return sorted(scan, key=lambda entry: entry.name)
-
-
-def _row_problem(root: Path, sha256: str, file_name: str) -> str | None:
-    """Why a manifest row's file may not be touched: outside the folder, a symlink, not a diffkit name."""
-    reason = unsafe_reason(root, file_name)
-    if reason is not None:
-        return reason
-    match = _FILE_PATTERN.match(Path(file_name).name)
-    if match is None or file_name != relative_file_name(sha256, match.group(2)):
-        return f"not the diffkit name of its image ({IMAGES_DIR}/xx/<sha256>.<ext>)"
-    return None

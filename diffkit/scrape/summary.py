@@ -10,7 +10,7 @@ from typing import Any
 from PIL import Image
 
 from diffkit.console import printable, shown
-from diffkit.scrape.redact import redact
+from diffkit.dataset.redact import redact
 from diffkit.scrape.storage import ReconcileReport, Store
 
 CONTACT_SHEET_SIZE = 36

@@ -12,10 +12,10 @@ import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import imagehash
 from PIL import Image
 
-from diffkit.dataset.decode import UndecodableImage, to_8bit
+from diffkit.dataset.decode import UndecodableImage
+from diffkit.dataset.phash import DRAFT_DECODE, phash
 
 # Rejection reasons. ``http_<status>`` covers every other status code.
 BLOCK_PAGE = "block_page"  # an HTML page where an image was expected (landing page, CAPTCHA, ban)
@@ -38,9 +38,9 @@ DUPLICATE_NEAR = "duplicate_near"
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 TRANSIENT_REASONS = frozenset({TIMEOUT, CONNECTION_ERROR, TRUNCATED} | {f"http_{s}" for s in RETRY_STATUSES})
 
-# The one decode path for perceptual hashes, shared with ``diffkit dedupe`` so hashes are comparable:
-# libjpeg DCT-scaled greyscale decode to >= 256 px, then imagehash.phash (64 bits).
-HASH_DECODE = "draft-L-256"
+# The decode path of the pHashes scrape stores (manifest meta ``hash_decode``): the one pHash's default,
+# libjpeg DCT-scaled greyscale decode to >= 256 px, the same as ``diffkit dedupe``'s default.
+HASH_DECODE = DRAFT_DECODE
 
 _FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 
@@ -112,20 +112,14 @@ def check_response(status: int, headers: Mapping[str, str], body: bytes) -> Reje
 
 
 def phash_of(data: bytes) -> int:
-    """64-bit pHash (unsigned) on the fixed ``HASH_DECODE`` path.
+    """64-bit pHash (unsigned) on the fixed ``HASH_DECODE`` path: :func:`diffkit.dataset.phash.phash`.
 
-    16-bit greyscale PNGs are scaled to 8 bits first (imagehash's ``convert("L")`` would clamp them to
-    white); 8-bit images pass through untouched, so their hashes are those of every earlier version.
     Raises :class:`UndecodableImage` for pixels without a known white level (float, 32-bit).
     """
-    with Image.open(io.BytesIO(data)) as image:
-        image.draft("L", (256, 256))  # a no-op for non-JPEG formats
-        return int(str(imagehash.phash(to_8bit(image))), 16)
+    return phash(data, HASH_DECODE)
 
 
-def decode_image(
-    data: bytes, max_pixels: int, expect_size: tuple[int, int] | None
-) -> ValidImage | Rejection:
+def decode_image(data: bytes, max_pixels: int, expect_size: tuple[int, int] | None) -> ValidImage | Rejection:
     """Full decode under a pixel limit; computes the hashes of an image that passes."""
     if sniff_format(data[:16]) == "JPEG" and not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
         # A Content-Length shorter than the image also lands here: the header lied, the body ran on.
@@ -171,12 +165,3 @@ def validate(
     if rejection is not None:
         return rejection
     return decode_image(body, max_pixels, expect_size)
-
-
-def to_signed64(value: int) -> int:
-    """SQLite integers are signed 64-bit: store a pHash as its two's complement."""
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-def to_unsigned64(value: int) -> int:
-    return value & 0xFFFF_FFFF_FFFF_FFFF

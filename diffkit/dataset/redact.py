@@ -2,7 +2,9 @@
 
 The password would otherwise land in ``manifest.sqlite``, ``metadata.jsonl``, the HTML and JSON
 reports, error messages and the terminal. :func:`redact` replaces the user-info part of every URL in a
-piece of text with ``***``; everything that leaves the process goes through it.
+piece of text with ``***``; everything that leaves the process goes through it. It lives with the
+dataset folder because the manifest and ``metadata.jsonl`` store URLs: their writers apply it, whichever
+command writes (scrape adds rows, dedupe rewrites ``metadata.jsonl`` after removing some).
 """
 
 from __future__ import annotations

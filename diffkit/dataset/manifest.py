@@ -1,0 +1,349 @@
+"""The dataset folder's records: file names, the SQLite manifest (schema and every query), ``metadata.jsonl``.
+
+A ``diffkit scrape`` output folder holds ``images/<sha[:2]>/<sha256>.<ext>``, ``manifest.sqlite`` (WAL)
+and ``metadata.jsonl`` (Hugging Face imagefolder convention, derived from the manifest and rewritten
+atomically). Tables: ``images`` (one row per kept file), ``counts`` (rejections by reason), ``meta``
+(schema version, the pHash decode path) and, created by the first ``diffkit dedupe`` that removes one of
+its files, ``dedupe_removed`` (the rows of removed files, with action, destination and keeper). Scrape
+reads ``dedupe_removed`` so it never fetches a removed duplicate again.
+
+This module runs SQL and raises SQLite's and the OS's own errors; the commands decide what a failure
+means to the user (scrape: :func:`diffkit.scrape.storage.storage_error`). It never follows a symlink to
+write: callers check :func:`unsafe_manifest_files` first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from diffkit.atomic import atomic_write_text
+from diffkit.dataset.phash import to_signed64, to_unsigned64
+from diffkit.dataset.redact import redact
+from diffkit.errors import DiffkitError
+from diffkit.safepath import unsafe_reason
+
+__all__ = [
+    "FILE_PATTERN",
+    "IMAGES_DIR",
+    "MANIFEST_NAME",
+    "METADATA_NAME",
+    "SCHEMA_VERSION",
+    "Manifest",
+    "RemovedFile",
+    "check_manifest_header",
+    "damaged_manifest",
+    "fetch_times",
+    "record_removals",
+    "relative_file_name",
+    "rewrite_metadata",
+    "row_problem",
+    "unsafe_manifest_files",
+    "utc_now",
+]
+
+SCHEMA_VERSION = "1"
+IMAGES_DIR = "images"
+MANIFEST_NAME = "manifest.sqlite"
+METADATA_NAME = "metadata.jsonl"
+FILE_PATTERN = re.compile(r"^([0-9a-f]{64})\.(jpg|png|webp)$")
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_JOURNALS = ("-wal", "-shm", "-journal")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sha256 TEXT NOT NULL UNIQUE,
+    file_name TEXT NOT NULL,
+    phash INTEGER NOT NULL,          -- 64-bit pHash, two's complement (SQLite integers are signed)
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    url TEXT,                        -- NULL for files adopted by reconcile
+    fetched_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counts (reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+# Created only when dedupe first removes a file: opening an existing manifest (a rerun on a full or
+# read-only disk) must not need a write.
+_REMOVED_TABLE = """
+CREATE TABLE IF NOT EXISTS dedupe_removed (
+    sha256 TEXT PRIMARY KEY,
+    file_name TEXT NOT NULL,
+    phash INTEGER,
+    width INTEGER,
+    height INTEGER,
+    bytes INTEGER,
+    url TEXT,
+    fetched_at TEXT,
+    action TEXT NOT NULL,            -- move | delete
+    moved_to TEXT,                   -- path of the quarantined file (move only)
+    keeper_file_name TEXT NOT NULL,
+    distance INTEGER NOT NULL,
+    removed_at TEXT NOT NULL
+)
+"""
+_ROW_COLUMNS = "sha256, file_name, phash, width, height, bytes, url, fetched_at"
+
+
+def relative_file_name(sha256: str, extension: str) -> str:
+    """Where an image with this content lives in the folder: ``images/<sha[:2]>/<sha>.<ext>``."""
+    return f"{IMAGES_DIR}/{sha256[:2]}/{sha256}.{extension}"
+
+
+def row_problem(root: Path, sha256: str, file_name: str) -> str | None:
+    """Why a manifest row's file may not be touched: outside the folder, a symlink, not a diffkit name."""
+    reason = unsafe_reason(root, file_name)
+    if reason is not None:
+        return reason
+    match = FILE_PATTERN.match(Path(file_name).name)
+    if match is None or file_name != relative_file_name(sha256, match.group(2)):
+        return f"not the diffkit name of its image ({IMAGES_DIR}/xx/<sha256>.<ext>)"
+    return None
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def damaged_manifest(path: Path, detail: str) -> DiffkitError:
+    return DiffkitError(
+        f"{path} is damaged or not a diffkit manifest ({detail}); move it aside (the images stay and are "
+        "adopted on the next run) or scrape into a new --out folder"
+    )
+
+
+def check_manifest_header(root: Path) -> None:
+    """Refuse a ``manifest.sqlite`` that is not SQLite at all, before anything in the folder is touched."""
+    path = Path(root) / MANIFEST_NAME
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(_SQLITE_MAGIC))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise DiffkitError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if head and head != _SQLITE_MAGIC:
+        raise damaged_manifest(path, "no SQLite header")
+
+
+def unsafe_manifest_files(root: Path) -> str | None:
+    """Why the manifest, its journals or ``metadata.jsonl`` must not be written: a symlink on the way."""
+    for name in (MANIFEST_NAME, *(MANIFEST_NAME + suffix for suffix in _JOURNALS), METADATA_NAME):
+        reason = unsafe_reason(root, name)
+        if reason is not None:
+            return reason
+    return None
+
+
+class Manifest:
+    """An open ``manifest.sqlite``: every query scrape runs on it. Autocommit; writes commit one by one."""
+
+    def __init__(self, root: Path, db: sqlite3.Connection) -> None:
+        self.root = Path(root)
+        self.db = db
+
+    @classmethod
+    def open(cls, root: Path, hash_decode: str) -> Manifest:
+        """Open (or create) the manifest of ``root`` for writing, in WAL mode, with its schema.
+
+        Raises :class:`DiffkitError` when it holds pHashes from another decode path than ``hash_decode``,
+        ``sqlite3.Error`` for anything SQLite refuses (the connection is closed again then).
+        """
+        db = sqlite3.connect(Path(root) / MANIFEST_NAME, isolation_level=None)
+        manifest = cls(root, db)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a process crash loses nothing; a power cut may lose the last rows,
+            # whose files reconcile then adopts.
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            manifest._check_meta(hash_decode)
+        except BaseException:
+            manifest.close()
+            raise
+        return manifest
+
+    @property
+    def path(self) -> Path:
+        return self.root / MANIFEST_NAME
+
+    def _check_meta(self, hash_decode: str) -> None:
+        meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+        if meta.get("hash_decode", hash_decode) != hash_decode:
+            raise DiffkitError(
+                f"{self.path} holds pHashes computed with {meta['hash_decode']!r}, this diffkit "
+                f"uses {hash_decode!r}; scrape into a new --out folder"
+            )
+        missing = {"schema_version": SCHEMA_VERSION, "hash_decode": hash_decode}.items() - meta.items()
+        if missing:  # a rerun on a full or read-only disk must not need a write here
+            with self.db:
+                self.db.executemany("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", sorted(missing))
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):  # a full disk may refuse the closing checkpoint: harmless
+            self.db.close()
+
+    # -- queries ---------------------------------------------------------------------------------
+    def kept_count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+
+    def counts(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT reason, count FROM counts ORDER BY reason").fetchall())
+
+    def rows(self) -> list[dict[str, object]]:
+        """Every kept image's row, in the order they were kept (``phash`` unsigned)."""
+        cursor = self.db.execute(f"SELECT {_ROW_COLUMNS} FROM images ORDER BY id")
+        names = [column[0] for column in cursor.description]
+        rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        for row in rows:
+            row["phash"] = to_unsigned64(int(row["phash"]))  # type: ignore[call-overload]
+        return rows
+
+    def file_rows(self) -> list[tuple[str, str, int]]:
+        """``(sha256, file_name, bytes)`` of every kept image, for checking them against the disk."""
+        return [
+            (str(s), str(f), int(b))
+            for s, f, b in self.db.execute("SELECT sha256, file_name, bytes FROM images")
+        ]
+
+    def has_image(self, sha256: str) -> bool:
+        return self.db.execute("SELECT 1 FROM images WHERE sha256 = ?", (sha256,)).fetchone() is not None
+
+    def known_hashes(self) -> list[tuple[str, int]]:
+        """``(sha256, unsigned pHash)`` of every kept image, then of every image dedupe removed."""
+        known = [
+            (str(s), to_unsigned64(p))
+            for s, p in self.db.execute("SELECT sha256, phash FROM images ORDER BY id")
+        ]
+        if _has_table(self.db, "dedupe_removed"):
+            removed = self.db.execute("SELECT sha256, phash FROM dedupe_removed WHERE phash IS NOT NULL")
+            known.extend((str(s), to_unsigned64(p)) for s, p in removed.fetchall())
+        return known
+
+    # -- writes ----------------------------------------------------------------------------------
+    def insert_image(
+        self,
+        sha256: str,
+        file_name: str,
+        phash: int,
+        size: tuple[int, int],
+        n_bytes: int,
+        url: str | None,
+        fetched_at: str,
+    ) -> None:
+        """One kept image (``phash`` unsigned; credentials in ``url`` are never stored), one commit."""
+        with self.db:
+            self.db.execute(
+                "INSERT INTO images(sha256, file_name, phash, width, height, bytes, url, fetched_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    sha256,
+                    file_name,
+                    to_signed64(phash),
+                    size[0],
+                    size[1],
+                    n_bytes,
+                    None if url is None else redact(url),
+                    fetched_at,
+                ),
+            )
+
+    def drop_image(self, sha256: str) -> None:
+        with self.db:
+            self.db.execute("DELETE FROM images WHERE sha256 = ?", (sha256,))
+
+    def add_count(self, reason: str, amount: int = 1) -> None:
+        with self.db:
+            self.db.execute(
+                "INSERT INTO counts(reason, count) VALUES (?, ?)"
+                " ON CONFLICT(reason) DO UPDATE SET count = count + excluded.count",
+                (reason, amount),
+            )
+
+    def write_metadata(self) -> None:
+        """Rewrite ``metadata.jsonl`` (Hugging Face imagefolder convention) from the manifest, atomically."""
+        lines = []
+        for row in self.rows():
+            row["phash"] = f"{row['phash']:016x}"  # hex: JSON readers choke on uint64
+            if isinstance(row["url"], str):
+                row["url"] = redact(row["url"])  # rows written by older diffkit versions
+            lines.append(json.dumps(row, sort_keys=False))
+        atomic_write_text(self.root / METADATA_NAME, "".join(line + "\n" for line in lines))
+
+
+def _has_table(db: sqlite3.Connection, name: str) -> bool:
+    found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()
+    return found is not None
+
+
+# -- read and changed by diffkit dedupe (any folder; only a scrape output has a manifest) ---------------
+
+
+def fetch_times(root: Path) -> dict[str, str]:
+    """``file_name -> fetched_at`` from the manifest in ``root``, read-only; empty for a plain folder or a
+    file that is not a readable manifest."""
+    path = Path(root) / MANIFEST_NAME
+    if not path.is_file():
+        return {}
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
+            return dict(db.execute("SELECT file_name, fetched_at FROM images").fetchall())
+    except sqlite3.Error:
+        return {}  # not a diffkit manifest (or damaged): callers fall back to file times
+
+
+@dataclass(frozen=True)
+class RemovedFile:
+    """A kept image that dedupe removed: its ``file_name`` (as in the manifest) and why."""
+
+    file_name: str
+    action: str  # move | delete
+    moved_to: str | None  # the quarantined path (move only)
+    keeper_file_name: str
+    distance: int
+
+
+def record_removals(root: Path, removed: Iterable[RemovedFile]) -> int:
+    """Move the rows of removed files from ``images`` to ``dedupe_removed`` in one transaction.
+
+    Returns how many rows moved: 0 when the manifest has no ``images`` table (not a diffkit manifest) or
+    names none of the files. Raises ``sqlite3.Error``. The caller checks :func:`unsafe_manifest_files`.
+    """
+    changed = 0
+    with contextlib.closing(sqlite3.connect(Path(root) / MANIFEST_NAME, timeout=30)) as db:
+        if not _has_table(db, "images"):
+            return 0
+        with db:
+            db.execute(_REMOVED_TABLE)
+            now = utc_now()
+            for item in removed:
+                cursor = db.execute(
+                    f"INSERT OR REPLACE INTO dedupe_removed SELECT {_ROW_COLUMNS}, ?, ?, ?, ?, ?"
+                    " FROM images WHERE file_name = ?",
+                    (item.action, item.moved_to, item.keeper_file_name, item.distance, now, item.file_name),
+                )
+                if cursor.rowcount:
+                    db.execute("DELETE FROM images WHERE file_name = ?", (item.file_name,))
+                    changed += 1
+    return changed
+
+
+def rewrite_metadata(root: Path) -> bool:
+    """Rewrite ``metadata.jsonl`` of ``root`` from its manifest when the folder has one (True if so).
+
+    Raises ``sqlite3.Error`` or ``OSError``. The caller checks :func:`unsafe_manifest_files`.
+    """
+    if not (Path(root) / METADATA_NAME).exists():
+        return False
+    with contextlib.closing(sqlite3.connect(Path(root) / MANIFEST_NAME, timeout=30)) as db:
+        Manifest(root, db).write_metadata()
+    return True
