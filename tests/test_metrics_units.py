@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from diffkit.dataset.listing import MOVE_LOG_NAME
 from diffkit.errors import DiffkitError
 from diffkit.metrics.config import EvalConfig, parse_metrics
 from diffkit.metrics.features import Extractor, cache_key
@@ -145,6 +146,7 @@ def test_download_happens_once_into_the_engine_cache_and_is_checked_against_the_
 def test_select_images_refuses_fewer_than_asked_and_skips_quarantine(tmp_path):
     write_face_folder(tmp_path / "set", 5, size=32)
     write_face_folder(tmp_path / "set" / "quarantine", 2, size=32, seed=9)
+    (tmp_path / "set" / "quarantine" / MOVE_LOG_NAME).write_text("")  # a real dedupe quarantine
     write_face_folder(tmp_path / "set" / "sub", 1, size=32, seed=3)
     assert len(list_images(tmp_path / "set")) == 6  # nested folders count, quarantine does not
     assert [p.name for p in select_images(tmp_path / "set", 3, "generated")] == [

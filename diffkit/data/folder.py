@@ -7,14 +7,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from diffkit.dataset.listing import IMAGE_EXTENSIONS, image_root, scan_images
 from diffkit.errors import DiffkitError
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFile", "content_key", "find_images", "image_root"]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 CACHE_DIR_NAME = ".diffkit-cache"
-# Marks of a `diffkit scrape` output folder: its images live under images/, nothing else is data.
-SCRAPE_MARKERS = ("manifest.sqlite", "metadata.jsonl")
 
 
 @dataclass(frozen=True)
@@ -25,39 +23,17 @@ class ImageFile:
     ctime_ns: int
 
 
-def image_root(data_dir: Path) -> Path:
-    """The folder to scan: ``images/`` of a scrape output, else the folder itself."""
-    images = data_dir / "images"
-    if images.is_dir() and any((data_dir / marker).exists() for marker in SCRAPE_MARKERS):
-        return images
-    return data_dir
-
-
 def find_images(data_dir: Path) -> list[ImageFile]:
-    """All image files under ``data_dir`` (recursive, sorted), skipping hidden folders and files.
+    """All image files under ``data_dir`` by the one lister's rules (:mod:`diffkit.dataset.listing`).
 
-    Hidden entries are skipped so the cache folder, editor droppings and ``.tmp`` files of atomic
-    writes in progress never count as data.
+    A `diffkit scrape` folder is listed from its ``images/``; paths stay relative to ``data_dir``.
     """
     if not data_dir.exists():
         raise DiffkitError(f"Data folder {data_dir} does not exist; pass --data with a folder of images.")
     if not data_dir.is_dir():
         raise DiffkitError(f"{data_dir} is not a folder; pass --data with a folder of images.")
-    root = image_root(data_dir)
-    found: list[ImageFile] = []
-    for directory, subdirs, files in os.walk(root):
-        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-        for name in files:
-            if name.startswith(".") or not name.lower().endswith(IMAGE_EXTENSIONS):
-                continue
-            path = Path(directory, name)
-            try:
-                stat = path.stat()
-            except OSError:  # vanished or dangling link: not part of the data set
-                continue
-            relative = path.relative_to(data_dir).as_posix()
-            found.append(ImageFile(relative, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns))
-    found.sort(key=lambda f: f.relative_path)
+    scan = scan_images(image_root(data_dir), base=data_dir)
+    found = [ImageFile(entry.rel, entry.size, entry.mtime_ns, entry.ctime_ns) for entry in scan.files]
     if not found:
         raise DiffkitError(
             f"No images ({', '.join(IMAGE_EXTENSIONS)}) found under {data_dir}; "

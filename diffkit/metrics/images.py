@@ -25,12 +25,10 @@ from PIL import Image
 
 from diffkit.console import printable
 from diffkit.dataset.decode import UndecodableImage, open_rgb
+from diffkit.dataset.listing import scan_images
 from diffkit.errors import DiffkitError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 LOSSY_EXTENSIONS = (".jpg", ".jpeg", ".webp")
-# folders that hold images which are not part of the set (diffkit dedupe's quarantine, caches)
-SKIPPED_DIRS = {"quarantine", "__pycache__"}
 
 
 @dataclass(frozen=True)
@@ -53,17 +51,10 @@ class ImageSet:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursive, hidden and quarantine folders skipped), sorted by path."""
+    """The images of ``folder`` by the one lister's rules (:mod:`diffkit.dataset.listing`), sorted."""
     if not folder.is_dir():
         raise DiffkitError(f"{printable(folder)} is not a folder")
-    found = []
-    for path in folder.rglob("*"):
-        relative = path.relative_to(folder).parts
-        if any(part.startswith(".") or part in SKIPPED_DIRS for part in relative[:-1]):
-            continue
-        if path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".") and path.is_file():
-            found.append(path)
-    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+    return scan_images(folder).paths
 
 
 def select_images(folder: Path, n: int | None, role: str, hint: str = "") -> list[Path]:
