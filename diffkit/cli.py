@@ -12,6 +12,7 @@ modules, never here.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Callable
@@ -29,7 +30,7 @@ try:  # typer >= 0.20 vendors its own copy of click
 except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_exceptions
     from click.exceptions import Abort
-from diffkit.console import shown
+from diffkit.console import progress_default, shown
 from diffkit.errors import DiffkitError
 from diffkit.output import print_result
 
@@ -85,6 +86,24 @@ def _run(call: Callable[[], Any], json_output: bool = False) -> Any:
 
 
 JSON_OPTION = typer.Option(False, "--json", help="Print one JSON object instead of text.")
+PROGRESS_OPTION = typer.Option(
+    None, "--progress/--no-progress", help="Progress bars on stderr (default: on when stderr is a terminal)."
+)
+
+
+def _progress(flag: bool | None) -> bool:
+    """``--progress/--no-progress`` as given, else on when stderr is a terminal (also under --json)."""
+    return progress_default() if flag is None else flag
+
+
+def default(config_class: type, name: str) -> Any:
+    """A config dataclass field's default: Typer shows it, and it is written only in the config."""
+    field = config_class.__dataclass_fields__[name]
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    raise KeyError(f"{config_class.__name__}.{name} has no default")
 
 
 @app.command()
