@@ -248,3 +248,27 @@ def test_kid_subset_size_is_min_1000_n_m_and_whole_set_subsets_are_flagged():
     assert any("equals M = 300" in note for note in kid_caveats(5000, 300, 300, None, 4000))
     capped = kid_caveats(5000, 3000, 1000, (0.001, 0.002), 4000)[-1]
     assert "[0.001, 0.002]" in capped and "at most 4000 images per set" in capped
+
+
+def test_fid_at_full_inception_width_equals_torch_fidelity():
+    """N >= 2048 at D = 2048 (Inception's pool width): the symmetric trace route equals torch-fidelity's
+    non-symmetric eigvals to 1e-4 relative, including a near-singular covariance (correlated features)."""
+    rng = np.random.default_rng(11)
+    d, n = 2048, 2100
+    mixing = np.eye(d) + 0.05 * rng.standard_normal((d, d))
+    gen = (rng.standard_normal((n, d)) @ mixing).astype(np.float32) + 0.02
+    ref = (rng.standard_normal((n, d)) * 1.05).astype(np.float32)
+    ours = frechet_distance(gen, ref)
+    assert ours > 10.0
+    assert ours == pytest.approx(_tf_fid(gen, ref), rel=1e-4)
+
+
+def test_trace_sqrt_product_falls_back_for_a_singular_covariance():
+    from diffkit.metrics.fid import trace_sqrt_product
+
+    rng = np.random.default_rng(12)
+    low_rank = rng.standard_normal((20, 64))  # 20 samples in 64 dimensions: singular covariance
+    full = rng.standard_normal((400, 64))
+    s1, s2 = np.cov(low_rank, rowvar=False), np.cov(full, rowvar=False)
+    expected = np.sqrt(np.linalg.eigvals(s1 @ s2).astype(np.complex128)).real.sum()
+    assert trace_sqrt_product(s1, s2) == pytest.approx(expected, rel=1e-6)

@@ -1,8 +1,9 @@
 """Fréchet distance between two feature sets.
 
-:func:`frechet_distance_from_stats` follows torch-fidelity's ``metric_fid.py`` operation for
-operation (float64 covariance, ``sum(sqrt(eigvals(sigma1 @ sigma2)))`` in complex128, no scipy
-``sqrtm``, no eps), so the two agree to float rounding.
+:func:`frechet_distance_from_stats` is torch-fidelity's ``metric_fid.py`` formula (float64 covariance,
+no scipy ``sqrtm``, no eps) with ``tr sqrt(sigma1 sigma2)`` computed from symmetric eigenproblems
+(:func:`trace_sqrt_product`) instead of the non-symmetric ``eigvals``: the same number to float
+rounding, about 10x faster at 2048 features.
 
 The bootstrap and the subset curve need dozens of FIDs; :class:`FastFrechet` computes the same
 quantity through factors: with ``sigma = F F^T``, ``tr sqrt(sigma1 sigma2)`` is the nuclear norm of
@@ -29,17 +30,39 @@ def feature_statistics(features: np.ndarray) -> GaussianStats:
     return GaussianStats(np.mean(features, axis=0), np.cov(features, rowvar=False), len(features))
 
 
+def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
+    """``tr sqrt(sigma1 sigma2)`` for covariance matrices, through symmetric problems only.
+
+    With ``sigma1 = L L^T``, ``sigma1 sigma2`` is similar to ``L^T sigma2 L`` (symmetric, PSD), so its
+    eigenvalues, and their square roots' sum, are those of a symmetric matrix: one Cholesky factor and
+    one ``eigvalsh`` instead of torch-fidelity's non-symmetric ``eigvals`` (about 10x faster at
+    D = 2048; equal to float rounding). A singular ``sigma1`` (fewer samples than dimensions) has no
+    Cholesky factor; its symmetric square root from ``eigh`` plays the role of ``L``.
+    """
+    sigma1 = np.asarray(sigma1, dtype=np.float64)
+    sigma2 = np.asarray(sigma2, dtype=np.float64)
+    try:
+        factor = np.linalg.cholesky(sigma1)
+    except np.linalg.LinAlgError:
+        values, vectors = np.linalg.eigh(sigma1)
+        factor = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+    middle = factor.T @ sigma2 @ factor
+    eigenvalues = np.linalg.eigvalsh((middle + middle.T) / 2)  # symmetrise away rounding asymmetry
+    return float(np.sqrt(np.clip(eigenvalues, 0, None)).sum())
+
+
 def frechet_distance_from_stats(stats1: GaussianStats, stats2: GaussianStats) -> float:
+    """torch-fidelity's FID formula; the trace term through :func:`trace_sqrt_product`."""
     diff = stats1.mu - stats2.mu
-    eigenvalues = np.linalg.eigvals(stats1.sigma.dot(stats2.sigma)).astype("complex128")
-    tr_covmean = np.sum(np.sqrt(eigenvalues).real)
+    tr_covmean = trace_sqrt_product(stats1.sigma, stats2.sigma)
     return float(diff.dot(diff) + np.trace(stats1.sigma) + np.trace(stats2.sigma) - 2 * tr_covmean)
 
 
 def frechet_distance(features1: np.ndarray, features2: np.ndarray) -> float:
     """FID between two (N, D) feature arrays.
 
-    With at least D samples on both sides this is torch-fidelity 0.4.0's arithmetic, step for step.
+    With more than D samples on both sides this is torch-fidelity 0.4.0's formula with the symmetric
+    trace (:func:`trace_sqrt_product`).
     With fewer (a rank-deficient covariance, the usual case below 2048 images) the D x D eigenproblem
     is mostly numerical zeros: the factored route gives the same value (the tests hold it to 1e-6 of
     torch-fidelity) without them, in a fraction of a second instead of 10-40 s on a CPU.
