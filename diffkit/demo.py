@@ -18,6 +18,7 @@ from diffkit.dedupe import DedupeConfig, dedupe
 from diffkit.errors import DiffkitError
 from diffkit.metrics import EvalConfig, evaluate
 from diffkit.report import IndexConfig, build_index
+from diffkit.runs import STATE_FILE
 from diffkit.sample import SampleConfig, sample
 from diffkit.scrape import ScrapeConfig, scrape
 from diffkit.testing.site import FaceSite, SiteConfig
@@ -126,7 +127,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
     deduped = timed("dedupe", lambda: dedupe(DedupeConfig(directory=data_dir, progress=config.progress)))
     result.steps["dedupe"] = f"{len(deduped.clusters)} duplicate clusters left (report only)"
 
-    resume = (run_dir / "state-latest.pt").exists()
+    resume = (run_dir / STATE_FILE).exists()
     trained = timed(
         "train",
         lambda: train(

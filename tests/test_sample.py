@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 
 from diffkit.cli import app
 from diffkit.models import UNet, UNetConfig
-from diffkit.sample import generate_images, load_run_config
+from diffkit.sample import generate_images
 from diffkit.train import TrainConfig, train
+from diffkit.train.config import load_run_config
 
 RED, BLUE = (220, 40, 40), (40, 40, 220)
 RES = 8

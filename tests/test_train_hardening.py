@@ -21,11 +21,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner, Result
 
+from diffkit import runs
 from diffkit.cli import app
 from diffkit.models import UNet, preset_config
 from diffkit.testing.faces import write_face_folder
 from diffkit.train import TrainConfig, loop, train
-from diffkit.train import checkpoint as ckpt
 
 REPO = Path(__file__).resolve().parents[1]
 # The tiny U-Net at 16 px on CPU in fp32, no grids mid-run: a step takes a fraction of a second.
@@ -94,7 +94,7 @@ def test_second_train_into_a_training_run_folder_exits_2_naming_the_holder(
     )  # fmt: skip
     try:
         # stats.jsonl is started just before the training loop (and its Ctrl-C handler) begins.
-        _wait_for(lambda: (out / ckpt.STATS_FILE).exists() or first.poll() is not None)
+        _wait_for(lambda: (out / runs.STATS_FILE).exists() or first.poll() is not None)
         assert first.poll() is None, first.communicate()
         second = cli("train", "--data", faces, "--out", out, "--steps", "2", *TRAIN_FAST)
         line = one_error_line(second)
@@ -104,13 +104,13 @@ def test_second_train_into_a_training_run_folder_exits_2_naming_the_holder(
         first.send_signal(signal.SIGINT)  # Ctrl-C: it saves its state and exits 130
         _, stderr = first.communicate(timeout=120)
     assert first.returncode == 130, stderr
-    state = torch.load(out / ckpt.STATE_FILE, weights_only=True)
+    state = torch.load(out / runs.STATE_FILE, weights_only=True)
     assert state["step"] >= 0 and (out / "ema-000000.safetensors").is_file()  # saved cleanly on Ctrl-C
 
 
 def test_resume_of_a_locked_run_exits_2_and_leaves_it_alone(faces: Path, tmp_path: Path) -> None:
     run = one_step_run(faces, tmp_path / "run")
-    before = (run / ckpt.STATE_FILE).read_bytes()
+    before = (run / runs.STATE_FILE).read_bytes()
     holder_code = (
         "import sys\nfrom pathlib import Path\nfrom diffkit.lock import folder_lock\n"
         "with folder_lock(Path(sys.argv[1]), 'train'):\n"
@@ -128,7 +128,7 @@ def test_resume_of_a_locked_run_exits_2_and_leaves_it_alone(faces: Path, tmp_pat
         assert f"`diffkit train` (pid {holder.pid}," in line
     finally:
         holder.communicate("", timeout=60)
-    assert (run / ckpt.STATE_FILE).read_bytes() == before
+    assert (run / runs.STATE_FILE).read_bytes() == before
     resumed = cli("train", "--out", run, "--resume", "--steps", "2", "--no-progress", "--json")
     assert resumed.exit_code == 0, resumed.output  # the lock dies with its holder
     assert json.loads(resumed.stdout)["step"] == 2
@@ -150,7 +150,7 @@ def test_resume_refuses_a_run_folder_that_is_a_symlink_out_of_runs(
     assert {p.name: p.read_bytes() for p in elsewhere.iterdir() if p.is_file()} == before
 
 
-@pytest.mark.parametrize("link", [ckpt.STATE_FILE, ckpt.SAMPLES_DIR, ckpt.STATS_FILE])
+@pytest.mark.parametrize("link", [runs.STATE_FILE, runs.SAMPLES_DIR, runs.STATS_FILE])
 def test_run_files_that_are_symlinks_are_refused_not_written_through(
     faces: Path, tmp_path: Path, link: str
 ) -> None:
@@ -158,7 +158,7 @@ def test_run_files_that_are_symlinks_are_refused_not_written_through(
     outside = tmp_path / "outside"
     outside.mkdir()
     target = outside / link
-    if link == ckpt.SAMPLES_DIR:
+    if link == runs.SAMPLES_DIR:
         target.mkdir()
         (run / link).rename(tmp_path / "old-samples")
     else:
@@ -169,7 +169,7 @@ def test_run_files_that_are_symlinks_are_refused_not_written_through(
     assert f"{run / link} is a symlink" in line
     assert (run / link).is_symlink()
     assert (sorted(p.name for p in outside.rglob("*")), target.is_file() and target.read_bytes()) == before
-    if link == ckpt.SAMPLES_DIR:  # a new run into a folder holding the link is refused as well
+    if link == runs.SAMPLES_DIR:  # a new run into a folder holding the link is refused as well
         fresh = tmp_path / "fresh"
         fresh.mkdir()
         (fresh / link).symlink_to(target)
@@ -225,8 +225,8 @@ def snapshot_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "diffusion": {"schedule": "cosine", "prediction": "v", "timesteps": 1000, "min_snr_gamma": 5.0},
         "plan": {},
     }
-    ckpt.write_run_config(run, payload)
-    ckpt.save_ema_snapshot(run, model, 0, 0, payload)
+    runs.write_run_config(run, payload)
+    runs.save_ema_snapshot(run, model, 0, 0, payload)
     return run
 
 
@@ -286,12 +286,12 @@ def test_damaged_snapshot_is_one_line_naming_the_file_and_the_fault(
     else:
         _rewrite(snapshot_run / "ema-000000.safetensors", damaged, case)
     if case == "absurd_size":  # refused from the numbers: building it would take ~200 GB
-        import diffkit.sample.generate as generate
+        import diffkit.runs.snapshots as snapshots
 
         def no_model(*args: object, **kwargs: object) -> None:
             raise AssertionError("a model was built for an absurd config")
 
-        monkeypatch.setattr(generate, "UNet", no_model)
+        monkeypatch.setattr(snapshots, "UNet", no_model)
     out = tmp_path / "out"
     result = cli(
         "sample", "--run", snapshot_run, "--snapshot", damaged, "--n", "1", "--steps", "1", "--out", out,
@@ -376,8 +376,8 @@ class _Payload:
 def test_a_pickled_resume_state_is_refused_without_running_it(faces: Path, tmp_path: Path) -> None:
     run = one_step_run(faces, tmp_path / "run")
     marker = tmp_path / "pwned"
-    state = torch.load(run / ckpt.STATE_FILE, weights_only=True)
-    torch.save(state | {"payload": _Payload(marker)}, run / ckpt.STATE_FILE)
+    state = torch.load(run / runs.STATE_FILE, weights_only=True)
+    torch.save(state | {"payload": _Payload(marker)}, run / runs.STATE_FILE)
     line = one_error_line(cli("train", "--out", run, "--resume", "--steps", "2", "--no-progress"))
-    assert f"cannot read {run / ckpt.STATE_FILE}" in line and "resume state is damaged" in line
+    assert f"cannot read {run / runs.STATE_FILE}" in line and "resume state is damaged" in line
     assert not marker.exists()

@@ -8,12 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from diffkit.device import device_choices, is_device_name
 from diffkit.errors import DiffkitError
 
 ALL_METRICS = ("fid", "kid", "is", "prc", "memorization")
 DEFAULT_METRICS = ("fid", "kid", "is")
 ENGINES = ("torch-fidelity", "clean-fid")
-DEVICES = ("auto", "cuda", "cpu")
 
 
 def parse_metrics(text: str) -> tuple[str, ...]:
@@ -62,8 +62,8 @@ class EvalConfig:
             raise DiffkitError("give exactly one of --run runs/NAME or --generated DIR")
         if self.engine not in ENGINES:
             raise DiffkitError(f"--engine must be one of {', '.join(ENGINES)} (got {self.engine!r})")
-        if self.device not in DEVICES:
-            raise DiffkitError(f"--device must be one of {', '.join(DEVICES)} (got {self.device!r})")
+        if not is_device_name(self.device):
+            raise DiffkitError(f"--device must be one of {device_choices()} (got {self.device!r})")
         if self.batch_size < 1:
             raise DiffkitError(f"--batch-size must be positive (got {self.batch_size})")
         if self.reference_samples is not None and self.reference_samples < 2:

@@ -23,6 +23,7 @@ import torch
 
 from diffkit.atomic import atomic_write_bytes
 from diffkit.console import printable
+from diffkit.device import resolve_device as resolve_device  # re-export until eval imports diffkit.device
 from diffkit.errors import DiffkitError
 from diffkit.metrics.images import ImageSet, load_images
 from diffkit.metrics.weights import ResolvedWeights
@@ -31,14 +32,6 @@ CACHE_FORMAT = 2  # 2: images decoded by open_rgb (16-bit scaled, alpha on white
 DEFAULT_CACHE_DIR = Path("~/.cache/diffkit/features")
 
 ProgressFn = Callable[[int], None]  # called with the number of images just processed
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise DiffkitError("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu or auto")
-    return torch.device(device)
 
 
 class Extractor:

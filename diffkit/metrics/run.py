@@ -136,7 +136,7 @@ def _timed(timings: dict[str, float], name: str):
 def _resolve_inputs(config: EvalConfig) -> tuple[Path, Path, bool | None]:
     reused = None
     if config.run is not None:
-        from diffkit.metrics.sampling import ensure_samples, run_reference
+        from diffkit.eval.sampling import ensure_samples, run_reference
 
         reference = config.reference or run_reference(config.run)
         generated, reused = ensure_samples(config)

@@ -11,12 +11,12 @@ from PIL import Image
 from diffkit.atomic import atomic_open
 from diffkit.console import shown
 from diffkit.errors import DiffkitError
+from diffkit.report.grid import make_grid
+from diffkit.runs import GENERATED_DIR, resolve_snapshot
 from diffkit.safepath import unsafe_reason
-from diffkit.sample.generate import generate_images, resolve_snapshot
-from diffkit.sample.grid import make_grid
+from diffkit.sample.generate import generate_images
 
 GRID_FILE = "grid.png"
-GENERATED_DIR = "generated"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Training: the typed config, the loop, EMA, precision, checkpoints and run folders."""
+"""Training: the typed config, the loop, EMA, the monitor and the training report (run files: runs)."""
 
 from diffkit.train.config import TrainConfig, TrainPlan
 from diffkit.train.loop import train

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from diffkit.device import PRECISIONS, device_choices, is_device_name
 from diffkit.diffusion import PREDICTIONS, SCHEDULES
 from diffkit.errors import DiffkitError
+from diffkit.runs import train_options
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-DEVICES = ("auto", "cuda", "mps", "cpu")
 DEFAULT_EPOCHS = 50.0
 LENGTH_FIELDS = ("steps", "kimg", "epochs")
 # On --resume these come from the command line, not from the saved config.json.
@@ -105,11 +105,12 @@ class TrainConfig:
             "schedule": SCHEDULES,
             "prediction": PREDICTIONS,
             "precision": PRECISIONS,
-            "device": DEVICES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 problems.append(f"--{name} must be one of {', '.join(allowed)} (got {getattr(self, name)!r})")
+        if not is_device_name(self.device):
+            problems.append(f"--device must be one of {device_choices()} (got {self.device!r})")
         if self.sample_every_kimg < 0 or self.snapshot_every_kimg < 0:
             problems.append("--sample-every-kimg and snapshot_every_kimg must be >= 0")
         if (
@@ -147,6 +148,11 @@ class TrainConfig:
     def from_options(cls, **options: Any) -> TrainConfig:
         """Build from CLI options where ``None`` means "not given" (so the field keeps its default)."""
         return cls(**{name: value for name, value in options.items() if value is not None})
+
+
+def load_run_config(run: Path) -> TrainConfig:
+    """The training options a run was made with (the ``train`` section of its ``config.json``)."""
+    return TrainConfig.from_dict(train_options(Path(run)))
 
 
 def _coerce(hint: Any, value: Any) -> Any:

@@ -19,14 +19,16 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from diffkit import runs
 from diffkit.console import printable, shown
 from diffkit.data import DeviceBatcher, load_image_dataset
+from diffkit.device import Precision, resolve_device
 from diffkit.diffusion import GaussianDiffusion
 from diffkit.errors import DiffkitError
 from diffkit.lock import folder_lock
 from diffkit.models import UNet, count_parameters, flops_per_image, preset_config
-from diffkit.train import checkpoint as ckpt
-from diffkit.train.config import TrainConfig, TrainPlan, merge_for_resume
+from diffkit.runs import check_run_dir, latest_run_dir, next_run_dir
+from diffkit.train.config import TrainConfig, TrainPlan, load_run_config, merge_for_resume
 from diffkit.train.ema import EMA
 from diffkit.train.monitor import (
     NonFiniteGuard,
@@ -36,10 +38,8 @@ from diffkit.train.monitor import (
     write_progression,
     write_sample_grid,
 )
-from diffkit.train.precision import Precision, resolve_device
 from diffkit.train.report import write_train_report
 from diffkit.train.result import TrainResult
-from diffkit.train.run_dir import check_run_dir, latest_run_dir, next_run_dir
 
 console = Console(stderr=True)
 LOSS_SEED_OFFSET = 1  # the loss generator is seeded with seed + 1, the batcher with seed
@@ -57,17 +57,17 @@ def _resolve_config(config: TrainConfig) -> tuple[TrainConfig, Path | None]:
             _refuse_existing_run(config.out)
             check_run_dir(config.out)
         return config, config.out
-    run_dir = config.out or latest_run_dir(config.runs_dir, ckpt.STATE_FILE)
+    run_dir = config.out or latest_run_dir(config.runs_dir, runs.STATE_FILE)
     if run_dir is None:
-        raise DiffkitError(f"--resume: no run with {ckpt.STATE_FILE} under {config.runs_dir}; pass --out RUN")
+        raise DiffkitError(f"--resume: no run with {runs.STATE_FILE} under {config.runs_dir}; pass --out RUN")
     # A run found by scanning runs/ must be a real folder in it; --out may be a link the user chose.
     check_run_dir(run_dir, runs_dir=None if config.out else config.runs_dir)
-    saved = TrainConfig.from_dict(ckpt.read_run_config(run_dir)["train"])
+    saved = load_run_config(run_dir)
     return merge_for_resume(saved, config), run_dir
 
 
 def _refuse_existing_run(run_dir: Path) -> None:
-    if (run_dir / ckpt.STATE_FILE).exists():
+    if (run_dir / runs.STATE_FILE).exists():
         raise DiffkitError(
             f"{run_dir} already holds a run; add --resume to continue it or choose another --out"
         )
@@ -77,18 +77,15 @@ def _config_payload(
     config: TrainConfig, run_dir: Path | None, plan: TrainPlan, model: UNet
 ) -> dict[str, Any]:
     train = config.to_dict() | {"out": str(run_dir) if run_dir else None, "resume": False, "dry_run": False}
-    return {
-        "format": "diffkit-run-v1",
-        "train": train,
-        "model": model.config.to_dict(),
-        "diffusion": {
-            "schedule": config.schedule,
-            "prediction": config.prediction,
-            "timesteps": config.timesteps,
-            "min_snr_gamma": config.min_snr_gamma,
-        },
-        "plan": plan.to_dict(),
+    diffusion = {
+        "schedule": config.schedule,
+        "prediction": config.prediction,
+        "timesteps": config.timesteps,
+        "min_snr_gamma": config.min_snr_gamma,
     }
+    return runs.run_config_payload(
+        train=train, model=model.config.to_dict(), diffusion=diffusion, plan=plan.to_dict()
+    )
 
 
 def _crossed(every_nimg: int, nimg: int, batch: int) -> bool:
@@ -119,7 +116,7 @@ class _RunLocks:
         if config.out is not None:
             target, runs_dir = config.out, None
         elif config.resume:
-            target, runs_dir = latest_run_dir(config.runs_dir, ckpt.STATE_FILE), config.runs_dir
+            target, runs_dir = latest_run_dir(config.runs_dir, runs.STATE_FILE), config.runs_dir
         else:
             return
         if target is not None and target.is_dir():
@@ -137,7 +134,7 @@ def train(config: TrainConfig) -> TrainResult:
 def _train_locked(config: TrainConfig, locks: _RunLocks) -> TrainResult:
     config, run_dir = _resolve_config(config)
     # Read (never unpickled: weights_only) before decoding data, so a damaged state fails in a second.
-    state = ckpt.load_state(run_dir / ckpt.STATE_FILE) if config.resume and run_dir is not None else None
+    state = runs.load_state(run_dir / runs.STATE_FILE) if config.resume and run_dir is not None else None
     config.validate()
     device = resolve_device(config.device)
     precision = Precision.create(config.precision, device)
@@ -228,7 +225,7 @@ def _train(
     guard = NonFiniteGuard(config.max_bad_steps, tolerate_inf_grads=precision.name == "fp16")
     step = nimg = 0
     train_seconds = 0.0
-    state_path = run_dir / ckpt.STATE_FILE
+    state_path = run_dir / runs.STATE_FILE
     if state is not None:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
@@ -257,7 +254,7 @@ def _train(
             )
         message = f"resuming {shown(run_dir)} at step {step} ({nimg / 1000:.2f} kimg)"
         console.print(message, highlight=False, soft_wrap=True)
-    ckpt.write_run_config(run_dir, payload)
+    runs.write_run_config(run_dir, payload)
     train_model = torch.compile(model) if config.compile else model
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -265,7 +262,7 @@ def _train(
         torch.backends.cudnn.benchmark = True
 
     def save_state() -> None:
-        ckpt.save_state(
+        runs.save_state(
             state_path,
             {
                 "step": step,
@@ -289,7 +286,7 @@ def _train(
         write_sample_grid(ema.model, diffusion, config, precision, run_dir, nimg)
         write_progression(run_dir, config.resolution)
 
-    stats = StatsWriter(run_dir / ckpt.STATS_FILE, resume_step=step if config.resume else 0)
+    stats = StatsWriter(run_dir / runs.STATS_FILE, resume_step=step if config.resume else 0)
     # At least ~MIN_LOG_POINTS lines per run, so a short run still gets a loss curve (not one point).
     log_every = max(1, min(config.log_every_steps, plan.total_steps // MIN_LOG_POINTS))
 
@@ -347,7 +344,7 @@ def _train(
             if _crossed(sample_every, nimg, config.batch_size) and step < plan.total_steps:
                 sample_grid()
             if _crossed(snapshot_every, nimg, config.batch_size) and step < plan.total_steps:
-                ckpt.save_ema_snapshot(run_dir, ema.model, nimg, step, payload)
+                runs.save_ema_snapshot(run_dir, ema.model, nimg, step, payload)
                 save_state()
                 last_state_time = time.monotonic()
             elif time.monotonic() - last_state_time > config.state_every_minutes * 60:
@@ -356,7 +353,7 @@ def _train(
         flush_stats()  # the last window of an interrupted run (a no-op after a full one)
         save_state()
         result.interrupted = stop.requested and step < plan.total_steps
-        result.snapshot = ckpt.save_ema_snapshot(run_dir, ema.model, nimg, step, payload)
+        result.snapshot = runs.save_ema_snapshot(run_dir, ema.model, nimg, step, payload)
         if not result.interrupted:
             progress.update(task, description="sampling")
             sample_grid()
@@ -370,7 +367,7 @@ def _train(
     )
     result.img_per_s = session_images / session_seconds if session_seconds > 0 else None
     result.first_loss, result.final_loss = stats.first_and_last_loss()
-    progression = run_dir / ckpt.PROGRESSION_FILE
+    progression = run_dir / runs.PROGRESSION_FILE
     result.progression = progression if progression.exists() else None
     if config.report:
         result.report = write_train_report(run_dir, result, payload).html

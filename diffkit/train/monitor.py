@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import signal
 import threading
 from pathlib import Path
@@ -18,16 +17,15 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from torch import nn
 
 from diffkit.atomic import atomic_open, atomic_write_text
+from diffkit.device import Precision
 from diffkit.diffusion import DDIMSampler, GaussianDiffusion, run_sampler
 from diffkit.errors import DiffkitError
-from diffkit.sample.grid import make_grid, progression_image, to_uint8
-from diffkit.train.checkpoint import PROGRESSION_FILE, SAMPLES_DIR
+from diffkit.report.grid import make_grid, progression_image, to_uint8
+from diffkit.runs import PROGRESSION_FILE, STATE_FILE, grid_path, list_grids
 from diffkit.train.config import TrainConfig
-from diffkit.train.precision import Precision
 
 GRID_SEED_OFFSET = 2  # fixed grid noise comes from seed + 2 (batcher: seed, loss: seed + 1)
 SAMPLE_CHUNK = 64
-_GRID_NAME = re.compile(r"^grid-(\d+)\.png$")
 
 
 class NonFiniteGuard:
@@ -57,7 +55,7 @@ class NonFiniteGuard:
             raise DiffkitError(
                 f"loss or gradients were NaN/inf for {self.streak} steps in a row (step {step}, "
                 f"{nimg / 1000:.2f} kimg); lower --lr or use --precision bf16/fp32; "
-                "state-latest.pt still holds the last good state"
+                f"{STATE_FILE} still holds the last good state"
             )
 
     def state_dict(self) -> dict[str, int]:
@@ -179,10 +177,6 @@ def make_progress(console: Console, enabled: bool) -> Progress:
     )
 
 
-def grid_path(run_dir: Path, nimg: int) -> Path:
-    return run_dir / SAMPLES_DIR / f"grid-{nimg:09d}.png"
-
-
 @torch.no_grad()
 def write_sample_grid(
     ema_model: nn.Module,
@@ -205,15 +199,6 @@ def write_sample_grid(
     with atomic_open(path, "wb", durable=False) as handle:
         make_grid(torch.cat([torch.from_numpy(c) for c in chunks]).numpy()).save(handle, format="PNG")
     return path
-
-
-def list_grids(run_dir: Path) -> list[tuple[int, Path]]:
-    found = [
-        (int(m.group(1)), p)
-        for p in (run_dir / SAMPLES_DIR).glob("grid-*.png")
-        if (m := _GRID_NAME.match(p.name))
-    ]
-    return sorted(found)
 
 
 def write_progression(run_dir: Path, resolution: int) -> Path | None:

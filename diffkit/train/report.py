@@ -9,8 +9,8 @@ from typing import Any
 from PIL import Image
 
 from diffkit.report import Report, ReportImage, ReportPaths, Section, line_plot, write_report
-from diffkit.train.checkpoint import STATS_FILE
-from diffkit.train.monitor import list_grids, read_stats
+from diffkit.runs import STATS_FILE, list_grids
+from diffkit.train.monitor import read_stats
 from diffkit.train.result import TrainResult
 
 # Grids of 16-64 px samples are tiny on screen; scale them up (nearest: no smoothing) to about this width.

@@ -1,4 +1,8 @@
-"""Image grids: model output tensors to uint8, contact sheets, and the training progression image."""
+"""Image grids: model output tensors to uint8, contact sheets, and the training progression image.
+
+Used by training (the fixed-noise grids) and ``diffkit sample --grid``; it needs torch, numpy and PIL
+only, so any command may use it without reaching into another command's package.
+"""
 
 from __future__ import annotations
 

@@ -1,15 +1,20 @@
-"""Device and mixed-precision choice: ``auto`` picks bf16 autocast where the hardware runs it natively.
+"""Device and mixed-precision choice, the one place train, sample and eval ask.
 
-bf16 keeps fp32's exponent range, so it needs no loss scaling; fp16 does (a ``GradScaler``), and is
-only used when asked for (the NaN/black-image reports on lucidrains' tracker are all fp16). On CPUs
-without native bf16 (no AVX512-BF16/AMX), bf16 autocast is emulated and slower than fp32, so ``auto``
-stays fp32 there. MPS stays fp32 under ``auto`` (its autocast coverage varies by macOS version).
+``--device``: ``auto`` (cuda, then mps, then cpu), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; a device
+that is asked for but missing is one ``DiffkitError`` naming it, never a torch traceback later.
+
+``--precision``: ``auto`` picks bf16 autocast where the hardware runs it natively. bf16 keeps fp32's
+exponent range, so it needs no loss scaling; fp16 does (a ``GradScaler``), and is only used when asked
+for (the NaN/black-image reports on lucidrains' tracker are all fp16). On CPUs without native bf16 (no
+AVX512-BF16/AMX), bf16 autocast is emulated and slower than fp32, so ``auto`` stays fp32 there. MPS
+stays fp32 under ``auto`` (its autocast coverage varies by macOS version).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +22,23 @@ import torch
 
 from diffkit.errors import DiffkitError
 
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")  # cuda:N: the N-th CUDA GPU
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+_CUDA_INDEX = re.compile(r"^cuda:(\d+)$")
+
+
+def is_device_name(name: str) -> bool:
+    """Whether ``name`` is a device diffkit accepts (available or not: that is resolve_device's job)."""
+    return (name in DEVICES and name != "cuda:N") or _CUDA_INDEX.match(name) is not None
+
+
+def device_choices() -> str:
+    return ", ".join(DEVICES)
+
+
+def _unavailable(name: str, why: str) -> DiffkitError:
+    return DiffkitError(f"--device {name} was asked for, but {why}; use --device auto or cpu")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -28,16 +49,16 @@ def resolve_device(name: str) -> torch.device:
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DiffkitError(
-            "--device cuda was asked for, but torch sees no CUDA GPU; use --device auto or cpu"
-        )
+    if not is_device_name(name):
+        raise DiffkitError(f"unknown device {name!r}; use one of {device_choices()}")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise _unavailable(name, "torch sees no CUDA GPU")
+        found = _CUDA_INDEX.match(name)
+        if found is not None and int(found.group(1)) >= torch.cuda.device_count():
+            raise _unavailable(name, f"torch sees {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
     if name == "mps" and not torch.backends.mps.is_available():
-        raise DiffkitError(
-            "--device mps was asked for, but MPS is not available here; use --device auto or cpu"
-        )
-    if name not in ("cuda", "mps", "cpu"):
-        raise DiffkitError(f"unknown device {name!r}; use auto, cuda, mps or cpu")
+        raise _unavailable(name, "MPS is not available here")
     return torch.device(name)
 
 
@@ -51,7 +72,7 @@ def cpu_has_native_bf16() -> bool:
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:
-    if requested not in ("auto", *_DTYPES):
+    if requested not in PRECISIONS:
         raise DiffkitError(f"unknown precision {requested!r}; use auto, fp32, bf16 or fp16")
     bf16_ok = (device.type == "cuda" and torch.cuda.is_bf16_supported()) or (
         device.type == "cpu" and cpu_has_native_bf16()

@@ -1,0 +1,47 @@
+"""``state-latest.pt``: everything ``--resume`` needs for a bit-exact continuation.
+
+Model, EMA, optimiser, grad scaler, step/nimg, RNG states, the batcher's position. Written atomically
+(a kill at any moment leaves the previous state); read with ``weights_only=True``, so even this file
+cannot run code when loaded.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from diffkit.atomic import atomic_open
+from diffkit.errors import DiffkitError
+
+STATE_FORMAT = 1
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    with atomic_open(path, "wb") as handle:
+        torch.save({"format": STATE_FORMAT, **state}, handle)
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise DiffkitError(f"{path} not found; nothing to resume (start the run without --resume)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file, or one that holds pickled code: say which one
+        raise DiffkitError(f"cannot read {path} ({_load_error(exc)}); the resume state is damaged") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise DiffkitError(f"{path} is not a diffkit resume state (format {STATE_FORMAT})")
+    return state
+
+
+def _load_error(exc: Exception) -> str:
+    """One line for torch.load's error; a refused global is named, not followed by torch's page of advice."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
+    lines = [line for line in lines if line]
+    refused = next((line for line in lines if "Unsupported global" in line), None)
+    if refused is not None:
+        found = refused.split("Unsupported global:", 1)[-1].strip().split(" was not")[0]
+        return f"it holds a pickled object ({found}), which diffkit never unpickles"
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:200]
