@@ -30,9 +30,8 @@ try:  # typer >= 0.20 vendors its own copy of click
 except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_exceptions
     from click.exceptions import Abort
-from diffkit.console import progress_default, shown
+from diffkit.console import print_result, progress_default, shown
 from diffkit.errors import DiffkitError
-from diffkit.output import print_result
 
 app = typer.Typer(
     name="diffkit",
@@ -106,39 +105,64 @@ def default(config_class: type, name: str) -> Any:
     raise KeyError(f"{config_class.__name__}.{name} has no default")
 
 
+# The configs whose defaults the options below show (written only in the configs); the choices are Enums.
+from diffkit.dedupe.config import DEFAULT_THRESHOLDS, Action, DedupeConfig, HashKind  # noqa: E402
+from diffkit.report.index import IndexConfig  # noqa: E402
+from diffkit.scrape.config import ScrapeConfig  # noqa: E402
+
+
 @app.command()
 def scrape(
     n: int = typer.Option(..., "--n", help="Unique, valid images wanted (rerun to resume, raise to extend)."),
-    out: Path = typer.Option(Path("data/faces"), "--out", help="Output folder: images/, manifest, metadata."),
-    url: str | None = typer.Option(
-        None, "--url", help="Image URL, used as is. Default: probe thispersondoesnotexist.com's endpoints."
+    out: Path = typer.Option(
+        default(ScrapeConfig, "out"), "--out", help="Output folder: images/, manifest, metadata."
     ),
-    concurrency: int = typer.Option(2, "--concurrency", help="Requests in flight at once."),
-    rps: float = typer.Option(1.0, "--rps", help="Most requests per second (all workers together)."),
-    timeout: float = typer.Option(30.0, "--timeout", help="Seconds allowed for one whole request."),
-    max_retries: int = typer.Option(5, "--max-retries", help="Retries of a request after 429/5xx/timeouts."),
-    user_agent: str | None = typer.Option(
-        None, "--user-agent", help="User-Agent header (default: diffkit/<version> and a contact URL)."
+    url: str | None = typer.Option(
+        default(ScrapeConfig, "url"),
+        "--url",
+        help="Image URL, used as is. Not given: probe thispersondoesnotexist.com's endpoints.",
+    ),
+    concurrency: int = typer.Option(
+        default(ScrapeConfig, "concurrency"), "--concurrency", help="Requests in flight at once."
+    ),
+    rps: float = typer.Option(
+        default(ScrapeConfig, "rps"), "--rps", help="Most requests per second (all workers together)."
+    ),
+    timeout: float = typer.Option(
+        default(ScrapeConfig, "timeout_s"), "--timeout", help="Seconds allowed for one whole request."
+    ),
+    max_retries: int = typer.Option(
+        default(ScrapeConfig, "max_retries"),
+        "--max-retries",
+        help="Retries of a request after 429/5xx/timeouts.",
+    ),
+    user_agent: str = typer.Option(
+        default(ScrapeConfig, "user_agent"), "--user-agent", help="User-Agent header (printable ASCII)."
     ),
     expect_size: str | None = typer.Option(
-        None, "--expect-size", help="Reject images of any other size, e.g. 1024x1024."
+        default(ScrapeConfig, "expect_size"),
+        "--expect-size",
+        help="Reject images of any other size, e.g. 1024x1024.",
     ),
     near_dup_threshold: int = typer.Option(
-        4, "--near-dup-threshold", help="pHash Hamming distance at or below which an image is a duplicate."
+        default(ScrapeConfig, "near_dup_threshold"),
+        "--near-dup-threshold",
+        help="pHash Hamming distance at or below which an image is a duplicate.",
     ),
     report_path: Path | None = typer.Option(
-        None, "--report", help="HTML report path (default: reports/scrape-<time>.html)."
+        default(ScrapeConfig, "report_path"),
+        "--report",
+        help="HTML report path (not given: reports/scrape-<time>.html).",
     ),
-    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    progress: bool | None = PROGRESS_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Collect N unique, valid images from a "random image" URL, politely and resumably.
 
     Example: diffkit scrape --n 30000 --out data/faces --rps 1
     """
-    from diffkit.scrape import ScrapeConfig
     from diffkit.scrape import scrape as run_scrape
-    from diffkit.scrape.config import DEFAULT_USER_AGENT, parse_size
+    from diffkit.scrape.config import parse_size
 
     def call() -> Any:
         config = ScrapeConfig(
@@ -149,11 +173,11 @@ def scrape(
             rps=rps,
             timeout_s=timeout,
             max_retries=max_retries,
-            user_agent=user_agent or DEFAULT_USER_AGENT,
+            user_agent=user_agent,
             expect_size=parse_size(expect_size) if expect_size else None,
             near_dup_threshold=near_dup_threshold,
             report_path=report_path,
-            progress=not no_progress,
+            progress=_progress(progress),
         )
         return run_scrape(config)
 
@@ -167,23 +191,33 @@ def dedupe(
     directory: Path = typer.Argument(
         ..., metavar="DIR", help="Image folder (jpg, jpeg, png, webp), searched recursively."
     ),
-    hash_kind: str = typer.Option("phash", "--hash", help="Perceptual hash: phash, dhash, whash or ahash."),
+    hash_kind: HashKind = typer.Option(default(DedupeConfig, "hash_kind"), "--hash", help="Perceptual hash."),
     threshold: int | None = typer.Option(
-        None,
+        default(DedupeConfig, "threshold"),
         "--threshold",
         "-t",
-        help="Max Hamming distance (bits of 64) for a near duplicate. "
-        "Default: phash 4, dhash 3, whash 1, ahash 0 (measured on aligned faces; see the README).",
+        help="Max Hamming distance (bits of 64) for a near duplicate. Not given, per hash: "
+        + ", ".join(f"{kind} {bits}" for kind, bits in DEFAULT_THRESHOLDS.items())
+        + " (measured on aligned faces; see the README).",
     ),
-    action: str = typer.Option("report", "--action", help="report (change nothing), move, or delete."),
+    action: Action = typer.Option(
+        default(DedupeConfig, "action"), "--action", help="report (change nothing), move, or delete."
+    ),
     to: Path | None = typer.Option(
-        None, "--to", help="Quarantine folder for --action move (default: DIR-duplicates beside DIR)."
+        default(DedupeConfig, "quarantine"),
+        "--to",
+        help="Quarantine folder for --action move (not given: DIR-duplicates beside DIR).",
     ),
-    yes: bool = typer.Option(False, "--yes", help="Confirm --action delete."),
+    yes: bool = typer.Option(default(DedupeConfig, "yes"), "--yes", help="Confirm --action delete."),
     report_path: Path | None = typer.Option(
-        None, "--report", help="HTML report to write (default: reports/dedupe-<time>.html)."
+        default(DedupeConfig, "report_path"),
+        "--report",
+        help="HTML report to write (not given: reports/dedupe-<time>.html).",
     ),
-    workers: int | None = typer.Option(None, "--workers", help="Hashing processes (default: all cores)."),
+    workers: int | None = typer.Option(
+        default(DedupeConfig, "workers"), "--workers", help="Hashing processes (not given: all cores)."
+    ),
+    progress: bool | None = PROGRESS_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Find exact and perceptual duplicates in an image folder; report, quarantine or delete them.
@@ -193,21 +227,23 @@ def dedupe(
 
     Example: diffkit dedupe data/faces --action move --to data/faces-duplicates
     """
-    from diffkit.dedupe.config import DedupeConfig
-    from diffkit.dedupe.run import dedupe as run_dedupe
+    from diffkit.dedupe import dedupe as run_dedupe
 
-    config = DedupeConfig(
-        directory=directory,
-        hash_kind=hash_kind,
-        threshold=threshold,
-        action=action,  # type: ignore[arg-type]
-        quarantine=to,
-        yes=yes,
-        report_path=report_path,
-        workers=workers,
-        progress=not json_output,
-    )
-    _run(lambda: run_dedupe(config), json_output)
+    def call() -> Any:  # the config checks the folder: its errors go through _run too
+        config = DedupeConfig(
+            directory=directory,
+            hash_kind=hash_kind,
+            threshold=threshold,
+            action=action,
+            quarantine=to,
+            yes=yes,
+            report_path=report_path,
+            workers=workers,
+            progress=_progress(progress),
+        )
+        return run_dedupe(config)
+
+    _run(call, json_output)
 
 
 @app.command()
@@ -399,14 +435,16 @@ def eval_(
 
 @app.command()
 def report(
-    reports_dir: Path = typer.Argument(Path("reports"), help="Folder of reports written by diffkit."),
+    reports_dir: Path = typer.Argument(
+        default(IndexConfig, "reports_dir"), help="Folder of reports written by diffkit."
+    ),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Write an index page (reports/index.html) listing every report with its headline numbers.
 
     Example: diffkit report reports
     """
-    from diffkit.report import IndexConfig, build_index
+    from diffkit.report import build_index
 
     _run(lambda: build_index(IndexConfig(reports_dir=reports_dir)), json_output)
 

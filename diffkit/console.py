@@ -9,6 +9,8 @@ goes into a rich string passes through :func:`shown`; text for files (HTML, JSON
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,18 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-__all__ = ["Bar", "CommandResult", "err_console", "printable", "progress_default", "shown"]
+__all__ = [
+    "Bar",
+    "CommandResult",
+    "dumps",
+    "err_console",
+    "out_console",
+    "print_result",
+    "printable",
+    "progress_default",
+    "shown",
+    "to_jsonable",
+]
 
 
 def printable(value: object) -> str:
@@ -129,8 +142,55 @@ class CommandResult:
         raise NotImplementedError
 
     def to_dict(self) -> dict[str, Any]:
-        from diffkit.output import to_jsonable  # output builds on this module
-
         if dataclasses.is_dataclass(self):
             return {f.name: to_jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
         return dict(vars(self))
+
+
+# --- printing results on stdout -----------------------------------------------------------------------
+# A command returns a result object. Its JSON form is ``result.to_dict()`` when defined, else
+# ``dataclasses.asdict(result)``; its text form is ``result.summary_lines()`` when defined, else one
+# ``key: value`` line per top-level field.
+
+out_console = Console()
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert results to plain JSON types; non-finite floats become ``None`` (JSON has no NaN)."""
+    if hasattr(value, "to_dict") and callable(value.to_dict):
+        return to_jsonable(value.to_dict())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return to_jsonable(value.item())
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(to_jsonable(value), indent=2, sort_keys=False)
+
+
+def print_result(result: Any, json_output: bool) -> None:
+    if json_output:
+        print(dumps(result), flush=True)
+        return
+    if hasattr(result, "summary_lines"):
+        for line in result.summary_lines():
+            out_console.print(line, highlight=False, soft_wrap=True)
+        return
+    data = to_jsonable(result)
+    if isinstance(data, dict):
+        for key, value in data.items():
+            out_console.print(f"[bold]{key}[/]: {shown(value)}", highlight=False, soft_wrap=True)
+    else:
+        out_console.print(shown(data), highlight=False)

@@ -21,8 +21,7 @@ from PIL import Image
 
 from diffkit import __version__
 from diffkit.atomic import atomic_write_text
-from diffkit.console import printable
-from diffkit.output import to_jsonable
+from diffkit.console import printable, to_jsonable
 from diffkit.report.model import Report, ReportImage, ReportPaths, Section
 
 SCHEMA = "diffkit.report/1"
