@@ -261,11 +261,17 @@ def test_cli_json_and_one_line_errors(tmp_path: Path) -> None:
     assert data["report_html"] == str(tmp_path / "r.html") and (tmp_path / "r.html").is_file()
 
     move_to = ["--action", "move", "--to"]
-    for args in (["--action", "delete"], ["--hash", "md5"], ["--threshold", "65"],
+    for args in (["--action", "delete"], ["--threshold", "65"],
                  [*move_to, str(tmp_path)], [*move_to, str(tmp_path / "imgs")]):
         failed = CliRunner().invoke(app, ["dedupe", str(tmp_path / "imgs"), *args])
         lines = [line for line in failed.stderr.splitlines() if line.strip()]
         assert failed.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:"), failed.stderr
+    # --hash and --action are choices: an unknown one is a usage error, one line from the entry point
+    for option, value in (("--hash", "md5"), ("--action", "nuke")):
+        failed_run = _cli("dedupe", str(tmp_path / "imgs"), option, value)
+        lines = [line for line in failed_run.stderr.splitlines() if line.strip()]
+        assert failed_run.returncode == 2 and len(lines) == 1, failed_run.stderr
+        assert lines[0].startswith("error:") and option in lines[0] and value in lines[0]
     assert (tmp_path / "imgs" / "dup.png").exists()
 
 

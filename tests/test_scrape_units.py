@@ -7,15 +7,19 @@ import hashlib
 import io
 import json
 import random
+import re
 import time
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import imagehash
 import numpy as np
 import pytest
 from PIL import Image
+from rich.console import Console
 
 from diffkit.dataset.manifest import RemovedFile, record_removals
 from diffkit.dataset.phash import to_signed64, to_unsigned64
@@ -23,8 +27,9 @@ from diffkit.errors import DiffkitError
 from diffkit.scrape.client import RateLimiter, full_jitter_delay, parse_retry_after, same_host
 from diffkit.scrape.config import ScrapeConfig, parse_size
 from diffkit.scrape.endpoints import probe_endpoints
+from diffkit.scrape.report import reason_table
+from diffkit.scrape.result import estimate_pool
 from diffkit.scrape.storage import KeptIndex, Store
-from diffkit.scrape.summary import estimate_pool, reason_table
 from diffkit.scrape.validate import Rejection, ValidImage, validate
 from diffkit.testing.faces import draw_face
 from diffkit.testing.site_content import bomb_jpeg
@@ -162,10 +167,10 @@ def test_config_rejects_bad_options() -> None:
     for bad in (dict(n=0), dict(n=1, rps=0), dict(n=1, concurrency=0), dict(n=1, url="ftp://x/y.jpg"),
                 dict(n=1, url="file:///etc/passwd"), dict(n=1, near_dup_threshold=65)):
         with pytest.raises(DiffkitError):
-            ScrapeConfig(**bad).validate()  # type: ignore[arg-type]
+            ScrapeConfig(**bad)  # type: ignore[arg-type]
     assert parse_size("1024x768") == (1024, 768)
     with pytest.raises(DiffkitError, match="is a file, not a folder"):
-        ScrapeConfig(n=1, out=Path(__file__)).validate()
+        ScrapeConfig(n=1, out=Path(__file__))
     with pytest.raises(DiffkitError):
         parse_size("big")
 
@@ -302,3 +307,32 @@ def test_pool_estimate_counts_images_kept_by_earlier_runs() -> None:
         kept.add(image)
     estimate = estimate_pool(5000, 1000, duplicates)
     assert estimate is not None and abs(estimate - pool) < 0.1 * pool
+
+
+# -- the progress bar --------------------------------------------------------------------------------------
+def test_bar_at_80_columns_keeps_count_and_eta_visible(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 13: a long rejection text pushed kept/N and the ETA out of an 80-column terminal."""
+    import diffkit.console
+    from diffkit.console import Bar
+    from diffkit.scrape.run import _Scrape
+
+    console = Console(file=io.StringIO(), width=80, force_terminal=False, color_system=None)
+    monkeypatch.setattr(diffkit.console, "err_console", console)  # the bar's stderr console
+    # the run's own refresh, on a stand-in holding only the counters it reads
+    run = SimpleNamespace(
+        bar=Bar("kept", 30000, enabled=True, transient=False),  # not transient: the last frame stays
+        bar_shown_at=0.0,
+        started=time.monotonic() - 10,
+        requests=123_456,
+        kept=12_345,
+        duplicates=Counter(duplicate_exact=99_999, duplicate_near=7),
+        rejections=Counter({"not_an_image_html": 50_000, "decode_error": 38_888, "http_503": 1}),
+    )
+    with run.bar:
+        _Scrape.show_progress(run, force=True)  # type: ignore[arg-type]
+    lines = [line for line in console.file.getvalue().splitlines() if line.strip()]
+    assert len(lines) == 1 and len(lines[0]) <= 80, lines
+    line = lines[0]
+    assert line.startswith("kept ") and " 12345/30000 " in line, line
+    assert re.search(r" 12\d\d\d\.\d req/s dup 100006 ", line), line  # rate and duplicates lead the info
+    assert re.search(r"\d+:\d\d:\d\d (\d+:\d\d:\d\d|-:--:--)$", line.rstrip()), line  # elapsed, ETA

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
-from typing import Literal
 
 from diffkit.console import printable
 from diffkit.dataset.listing import MOVE_LOG_NAME
@@ -29,11 +29,26 @@ __all__ = [
     "default_quarantine",
 ]
 
-HashKind = Literal["phash", "dhash", "whash", "ahash"]
-Action = Literal["report", "move", "delete"]
 
-HASH_KINDS: tuple[str, ...] = ("phash", "dhash", "whash", "ahash")
-ACTIONS: tuple[str, ...] = ("report", "move", "delete")
+class HashKind(str, Enum):
+    """The perceptual hashes ``--hash`` offers (the CLI's choices)."""
+
+    phash = "phash"
+    dhash = "dhash"
+    whash = "whash"
+    ahash = "ahash"
+
+
+class Action(str, Enum):
+    """What ``--action`` does with the duplicates (the CLI's choices)."""
+
+    report = "report"
+    move = "move"
+    delete = "delete"
+
+
+HASH_KINDS: tuple[str, ...] = tuple(kind.value for kind in HashKind)
+ACTIONS: tuple[str, ...] = tuple(action.value for action in Action)
 
 # Default Hamming thresholds (of 64 bits), measured on 2,000 procedurally drawn, eye-aligned faces (the
 # hard case: aligned faces hash alike) plus 2,000 copies re-encoded (JPEG q50-95), resized (0.5x-2x),
@@ -53,7 +68,7 @@ CACHE_NAME = ".diffkit-hashcache.sqlite"
 def default_quarantine(directory: Path) -> Path:
     """Beside the folder, not inside it, so a training run over ``directory`` never sees the quarantine.
 
-    Its last component is not resolved: a symlink planted there is refused (see ``validate``), never
+    Its last component is not resolved: a symlink planted there is refused (see ``DedupeConfig``), never
     followed."""
     directory = directory.resolve()
     return directory.parent / f"{directory.name}-duplicates"
@@ -61,10 +76,17 @@ def default_quarantine(directory: Path) -> Path:
 
 @dataclass(frozen=True)
 class DedupeConfig:
+    """One dedupe run. The defaults are written only here (the CLI shows them from this class); options a
+    user got wrong raise :class:`DiffkitError` naming the fix when the config is made.
+
+    ``hash_kind`` and ``action`` accept a :class:`HashKind`/:class:`Action` or its plain string and are
+    stored as the plain string (results, reports and the cache key show ``phash``, not ``HashKind.phash``).
+    """
+
     directory: Path
-    hash_kind: HashKind = "phash"
+    hash_kind: str = HashKind.phash.value
     threshold: int | None = None  # None: DEFAULT_THRESHOLDS[hash_kind]
-    action: Action = "report"
+    action: str = Action.report.value
     quarantine: Path | None = None  # None: default_quarantine(directory)
     yes: bool = False
     report_path: Path | None = None  # None: reports/dedupe-<timestamp>.html
@@ -89,8 +111,11 @@ class DedupeConfig:
             return self.quarantine.resolve()
         return default_quarantine(self.directory)
 
-    def validate(self) -> None:
-        """Raise a :class:`DiffkitError` naming the fix for any option a user got wrong."""
+    def __post_init__(self) -> None:
+        for name in ("hash_kind", "action"):  # an Enum member becomes its plain value
+            value = getattr(self, name)
+            if isinstance(value, Enum):
+                object.__setattr__(self, name, value.value)
         if not self.directory.exists():
             raise DiffkitError(
                 f"folder {self.directory} does not exist; pass the folder that holds the images"

@@ -12,7 +12,7 @@ from diffkit.dataset.decode import open_rgb
 from diffkit.report import Report, ReportImage, ReportPaths, Section, histogram, write_report
 
 if TYPE_CHECKING:
-    from diffkit.dedupe.run import DedupeResult
+    from diffkit.dedupe.result import DedupeResult
 
 _THUMB = 128
 _MAX_CLUSTER_SHEETS = 40

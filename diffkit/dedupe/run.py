@@ -6,16 +6,12 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from diffkit.console import printable, shown
+from diffkit.console import Bar, printable
 from diffkit.dedupe.actions import (
     Outcome,
     Removal,
@@ -29,122 +25,17 @@ from diffkit.dedupe.clusters import Candidate, connected_groups, keeper_order
 from diffkit.dedupe.config import DedupeConfig
 from diffkit.dedupe.hashing import HashCache, HashRecord, hash_images, scan_folder
 from diffkit.dedupe.movelog import MoveLog
+from diffkit.dedupe.result import DedupeResult
 from diffkit.dedupe.search import SearchResult, popcount64, search_pairs
 from diffkit.errors import DiffkitError
 from diffkit.lock import folder_lock
 
-_stderr = Console(stderr=True)
-
-
-@dataclass
-class DedupeResult:
-    directory: str
-    hash_kind: str
-    decode: str
-    threshold: int
-    n_files: int  # image files found (readable or not)
-    n_images: int  # images hashed and compared
-    clusters: list[list[str]]  # relative paths, keeper first; only clusters of >= 2
-    cluster_distances: list[list[int]]  # per cluster member: Hamming distance to the keeper (keeper: 0)
-    n_clusters: int
-    n_duplicates: int  # files that are not keepers
-    n_exact_duplicates: int  # of those, byte-identical to their keeper
-    unreadable: list[dict[str, str]]  # {"path", "error"}: skipped
-    action: str
-    quarantine: str | None
-    n_removed: int  # files moved or deleted by this run
-    manifest_rows_updated: int
-    n_hashed: int  # files hashed this run; the rest came from the cache
-    n_cached: int
-    nearest_histogram: list[int]  # [count of images whose nearest neighbour is at distance d, d = 0..64]
-    near_misses: list[dict[str, Any]]  # closest pairs just above the threshold: {"a", "b", "distance"}
-    seconds: dict[str, float]
-    warnings: list[str] = field(default_factory=list)
-    report_html: str | None = None
-    report_json: str | None = None
-    # Symlinks (to files, or to folders: ending in "/") are not images of the folder: never hashed, kept,
-    # moved or deleted, so a link can never be "kept" while the real file goes.
-    symlinks_skipped: list[str] = field(default_factory=list)
-    n_symlinks_skipped: int = 0
-    # Duplicates this run would not touch (unsafe path, no longer a regular file, keeper gone): {"path",
-    # "reason"}. n_removed counts only what was actually moved or deleted.
-    left_alone: list[dict[str, str]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data; file names with undecodable bytes shown as \\xNN (the JSON stays UTF-8)."""
-        return _printable_tree(asdict(self))
-
-    def summary_lines(self) -> list[str]:
-        """Rich markup lines; every piece of user text (paths, messages) is escaped."""
-        lines = [
-            f"[bold]{self.n_images}[/] images in {shown(self.directory)} ({self.hash_kind}, threshold "
-            f"{self.threshold}, {self.n_hashed} hashed, {self.n_cached} from cache, "
-            f"{self.seconds.get('total', 0):.1f} s)",
-            f"[bold]{self.n_clusters}[/] duplicate clusters, [bold]{self.n_duplicates}[/] duplicates "
-            f"({self.n_exact_duplicates} byte-identical)",
-        ]
-        for cluster, distances in list(zip(self.clusters, self.cluster_distances, strict=True))[:10]:
-            others = ", ".join(f"{shown(p)} ({d})" for p, d in zip(cluster[1:], distances[1:], strict=True))
-            lines.append(f"  keep {shown(cluster[0])}  <-  {others}")
-        if self.n_clusters > 10:
-            lines.append(f"  ... {self.n_clusters - 10} more clusters (see the report or --json)")
-        if self.unreadable:
-            lines.append(f"[yellow]{len(self.unreadable)} unreadable file(s) skipped[/]:")
-            lines.extend(f"  {shown(u['path'])}: {shown(u['error'])}" for u in self.unreadable[:10])
-        lines.extend(f"note: {shown(n)}" for n in self.notes)
-        lines.extend(self._action_lines())
-        lines.extend(f"[yellow]warning:[/] {shown(w)}" for w in self.warnings)
-        if self.report_html:
-            lines.append(f"report: {shown(self.report_html)}")
-        return lines
-
-    def _action_lines(self) -> list[str]:
-        if self.action == "report":
-            lines = ["nothing changed; --action move puts the duplicates into a quarantine folder"]
-            lines = lines if self.n_duplicates else []
-        elif self.action == "move":
-            lines = [f"moved {self.n_removed} file(s) to {shown(self.quarantine)}"]
-        else:
-            lines = [f"deleted {self.n_removed} file(s)"]
-        if self.left_alone:
-            lines.append(f"[yellow]{len(self.left_alone)} duplicate(s) left alone[/]:")
-            lines.extend(f"  {shown(x['path'])}: {shown(x['reason'])}" for x in self.left_alone[:10])
-        if self.manifest_rows_updated:
-            lines.append(
-                f"scrape manifest: {self.manifest_rows_updated} row(s) moved to table dedupe_removed"
-            )
-        return lines
-
-
-def _printable_tree(value: Any) -> Any:
-    if isinstance(value, str):
-        return printable(value)
-    if isinstance(value, dict):
-        return {key: _printable_tree(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_printable_tree(item) for item in value]
-    return value
-
 
 @contextmanager
-def _progress(enabled: bool) -> Iterator[Callable[[str, int], Callable[[int], None]]]:
-    """Yields ``start(label, total) -> advance(n)``; a rich bar on stderr (stdout stays clean for --json)."""
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=_stderr,
-        disable=not enabled,
-        transient=False,
-    ) as progress:
-
-        def start(label: str, total: int) -> Callable[[int], None]:
-            task = progress.add_task(label, total=total)
-            return lambda n: progress.advance(task, n)
-
-        yield start
+def _phase(label: str, total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """One bar on stderr for one phase (hashing, comparing); yields ``advance(n)``."""
+    with Bar(label, total, enabled) as bar:
+        yield lambda n: bar.update(advance=n)
 
 
 def _earliest_ns(record: HashRecord, fetched_at: str | None) -> int:
@@ -161,7 +52,6 @@ def dedupe(config: DedupeConfig) -> DedupeResult:
 
     ``--action move|delete`` holds the folder's lock (and the quarantine's) for the whole run, so two
     runs never decide on and remove the same files; a second run fails at once naming the holder."""
-    config.validate()
     root = config.directory.resolve()
     if config.action == "report":
         return _dedupe(config, root, None)
@@ -208,35 +98,29 @@ def _dedupe(config: DedupeConfig, root: Path, moves: _Moves | None) -> DedupeRes
         recovered = finish_interrupted_moves(root, quarantine, log)
         warnings.extend(recovered.warnings)
 
-    with _progress(config.progress) as start:
-        scan = scan_folder(root, skip=[quarantine])
-        files = scan.files
-        cache = HashCache(root, enabled=config.use_cache)
-        try:
-            t0 = time.perf_counter()
-            records, n_hashed = hash_images(
-                files,
-                config.hash_kind,
-                config.decode,
-                config.effective_workers,
-                cache,
-                start("hashing", len(files)),
-            )
-            cache.prune({f.rel for f in files})
-            seconds["hash"] = time.perf_counter() - t0
-        finally:
-            cache.close()
-        if cache.warning:
-            warnings.append(cache.warning)
-
-        readable = [r for r in records if r.error is None]
-        unreadable = [{"path": r.rel, "error": r.error or ""} for r in records if r.error is not None]
-        hashes = np.array([r.hash for r in readable], dtype=np.uint64)
+    scan = scan_folder(root, skip=[quarantine])
+    files = scan.files
+    cache = HashCache(root, enabled=config.use_cache)
+    try:
         t0 = time.perf_counter()
-        found = search_pairs(
-            hashes, threshold, advance=start("comparing", len(readable)), workers=config.effective_workers
-        )
-        seconds["search"] = time.perf_counter() - t0
+        with _phase("hashing", len(files), config.progress) as advance:
+            records, n_hashed = hash_images(
+                files, config.hash_kind, config.decode, config.effective_workers, cache, advance
+            )
+        cache.prune({f.rel for f in files})
+        seconds["hash"] = time.perf_counter() - t0
+    finally:
+        cache.close()
+    if cache.warning:
+        warnings.append(cache.warning)
+
+    readable = [r for r in records if r.error is None]
+    unreadable = [{"path": r.rel, "error": r.error or ""} for r in records if r.error is not None]
+    hashes = np.array([r.hash for r in readable], dtype=np.uint64)
+    t0 = time.perf_counter()
+    with _phase("comparing", len(readable), config.progress) as advance:
+        found = search_pairs(hashes, threshold, advance=advance, workers=config.effective_workers)
+    seconds["search"] = time.perf_counter() - t0
 
     clusters, distances, removals, n_exact = _clusters(root, readable, hashes, found)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diffkit.atomic import atomic_write_text, check_writable_dir
-from diffkit.console import printable, shown
+from diffkit.console import CommandResult, printable, shown
 from diffkit.errors import DiffkitError
 from diffkit.report.render import render_index
 
@@ -17,9 +17,12 @@ class IndexConfig:
 
 
 @dataclass
-class IndexResult:
+class IndexResult(CommandResult):
     index: Path
     n_reports: int
+
+    def report_paths(self) -> list[Path]:
+        return [self.index]
 
     def summary_lines(self) -> list[str]:
         return [f"{self.n_reports} reports listed in [bold]{shown(self.index)}[/]"]

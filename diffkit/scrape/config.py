@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -23,7 +22,11 @@ TPDNE_ENDPOINTS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class ScrapeConfig:
-    """Everything one scrape needs. ``url=None`` probes ``candidate_urls`` in order; a URL is used as is."""
+    """Everything one scrape needs. ``url=None`` probes ``candidate_urls`` in order; a URL is used as is.
+
+    The defaults are written only here (the CLI shows them from this class). Options that cannot work
+    raise :class:`DiffkitError` when the config is made, before any file or socket is touched.
+    """
 
     n: int
     out: Path = Path("data/faces")
@@ -34,7 +37,7 @@ class ScrapeConfig:
     max_retries: int = 5  # transient failures (429, 5xx, timeouts, connection errors) of one request
     user_agent: str = DEFAULT_USER_AGENT
     expect_size: tuple[int, int] | None = None
-    near_dup_threshold: int = 4  # pHash Hamming distance; see docs/readme/scrape.md for the choice
+    near_dup_threshold: int = 4  # pHash Hamming distance; see docs/scrape.md for the choice
     candidate_urls: tuple[str, ...] = TPDNE_ENDPOINTS
     max_consecutive_failures: int = 10  # any failed response in a row (all workers) stops the run
     max_block_pages: int = 5  # HTML/403 answers in a row: the site is blocking us
@@ -51,11 +54,7 @@ class ScrapeConfig:
     report: bool = True
     report_path: Path | None = None  # default reports/scrape-<timestamp>.html
 
-    def replace(self, **changes: object) -> ScrapeConfig:
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
-
-    def validate(self) -> None:
-        """Raise :class:`DiffkitError` for options that cannot work, before any file or socket is touched."""
+    def __post_init__(self) -> None:
         if self.n < 1:
             raise DiffkitError(f"--n must be at least 1, got {self.n}")
         if self.concurrency < 1:

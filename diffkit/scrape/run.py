@@ -18,9 +18,7 @@ from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
-from diffkit.console import shown
+from diffkit.console import Bar, err_console, shown
 from diffkit.dataset.manifest import IMAGES_DIR, MANIFEST_NAME, check_manifest_header
 from diffkit.dataset.redact import redact
 from diffkit.errors import DiffkitError
@@ -28,9 +26,9 @@ from diffkit.lock import LOCK_NAME, folder_lock
 from diffkit.scrape.client import Fetcher, RateLimiter, TransportFailure, full_jitter_delay, parse_retry_after
 from diffkit.scrape.config import ScrapeConfig
 from diffkit.scrape.endpoints import ProbeResult, probe_endpoints
-from diffkit.scrape.progress import ScrapeProgress
+from diffkit.scrape.report import write_scrape_report
+from diffkit.scrape.result import ScrapeResult
 from diffkit.scrape.storage import ReconcileReport, Store
-from diffkit.scrape.summary import ScrapeResult, write_scrape_report
 from diffkit.scrape.validate import (
     CONNECTION_ERROR,
     DUPLICATE_EXACT,
@@ -42,11 +40,17 @@ from diffkit.scrape.validate import (
     validate,
 )
 
-_console = Console(stderr=True)
+# The bar is refreshed at most this often: a fast local source answers thousands of times a second.
+PROGRESS_INTERVAL_S = 0.1
 
 
 def say(message: str) -> None:
-    _console.print(message, highlight=False, soft_wrap=True)
+    err_console.print(message, highlight=False, soft_wrap=True)
+
+
+def bar_info(requests: int, elapsed_s: float, duplicates: int, rejected: int) -> str:
+    """The bar's short text, e.g. ``1.9 req/s dup 3 rej 2`` (the rejection reasons are in the report)."""
+    return f"{requests / max(elapsed_s, 1e-9):.1f} req/s dup {duplicates} rej {rejected}"
 
 
 class _Scrape:
@@ -56,7 +60,8 @@ class _Scrape:
         self.config = config
         self.store = store  # None until the probe succeeds when the output folder is new
         self.reconcile = reconcile
-        self.progress = ScrapeProgress(config.n, enabled=config.progress, console=_console)
+        self.bar = Bar("kept", config.n, enabled=config.progress)
+        self.bar_shown_at = 0.0
         self.kept = store.kept_count() if store is not None else 0
         self.kept_new: list[str] = []  # file names kept by this run, in order
         self.requests = 0
@@ -175,8 +180,21 @@ class _Scrape:
                 f"{self.consecutive_failures} requests in a row failed (last: {rejection.reason}: "
                 f"{rejection.detail}); check the URL, then rerun to resume"
             )
-        self.progress.update(self)
+        self.show_progress()
         return rejection
+
+    def show_progress(self, force: bool = False) -> None:
+        """Refresh the bar from the counters, at most every PROGRESS_INTERVAL_S unless forced."""
+        if not self.bar.enabled:
+            return
+        now = time.monotonic()
+        if not force and now - self.bar_shown_at < PROGRESS_INTERVAL_S:
+            return
+        self.bar_shown_at = now
+        info = bar_info(
+            self.requests, now - self.started, sum(self.duplicates.values()), sum(self.rejections.values())
+        )
+        self.bar.update(completed=self.kept, info=info)
 
     # -- keeping -----------------------------------------------------------------------------------
     def keep_or_count(self, image: ValidImage, url: str) -> None:
@@ -210,7 +228,7 @@ class _Scrape:
         if now - self.last_metadata >= self.config.metadata_every_s:
             store.write_metadata()
             self.last_metadata = now
-        self.progress.update(self)
+        self.show_progress()
 
     async def worker(self) -> None:
         try:
@@ -260,11 +278,11 @@ class _Scrape:
             f"endpoint: {shown(redact(self.probe.url))} answered with an image "
             f"({shown(self.probe.steps[-1].detail)})"
         )
-        with self.progress:
+        with self.bar:
             self.keep_or_count(self.probe.image, self.probe.served_by)
-            self.progress.update(self, force=True)
+            self.show_progress(force=True)
             await self.until_stopped(*(self.worker() for _ in range(self.config.concurrency)))
-            self.progress.update(self, force=True)
+            self.show_progress(force=True)
 
     async def main(self) -> None:
         loop = asyncio.get_running_loop()
@@ -295,7 +313,6 @@ def scrape(config: ScrapeConfig) -> ScrapeResult:
     ``--out`` fails at once naming the process that holds it. A new folder that ends up empty (the
     probe failed) is removed again. Credentials in the URL are used, never written or shown.
     """
-    config.validate()
     check_manifest_header(config.out)  # a damaged manifest: one line, and nothing in the folder touched
     created = _make_folder(config.out)
     try:
