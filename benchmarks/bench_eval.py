@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from diffkit.metrics import EvalConfig, evaluate
+from diffkit.eval import EvalConfig, evaluate
 from diffkit.report import Report, Section, write_report
 from diffkit.testing.faces import write_face_folder
 from diffkit.testing.inception import make_inception_weights

@@ -246,32 +246,76 @@ def dedupe(
     _run(call, json_output)
 
 
+# The configs of train, sample and eval, whose defaults and choices the options below show.
+from diffkit.diffusion.samplers import SamplerName  # noqa: E402
+from diffkit.eval.config import EngineName, EvalConfig  # noqa: E402
+from diffkit.models.config import PresetName  # noqa: E402
+from diffkit.sample.config import SampleConfig  # noqa: E402
+from diffkit.train.config import (  # noqa: E402
+    DEFAULT_EPOCHS,
+    PrecisionName,
+    PredictionName,
+    ScheduleName,
+    TrainConfig,
+)
+
+DEVICE_HELP = "auto, cpu, cuda, cuda:N or mps."
+
+
 @app.command()
 def train(
-    data: Path = typer.Option(None, "--data", help="Images or a scrape output folder (default data/faces)."),
-    out: Path = typer.Option(None, "--out", help="Run folder (default a new runs/NNNNN-<preset>)."),
-    preset: str = typer.Option(None, "--preset", help="U-Net size: tiny, small or base (default small)."),
-    resolution: int = typer.Option(None, "--resolution", help="Training resolution in pixels (default 64)."),
-    batch_size: int = typer.Option(None, "--batch-size", help="Images per optimiser step (default 64)."),
-    grad_accum: int = typer.Option(None, "--grad-accum", help="Micro-batches per step (same global batch)."),
-    steps: int = typer.Option(None, "--steps", help="Run length in optimiser steps."),
-    kimg: float = typer.Option(None, "--kimg", help="Run length in thousands of training images."),
-    epochs: float = typer.Option(None, "--epochs", help="Run length in passes over the data (default 50)."),
-    lr: float = typer.Option(None, "--lr", help="AdamW learning rate after warm-up (default 2e-4)."),
-    warmup_kimg: float = typer.Option(None, "--warmup-kimg", help="Linear LR warm-up length (default 2)."),
-    schedule: str = typer.Option(None, "--schedule", help="cosine or linear (default cosine)."),
-    prediction: str = typer.Option(None, "--prediction", help="Network target: v or eps (default v)."),
-    precision: str = typer.Option(None, "--precision", help="auto, fp32, bf16 or fp16 (default auto)."),
-    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the U-Net (CUDA: faster)."),
-    sample_every_kimg: float = typer.Option(
-        None, "--sample-every-kimg", help="EMA sample grid every K kimg; 0: at the end (default 50)."
+    data: Path = typer.Option(
+        default(TrainConfig, "data"), "--data", help="Images or a scrape output folder."
     ),
-    ema_halflife_kimg: float = typer.Option(None, "--ema-halflife-kimg", help="EMA half-life (default 50)."),
-    seed: int = typer.Option(None, "--seed", help="Seed for init, data order and noise (default 0)."),
-    device: str = typer.Option(None, "--device", help="auto, cuda, mps or cpu (default auto)."),
+    out: Path | None = typer.Option(None, "--out", help="Run folder. Not given: a new runs/NNNNN-<preset>."),
+    preset: PresetName = typer.Option(default(TrainConfig, "preset"), "--preset", help="U-Net size."),
+    resolution: int = typer.Option(
+        default(TrainConfig, "resolution"), "--resolution", help="Training resolution in pixels."
+    ),
+    batch_size: int = typer.Option(
+        default(TrainConfig, "batch_size"), "--batch-size", help="Images per optimiser step."
+    ),
+    grad_accum: int = typer.Option(
+        default(TrainConfig, "grad_accum"), "--grad-accum", help="Micro-batches per step (same global batch)."
+    ),
+    steps: int | None = typer.Option(None, "--steps", help="Run length in optimiser steps."),
+    kimg: float | None = typer.Option(None, "--kimg", help="Run length in thousands of training images."),
+    epochs: float | None = typer.Option(
+        None,
+        "--epochs",
+        help=f"Run length in passes over the data; {DEFAULT_EPOCHS:g} when no length is given.",
+    ),
+    lr: float = typer.Option(default(TrainConfig, "lr"), "--lr", help="AdamW learning rate after warm-up."),
+    warmup_kimg: float = typer.Option(
+        default(TrainConfig, "warmup_kimg"), "--warmup-kimg", help="Linear LR warm-up length."
+    ),
+    schedule: ScheduleName = typer.Option(
+        default(TrainConfig, "schedule"), "--schedule", help="Noise schedule."
+    ),
+    prediction: PredictionName = typer.Option(
+        default(TrainConfig, "prediction"), "--prediction", help="Network target."
+    ),
+    precision: PrecisionName = typer.Option(
+        default(TrainConfig, "precision"), "--precision", help="Autocast precision (auto: bf16 where native)."
+    ),
+    compile_model: bool = typer.Option(
+        default(TrainConfig, "compile"), "--compile", help="torch.compile the U-Net (CUDA: faster)."
+    ),
+    sample_every_kimg: float = typer.Option(
+        default(TrainConfig, "sample_every_kimg"),
+        "--sample-every-kimg",
+        help="EMA sample grid every K kimg; 0: at the end.",
+    ),
+    ema_halflife_kimg: float = typer.Option(
+        default(TrainConfig, "ema_halflife_kimg"), "--ema-halflife-kimg", help="EMA half-life in kimg."
+    ),
+    seed: int = typer.Option(
+        default(TrainConfig, "seed"), "--seed", help="Seed for init, data order and noise."
+    ),
+    device: str = typer.Option(default(TrainConfig, "device"), "--device", help=DEVICE_HELP),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (or the latest run)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Resolve config, build the model, print, exit."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    progress: bool | None = PROGRESS_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Train a DDPM (U-Net, v-prediction, cosine schedule, EMA) on an image folder.
@@ -283,100 +327,132 @@ def train(
 
     Example: diffkit train --data data/faces --preset small --resolution 64 --kimg 2000
     """
-    from diffkit.train import TrainConfig
     from diffkit.train import train as run_training
 
-    config = TrainConfig.from_options(
-        data=data,
-        out=out,
-        preset=preset,
-        resolution=resolution,
-        batch_size=batch_size,
-        grad_accum=grad_accum,
-        steps=steps,
-        kimg=kimg,
-        epochs=epochs,
-        lr=lr,
-        warmup_kimg=warmup_kimg,
-        schedule=schedule,
-        prediction=prediction,
-        precision=precision,
-        compile=compile_model or None,
-        sample_every_kimg=sample_every_kimg,
-        ema_halflife_kimg=ema_halflife_kimg,
-        seed=seed,
-        device=device,
-        resume=resume,
-        dry_run=dry_run,
-        progress=progress,
-    )
-    result = _run(lambda: run_training(config), json_output)
-    if getattr(result, "interrupted", False):
+    def call() -> Any:
+        # None (--out, --steps/--kimg/--epochs): derived in TrainConfig. On --resume an option left at
+        # its default keeps the run's saved value (see merge_for_resume).
+        config = TrainConfig.from_options(
+            data=data,
+            out=out,
+            preset=preset,
+            resolution=resolution,
+            batch_size=batch_size,
+            grad_accum=grad_accum,
+            steps=steps,
+            kimg=kimg,
+            epochs=epochs,
+            lr=lr,
+            warmup_kimg=warmup_kimg,
+            schedule=schedule,
+            prediction=prediction,
+            precision=precision,
+            compile=compile_model,
+            sample_every_kimg=sample_every_kimg,
+            ema_halflife_kimg=ema_halflife_kimg,
+            seed=seed,
+            device=device,
+            resume=resume,
+            dry_run=dry_run,
+            progress=_progress(progress),
+        )
+        return run_training(config)
+
+    result = _run(call, json_output)
+    if result is not None and result.interrupted:
         raise typer.Exit(130)
 
 
 @app.command()
 def sample(
     run: Path = typer.Option(..., "--run", help="Training run folder (uses its latest EMA snapshot)."),
-    n: int = typer.Option(64, "--n", help="Number of images."),
-    sampler: str = typer.Option(
-        "ddim",
+    n: int = typer.Option(default(SampleConfig, "n"), "--n", help="Number of images."),
+    sampler: SamplerName = typer.Option(
+        default(SampleConfig, "sampler"),
         "--sampler",
         help="ddim (deterministic), dpmpp (DPM-Solver++(2M), good in 10-25 steps) or ddpm (ancestral).",
     ),
-    steps: int = typer.Option(50, "--steps", help="Denoising steps (model calls per image)."),
-    eta: float = typer.Option(0.0, "--eta", help="DDIM noise: 0 deterministic, 1 like DDPM."),
-    seed: int = typer.Option(0, "--seed", help="Image i's start noise depends only on (seed, i)."),
-    out: Path = typer.Option(None, "--out", help="Folder for the PNGs (default RUN/generated/...)."),
-    grid: bool = typer.Option(False, "--grid", help="Also write grid.png with all images."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass."),
-    snapshot: Path = typer.Option(None, "--snapshot", help="This ema-*.safetensors instead of the latest."),
-    device: str = typer.Option("auto", "--device", help="auto, cuda, mps or cpu."),
-    precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16 (autocast)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    steps: int = typer.Option(
+        default(SampleConfig, "steps"), "--steps", help="Denoising steps (model calls per image)."
+    ),
+    eta: float = typer.Option(
+        default(SampleConfig, "eta"), "--eta", help="DDIM noise: 0 deterministic, 1 like DDPM."
+    ),
+    seed: int = typer.Option(
+        default(SampleConfig, "seed"), "--seed", help="Image i's start noise depends only on (seed, i)."
+    ),
+    out: Path | None = typer.Option(
+        default(SampleConfig, "out"), "--out", help="Folder for the PNGs. Not given: RUN/generated/..."
+    ),
+    grid: bool = typer.Option(
+        default(SampleConfig, "grid"), "--grid", help="Also write grid.png with all images."
+    ),
+    batch_size: int = typer.Option(
+        default(SampleConfig, "batch_size"), "--batch-size", help="Images per forward pass."
+    ),
+    snapshot: Path | None = typer.Option(
+        default(SampleConfig, "snapshot"), "--snapshot", help="This ema-*.safetensors instead of the latest."
+    ),
+    device: str = typer.Option(default(SampleConfig, "device"), "--device", help=DEVICE_HELP),
+    precision: PrecisionName = typer.Option(
+        default(SampleConfig, "precision"),
+        "--precision",
+        help="Autocast precision (auto: bf16 where native).",
+    ),
+    progress: bool | None = PROGRESS_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Sample PNG images from a trained run's EMA weights (safetensors; nothing is unpickled).
 
     Example: diffkit sample --run runs/00000-small --n 64 --steps 50 --grid
     """
-    from diffkit.sample import SampleConfig
     from diffkit.sample import sample as run_sampling
 
-    config = SampleConfig(
-        run=run,
-        n=n,
-        sampler=sampler,
-        steps=steps,
-        eta=eta,
-        seed=seed,
-        out=out,
-        grid=grid,
-        batch_size=batch_size,
-        device=device,
-        precision=precision,
-        snapshot=snapshot,
-        progress=progress,
-    )
-    _run(lambda: run_sampling(config), json_output)
+    def call() -> Any:
+        config = SampleConfig(
+            run=run,
+            n=n,
+            sampler=sampler,
+            steps=steps,
+            eta=eta,
+            seed=seed,
+            out=out,
+            grid=grid,
+            batch_size=batch_size,
+            device=device,
+            precision=precision,
+            snapshot=snapshot,
+            progress=_progress(progress),
+        )
+        return run_sampling(config)
+
+    _run(call, json_output)
 
 
 @app.command("eval")
 def eval_(
-    samples: int = typer.Option(1000, "--samples", help="Generated images to evaluate (N)."),
-    metrics: str = typer.Option("fid,kid,is", "--metrics", help="Comma list of fid,kid,is,prc,memorization."),
+    samples: int = typer.Option(
+        default(EvalConfig, "samples"), "--samples", help="Generated images to evaluate (N)."
+    ),
+    metrics: str = typer.Option(
+        ",".join(default(EvalConfig, "metrics")),
+        "--metrics",
+        help="Comma list of fid,kid,is,prc,memorization.",
+    ),
     run: Path | None = typer.Option(None, "--run", help="Run folder: sample N images from its EMA snapshot."),
     generated: Path | None = typer.Option(
         None, "--generated", help="Folder of generated images (the first N are used)."
     ),
     reference: Path | None = typer.Option(
-        None, "--reference", help="Reference images (default with --run: the run's training data)."
+        None, "--reference", help="Reference images. Not given with --run: the run's training data."
     ),
     reference_samples: int | None = typer.Option(
-        None, "--reference-samples", help="Use only the first M reference images (default: all)."
+        None, "--reference-samples", help="Use only the first M reference images. Not given: all."
     ),
-    engine: str = typer.Option(
-        "torch-fidelity", "--engine", help="torch-fidelity or clean-fid (their numbers are not comparable)."
+    engine: EngineName = typer.Option(
+        default(EvalConfig, "engine"),
+        "--engine",
+        help="Feature extractor (their numbers are not comparable).",
     ),
     weights: Path | None = typer.Option(
         None, "--weights", help="Inception weights (else $DIFFKIT_INCEPTION_WEIGHTS, else the engine cache)."
@@ -384,18 +460,27 @@ def eval_(
     vgg_weights: Path | None = typer.Option(
         None, "--vgg-weights", help="VGG16 weights for prc (else $DIFFKIT_VGG16_WEIGHTS, else torch hub)."
     ),
-    batch_size: int = typer.Option(64, "--batch-size", help="Images per feature-extractor batch."),
-    device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
+    batch_size: int = typer.Option(
+        default(EvalConfig, "batch_size"), "--batch-size", help="Images per feature-extractor batch."
+    ),
+    device: str = typer.Option(default(EvalConfig, "device"), "--device", help=DEVICE_HELP),
     report_path: Path | None = typer.Option(
-        None, "--report", help="HTML report path (default reports/eval-<time>.html)."
+        None, "--report", help="HTML report path. Not given: reports/eval-<time>.html."
     ),
     cache_dir: Path | None = typer.Option(
-        None, "--cache-dir", help="Feature cache folder (default ~/.cache/diffkit/features)."
+        None, "--cache-dir", help="Feature cache folder. Not given: ~/.cache/diffkit/features."
     ),
-    seed: int = typer.Option(0, "--seed", help="Sampling seed for --run; bootstrap seeds derive from it."),
-    sampler: str = typer.Option("ddim", "--sampler", help="Sampler for --run."),
-    steps: int = typer.Option(50, "--steps", help="Sampling steps for --run."),
-    bootstrap: int = typer.Option(50, "--bootstrap", help="Bootstrap replicates for CIs (0: off)."),
+    seed: int = typer.Option(
+        default(EvalConfig, "seed"), "--seed", help="Sampling seed for --run; bootstrap seeds derive from it."
+    ),
+    sampler: SamplerName = typer.Option(
+        default(EvalConfig, "sampler"), "--sampler", help="Sampler for --run."
+    ),
+    steps: int = typer.Option(default(EvalConfig, "steps"), "--steps", help="Sampling steps for --run."),
+    bootstrap: int = typer.Option(
+        default(EvalConfig, "bootstrap"), "--bootstrap", help="Bootstrap replicates for CIs (0: off)."
+    ),
+    progress: bool | None = PROGRESS_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
     """FID, KID and IS (plus precision/recall, memorization) with the sample-size caveats in numbers.
@@ -404,10 +489,10 @@ def eval_(
 
     Example: diffkit eval --generated samples/ --reference data/faces --samples 500 --json
     """
-    from diffkit.metrics import EvalConfig, evaluate
-    from diffkit.metrics.config import parse_metrics
+    from diffkit.eval import evaluate
+    from diffkit.eval.config import parse_metrics
 
-    def call():
+    def call() -> Any:
         config = EvalConfig(
             samples=samples,
             metrics=parse_metrics(metrics),
@@ -426,7 +511,7 @@ def eval_(
             sampler=sampler,
             steps=steps,
             bootstrap=bootstrap,
-            progress=not json_output,
+            progress=_progress(progress),
         )
         return evaluate(config)
 
@@ -449,16 +534,32 @@ def report(
     _run(lambda: build_index(IndexConfig(reports_dir=reports_dir)), json_output)
 
 
+from diffkit.demo import DemoConfig  # noqa: E402  (the demo's defaults, shown below)
+
+
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("demo"), "--out", help="Folder for the demo's data and run."),
-    n: int = typer.Option(300, "--n", help="Unique images to scrape from the local site."),
-    resolution: int = typer.Option(32, "--resolution", help="Training resolution in pixels."),
-    steps: int = typer.Option(300, "--steps", help="Training steps of the tiny preset."),
-    eval_samples: int = typer.Option(100, "--eval-samples", help="Samples for FID/KID."),
-    weights: Path | None = typer.Option(None, "--weights", help="Inception weights file for eval."),
-    device: str = typer.Option("auto", "--device", help="auto, cuda, mps or cpu."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the site, the training and the samples."),
+    out: Path = typer.Option(default(DemoConfig, "out"), "--out", help="Folder for the demo's data and run."),
+    n: int = typer.Option(
+        default(DemoConfig, "n_images"), "--n", help="Unique images to scrape from the local site."
+    ),
+    resolution: int = typer.Option(
+        default(DemoConfig, "resolution"), "--resolution", help="Training resolution in pixels."
+    ),
+    steps: int = typer.Option(
+        default(DemoConfig, "train_steps"), "--steps", help="Training steps of the tiny preset."
+    ),
+    eval_samples: int = typer.Option(
+        default(DemoConfig, "eval_samples"), "--eval-samples", help="Samples for FID/KID."
+    ),
+    weights: Path | None = typer.Option(
+        default(DemoConfig, "weights"), "--weights", help="Inception weights file for eval."
+    ),
+    device: str = typer.Option(default(DemoConfig, "device"), "--device", help=DEVICE_HELP),
+    seed: int = typer.Option(
+        default(DemoConfig, "seed"), "--seed", help="Seed of the site, the training and the samples."
+    ),
+    progress: bool | None = PROGRESS_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Run the whole pipeline on a local fake-face site: scrape, dedupe, train, sample, eval.
@@ -468,20 +569,23 @@ def demo(
 
     Example: diffkit demo --out demo --n 300 --steps 300
     """
-    from diffkit.demo import DemoConfig, run_demo
+    from diffkit.demo import run_demo
 
-    config = DemoConfig(
-        out=out,
-        n_images=n,
-        resolution=resolution,
-        train_steps=steps,
-        eval_samples=eval_samples,
-        weights=weights,
-        device=device,
-        seed=seed,
-        progress=not json_output,
-    )
-    _run(lambda: run_demo(config), json_output)
+    def call() -> Any:
+        config = DemoConfig(
+            out=out,
+            n_images=n,
+            resolution=resolution,
+            train_steps=steps,
+            eval_samples=eval_samples,
+            weights=weights,
+            device=device,
+            seed=seed,
+            progress=_progress(progress),
+        )
+        return run_demo(config)
+
+    _run(call, json_output)
 
 
 def main() -> None:

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffkit.console import shown
+from diffkit.console import CommandResult, shown
 from diffkit.dedupe import DedupeConfig, dedupe
 from diffkit.errors import DiffkitError
-from diffkit.metrics import EvalConfig, evaluate
+from diffkit.eval import EvalConfig, evaluate
 from diffkit.report import IndexConfig, build_index
 from diffkit.runs import STATE_FILE
 from diffkit.sample import SampleConfig, sample
@@ -42,6 +42,9 @@ class DemoConfig:
     seed: int = 0
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
         if self.n_images < 16:
             raise DiffkitError(f"--n must be at least 16 for a meaningful demo, got {self.n_images}")
@@ -54,13 +57,16 @@ class DemoConfig:
 
 
 @dataclass
-class DemoResult:
+class DemoResult(CommandResult):
     out: Path
     seconds: dict[str, float] = field(default_factory=dict)
     steps: dict[str, Any] = field(default_factory=dict)
     reports: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     index: Path | None = None
+
+    def report_paths(self) -> list[Path]:
+        return ([self.index] if self.index else []) + [Path(path) for path in self.reports.values()]
 
     def summary_lines(self) -> list[str]:
         lines = [f"[bold]diffkit demo[/] in {shown(self.out)}"]
@@ -73,19 +79,18 @@ class DemoResult:
         return lines
 
 
-def _report_path(result: Any) -> str | None:
-    html = getattr(result, "report_html", None) or getattr(result, "report", None)
-    return str(html) if html else None
+def _report_path(result: CommandResult) -> str | None:
+    paths = result.report_paths()  # the HTML report first
+    return str(paths[0]) if paths else None
 
 
-def _stop_if_interrupted(step_result: Any) -> None:
+def _stop_if_interrupted(step_result: CommandResult) -> None:
     """A step that caught Ctrl-C has saved its state; the demo stops there (rerun to resume)."""
-    if getattr(step_result, "interrupted", False):
+    if step_result.interrupted:
         raise KeyboardInterrupt
 
 
 def run_demo(config: DemoConfig) -> DemoResult:
-    config.validate()
     result = DemoResult(out=config.out)
     data_dir, run_dir = config.out / "data", config.out / "run"
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner, Result
 from diffkit import device as dev
 from diffkit.cli import app
 from diffkit.errors import DiffkitError
-from diffkit.metrics.config import EvalConfig
+from diffkit.eval.config import EvalConfig
 from diffkit.testing.faces import write_face_folder
 from diffkit.train import TrainConfig
 

@@ -316,3 +316,12 @@ def test_inception_score_needs_ten_images_and_says_so_before_any_work(folders, i
     result = invoke(["eval", *folder_sets(folders, 5), "--weights", inception_weights,
                      "--metrics", "is", "--json"])  # fmt: skip
     assert result.exit_code == 2 and "at least 10 generated images (got 5)" in result.stderr
+
+
+def test_a_missing_device_fails_first_before_any_image_is_read(folders):
+    """--device is resolved before the image folders are listed or decoded: the device error comes
+    first, even when the folders would fail too (here: fewer generated images than --samples)."""
+    result = invoke(["eval", *folder_sets(folders, samples=N + 5), "--device", "cuda:99", "--json"])
+    assert result.exit_code == 2
+    assert "--device cuda:99 was asked for" in result.stderr
+    assert "generated" not in result.stderr

@@ -13,7 +13,7 @@ from PIL import Image
 
 from diffkit.dataset.listing import MOVE_LOG_NAME
 from diffkit.errors import DiffkitError
-from diffkit.metrics.config import EvalConfig, parse_metrics
+from diffkit.eval.config import EvalConfig, parse_metrics
 from diffkit.metrics.features import Extractor, cache_key
 from diffkit.metrics.images import describe_set, list_images, load_images, select_images, to_uint8
 from diffkit.metrics.weights import (

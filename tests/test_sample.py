@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -153,3 +155,46 @@ def test_sample_cli_bad_run_or_out_is_a_one_line_error(run: Path, tmp_path: Path
     assert [line for line in result.stderr.splitlines() if line.strip()] == [
         f"error: cannot create the output folder {not_a_folder} (File exists); pass another --out"
     ]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The real console entry point in a subprocess, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "diffkit.cli", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (["--n", "0"], ["--n must be at least 1 (got 0)"]),
+        (["--steps", "0", "--eta", "-1"], ["--steps must be at least 1 (got 0)", "--eta must be >= 0"]),
+        (["--batch-size", "0"], ["--batch-size must be at least 1 (got 0)"]),
+        (["--sampler", "euler"], ["Invalid value for '--sampler'"]),
+    ],
+)
+def test_sample_options_are_checked_before_the_run_is_read(
+    tmp_path: Path, options: list[str], expected: list[str]
+) -> None:
+    """Bad numbers are one line naming the option, exit 2, before the run folder is even looked at."""
+    result = _cli("sample", "--run", str(tmp_path / "no-such-run"), *options)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error:") and "Traceback" not in result.stderr
+    for piece in expected:
+        assert piece in lines[0]
+    assert "no-such-run" not in lines[0]
+    assert not (tmp_path / "no-such-run").exists()
+
+
+def test_sample_config_validates_when_made() -> None:
+    from diffkit.errors import DiffkitError
+    from diffkit.sample import SampleConfig
+
+    with pytest.raises(DiffkitError, match=r"--n must be at least 1 \(got -3\); --eta must be >= 0"):
+        SampleConfig(n=-3, eta=float("nan"))
+    with pytest.raises(DiffkitError, match="--precision must be one of auto, fp32, bf16, fp16"):
+        SampleConfig(precision="fp8")
+    with pytest.raises(DiffkitError, match="--device must be one of"):
+        SampleConfig(device="tpu")

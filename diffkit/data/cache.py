@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from diffkit.atomic import TMP_SUFFIX, atomic_open, atomic_write_text
+from diffkit.console import Bar
 from diffkit.data.decode import DECODER_VERSION, decode_or_reason
 from diffkit.data.folder import CACHE_DIR_NAME, content_key, find_images
 from diffkit.errors import DiffkitError
@@ -171,20 +170,15 @@ def _build(
     kept: list[str] = []
     skipped: list[tuple[str, str]] = []
     start = time.perf_counter()
-    bar = Progress(
-        TextColumn("[bold]Decoding images[/] {task.fields[res]}px"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[skipped]} skipped"), TimeRemainingColumn(),
-        console=Console(stderr=True), disable=not progress, transient=True,
-    )
+    bar = Bar(f"Decoding images {resolution}px", total=len(jobs), enabled=progress)
     with bar, atomic_open(data_path, "wb") as handle:
-        task = bar.add_task("decode", total=len(jobs), res=resolution, skipped=0)
         for index, pixels, reason in _decoded(jobs, workers):
             if pixels is None:
                 skipped.append((relative_paths[index], reason))
             else:
                 handle.write(pixels.tobytes())
                 kept.append(relative_paths[index])
-            bar.update(task, advance=1, skipped=len(skipped))
+            bar.update(advance=1, info=f"{len(skipped)} skipped")
         if not kept:
             first = f" (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
             raise DiffkitError(f"None of the {len(jobs)} images under {data_dir} could be decoded{first}.")

@@ -1,5 +1,11 @@
-"""``diffkit eval``: the command around the metrics (sampling a run's images for it, today).
+"""``diffkit eval``: config, run (the entry), result, report; sampling.py samples a run's images for it.
 
-Kept minimal on purpose: importing ``diffkit.eval.sampling`` must not pull in ``diffkit.metrics.run``,
-which imports this package back.
+The metrics themselves (FID, KID, IS, precision/recall, memorization, feature extraction) are the
+maths in :mod:`diffkit.metrics`, which never imports this package.
 """
+
+from diffkit.eval.config import EvalConfig
+from diffkit.eval.result import EvalResult
+from diffkit.eval.run import evaluate
+
+__all__ = ["EvalConfig", "EvalResult", "evaluate"]

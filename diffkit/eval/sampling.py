@@ -15,7 +15,7 @@ from PIL import Image
 
 from diffkit.atomic import atomic_write_bytes, atomic_write_text, check_writable_dir
 from diffkit.errors import DiffkitError
-from diffkit.metrics.config import EvalConfig
+from diffkit.eval.config import EvalConfig
 from diffkit.metrics.images import list_images
 from diffkit.runs import eval_samples_dir, list_snapshots, run_data_dir
 from diffkit.sample.generate import generate_images

@@ -1,6 +1,4 @@
-"""Evaluation: FID / KID / IS / precision-recall / memorization with sample-size caveats in numbers."""
+"""The maths of evaluation: FID / KID / IS / precision-recall / memorization, features and weights.
 
-from diffkit.metrics.config import EvalConfig
-from diffkit.metrics.run import EvalResult, evaluate
-
-__all__ = ["EvalConfig", "EvalResult", "evaluate"]
+The ``diffkit eval`` command around them (config, sampling, report) is :mod:`diffkit.eval`.
+"""

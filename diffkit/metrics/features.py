@@ -23,7 +23,6 @@ import torch
 
 from diffkit.atomic import atomic_write_bytes
 from diffkit.console import printable
-from diffkit.device import resolve_device as resolve_device  # re-export until eval imports diffkit.device
 from diffkit.errors import DiffkitError
 from diffkit.metrics.images import ImageSet, load_images
 from diffkit.metrics.weights import ResolvedWeights

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from diffkit.errors import DiffkitError
@@ -18,6 +19,7 @@ __all__ = [
     "MAX_PARAMETERS",
     "MAX_RESOLUTION",
     "PRESETS",
+    "PresetName",
     "UNetConfig",
     "UNetPreset",
     "estimate_parameters",
@@ -260,6 +262,14 @@ PRESETS: dict[str, UNetPreset] = {
         description="38M params, 17.6 GFLOPs/image at 64 px (DDPM CIFAR-10 size); default for 64 px",
     ),
 }  # fmt: skip
+
+
+class PresetName(str, Enum):
+    """The ``--preset`` choices, one per entry of ``PRESETS`` (the CLI shows them)."""
+
+    tiny = "tiny"
+    small = "small"
+    base = "base"
 
 
 def preset_config(name: str, resolution: int) -> UNetConfig:

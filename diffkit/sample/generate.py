@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from diffkit.console import Bar
 from diffkit.device import Precision, resolve_device
 from diffkit.diffusion import make_sampler, run_sampler
 from diffkit.errors import DiffkitError
@@ -58,9 +57,7 @@ def generate_images(
     sampler_impl = make_sampler(sampler, diffusion, eta=eta)
     config = model.config
     out = np.empty((n, config.resolution, config.resolution, config.output_channels), dtype=np.uint8)
-    columns = (TextColumn("[bold]sample"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), disable=not progress, transient=True) as bar:
-        task = bar.add_task("sample", total=n)
+    with Bar("sample", total=n, enabled=progress) as bar:
         for start in range(0, n, batch_size):
             indices = range(start, min(start + batch_size, n))
             noise = initial_noise(indices, config.in_channels, config.resolution, seed).to(torch_device)
@@ -68,5 +65,5 @@ def generate_images(
             with autocast.autocast():
                 images = run_sampler(model, sampler_impl, noise, steps, generator)
             out[start : start + len(indices)] = to_uint8(images)
-            bar.update(task, advance=len(indices))
+            bar.update(advance=len(indices))
     return out

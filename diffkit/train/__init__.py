@@ -1,7 +1,7 @@
-"""Training: the typed config, the loop, EMA, the monitor and the training report (run files: runs)."""
+"""``diffkit train``: config, run (the entry), result, report; loop, EMA and monitor are internals."""
 
 from diffkit.train.config import TrainConfig, TrainPlan
-from diffkit.train.loop import train
 from diffkit.train.result import TrainResult
+from diffkit.train.run import train
 
 __all__ = ["TrainConfig", "TrainPlan", "TrainResult", "train"]

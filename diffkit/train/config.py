@@ -13,6 +13,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,30 @@ RESUMABLE_OVERRIDES = (
     *LENGTH_FIELDS, "device", "precision", "compile", "sample_every_kimg", "snapshot_every_kimg",
     "state_every_minutes", "log_every_steps", "cache_dir",
 )  # fmt: skip
+
+
+# The CLI's choices. The names live in diffkit.device and diffkit.diffusion; these Enums only let Typer
+# list them in --help (a test keeps them equal to the tuples). Config fields take the plain strings.
+class PrecisionName(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class ScheduleName(str, Enum):
+    cosine = "cosine"
+    linear = "linear"
+
+
+class PredictionName(str, Enum):
+    v = "v"
+    eps = "eps"
+
+
+def plain(value: Any) -> Any:
+    """An Enum member as its value: config.json, file names and messages get ``"ddim"``, not a repr."""
+    return value.value if isinstance(value, Enum) else value
 
 
 @dataclass(frozen=True)
@@ -85,6 +110,9 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value))
+        for name in ("preset", "schedule", "prediction", "precision"):
+            object.__setattr__(self, name, plain(getattr(self, name)))
+        self.validate()  # a bad option fails when the config is made, before any file is touched
 
     def validate(self) -> None:
         problems: list[str] = []

@@ -1,4 +1,4 @@
-"""The training loop: ``train(TrainConfig) -> TrainResult``.
+"""The training loop (internals of ``diffkit train``; the entry is :func:`diffkit.train.run.train`).
 
 One step = ``grad_accum`` micro-batches -> clip -> AdamW -> EMA update, counted in images (kimg).
 Every source of randomness is an explicit generator whose state goes into ``state-latest.pt`` (batcher,
@@ -9,83 +9,45 @@ eval mode, so they never disturb training randomness.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import math
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
 
 from diffkit import runs
-from diffkit.console import printable, shown
-from diffkit.data import DeviceBatcher, load_image_dataset
-from diffkit.device import Precision, resolve_device
+from diffkit.console import Bar, err_console, shown
+from diffkit.data import DeviceBatcher
+from diffkit.device import Precision
 from diffkit.diffusion import GaussianDiffusion
 from diffkit.errors import DiffkitError
-from diffkit.lock import folder_lock
-from diffkit.models import UNet, count_parameters, flops_per_image, preset_config
-from diffkit.runs import check_run_dir, latest_run_dir, next_run_dir
-from diffkit.train.config import TrainConfig, TrainPlan, load_run_config, merge_for_resume
+from diffkit.models import UNet
+from diffkit.train.config import TrainConfig, TrainPlan
 from diffkit.train.ema import EMA
 from diffkit.train.monitor import (
     NonFiniteGuard,
     StatsWriter,
     StopOnInterrupt,
-    make_progress,
     write_progression,
     write_sample_grid,
 )
 from diffkit.train.report import write_train_report
 from diffkit.train.result import TrainResult
 
-console = Console(stderr=True)
 LOSS_SEED_OFFSET = 1  # the loss generator is seeded with seed + 1, the batcher with seed
 MIN_LOG_POINTS = 20
 
 
-def _resolve_config(config: TrainConfig) -> tuple[TrainConfig, Path | None]:
-    """Apply ``--resume``: find the run folder and merge the saved config with the allowed overrides."""
-    if not config.resume:
-        # An absolute data path in config.json lets eval/sample find the training data from any folder.
-        config = dataclasses.replace(config, data=config.data.absolute())
-        if config.out is not None and config.out.exists() and not config.out.is_dir():
-            raise DiffkitError(f"--out {config.out} is a file, not a folder; choose another --out")
-        if config.out is not None and not config.dry_run:
-            _refuse_existing_run(config.out)
-            check_run_dir(config.out)
-        return config, config.out
-    run_dir = config.out or latest_run_dir(config.runs_dir, runs.STATE_FILE)
-    if run_dir is None:
-        raise DiffkitError(f"--resume: no run with {runs.STATE_FILE} under {config.runs_dir}; pass --out RUN")
-    # A run found by scanning runs/ must be a real folder in it; --out may be a link the user chose.
-    check_run_dir(run_dir, runs_dir=None if config.out else config.runs_dir)
-    saved = load_run_config(run_dir)
-    return merge_for_resume(saved, config), run_dir
+def _kimg(nimg: int) -> str:
+    kimg = nimg / 1000
+    return f"{kimg:.1f}" if kimg < 1000 else f"{kimg:.0f}"
 
 
-def _refuse_existing_run(run_dir: Path) -> None:
-    if (run_dir / runs.STATE_FILE).exists():
-        raise DiffkitError(
-            f"{run_dir} already holds a run; add --resume to continue it or choose another --out"
-        )
-
-
-def _config_payload(
-    config: TrainConfig, run_dir: Path | None, plan: TrainPlan, model: UNet
-) -> dict[str, Any]:
-    train = config.to_dict() | {"out": str(run_dir) if run_dir else None, "resume": False, "dry_run": False}
-    diffusion = {
-        "schedule": config.schedule,
-        "prediction": config.prediction,
-        "timesteps": config.timesteps,
-        "min_snr_gamma": config.min_snr_gamma,
-    }
-    return runs.run_config_payload(
-        train=train, model=model.config.to_dict(), diffusion=diffusion, plan=plan.to_dict()
-    )
+def _bar_info(nimg: int, loss: float, img_per_s: float) -> str:
+    """Compact, so it fits the bar's 28-character info text: ``12.3kimg loss .041 63img/s``."""
+    loss_text = f"{loss:.3f}".removeprefix("0") if math.isfinite(loss) else "-"
+    return f"{_kimg(nimg)}kimg loss {loss_text} {img_per_s:.0f}img/s"
 
 
 def _crossed(every_nimg: int, nimg: int, batch: int) -> bool:
@@ -93,106 +55,7 @@ def _crossed(every_nimg: int, nimg: int, batch: int) -> bool:
     return every_nimg > 0 and nimg // every_nimg > (nimg - batch) // every_nimg
 
 
-class _RunLocks:
-    """The run folder's lock (``diffkit.lock``), taken as early as the folder exists.
-
-    One training per run folder: a second ``diffkit train`` into it, or a ``--resume`` of it while it
-    trains, stops with one line naming the holder, before it decodes data or builds a model.
-    """
-
-    def __init__(self, stack: contextlib.ExitStack) -> None:
-        self.stack = stack
-        self.held: set[Path] = set()
-
-    def take(self, run_dir: Path) -> None:
-        key = run_dir.absolute()
-        if key not in self.held:
-            self.stack.enter_context(folder_lock(run_dir, "train"))
-            self.held.add(key)
-
-    def take_existing(self, config: TrainConfig) -> None:
-        if config.dry_run:
-            return
-        if config.out is not None:
-            target, runs_dir = config.out, None
-        elif config.resume:
-            target, runs_dir = latest_run_dir(config.runs_dir, runs.STATE_FILE), config.runs_dir
-        else:
-            return
-        if target is not None and target.is_dir():
-            check_run_dir(target, runs_dir)  # before the lock file is created in it
-            self.take(target)
-
-
-def train(config: TrainConfig) -> TrainResult:
-    with contextlib.ExitStack() as stack:
-        locks = _RunLocks(stack)
-        locks.take_existing(config)
-        return _train_locked(config, locks)
-
-
-def _train_locked(config: TrainConfig, locks: _RunLocks) -> TrainResult:
-    config, run_dir = _resolve_config(config)
-    # Read (never unpickled: weights_only) before decoding data, so a damaged state fails in a second.
-    state = runs.load_state(run_dir / runs.STATE_FILE) if config.resume and run_dir is not None else None
-    config.validate()
-    device = resolve_device(config.device)
-    precision = Precision.create(config.precision, device)
-    model_config = preset_config(config.preset, config.resolution)  # fail fast, before decoding images
-    if config.dropout is not None:
-        model_config = dataclasses.replace(model_config, dropout=config.dropout)
-    dataset = load_image_dataset(
-        config.data, config.resolution, cache_dir=config.cache_dir, progress=config.progress
-    )
-    plan = TrainPlan.resolve(config, len(dataset.files))
-
-    torch.manual_seed(config.seed)
-    model = UNet(model_config)
-    params, flops = count_parameters(model), flops_per_image(model, config.resolution)
-    console.print(
-        f"model {shown(config.preset)} at {config.resolution} px: {params / 1e6:.2f}M params, "
-        f"{flops / 1e9:.3f} GFLOPs/image forward (~{3 * flops / 1e9:.3f} per training image)",
-        highlight=False,
-    )
-    result = TrainResult(
-        run_dir=run_dir,
-        dry_run=config.dry_run,
-        interrupted=False,
-        device=str(device),
-        precision=precision.name,
-        preset=config.preset,
-        resolution=config.resolution,
-        params=params,
-        flops_per_image=flops,
-        dataset_size=len(dataset.files),
-        skipped_images=[
-            {"path": printable(path), "reason": printable(reason)} for path, reason in dataset.skipped
-        ],
-        total_steps=plan.total_steps,
-        total_kimg=plan.total_nimg / 1000,
-    )
-    if config.dry_run:
-        result.run_dir = run_dir or next_run_dir(config.runs_dir, config.preset, create=False)
-        return result
-    if run_dir is None:
-        run_dir = next_run_dir(config.runs_dir, config.preset)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DiffkitError(
-            f"cannot create the run folder {run_dir} ({exc.strerror}); choose another --out"
-        ) from None
-    locks.take(run_dir)  # a new folder: locked now that it exists
-    # Checked again under the lock: another run may have started or finished since the first look.
-    if not config.resume:
-        _refuse_existing_run(run_dir)
-    check_run_dir(run_dir)
-    result.run_dir = run_dir
-    payload = _config_payload(config, run_dir, plan, model)
-    return _train(config, plan, payload, model, dataset, device, precision, run_dir, result, state)
-
-
-def _train(
+def train_loop(
     config: TrainConfig,
     plan: TrainPlan,
     payload: dict[str, Any],
@@ -241,7 +104,7 @@ def _train(
                 torch.cuda.set_rng_state(state["cuda_rng"])
         else:  # CPU and CUDA generators have different state formats: continue, but not bit-exactly
             loss_generator.manual_seed(config.seed + LOSS_SEED_OFFSET + step)
-            console.print(
+            err_console.print(
                 f"[yellow]state was saved on {shown(state['device_type'])}, resuming on {device.type}: "
                 "training continues correctly but not bit-identically[/]"
             )
@@ -253,7 +116,7 @@ def _train(
                 "steps; give a longer --steps/--kimg/--epochs, or none to keep the run's own length"
             )
         message = f"resuming {shown(run_dir)} at step {step} ({nimg / 1000:.2f} kimg)"
-        console.print(message, highlight=False, soft_wrap=True)
+        err_console.print(message, highlight=False, soft_wrap=True)
     runs.write_run_config(run_dir, payload)
     train_model = torch.compile(model) if config.compile else model
     if device.type == "cuda":
@@ -298,10 +161,9 @@ def _train(
     snapshot_every = round(config.snapshot_every_kimg * 1000)
     last_state_time = time.monotonic()
     session_images, session_seconds = 0, 0.0
-    with StopOnInterrupt(console) as stop, make_progress(console, config.progress) as progress:
-        task = progress.add_task(
-            "train", total=plan.total_steps, completed=step, kimg=f"{nimg / 1000:.2f}", loss="-", speed="-"
-        )
+    bar = Bar("train", total=plan.total_steps, enabled=config.progress)
+    with StopOnInterrupt() as stop, bar:
+        bar.update(completed=step, info=f"{_kimg(nimg)}kimg")
         while step < plan.total_steps and not stop.requested:
             started = time.perf_counter()
             for group in optimizer.param_groups:
@@ -334,13 +196,8 @@ def _train(
             stats.add(loss_value, norm_value, elapsed, config.batch_size)
             if step % log_every == 0 or step == plan.total_steps:
                 flush_stats()
-            progress.update(
-                task,
-                completed=step,
-                kimg=f"{nimg / 1000:.2f}",
-                loss=f"{stats.smoothed:.4f}",
-                speed=f"{session_images / max(session_seconds, 1e-9):.1f}",
-            )
+            speed = session_images / max(session_seconds, 1e-9)
+            bar.update(completed=step, info=_bar_info(nimg, stats.smoothed, speed))
             if _crossed(sample_every, nimg, config.batch_size) and step < plan.total_steps:
                 sample_grid()
             if _crossed(snapshot_every, nimg, config.batch_size) and step < plan.total_steps:
@@ -355,7 +212,7 @@ def _train(
         result.interrupted = stop.requested and step < plan.total_steps
         result.snapshot = runs.save_ema_snapshot(run_dir, ema.model, nimg, step, payload)
         if not result.interrupted:
-            progress.update(task, description="sampling")
+            bar.update(info="sampling the grid")
             sample_grid()
 
     result.state = state_path

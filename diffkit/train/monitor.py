@@ -1,4 +1,4 @@
-"""Everything around the optimiser step: NaN/inf guard, stats.jsonl, progress bar, sample grids, Ctrl-C."""
+"""Everything around the optimiser step: NaN/inf guard, stats.jsonl, sample grids, Ctrl-C."""
 
 from __future__ import annotations
 
@@ -12,11 +12,10 @@ from types import FrameType
 from typing import Any
 
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
 from diffkit.atomic import atomic_open, atomic_write_text
+from diffkit.console import err_console
 from diffkit.device import Precision
 from diffkit.diffusion import DDIMSampler, GaussianDiffusion, run_sampler
 from diffkit.errors import DiffkitError
@@ -139,8 +138,7 @@ def read_stats(path: Path) -> list[dict[str, Any]]:
 class StopOnInterrupt:
     """First Ctrl-C: finish the current step, save, exit cleanly. Second Ctrl-C: abort at once."""
 
-    def __init__(self, console: Console) -> None:
-        self.console = console
+    def __init__(self) -> None:
         self.requested = False
         self._previous: Any = None
 
@@ -148,7 +146,7 @@ class StopOnInterrupt:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        self.console.print(
+        err_console.print(
             "[yellow]Ctrl-C: saving state after this step (press again to abort without saving)[/]"
         )
 
@@ -160,21 +158,6 @@ class StopOnInterrupt:
     def __exit__(self, *exc: object) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
-
-
-def make_progress(console: Console, enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[kimg]} kimg"),
-        TextColumn("loss {task.fields[loss]}"),
-        TextColumn("{task.fields[speed]} img/s"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not enabled,
-    )
 
 
 @torch.no_grad()

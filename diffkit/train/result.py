@@ -6,14 +6,13 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from diffkit.console import shown
+from diffkit.console import CommandResult, shown
 
 
 @dataclass
-class TrainResult:
+class TrainResult(CommandResult):
     run_dir: Path | None
     dry_run: bool
-    interrupted: bool
     device: str
     precision: str
     preset: str
@@ -24,6 +23,7 @@ class TrainResult:
     skipped_images: list[dict[str, str]]
     total_steps: int
     total_kimg: float
+    interrupted: bool = False  # Ctrl-C: the state is saved, `--resume` continues
     step: int = 0
     kimg: float = 0.0
     resumed_from_step: int = 0
@@ -37,6 +37,9 @@ class TrainResult:
     progression: Path | None = None
     report: Path | None = None
     files: list[str] = field(default_factory=list)
+
+    def report_paths(self) -> list[Path]:
+        return [self.report] if self.report is not None else []
 
     def summary_lines(self) -> list[str]:
         # Paths and file names are user text: shown() keeps `[bold]` in a folder name literal.

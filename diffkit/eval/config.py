@@ -1,11 +1,13 @@
 """The typed, frozen configuration of ``diffkit eval``.
 
-The CLI only builds an :class:`EvalConfig`; :func:`diffkit.metrics.run.evaluate` does the work.
+The CLI only builds an :class:`EvalConfig` (validated when it is made); :func:`diffkit.eval.run.evaluate`
+does the work.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 from diffkit.device import device_choices, is_device_name
@@ -14,6 +16,13 @@ from diffkit.errors import DiffkitError
 ALL_METRICS = ("fid", "kid", "is", "prc", "memorization")
 DEFAULT_METRICS = ("fid", "kid", "is")
 ENGINES = ("torch-fidelity", "clean-fid")
+
+
+class EngineName(str, Enum):
+    """The ``--engine`` choices (their numbers are not comparable with each other)."""
+
+    torch_fidelity = "torch-fidelity"
+    clean_fid = "clean-fid"
 
 
 def parse_metrics(text: str) -> tuple[str, ...]:
@@ -54,6 +63,13 @@ class EvalConfig:
     prc_k: int = 3
     write_report: bool = True
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        # The CLI hands over Enum members; keep plain strings (they go into JSON and messages).
+        for name in ("engine", "sampler"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, value.value if isinstance(value, Enum) else value)
+        self.validate()
 
     def validate(self) -> None:
         if self.samples < 2:

@@ -11,7 +11,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
-from diffkit.metrics.config import EvalConfig
+from diffkit.eval.config import EvalConfig
+from diffkit.eval.result import EvalResult
 from diffkit.metrics.images import ImageSet, load_images
 from diffkit.metrics.memorization import MemorizationResult, pair_image
 from diffkit.report import Report, ReportImage, ReportPaths, Section, write_report
@@ -144,7 +145,7 @@ def _grid(image_set: ImageSet, count: int = GRID_IMAGES) -> Image.Image:
 
 
 def build_report(
-    config: EvalConfig, result, gen: ImageSet, ref: ImageSet, memo: MemorizationResult | None
+    config: EvalConfig, result: EvalResult, gen: ImageSet, ref: ImageSet, memo: MemorizationResult | None
 ) -> ReportPaths:
     sections = [
         Section(heading="Metrics", table=_metric_rows(result), badges=_badges(result)),

@@ -1,23 +1,25 @@
 """``diffkit eval``: FID / KID / IS / precision-recall / memorization with the caveats in numbers.
 
-``evaluate(config)`` resolves the two image sets, extracts features once per set (cached by
-content), computes the asked metrics with torch-fidelity's arithmetic, adds the sample-size analysis
-and writes the HTML report with its JSON sidecar.
+``evaluate(config) -> EvalResult`` resolves the two image sets, extracts features once per set (cached
+by content), computes the asked metrics with torch-fidelity's arithmetic (:mod:`diffkit.metrics`), adds
+the sample-size analysis and writes the HTML report with its JSON sidecar.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from diffkit.atomic import check_writable_dir
-from diffkit.console import printable, shown
+from diffkit.console import Bar, printable
+from diffkit.device import resolve_device
 from diffkit.errors import DiffkitError
+from diffkit.eval.config import EvalConfig
+from diffkit.eval.result import EvalResult
+from diffkit.eval.sampling import ensure_samples, run_reference
 from diffkit.metrics import caveats as cav
-from diffkit.metrics.config import EvalConfig
 from diffkit.metrics.features import (
     DEFAULT_CACHE_DIR,
     Extractor,
@@ -25,7 +27,6 @@ from diffkit.metrics.features import (
     build_inception,
     build_vgg16,
     extract_features,
-    resolve_device,
 )
 from diffkit.metrics.fid import FastFrechet, frechet_distance
 from diffkit.metrics.images import ImageSet, describe_set, image_size, select_images
@@ -43,89 +44,6 @@ ENGINE_NOTES = {
 }
 
 
-@dataclass
-class EvalResult:
-    n_generated: int
-    n_reference: int
-    engine: str
-    resize: str
-    metrics: list[str]
-    generated: str
-    reference: str
-    resolution: int
-    fid: float | None = None
-    fid_label: str | None = None
-    fid_ci95: list[float] | None = None
-    fid_infinity: float | None = None
-    fid_curve: dict[str, Any] | None = None
-    kid_mean: float | None = None
-    kid_std: float | None = None
-    kid_ci95: list[float] | None = None
-    kid_subset_size: int | None = None
-    kid_subsets: int | None = None
-    is_mean: float | None = None
-    is_std: float | None = None
-    is_splits: int | None = None
-    precision: float | None = None
-    recall: float | None = None
-    prc_k: int | None = None
-    memorization: dict[str, Any] | None = None
-    caveats: list[str] = field(default_factory=list)
-    weights: dict[str, Any] = field(default_factory=dict)
-    feature_cache: dict[str, str] = field(default_factory=dict)
-    features_extracted: dict[str, int] = field(default_factory=dict)
-    seeds: dict[str, int] = field(default_factory=dict)
-    timings_s: dict[str, float] = field(default_factory=dict)
-    samples_reused: bool | None = None
-    report_html: str | None = None
-    report_json: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Every field; metrics that were not asked for are left out rather than reported as null."""
-        out: dict[str, Any] = {}
-        skip = {
-            "fid": ("fid", "fid_label", "fid_ci95", "fid_infinity", "fid_curve"),
-            "kid": ("kid_mean", "kid_std", "kid_ci95", "kid_subset_size", "kid_subsets"),
-            "is": ("is_mean", "is_std", "is_splits"),
-            "prc": ("precision", "recall", "prc_k"),
-            "memorization": ("memorization",),
-        }
-        hidden = {name for metric, names in skip.items() if metric not in self.metrics for name in names}
-        for key, value in self.__dict__.items():
-            if key not in hidden:
-                out[key] = value
-        return out
-
-    def summary_lines(self) -> list[str]:
-        lines = [
-            f"[bold]{self.n_generated}[/] generated vs [bold]{self.n_reference}[/] reference images "
-            f"({self.resolution} px), engine {self.engine}"
-        ]
-        if self.fid is not None:
-            ci = f"  95% CI [{self.fid_ci95[0]:.3f}, {self.fid_ci95[1]:.3f}]" if self.fid_ci95 else ""
-            inf = f"  FID∞ ≈ {self.fid_infinity:.3f} (estimate)" if self.fid_infinity is not None else ""
-            lines.append(f"[bold]{self.fid_label}[/]: {self.fid:.3f}{ci}{inf}")
-        if self.kid_mean is not None:
-            ci = f"  95% CI [{self.kid_ci95[0]:.5f}, {self.kid_ci95[1]:.5f}]" if self.kid_ci95 else ""
-            lines.append(f"[bold]KID@{self.n_generated}[/]: {self.kid_mean:.5f} ± {self.kid_std:.5f}{ci}")
-        if self.is_mean is not None:
-            lines.append(f"[bold]IS[/]: {self.is_mean:.3f} ± {self.is_std:.3f} (not meaningful for faces)")
-        if self.precision is not None:
-            lines.append(
-                f"[bold]precision[/] {self.precision:.3f}  [bold]recall[/] {self.recall:.3f} (k={self.prc_k})"
-            )
-        if self.memorization is not None:
-            lines.append(
-                f"[bold]near-copies[/]: {self.memorization['n_flagged']} of {self.n_generated} "
-                f"({100 * self.memorization['share_flagged']:.1f}%)"
-            )
-        # caveats and the report path carry user paths: escaped, so "[bold]" in a name stays text
-        lines += [f"[yellow]caveat[/] {shown(note)}" for note in self.caveats]
-        if self.report_html:
-            lines.append(f"report: {shown(self.report_html)}")
-        return lines
-
-
 @contextmanager
 def _timed(timings: dict[str, float], name: str):
     start = time.perf_counter()
@@ -136,8 +54,6 @@ def _timed(timings: dict[str, float], name: str):
 def _resolve_inputs(config: EvalConfig) -> tuple[Path, Path, bool | None]:
     reused = None
     if config.run is not None:
-        from diffkit.eval.sampling import ensure_samples, run_reference
-
         reference = config.reference or run_reference(config.run)
         generated, reused = ensure_samples(config)
     else:
@@ -164,55 +80,29 @@ def _image_sets(config: EvalConfig, generated: Path, reference: Path) -> tuple[I
     return describe_set(generated, gen_files, resolution), describe_set(reference, ref_files, resolution)
 
 
-class _Progress:
-    """One rich progress bar on stderr (stdout stays clean for --json), or nothing."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.bar = None
-
-    def __enter__(self):
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
-
-    def task(self, description: str, total: int):
-        if self.bar is None:
-            return None
-        task_id = self.bar.add_task(description, total=total)
-        return lambda n: self.bar.advance(task_id, n)
+def _advancer(bar: Bar) -> Callable[[int], None]:
+    """The feature extractor's progress callback: it reports how many images it just did."""
+    return lambda count: bar.update(advance=count)
 
 
 def _features(
     config: EvalConfig,
     extractor: Extractor,
     sets: dict[str, ImageSet],
-    progress: _Progress,
     result: EvalResult,
     tag: str,
 ) -> dict[str, FeatureSet]:
     cache_dir = _cache_dir(config)
     out = {}
     for role, image_set in sets.items():
-        callback = progress.task(f"{tag} features: {role}", len(image_set))
-        with _timed(result.timings_s, f"features_{tag}"):
+        bar = Bar(f"{tag} features: {role}", total=len(image_set), enabled=config.progress)
+        with bar, _timed(result.timings_s, f"features_{tag}"):
             feats = extract_features(
-                image_set, extractor, batch_size=config.batch_size, cache_dir=cache_dir, progress=callback
+                image_set,
+                extractor,
+                batch_size=config.batch_size,
+                cache_dir=cache_dir,
+                progress=_advancer(bar),
             )
         result.feature_cache[f"{tag}_{role}"] = "hit" if feats.from_cache else "miss"
         result.features_extracted[f"{tag}_{role}"] = feats.n_extracted
@@ -285,7 +175,8 @@ def _input_caveats(config: EvalConfig, gen: ImageSet, ref: ImageSet, extractor: 
 
 
 def evaluate(config: EvalConfig) -> EvalResult:
-    config.validate()
+    # First: a --device that is missing here fails in a second, before any image is read or sampled.
+    device = resolve_device(config.device)
     output_notes = _check_outputs(config)  # before sampling (--run) and extraction: both take long
     timings: dict[str, float] = {}
     with _timed(timings, "inputs"):
@@ -294,7 +185,6 @@ def evaluate(config: EvalConfig) -> EvalResult:
     n, m = len(gen_set), len(ref_set)
     if "is" in config.metrics and n < DEFAULT_SPLITS:
         raise DiffkitError(f"the Inception Score needs at least {DEFAULT_SPLITS} generated images (got {n})")
-    device = resolve_device(config.device)
     metrics = list(config.metrics)
     needs_inception = any(name in metrics for name in ("fid", "kid", "is", "memorization"))
     spec = TORCH_FIDELITY_INCEPTION if config.engine == "torch-fidelity" else CLEAN_FID_INCEPTION
@@ -319,31 +209,28 @@ def evaluate(config: EvalConfig) -> EvalResult:
         "is_shuffle": 2020,
     }
 
-    with _Progress(config.progress) as progress:
-        inception = None
-        if needs_inception:
-            weights = resolve_weights(spec, config.weights)
-            inception = build_inception(config.engine, weights, device)
-            result.weights["inception"] = weights.to_dict()
-            result.resize = inception.resize
-            result.caveats += _input_caveats(config, gen_set, ref_set, inception)
-            feats = _features(
-                config, inception, {"generated": gen_set, "reference": ref_set}, progress, result, "inception"
+    inception = None
+    if needs_inception:
+        weights = resolve_weights(spec, config.weights)
+        inception = build_inception(config.engine, weights, device)
+        result.weights["inception"] = weights.to_dict()
+        result.resize = inception.resize
+        result.caveats += _input_caveats(config, gen_set, ref_set, inception)
+        feats = _features(
+            config, inception, {"generated": gen_set, "reference": ref_set}, result, "inception"
+        )
+        gen_pool, ref_pool = feats["generated"]["2048"], feats["reference"]["2048"]
+    if "prc" in metrics:
+        vgg_weights = resolve_weights(VGG16, config.vgg_weights)
+        vgg = build_vgg16(vgg_weights, device)
+        result.weights["vgg16"] = vgg_weights.to_dict()
+        result.resize = result.resize or vgg.resize
+        if not vgg_weights.official:
+            result.caveats.append(
+                f"VGG16 weights {vgg_weights.path} (sha256 {vgg_weights.sha256[:16]}…) are not the "
+                "official file: precision/recall are not comparable with published values."
             )
-            gen_pool, ref_pool = feats["generated"]["2048"], feats["reference"]["2048"]
-        if "prc" in metrics:
-            vgg_weights = resolve_weights(VGG16, config.vgg_weights)
-            vgg = build_vgg16(vgg_weights, device)
-            result.weights["vgg16"] = vgg_weights.to_dict()
-            result.resize = result.resize or vgg.resize
-            if not vgg_weights.official:
-                result.caveats.append(
-                    f"VGG16 weights {vgg_weights.path} (sha256 {vgg_weights.sha256[:16]}…) are not the "
-                    "official file: precision/recall are not comparable with published values."
-                )
-            vfeats = _features(
-                config, vgg, {"generated": gen_set, "reference": ref_set}, progress, result, "vgg16"
-            )
+        vfeats = _features(config, vgg, {"generated": gen_set, "reference": ref_set}, result, "vgg16")
 
     if "fid" in metrics:
         with _timed(timings, "fid"):
@@ -406,7 +293,7 @@ def evaluate(config: EvalConfig) -> EvalResult:
             "against the reference set, which should be the training data."
         )
     if config.write_report:
-        from diffkit.metrics.eval_report import build_report
+        from diffkit.eval.report import build_report
 
         with _timed(timings, "report"):
             paths = build_report(config, result, gen_set, ref_set, memo)
