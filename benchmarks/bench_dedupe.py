@@ -33,9 +33,9 @@ from diffkit.dedupe import DEFAULT_THRESHOLDS, DedupeConfig, dedupe
 from diffkit.dedupe.config import CACHE_NAME, DECODE_DRAFT, DECODE_FULL
 from diffkit.dedupe.hashing import HashCache
 from diffkit.dedupe.search import search_pairs
+from diffkit.fakesite.faces import draw_face
+from diffkit.fakesite.transforms import TRANSFORMS, encode_image, transformed_copy
 from diffkit.report import Report, Section, line_plot, write_report
-from diffkit.testing.faces import draw_face
-from diffkit.testing.transforms import TRANSFORMS, encode_image, transformed_copy
 
 KINDS = ("exact", *TRANSFORMS)
 PLANT_EVERY = 10

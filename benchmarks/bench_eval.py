@@ -23,8 +23,8 @@ import numpy as np
 from PIL import Image
 
 from diffkit.eval import EvalConfig, evaluate
+from diffkit.fakesite.faces import write_face_folder
 from diffkit.report import Report, Section, write_report
-from diffkit.testing.faces import write_face_folder
 from diffkit.testing.inception import make_inception_weights
 
 

@@ -37,7 +37,7 @@ def cpu_seconds() -> float:
 
 
 def start_site(rate_cap: float, latency: float, size: int) -> tuple[subprocess.Popen[str], str]:
-    command = [sys.executable, "-m", "diffkit.testing.site", "--port", "0", "--size", str(size),
+    command = [sys.executable, "-m", "diffkit.fakesite", "--port", "0", "--size", str(size),
                "--max-rps", str(rate_cap), "--latency", str(latency), "--retry-after", "1"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None

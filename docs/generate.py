@@ -83,7 +83,7 @@ def help_texts() -> dict[str, str]:
     texts = {"diffkit.txt": _run_help(["-c", _DIFFKIT, "--help"])}
     for command in COMMANDS:
         texts[f"{command}.txt"] = _run_help(["-c", _DIFFKIT, command, "--help"])
-    texts["fakesite.txt"] = _run_help(["-m", "diffkit.testing.site", "--help"])
+    texts["fakesite.txt"] = _run_help(["-m", "diffkit.fakesite", "--help"])
     return texts
 
 

@@ -15,7 +15,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest  # noqa: E402  (after the environment is set)
 import torch  # noqa: E402
 
-from diffkit.testing.faces import write_face_folder  # noqa: E402
+from diffkit.fakesite.faces import write_face_folder  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -18,7 +18,7 @@ import diffkit.data.cache as cache_module
 from diffkit.data import DeviceBatcher, ImageCache, load_image_dataset
 from diffkit.data.folder import ImageFile, content_key
 from diffkit.errors import DiffkitError
-from diffkit.testing.faces import write_face_folder
+from diffkit.fakesite.faces import write_face_folder
 
 RES = 16
 

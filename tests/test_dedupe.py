@@ -23,8 +23,8 @@ from diffkit.dedupe import DEFAULT_THRESHOLDS, DedupeConfig, DedupeResult, dedup
 from diffkit.dedupe.actions import MOVE_LOG_NAME
 from diffkit.dedupe.config import CACHE_NAME, DECODE_FULL
 from diffkit.errors import DiffkitError
-from diffkit.testing.faces import draw_face, write_face_folder
-from diffkit.testing.transforms import TRANSFORMS, encode_image, transformed_copy
+from diffkit.fakesite.faces import draw_face, write_face_folder
+from diffkit.fakesite.transforms import TRANSFORMS, encode_image, transformed_copy
 
 N_DISTINCT = 300
 N_PLANTED = 60  # sources 0..59 get one copy per transform

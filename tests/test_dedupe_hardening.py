@@ -28,7 +28,7 @@ from PIL import Image
 from diffkit.dedupe import DedupeConfig, DedupeResult, dedupe
 from diffkit.dedupe.actions import MOVE_LOG_NAME
 from diffkit.dedupe.config import CACHE_NAME
-from diffkit.testing.faces import draw_face, write_face_folder
+from diffkit.fakesite.faces import draw_face, write_face_folder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -207,9 +207,9 @@ def test_move_log_cache_and_default_quarantine_are_never_written_through_links(t
 
 
 def test_manifest_reached_through_a_link_is_not_updated(tmp_path: Path) -> None:
+    from diffkit.fakesite.transforms import encode_image
     from diffkit.scrape.storage import Store
     from diffkit.scrape.validate import decode_image
-    from diffkit.testing.transforms import encode_image
 
     folder, elsewhere = tmp_path / "d", tmp_path / "elsewhere"
     face = draw_face(np.random.default_rng(9), 96)
@@ -240,9 +240,9 @@ def test_metadata_that_cannot_be_rewritten_is_one_line_and_the_rows_stay_moved(
 
     import diffkit.atomic
     from diffkit.errors import DiffkitError
+    from diffkit.fakesite.transforms import encode_image
     from diffkit.scrape.storage import Store
     from diffkit.scrape.validate import decode_image
-    from diffkit.testing.transforms import encode_image
 
     folder = tmp_path / "d"
     face = draw_face(np.random.default_rng(9), 96)

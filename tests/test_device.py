@@ -12,7 +12,7 @@ from diffkit import device as dev
 from diffkit.cli import app
 from diffkit.errors import DiffkitError
 from diffkit.eval.config import EvalConfig
-from diffkit.testing.faces import write_face_folder
+from diffkit.fakesite.faces import write_face_folder
 from diffkit.train import TrainConfig
 
 NO_GPU = not torch.cuda.is_available()

@@ -17,8 +17,8 @@ import torch_fidelity
 from typer.testing import CliRunner
 
 from diffkit.cli import app
+from diffkit.fakesite.faces import write_face_folder
 from diffkit.metrics.weights import INCEPTION_ENV, OFFLINE_ENV, TORCH_FIDELITY_INCEPTION
-from diffkit.testing.faces import write_face_folder
 from diffkit.testing.inception import make_inception_weights
 
 N = 12  # >= 10 for the Inception Score's 10 splits; InceptionV3 at 299 px is slow on a CPU

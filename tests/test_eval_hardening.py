@@ -23,9 +23,9 @@ from typer.testing import CliRunner
 
 from diffkit.cli import app
 from diffkit.errors import DiffkitError
+from diffkit.fakesite.faces import draw_face, write_face_folder
 from diffkit.metrics.features import build_inception, build_vgg16
 from diffkit.metrics.weights import INCEPTION_ENV, TORCH_FIDELITY_INCEPTION, VGG16_ENV, resolve_weights
-from diffkit.testing.faces import draw_face, write_face_folder
 from diffkit.testing.inception import calibration_faces, make_inception_weights
 
 N = 8

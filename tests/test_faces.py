@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffkit.testing.faces import draw_face, write_face_folder
+from diffkit.fakesite.faces import draw_face, write_face_folder
 
 
 def _pixels(seed: int, size: int) -> np.ndarray:

@@ -14,6 +14,7 @@ from PIL import Image
 from diffkit.dataset.listing import MOVE_LOG_NAME
 from diffkit.errors import DiffkitError
 from diffkit.eval.config import EvalConfig, parse_metrics
+from diffkit.fakesite.faces import write_face_folder
 from diffkit.metrics.features import Extractor, cache_key
 from diffkit.metrics.images import describe_set, list_images, load_images, select_images, to_uint8
 from diffkit.metrics.weights import (
@@ -25,7 +26,6 @@ from diffkit.metrics.weights import (
     ResolvedWeights,
     resolve_weights,
 )
-from diffkit.testing.faces import write_face_folder
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from diffkit import runs
 from diffkit.cli import app
 from diffkit.errors import DiffkitError
+from diffkit.fakesite.faces import write_face_folder
 from diffkit.models import UNet, preset_config
-from diffkit.testing.faces import write_face_folder
 from diffkit.train.config import TrainConfig, load_run_config
 
 DIFFUSION = {"schedule": "cosine", "prediction": "v", "timesteps": 1000, "min_snr_gamma": 5.0}

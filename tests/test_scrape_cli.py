@@ -13,7 +13,7 @@ from pathlib import Path
 
 from test_scrape_site import assert_consistent_folder
 
-from diffkit.testing.site import FaceSite, SiteConfig
+from diffkit.fakesite.site import FaceSite, SiteConfig
 
 
 def _scrape_command(url: str, out: Path, n: int, *extra: str, rps: float = 200) -> list[str]:

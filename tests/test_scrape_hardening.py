@@ -27,12 +27,12 @@ from test_scrape_cli import _popen, _scrape_command, _wait_for_files
 from test_scrape_site import assert_consistent_folder, run_scrape
 
 from diffkit.errors import DiffkitError
+from diffkit.fakesite.faces import draw_face
+from diffkit.fakesite.site import FaceSite, SiteConfig
+from diffkit.fakesite.transforms import encode_image
 from diffkit.lock import folder_lock
 from diffkit.scrape.storage import KeptIndex, Store
 from diffkit.scrape.validate import ValidImage, phash_of, validate
-from diffkit.testing.faces import draw_face
-from diffkit.testing.site import FaceSite, SiteConfig
-from diffkit.testing.transforms import encode_image
 
 JPEG = {"content-type": "image/jpeg"}
 

@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from diffkit.errors import DiffkitError
+from diffkit.fakesite.site import FAULT_KINDS, FaceSite, SiteConfig
 from diffkit.scrape import DEFAULT_USER_AGENT, ScrapeConfig, ScrapeResult, scrape
 from diffkit.scrape.storage import Store
-from diffkit.testing.site import FAULT_KINDS, FaceSite, SiteConfig
 
 # What the site does -> the reason diffkit must count it under.
 REASON_OF_KIND = {

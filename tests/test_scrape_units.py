@@ -24,6 +24,9 @@ from rich.console import Console
 from diffkit.dataset.manifest import RemovedFile, record_removals
 from diffkit.dataset.phash import to_signed64, to_unsigned64
 from diffkit.errors import DiffkitError
+from diffkit.fakesite.content import bomb_jpeg
+from diffkit.fakesite.faces import draw_face
+from diffkit.fakesite.transforms import encode_image
 from diffkit.scrape.client import RateLimiter, full_jitter_delay, parse_retry_after, same_host
 from diffkit.scrape.config import ScrapeConfig, parse_size
 from diffkit.scrape.endpoints import probe_endpoints
@@ -31,9 +34,6 @@ from diffkit.scrape.report import reason_table
 from diffkit.scrape.result import estimate_pool
 from diffkit.scrape.storage import KeptIndex, Store
 from diffkit.scrape.validate import Rejection, ValidImage, validate
-from diffkit.testing.faces import draw_face
-from diffkit.testing.site_content import bomb_jpeg
-from diffkit.testing.transforms import encode_image
 
 JPEG_HEADERS = {"content-type": "image/jpeg"}
 

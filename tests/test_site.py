@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffkit.testing.site import FAULT_KINDS, FaceSite, SiteConfig
+from diffkit.fakesite.site import FAULT_KINDS, FaceSite, SiteConfig
 
 
 def _thumb(data: bytes) -> np.ndarray:
@@ -301,7 +301,7 @@ def test_invalid_config_is_rejected() -> None:
 
 
 def test_module_entry_point_serves_until_terminated() -> None:
-    command = [sys.executable, "-m", "diffkit.testing.site", "--port", "0", "--size", "32", "--seed", "4",
+    command = [sys.executable, "-m", "diffkit.fakesite", "--port", "0", "--size", "32", "--seed", "4",
                "--fault", "http_503=0.0"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:

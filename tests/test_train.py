@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from diffkit.cli import app
 from diffkit.diffusion import GaussianDiffusion
 from diffkit.errors import DiffkitError
-from diffkit.testing.faces import write_face_folder
+from diffkit.fakesite.faces import write_face_folder
 from diffkit.train import TrainConfig, TrainPlan, train
 from diffkit.train.config import merge_for_resume
 from diffkit.train.ema import ema_beta

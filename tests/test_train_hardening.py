@@ -23,8 +23,8 @@ from typer.testing import CliRunner, Result
 
 from diffkit import runs
 from diffkit.cli import app
+from diffkit.fakesite.faces import write_face_folder
 from diffkit.models import UNet, preset_config
-from diffkit.testing.faces import write_face_folder
 from diffkit.train import TrainConfig, loop, train
 
 REPO = Path(__file__).resolve().parents[1]

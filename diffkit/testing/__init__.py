@@ -1,5 +1,2 @@
-"""Test helpers: procedural faces and a local fake-face HTTP site. Product code must not import this."""
-
-from diffkit.testing.faces import draw_face, write_face_folder
-
-__all__ = ["draw_face", "write_face_folder"]
+"""Helpers that only the tests and benchmarks use (generated Inception weights). Product code never
+imports this package; the fake-face site the demo uses lives in :mod:`diffkit.fakesite`."""

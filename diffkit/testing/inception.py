@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-from diffkit.testing.faces import draw_face
+from diffkit.fakesite.faces import draw_face
 
 INCEPTION_FEATURES = ["2048", "logits_unbiased"]
 

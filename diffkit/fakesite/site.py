@@ -4,7 +4,7 @@ Tests (and people trying ``diffkit scrape`` offline) point a scraper at ``FaceSi
 reproduce what the real site does to scrapers: exact repeats, near-duplicates, rate limiting with
 ``Retry-After``, landing/block pages, and broken responses (see ``FAULT_KINDS``). Outcomes come from
 one lock-protected ``numpy`` generator, so the same seed and the same sequence of requests give the
-same bytes. Run it by hand with ``python -m diffkit.testing.site --port 8000``.
+same bytes. Run it by hand with ``python -m diffkit.fakesite --port 8000``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from diffkit.testing.site_content import (
+from diffkit.fakesite.content import (
     block_page,
     bomb_jpeg,
     encode_jpeg,
@@ -424,9 +424,3 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
-
-
-if __name__ == "__main__":
-    from diffkit.testing.site_cli import main
-
-    raise SystemExit(main())

@@ -8,8 +8,8 @@ import html
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from diffkit.testing.faces import draw_face
-from diffkit.testing.transforms import encode_image
+from diffkit.fakesite.faces import draw_face
+from diffkit.fakesite.transforms import encode_image
 
 NEAR_DUP_VARIANTS = ("quality", "resize", "brightness")
 
@@ -68,7 +68,7 @@ def landing_page(image_path: str) -> bytes:
         "<title>This Person Does Not Exist (diffkit local fake)</title></head>\n"
         "<body><h1>This person does not exist</h1>"
         f"<img src=\"{src}\" alt=\"a procedurally drawn face\" width=\"512\" height=\"512\">"
-        "<p>Procedural faces served by diffkit.testing.site for offline testing.</p></body></html>\n"
+        "<p>Procedural faces served by diffkit.fakesite.site for offline testing.</p></body></html>\n"
     ).encode()
 
 

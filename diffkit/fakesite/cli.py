@@ -1,4 +1,4 @@
-"""Command line for the fake-face site: ``python -m diffkit.testing.site --port 8000 [knobs]``."""
+"""Command line for the fake-face site: ``python -m diffkit.fakesite --port 8000 [knobs]``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import signal
 import threading
 
-from diffkit.testing.site import FAULT_KINDS, FaceSite, SiteConfig
+from diffkit.fakesite.site import FAULT_KINDS, FaceSite, SiteConfig
 
 
 def _parse_fault(text: str) -> tuple[str, float]:
@@ -23,9 +23,9 @@ def _parse_fault(text: str) -> tuple[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m diffkit.testing.site",
+        prog="python -m diffkit.fakesite",
         description="Serve procedural fake faces like thispersondoesnotexist.com, on this machine.",
-        epilog="Example: python -m diffkit.testing.site --port 8000 --repeat-rate 0.05 --fault http_503=0.02")
+        epilog="Example: python -m diffkit.fakesite --port 8000 --repeat-rate 0.05 --fault http_503=0.02")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port (default 8000)")
     parser.add_argument("--seed", type=int, default=0)
