@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 
 from diffkit import __version__
 
@@ -30,8 +29,18 @@ try:  # typer >= 0.20 vendors its own copy of click
 except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_exceptions
     from click.exceptions import Abort
-from diffkit.console import print_result, progress_default, shown
+from diffkit.console import err_console, print_result, progress_default, shown
+from diffkit.dedupe.config import DEFAULT_THRESHOLDS, Action, DedupeConfig, HashKind
+from diffkit.demo import DemoConfig
+from diffkit.device import PrecisionName
+from diffkit.diffusion import PredictionName, SamplerName, ScheduleName
 from diffkit.errors import DiffkitError
+from diffkit.eval.config import EngineName, EvalConfig
+from diffkit.models.config import PresetName
+from diffkit.report.index import IndexConfig
+from diffkit.sample.config import SampleConfig
+from diffkit.scrape.config import ScrapeConfig
+from diffkit.train.config import DEFAULT_EPOCHS, TrainConfig
 
 app = typer.Typer(
     name="diffkit",
@@ -48,7 +57,6 @@ app = typer.Typer(
 )
 
 _state: dict[str, bool] = {"debug": False}
-err_console = Console(stderr=True)
 
 
 def _version_callback(value: bool) -> None:
@@ -106,9 +114,6 @@ def default(config_class: type, name: str) -> Any:
 
 
 # The configs whose defaults the options below show (written only in the configs); the choices are Enums.
-from diffkit.dedupe.config import DEFAULT_THRESHOLDS, Action, DedupeConfig, HashKind  # noqa: E402
-from diffkit.report.index import IndexConfig  # noqa: E402
-from diffkit.scrape.config import ScrapeConfig  # noqa: E402
 
 
 @app.command()
@@ -196,9 +201,24 @@ def dedupe(
         default(DedupeConfig, "threshold"),
         "--threshold",
         "-t",
-        help="Max Hamming distance (bits of 64) for a near duplicate. Not given, per hash: "
+        help="Max Hamming distance (bits of 64) for a candidate pair (stage 1). Not given, per hash: "
         + ", ".join(f"{kind} {bits}" for kind, bits in DEFAULT_THRESHOLDS.items())
         + " (measured on aligned faces; see the README).",
+    ),
+    min_similarity: float = typer.Option(
+        default(DedupeConfig, "min_similarity"),
+        "--min-similarity",
+        help="Stage 2: a candidate is a duplicate only if its 16x16 colour thumbnails correlate at least"
+        " this much (byte-identical files always are).",
+    ),
+    verify: bool = typer.Option(
+        default(DedupeConfig, "verify"), "--verify/--no-verify", help="Stage 2 on (default) or hash only."
+    ),
+    against: Path | None = typer.Option(
+        default(DedupeConfig, "against"),
+        "--against",
+        metavar="REF",
+        help="Report DIR's images that duplicate an image of folder REF (uses REF's hash cache).",
     ),
     action: Action = typer.Option(
         default(DedupeConfig, "action"), "--action", help="report (change nothing), move, or delete."
@@ -234,6 +254,9 @@ def dedupe(
             directory=directory,
             hash_kind=hash_kind,
             threshold=threshold,
+            min_similarity=min_similarity,
+            verify=verify,
+            against=against,
             action=action,
             quarantine=to,
             yes=yes,
@@ -247,17 +270,6 @@ def dedupe(
 
 
 # The configs of train, sample and eval, whose defaults and choices the options below show.
-from diffkit.diffusion.samplers import SamplerName  # noqa: E402
-from diffkit.eval.config import EngineName, EvalConfig  # noqa: E402
-from diffkit.models.config import PresetName  # noqa: E402
-from diffkit.sample.config import SampleConfig  # noqa: E402
-from diffkit.train.config import (  # noqa: E402
-    DEFAULT_EPOCHS,
-    PrecisionName,
-    PredictionName,
-    ScheduleName,
-    TrainConfig,
-)
 
 DEVICE_HELP = "auto, cpu, cuda, cuda:N or mps."
 
@@ -534,7 +546,6 @@ def report(
     _run(lambda: build_index(IndexConfig(reports_dir=reports_dir)), json_output)
 
 
-from diffkit.demo import DemoConfig  # noqa: E402  (the demo's defaults, shown below)
 
 
 @app.command()

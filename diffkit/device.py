@@ -16,6 +16,7 @@ import contextlib
 import functools
 import re
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 import torch
@@ -23,7 +24,18 @@ import torch
 from diffkit.errors import DiffkitError
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")  # cuda:N: the N-th CUDA GPU
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+class PrecisionName(str, Enum):
+    """``--precision`` choices (Typer lists them; configs also accept the plain strings)."""
+
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+PRECISIONS = tuple(name.value for name in PrecisionName)
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 _CUDA_INDEX = re.compile(r"^cuda:(\d+)$")
 

@@ -15,13 +15,13 @@ from typer.testing import CliRunner
 
 from diffkit.cli import app
 from diffkit.demo import DemoConfig
-from diffkit.device import PRECISIONS
-from diffkit.diffusion import PREDICTIONS, SAMPLERS, SCHEDULES
+from diffkit.device import PRECISIONS, PrecisionName
+from diffkit.diffusion import PREDICTIONS, SAMPLERS, SCHEDULES, PredictionName, ScheduleName
 from diffkit.diffusion.samplers import SamplerName
 from diffkit.eval.config import ENGINES, EngineName, EvalConfig
 from diffkit.models.config import PRESETS, PresetName
 from diffkit.sample.config import SampleConfig
-from diffkit.train.config import PrecisionName, PredictionName, ScheduleName, TrainConfig
+from diffkit.train.config import TrainConfig
 
 # Option parameter name -> config field, where the two differ.
 RENAMED = {

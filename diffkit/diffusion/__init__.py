@@ -1,18 +1,19 @@
 """Diffusion maths: noise schedules, the Gaussian forward process and loss, reverse-process samplers."""
 
-from diffkit.diffusion.gaussian import PREDICTIONS, GaussianDiffusion, min_snr_weight
+from diffkit.diffusion.gaussian import PREDICTIONS, GaussianDiffusion, PredictionName, min_snr_weight
 from diffkit.diffusion.samplers import (
     SAMPLERS,
     DDIMSampler,
     DDPMSampler,
     DPMSolverPlusPlus,
     Sampler,
+    SamplerName,
     SamplerOutput,
     make_sampler,
     run_sampler,
     trailing_timesteps,
 )
-from diffkit.diffusion.schedules import SCHEDULES, NoiseSchedule, make_schedule
+from diffkit.diffusion.schedules import SCHEDULES, NoiseSchedule, ScheduleName, make_schedule
 
 __all__ = [
     "PREDICTIONS",
@@ -23,8 +24,11 @@ __all__ = [
     "DPMSolverPlusPlus",
     "GaussianDiffusion",
     "NoiseSchedule",
+    "PredictionName",
     "Sampler",
+    "SamplerName",
     "SamplerOutput",
+    "ScheduleName",
     "make_sampler",
     "make_schedule",
     "min_snr_weight",

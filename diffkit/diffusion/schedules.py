@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import Enum
 
 import torch
 
 from diffkit.errors import DiffkitError
 
-SCHEDULES = ("cosine", "linear")
+
+class ScheduleName(str, Enum):
+    """``--schedule`` choices (Typer lists them; configs also accept the plain strings)."""
+
+    cosine = "cosine"
+    linear = "linear"
+
+
+SCHEDULES = tuple(name.value for name in ScheduleName)
 
 # Improved DDPM (Nichol & Dhariwal 2021): betas are clipped so the last step is not a pure-noise step
 # with beta = 1, which would make the reverse process divide by zero.

@@ -34,25 +34,6 @@ RESUMABLE_OVERRIDES = (
 )  # fmt: skip
 
 
-# The CLI's choices. The names live in diffkit.device and diffkit.diffusion; these Enums only let Typer
-# list them in --help (a test keeps them equal to the tuples). Config fields take the plain strings.
-class PrecisionName(str, Enum):
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
-
-
-class ScheduleName(str, Enum):
-    cosine = "cosine"
-    linear = "linear"
-
-
-class PredictionName(str, Enum):
-    v = "v"
-    eps = "eps"
-
-
 def plain(value: Any) -> Any:
     """An Enum member as its value: config.json, file names and messages get ``"ddim"``, not a repr."""
     return value.value if isinstance(value, Enum) else value
