@@ -295,7 +295,7 @@ def test_eval_run_samples_pngs_once_and_uses_the_training_data_as_reference(tmp_
     assert first["reference"] == str(tmp_path / "faces") and first["n_reference"] == 8
     assert first["resolution"] == 16 and first["kid_subset_size"] == 8
     caveats = "\n".join(first["caveats"])
-    assert "resized (PIL bicubic) to 16 px" in caveats and "training data" in caveats
+    assert "resized (Lanczos, as the training data) to 16 px" in caveats and "training data" in caveats
     assert "KID subset size equals M = 8" in caveats
     second = eval_json(args)
     assert second["samples_reused"] is True

@@ -162,7 +162,7 @@ def test_reference_is_cropped_and_resized_to_the_generated_resolution(tmp_path):
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8))
     image.save(tmp_path / "wide.png")
     out = load_images([tmp_path / "wide.png"], 16)
-    expected = np.asarray(image.crop((10, 0, 50, 40)).resize((16, 16), Image.Resampling.BICUBIC))
+    expected = np.asarray(image.crop((10, 0, 50, 40)).resize((16, 16), Image.Resampling.LANCZOS))
     assert out.shape == (1, 16, 16, 3) and out.dtype == np.uint8
     assert np.array_equal(out[0], expected)
     described = describe_set(tmp_path, [tmp_path / "wide.png"], 16)
@@ -203,3 +203,18 @@ def test_config_validation_and_metric_parsing(tmp_path):
         EvalConfig(generated=tmp_path).validate()
     with pytest.raises(DiffkitError, match="--engine"):
         EvalConfig(generated=tmp_path, reference=tmp_path, engine="pytorch-fid").validate()
+
+
+def test_eval_prepares_images_exactly_as_the_training_cache(tmp_path):
+    """The reference set is 'the training data': eval must see the same pixels the model trained on
+    (EXIF orientation, JPEG draft decode, centre crop, Lanczos), for a rotated, non-square JPEG."""
+    from diffkit.data.decode import decode_image
+
+    pixels = np.random.default_rng(1).integers(0, 256, (300, 420, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise on display
+    Image.fromarray(pixels).save(tmp_path / "rotated.jpg", quality=90, exif=exif)
+    out = load_images([tmp_path / "rotated.jpg"], 32)
+    assert np.array_equal(out[0], decode_image(tmp_path / "rotated.jpg", 32))
+    upright = load_images([tmp_path / "rotated.jpg"], 300)[0]
+    assert upright.shape == (300, 300, 3)

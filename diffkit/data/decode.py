@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from diffkit.console import printable
-from diffkit.dataset.decode import open_rgb
+from diffkit.dataset.decode import square_pixels
 
 __all__ = ["DECODER_VERSION", "decode_image", "decode_or_reason"]
 
@@ -27,13 +26,7 @@ def decode_image(path: Path, resolution: int) -> np.ndarray:
     size, which makes 1024 px -> 64 px about 10x cheaper; Lanczos then does the last >= 2x. Pixel
     modes with no known white level (float, 32-bit integer) raise ``UndecodableImage``.
     """
-    image = open_rgb(path, draft_side=2 * resolution)
-    width, height = image.size
-    side = min(width, height)
-    left, top = (width - side) // 2, (height - side) // 2
-    square = image.crop((left, top, left + side, top + side))
-    resized = square.resize((resolution, resolution), Image.Resampling.LANCZOS)
-    return np.asarray(resized, dtype=np.uint8)
+    return square_pixels(path, resolution)
 
 
 def decode_or_reason(job: tuple[int, str, int]) -> tuple[int, np.ndarray | None, str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["UndecodableImage", "open_rgb", "to_8bit"]
+__all__ = ["UndecodableImage", "open_rgb", "square_pixels", "to_8bit"]
 
 # 8-bit modes that Image.convert handles exactly (or by its documented standard formulas).
 _EIGHT_BIT_MODES = frozenset(
@@ -96,3 +96,22 @@ def open_rgb(
     if image.mode in _ALPHA_MODES or (image.mode == "P" and "transparency" in image.info):
         image = _composite_on_white(image)
     return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def square_pixels(path: Path | str, resolution: int, *, exif: bool = True) -> np.ndarray:
+    """The picture of ``path`` as training and evaluation both see it: (resolution, resolution, 3) uint8.
+
+    :func:`open_rgb` (JPEGs drafted at the smallest DCT scale that keeps at least twice the target
+    size, which makes 1024 px -> 64 px about 10x cheaper), a centre square crop, then a Lanczos
+    (antialiased) resize. Training data and eval's reference set go through this one function, so
+    "the reference is the training data" compares identically prepared images.
+    """
+    image = open_rgb(path, draft_side=2 * resolution, exif=exif)
+    width, height = image.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    if (width, height) != (side, side):
+        image = image.crop((left, top, left + side, top + side))
+    if image.size != (resolution, resolution):
+        image = image.resize((resolution, resolution), Image.Resampling.LANCZOS)
+    return np.asarray(image, dtype=np.uint8)

@@ -158,7 +158,7 @@ def _input_caveats(config: EvalConfig, gen: ImageSet, ref: ImageSet, extractor: 
     if ref.resized:
         sizes = ", ".join(sorted(ref.native_sizes)[:3])
         notes.append(
-            f"Reference images ({sizes}) were centre-cropped and resized (PIL bicubic) to "
+            f"Reference images ({sizes}) were centre-cropped and resized (Lanczos, as the training data) to "
             f"{ref.resolution} px, the generated resolution."
         )
     if len(gen.native_sizes) > 1:

@@ -27,7 +27,7 @@ from diffkit.errors import DiffkitError
 from diffkit.metrics.images import ImageSet, load_images
 from diffkit.metrics.weights import ResolvedWeights
 
-CACHE_FORMAT = 2  # 2: images decoded by open_rgb (16-bit scaled, alpha on white)
+CACHE_FORMAT = 3  # 2: open_rgb (16-bit scaled, alpha on white); 3: EXIF + Lanczos, as training data
 DEFAULT_CACHE_DIR = Path("~/.cache/diffkit/features")
 
 ProgressFn = Callable[[int], None]  # called with the number of images just processed

@@ -1,10 +1,10 @@
 """Image sets for evaluation: listing, content hashing and one shared preprocessing step.
 
-Generated and reference images go through the same function: decode to faithful 8-bit RGB
-(:func:`diffkit.dataset.decode.open_rgb`: 16-bit PNGs are scaled, not clamped to white; transparent
-pixels on white; EXIF orientation not applied, as before), centre-crop to a square if needed, resize to
-the generated images' resolution with PIL bicubic on uint8 (PIL rounds to nearest, it does not floor),
-and hand uint8 HxWx3 arrays to the engine. The engines then resize to
+Generated and reference images go through :func:`diffkit.dataset.decode.square_pixels`, the function
+that prepares training data too: faithful 8-bit RGB (16-bit PNGs scaled, not clamped to white;
+transparent pixels on white; EXIF orientation applied), a centre square crop, a Lanczos resize to the
+generated images' resolution on uint8. So "reference = the training data" compares images prepared
+exactly as the model saw them. The arrays go to the engine as uint8 HxWx3. The engines then resize to
 299 px themselves (torch-fidelity: TF1 bilinear; clean-fid: PIL bicubic), identically for both sets.
 
 An image that cannot be decoded faithfully (float or 32-bit pixels, a broken file) stops the evaluation
@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from diffkit.console import printable
-from diffkit.dataset.decode import UndecodableImage, open_rgb
+from diffkit.dataset.decode import UndecodableImage, square_pixels
 from diffkit.dataset.listing import scan_images
 from diffkit.errors import DiffkitError
 
@@ -101,29 +101,15 @@ def describe_set(root: Path, files: list[Path], resolution: int) -> ImageSet:
     return ImageSet(root, tuple(files), resolution, digest.hexdigest(), n_lossy, dict(sizes))
 
 
-def preprocess(image: Image.Image, resolution: int) -> np.ndarray:
-    """8-bit image -> RGB, centre square crop, PIL bicubic resize to ``resolution`` -> uint8 (H, W, 3)."""
-    image = image if image.mode == "RGB" else image.convert("RGB")
-    width, height = image.size
-    if width != height:
-        side = min(width, height)
-        left, top = (width - side) // 2, (height - side) // 2
-        image = image.crop((left, top, left + side, top + side))
-    if image.size != (resolution, resolution):
-        image = image.resize((resolution, resolution), Image.Resampling.BICUBIC)
-    return np.asarray(image, dtype=np.uint8)
-
-
 def load_images(files: list[Path] | tuple[Path, ...], resolution: int) -> np.ndarray:
     """Load and preprocess ``files`` into one uint8 array (N, resolution, resolution, 3)."""
     out = np.empty((len(files), resolution, resolution, 3), dtype=np.uint8)
     for index, path in enumerate(files):
         try:
-            image = open_rgb(path, exif=False)
+            out[index] = square_pixels(path, resolution)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:  # UndecodableImage: ValueError
             kind = "cannot evaluate image" if isinstance(exc, UndecodableImage) else "cannot read image"
             raise DiffkitError(f"{kind} {printable(path)}: {exc}") from None
-        out[index] = preprocess(image, resolution)
     return out
 
 
