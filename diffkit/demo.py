@@ -17,11 +17,11 @@ from diffkit.console import CommandResult, shown
 from diffkit.dedupe import DedupeConfig, dedupe
 from diffkit.errors import DiffkitError
 from diffkit.eval import EvalConfig, evaluate
+from diffkit.fakesite.site import FaceSite, SiteConfig
 from diffkit.report import IndexConfig, build_index
 from diffkit.runs import STATE_FILE
 from diffkit.sample import SampleConfig, sample
 from diffkit.scrape import ScrapeConfig, scrape
-from diffkit.testing.site import FaceSite, SiteConfig
 from diffkit.train import TrainConfig, train
 
 # Rare enough that the scrape keeps going, frequent enough that the report shows every kind of rejection.
