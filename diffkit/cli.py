@@ -13,6 +13,7 @@ modules, never here.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import sys
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from diffkit import __version__
 
@@ -30,6 +32,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_exceptions
     from click.exceptions import Abort
 from diffkit.console import err_console, print_result, progress_default, shown
+from diffkit.data.labels import LabelsMode
 from diffkit.dedupe.config import DEFAULT_THRESHOLDS, Action, DedupeConfig, HashKind
 from diffkit.demo import DemoConfig
 from diffkit.device import PrecisionName
@@ -38,20 +41,74 @@ from diffkit.errors import DiffkitError
 from diffkit.eval.config import EngineName, EvalConfig
 from diffkit.models.config import PresetName
 from diffkit.report.index import IndexConfig
-from diffkit.sample.config import SampleConfig
+from diffkit.sample.config import DEFAULT_GUIDANCE, SampleConfig
 from diffkit.scrape.config import ScrapeConfig
 from diffkit.train.config import DEFAULT_EPOCHS, TrainConfig
 
-app = typer.Typer(
+
+def _reflow(help_text: str | None) -> str | None:
+    """Join the hard-wrapped lines of each docstring paragraph: the terminal wraps them at its width."""
+    if not help_text:
+        return help_text
+    paragraphs = inspect.cleandoc(help_text).split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in paragraph.splitlines()) for paragraph in paragraphs)
+
+
+def _plain_flags(params: list[Any]) -> None:
+    """A flag takes no value: show ``--json``, not ``--json <bool>`` (an empty metavar hides the type)."""
+    for param in params:
+        if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+
+
+class _Command(TyperCommand):
+    """Every subcommand: reflowed docstring help, flags without ``<bool>``, ``DIR`` (not ``{DIR}``)."""
+
+    def __init__(self, *args: Any, help: str | None = None, **kwargs: Any) -> None:  # noqa: A002 (click's name)
+        super().__init__(*args, help=_reflow(help), **kwargs)
+        _plain_flags(self.params)
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        _plain_flags([option])
+        return option
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument) and param.required:
+                pieces.append(param.display_name_raw + ("..." if param.nargs != 1 else ""))
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
+
+
+class _Group(TyperGroup):
+    """The ``diffkit`` group itself: its flags (--version, --debug, --help) shown without ``<bool>``."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)
+        _plain_flags(params)
+        return params
+
+
+class _App(typer.Typer):
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("cls", _Command)
+        return super().command(*args, **kwargs)
+
+
+app = _App(
+    cls=_Group,
     name="diffkit",
     help="Scrape, de-duplicate, train, sample and evaluate image diffusion models on your own hardware.\n\n"
     "Examples:\n\n"
-    "  diffkit demo                          # the whole pipeline on a local fake-face site\n\n"
-    "  diffkit scrape --n 30000              # 30k unique faces into data/faces\n\n"
-    "  diffkit train --preset small          # DDPM on data/faces into runs/NNNNN-small\n\n"
-    "  diffkit eval --run runs/00000-small --samples 1000 --metrics fid,kid",
+    "  diffkit demo                   # the pipeline on a local fake-face site\n\n"
+    "  diffkit scrape --n 30000       # 30k unique faces into data/faces\n\n"
+    "  diffkit train --preset small   # DDPM on data/faces into runs/NNNNN-small\n\n"
+    "  diffkit eval --run runs/00000-small --metrics fid,kid",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
@@ -324,6 +381,16 @@ def train(
     seed: int = typer.Option(
         default(TrainConfig, "seed"), "--seed", help="Seed for init, data order and noise."
     ),
+    labels: LabelsMode = typer.Option(
+        default(TrainConfig, "labels"),
+        "--labels",
+        help="auto: class labels from subfolders or a label column in metadata.jsonl; none: unconditional.",
+    ),
+    label_dropout: float = typer.Option(
+        default(TrainConfig, "label_dropout"),
+        "--label-dropout",
+        help="Share of labels replaced by the null label (trains the model guidance needs).",
+    ),
     device: str = typer.Option(default(TrainConfig, "device"), "--device", help=DEVICE_HELP),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (or the latest run)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Resolve config, build the model, print, exit."),
@@ -363,6 +430,8 @@ def train(
             sample_every_kimg=sample_every_kimg,
             ema_halflife_kimg=ema_halflife_kimg,
             seed=seed,
+            labels=labels,
+            label_dropout=label_dropout,
             device=device,
             resume=resume,
             dry_run=dry_run,
@@ -411,6 +480,24 @@ def sample(
         "--precision",
         help="Autocast precision (auto: bf16 where native).",
     ),
+    label: str | None = typer.Option(
+        default(SampleConfig, "label"), "--label", help="Sample this class of a labelled run (its name)."
+    ),
+    guidance: float | None = typer.Option(
+        default(SampleConfig, "guidance"),
+        "--guidance",
+        help=f"Classifier-free guidance W for --label: {DEFAULT_GUIDANCE:g} if not given; 0: no guidance.",
+    ),
+    gif: Path | None = typer.Option(
+        default(SampleConfig, "gif"),
+        "--gif",
+        help="Also write the denoising animation (x_t | predicted x_0) to FILE: .gif, .webp or .png.",
+    ),
+    report_path: Path | None = typer.Option(
+        default(SampleConfig, "report"),
+        "--report",
+        help="HTML report path (not given: reports/sample-<time>.html).",
+    ),
     progress: bool | None = PROGRESS_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
@@ -434,6 +521,10 @@ def sample(
             device=device,
             precision=precision,
             snapshot=snapshot,
+            label=label,
+            guidance=guidance,
+            gif=gif,
+            report=report_path,
             progress=_progress(progress),
         )
         return run_sampling(config)
@@ -537,15 +628,16 @@ def report(
     ),
     json_output: bool = JSON_OPTION,
 ) -> None:
-    """Write an index page (reports/index.html) listing every report with its headline numbers.
+    """Write reports/index.html (every report, its headline) and one page per dataset + run.
+
+    A run page summarises and links the scrape, dedupe, train, sample and eval reports of one run, with
+    their pictures, caveats and config (reports/run-<name>-<hash>.html).
 
     Example: diffkit report reports
     """
     from diffkit.report import build_index
 
     _run(lambda: build_index(IndexConfig(reports_dir=reports_dir)), json_output)
-
-
 
 
 @app.command()

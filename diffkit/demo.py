@@ -64,9 +64,12 @@ class DemoResult(CommandResult):
     reports: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     index: Path | None = None
+    run_page: Path | None = None  # the one page of this demo's run: every stage summarised and linked
+    fid: str | None = None  # the FID line with its N, reference N, engine and weights' status
 
     def report_paths(self) -> list[Path]:
-        return ([self.index] if self.index else []) + [Path(path) for path in self.reports.values()]
+        pages = [path for path in (self.run_page, self.index) if path is not None]
+        return pages + [Path(path) for path in self.reports.values()]
 
     def summary_lines(self) -> list[str]:
         lines = [f"[bold]diffkit demo[/] in {shown(self.out)}"]
@@ -75,7 +78,9 @@ class DemoResult(CommandResult):
         for name, reason in self.skipped.items():
             lines.append(f"  [yellow]{name} skipped[/]: {shown(reason)}")
         if self.index is not None:
-            lines.append(f"reports: {shown(self.index)}")
+            lines.append(f"all reports: {shown(self.index)}")
+        if self.run_page is not None:
+            lines.append(f"[bold]the run, every stage on one page:[/] {shown(self.run_page)}")
         return lines
 
 
@@ -183,9 +188,11 @@ def run_demo(config: DemoConfig) -> DemoResult:
                 )
             ),
         )
-        result.steps["eval"] = f"FID@{config.eval_samples} {evaluated.fid:.2f}"
+        result.fid = evaluated.fid_headline()
+        result.steps["eval"] = result.fid
     except DiffkitError as exc:  # offline without Inception weights: the rest of the demo still stands
         result.skipped["eval"] = str(exc)
 
-    result.index = build_index(IndexConfig()).index
+    index = build_index(IndexConfig())
+    result.index, result.run_page = index.index, index.page_for_run(run_dir)
     return result

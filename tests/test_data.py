@@ -338,3 +338,39 @@ def test_a_symlinked_cache_folder_in_the_data_is_never_written_through(
     cache = load(tmp_path / "faces")
     assert cache.cache_path.parent == tmp_path / "home" / ".cache" / "diffkit"
     assert [p.name for p in elsewhere.iterdir()] == ["images-16px-0123456789abcdef.json"]
+
+
+def test_batcher_labels_follow_their_images_across_epochs_and_resume() -> None:
+    """Each label comes with its own image (across epoch roll-overs), and a resumed batcher continues
+    the same (image, label) stream from its three integers."""
+    cache = asymmetric_cache(7)
+    labels = np.array([3, 1, 4, 1, 5, 9, 2])
+    batcher = DeviceBatcher(cache, 3, torch.device("cpu"), generator_seed=4, labels=labels)
+    for _ in range(5):  # 15 images: two roll-overs inside batches
+        images, batch_labels = batcher.next_batch()
+        assert batch_labels is not None and batch_labels.dtype == torch.long
+        assert batch_labels.tolist() == [int(labels[i]) for i, _ in decode_batch(images)]
+    state = batcher.state_dict()
+    expected = [batcher.next_batch() for _ in range(3)]
+    resumed = DeviceBatcher(cache, 3, torch.device("cpu"), generator_seed=0, labels=labels)
+    resumed.load_state_dict(state)
+    for (images, batch_labels), (again, again_labels) in zip(
+        expected, [resumed.next_batch() for _ in range(3)], strict=True
+    ):
+        assert batch_labels is not None and again_labels is not None
+        assert torch.equal(images, again) and torch.equal(batch_labels, again_labels)
+    unlabelled = DeviceBatcher(cache, 3, torch.device("cpu"), generator_seed=4)
+    assert unlabelled.next_batch()[1] is None
+    with pytest.raises(DiffkitError, match="6 labels for 7 images"):
+        DeviceBatcher(cache, 3, torch.device("cpu"), generator_seed=4, labels=labels[:6])
+
+
+def test_labels_from_subfolders_need_every_image_in_one_of_two_or_more(tmp_path: Path) -> None:
+    from diffkit.data import read_labels
+
+    labels = read_labels(tmp_path, ["b/1.png", "a/2.png", "b/3/4.png"])
+    assert labels is not None and labels.names == ("a", "b") and labels.indices.tolist() == [1, 0, 1]
+    assert read_labels(tmp_path, ["a/1.png", "top.png"]) is None  # an image outside the subfolders
+    assert read_labels(tmp_path, ["a/1.png", "a/2.png"]) is None  # one folder is no labelling
+    numbers = read_labels(tmp_path, ["10/a.png", "9/b.png", "-1/c.png"])
+    assert numbers is not None and numbers.names == ("-1", "9", "10")  # numbers sort numerically

@@ -546,5 +546,5 @@ def test_cache_rows_of_pngs_from_before_16_bit_decoding_are_rehashed(tmp_path: P
     result = run(folder)
     assert (result.n_hashed, result.n_cached) == (2, 4) and result.clusters == []
     with contextlib.closing(sqlite3.connect(folder / CACHE_NAME)) as db:
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("2",)
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("3",)
     assert run(folder).n_hashed == 0

@@ -4,45 +4,85 @@ from __future__ import annotations
 
 import json
 import math
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from demo_run import DemoRun, shared_demo
 
-from diffkit.demo import DemoConfig, run_demo
+from diffkit.demo import DemoConfig
 from diffkit.errors import DiffkitError
-from diffkit.testing.inception import make_inception_weights
 
 
-def test_demo_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    weights = make_inception_weights(tmp_path / "inception-test.pth")
-    config = DemoConfig(
-        out=Path("demo"),
-        n_images=24,
-        site_image_size=64,
-        resolution=16,
-        train_steps=4,
-        batch_size=8,
-        eval_samples=16,
-        weights=weights,
-        device="cpu",
-        progress=False,
-    )
-    result = run_demo(config)
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    return shared_demo(tmp_path_factory)
 
-    images = sorted((tmp_path / "demo" / "data" / "images").rglob("*.jpg"))
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hrefs: list[str] = []
+        self.pictures = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if tag == "a" and attributes.get("href"):
+            self.hrefs.append(attributes["href"] or "")
+        if tag == "img" and "picture" in (attributes.get("class") or ""):
+            self.pictures += 1
+
+
+def test_demo_end_to_end(demo: DemoRun) -> None:
+    root, result = demo.root, demo.result
+    images = sorted((root / "demo" / "data" / "images").rglob("*.jpg"))
     assert len(images) == 24
     assert list(result.seconds) == ["scrape", "dedupe", "train", "sample", "eval"]
     assert result.skipped == {}
-    assert set(result.reports) == {"scrape", "dedupe", "train", "eval"}
+    assert {"scrape", "dedupe", "train", "eval"} <= set(result.reports)
     for html in result.reports.values():
-        assert Path(html).is_file() and Path(html).with_suffix(".json").is_file()
-    assert len(list((tmp_path / "demo" / "run").glob("ema-*.safetensors"))) >= 1
-    eval_numbers = json.loads(Path(result.reports["eval"]).with_suffix(".json").read_text())["data"]
+        assert (root / html).is_file() and (root / html).with_suffix(".json").is_file()
+    assert len(list((root / "demo" / "run").glob("ema-*.safetensors"))) >= 1
+    eval_numbers = json.loads((root / result.reports["eval"]).with_suffix(".json").read_text())["data"]
     assert eval_numbers["n_generated"] == 16 and eval_numbers["n_reference"] == 24
     assert math.isfinite(eval_numbers["fid"]) and eval_numbers["fid"] > 0
-    index = (tmp_path / "reports" / "index.html").read_text(encoding="utf-8")
+    index = (root / "reports" / "index.html").read_text(encoding="utf-8")
     assert all(Path(html).name in index for html in result.reports.values())
+
+
+def test_demo_fid_carries_n_reference_engine_and_weights_everywhere(demo: DemoRun) -> None:
+    """The demo's generated Inception weights are not the official file: every FID line says so."""
+    root, result = demo.root, demo.result
+    fid = json.loads((root / result.reports["eval"]).with_suffix(".json").read_text())["data"]["fid"]
+    expected = "(reference 24, torch-fidelity, unofficial weights)"
+    assert result.fid is not None and result.fid.startswith("FID@16 ") and result.fid.endswith(expected)
+    assert f"{fid:,.1f}" in result.fid  # the FID itself, in the reports' one number format
+    summary = "\n".join(result.summary_lines())
+    assert result.fid in summary
+    for page in (root / "reports" / "index.html", root / result.run_page):
+        assert result.fid in page.read_text(encoding="utf-8"), page  # the index headline and the run page
+    eval_sidecar = json.loads((root / result.reports["eval"]).with_suffix(".json").read_text())
+    assert eval_sidecar["headline"] == result.fid
+    assert eval_sidecar["summary"]["weights"] == "unofficial weights"
+
+
+def test_demo_ends_with_its_run_page_linking_every_stage(demo: DemoRun) -> None:
+    root, result = demo.root, demo.result
+    assert result.run_page is not None
+    lines = result.summary_lines()
+    assert lines[-1].endswith(str(result.run_page))  # the last thing the demo prints
+    page = root / result.run_page
+    parser = _Links()
+    parser.feed(page.read_text(encoding="utf-8"))
+    linked = {href.removeprefix("./") for href in parser.hrefs}
+    assert {Path(html).name for html in result.reports.values()} <= linked  # all five stage reports
+    assert all(href.startswith("./") for href in parser.hrefs)  # relative file links only
+    # the pictures of the stages: scrape thumbnails (6 of 24), train progression and grids, the
+    # sample grid and denoising animation, the eval sample grid
+    assert parser.pictures >= 6 + 2 + 1 + 1
+    sidecar = json.loads(page.with_suffix(".json").read_text())
+    assert sidecar["command"] == "run" and sidecar["data"]["run"] == "demo/run"
+    assert set(sidecar["data"]["reports"]) == set(result.reports)
 
 
 def test_demo_rejects_impossible_settings() -> None:

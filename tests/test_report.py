@@ -18,6 +18,7 @@ from diffkit.report import (
     line_plot,
     write_report,
 )
+from diffkit.report.render import label
 
 HOSTILE = '<script>alert("x")</script>&.jpg'
 HOSTILE_FILE_NAME = '<script>alert("x")&.jpg'  # a file name cannot hold "/", so no closing tag here
@@ -127,10 +128,162 @@ def test_index_lists_reports(tmp_path: Path) -> None:
 
 
 def test_format_value() -> None:
+    """One rule for every number: 4 significant digits, one decimal with separators from 1,000."""
     assert format_value(1234567) == "1,234,567"
     assert format_value(0.5) == "0.5"
-    assert format_value(25.81234) == "25.8123"
+    assert format_value(25.81234) == "25.81"
+    assert format_value(21.2638) == "21.26"  # the scrape report's unrounded rate
+    assert format_value(7399.032085) == "7,399.0" and format_value(31727.11) == "31,727.1"
+    assert format_value(13.539717) == "13.54"
+    assert format_value(0.0769230769) == "0.07692"
     assert format_value(0.00009) == "9e-05"
     assert format_value(None) == "—"
     assert format_value(True) == "true"
 
+
+def test_labels_for_keys_headers_and_option_columns(tmp_path: Path) -> None:
+    assert label("batch_size") == "Batch size" and label("n_generated") == "N generated"
+    assert label("model.channel_mult") == "Model · channel mult" and label("img_per_s") == "Img/s"
+    assert label("kimg") == "kimg" and label("ema_halflife_kimg") == "EMA halflife kimg"
+    assert label("FID@16 (reference 24)") == "FID@16 (reference 24)"  # prose and names stay
+    assert label("images/ab/ab_cd.jpg") == "images/ab/ab_cd.jpg"
+    report = Report(
+        title="t",
+        command="train",
+        summary={"final_loss": 0.25},
+        sections=[Section(heading="Config", table=[{"option": "warmup_kimg", "value": 2.0}])],
+    )
+    html = write_report(report, tmp_path / "r.html").html.read_text(encoding="utf-8")
+    assert '<th title="final_loss">Final loss</th>' in html
+    assert '<th title="option">Option</th>' in html
+    assert 'data-value="&#34;warmup_kimg&#34;">Warmup kimg</td>' in html  # the raw key kept in data-value
+    assert "warmup_kimg</td>" not in html
+
+
+def test_log_axis_ticks_are_plain_numbers() -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figure = line_plot({"loss": ([0, 1, 2, 3], [0.31, 0.27, 0.26, 0.22])}, "kimg", "loss", logy=True)
+    FigureCanvasAgg(figure).draw()
+    axes = figure.axes[0]
+    low, high = axes.get_ylim()
+    labels = [
+        tick.get_text()
+        for tick in [*axes.get_yticklabels(), *axes.get_yticklabels(minor=True)]
+        if tick.get_text() and low <= tick.get_position()[1] <= high
+    ]
+    assert labels and "0.3" in labels, labels
+    assert all(float(text) > 0 and "10" not in text and "e" not in text for text in labels), labels
+
+
+def test_plots_fill_the_card_and_long_names_wrap(tmp_path: Path) -> None:
+    """Plots are drawn the card's width; the CSS lets sha256 paths wrap inside their card."""
+    import base64
+    import io
+
+    report = Report(
+        title="t",
+        command="x",
+        sections=[Section(heading="p", figure=line_plot({"a": ([0, 1], [1, 2])}, "x", "y"))],
+    )
+    html = write_report(report, tmp_path / "r.html").html.read_text(encoding="utf-8")
+    parser = _CellCollector()
+    parser.feed(html)
+    plot = Image.open(io.BytesIO(base64.b64decode(parser.images[0].split(",", 1)[1])))
+    assert 1000 <= plot.width <= 1250
+    assert "figure.plot img { width: 100%;" in html and "overflow-wrap: anywhere" in html
+
+
+def test_animated_images_are_embedded_as_they_are(tmp_path: Path) -> None:
+    frames = [Image.new("RGB", (8, 8), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    gif = tmp_path / "denoise.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    report = Report(title="t", command="sample", sections=[Section(heading="a", images=[ReportImage(gif)])])
+    html = write_report(report, tmp_path / "r.html").html.read_text(encoding="utf-8")
+    parser = _CellCollector()
+    parser.feed(html)
+    import base64
+
+    assert parser.images[0].startswith("data:image/gif;base64,")
+    assert base64.b64decode(parser.images[0].split(",", 1)[1]) == gif.read_bytes()
+
+
+def _stage(
+    folder: Path, name: str, command: str, data: dict, headline: str = "", picture: bool = False
+) -> None:
+    images = [ReportImage(Image.new("RGB", (16, 16), (9, 9, 9)), f"{command} picture")] if picture else []
+    sections = [
+        Section(heading=f"{command} pictures", images=images),
+        Section(heading="Caveats", text=f"{command} caveat"),
+    ]
+    report = Report(
+        title=f"{command} {name}",
+        command=command,
+        summary={"n": 1},
+        sections=sections,
+        data=data,
+        headline=headline,
+    )
+    write_report(report, folder / f"{command}-{name}.html")
+
+
+def test_run_pages_link_the_stages_of_each_dataset_and_run(tmp_path: Path) -> None:
+    """Sidecars name their folders as each command records them (relative or absolute): one page per run."""
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    data = str(tmp_path / "data")  # dedupe and train record it absolute, scrape relative
+    _stage(reports, "1", "scrape", {"out": "data"}, picture=True)
+    _stage(reports, "1", "dedupe", {"directory": data}, picture=True)
+    for run in ("runs/00000-tiny", "runs/00001-tiny"):
+        tag = run[-10:-5]
+        _stage(
+            reports,
+            tag,
+            "train",
+            {"config": {"train": {"data": data, "out": run, "batch_size": 8}}},
+            picture=True,
+        )
+        _stage(
+            reports, tag, "sample", {"result": {"snapshot": f"{run}/ema-000001.safetensors"}}, picture=True
+        )
+    fid = "FID@16 6,534.8 (reference 24, torch-fidelity, unofficial weights)"
+    _stage(
+        reports,
+        "1",
+        "eval",
+        {"reference": data, "config": {"run": "runs/00001-tiny"}},
+        headline=fid,
+        picture=True,
+    )
+    _stage(reports, "2", "scrape", {"out": "other"})  # a dataset with no run yet
+
+    result = build_index(IndexConfig(reports_dir=reports))
+
+    assert len(result.run_pages) == 3
+    pages = {json.loads(p.with_suffix(".json").read_text())["data"]["run"]: p for p in result.run_pages}
+    assert set(pages) == {"runs/00000-tiny", "runs/00001-tiny", None}
+    second = json.loads(pages["runs/00001-tiny"].with_suffix(".json").read_text())
+    assert second["data"]["reports"] == {
+        "scrape": ["scrape-1.html"], "dedupe": ["dedupe-1.html"], "train": ["train-00001.html"],
+        "sample": ["sample-00001.html"], "eval": ["eval-1.html"],
+    }  # fmt: skip
+    assert second["headline"] == fid
+    first = json.loads(pages["runs/00000-tiny"].with_suffix(".json").read_text())
+    assert set(first["data"]["reports"]) == {"scrape", "dedupe", "train", "sample"}
+    assert json.loads(pages[None].with_suffix(".json").read_text())["data"]["reports"] == {
+        "scrape": ["scrape-2.html"]
+    }
+    html = pages["runs/00001-tiny"].read_text(encoding="utf-8")
+    parser = _CellCollector()
+    parser.feed(html)
+    assert len(parser.images) == 5 and all(src.startswith("data:image/png;base64,") for src in parser.images)
+    for command in ("scrape", "dedupe", "train", "sample", "eval"):
+        assert f'href="./{command}-' in html and f"{command} caveat" in html
+    assert "Batch size" in html  # the train config, labelled
+    index = result.index.read_text(encoding="utf-8")
+    assert all(f'href="./{page.name}"' in index for page in result.run_pages) and fid in index
+    assert result.page_for_run(Path("runs/00001-tiny")) == pages["runs/00001-tiny"]
+    rebuilt = build_index(IndexConfig(reports_dir=reports))  # run pages are not taken for stage reports
+    assert (
+        sorted(rebuilt.run_pages) == sorted(result.run_pages) and rebuilt.n_reports == result.n_reports == 8
+    )

@@ -121,6 +121,8 @@ def test_sample_cli_writes_pngs_and_grid(run: Path, tmp_path: Path) -> None:
             "--grid",
             "--device",
             "cpu",
+            "--report",
+            str(tmp_path / "report.html"),
             "--no-progress",
             "--json",
         ],

@@ -6,6 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -254,3 +255,82 @@ def test_plan_and_config_round_trip() -> None:
     assert (merged.device, merged.precision, merged.resume) == ("cpu", "fp32", True)
     with pytest.raises(DiffkitError, match="preset"):
         merge_for_resume(saved, TrainConfig(preset="base"))
+
+
+def _two_class_folder(faces: Path, root: Path) -> Path:
+    """The shared faces split into two subfolders: a labelled data set (classes a and b)."""
+    for index, face in enumerate(sorted(faces.glob("*.png"))):
+        target = root / ("a" if index % 2 else "b") / face.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(face.read_bytes())
+    return root
+
+
+def test_labelled_resume_is_bit_exact_with_label_dropout(faces: Path, tmp_path: Path) -> None:
+    """Label dropout draws from the saved loss generator, so a labelled run resumes bit-exactly."""
+    data = _two_class_folder(faces, tmp_path / "data")
+    options = FAST | dict(batch_size=10, label_dropout=0.5, seed=1)
+    whole = train(TrainConfig(data=data, out=tmp_path / "whole", steps=4, **options))
+    train(TrainConfig(data=data, out=tmp_path / "split", steps=2, **options))
+    train(TrainConfig(data=data, out=tmp_path / "split", steps=4, resume=True, **options))
+    state_a = torch.load(tmp_path / "whole" / "state-latest.pt", weights_only=True)
+    state_b = torch.load(tmp_path / "split" / "state-latest.pt", weights_only=True)
+    assert whole.step == 4 and state_a["config"]["labels"]["classes"] == ["a", "b"]
+    tensors_a, tensors_b = _tensors(state_a), _tensors(state_b)
+    assert "model.label_embedding.weight" in tensors_a
+    assert [name for name in tensors_a if not torch.equal(tensors_a[name], tensors_b[name])] == []
+    # Resuming on data whose classes changed is refused before anything is trained.
+    (data / "a").rename(data / "c")
+    with pytest.raises(
+        DiffkitError, match=r"trained with classes \['a', 'b'\], the data now gives \['b', 'c'\]"
+    ):
+        train(TrainConfig(data=data, out=tmp_path / "split", steps=6, resume=True, **options))
+
+
+def test_label_dropout_changes_what_the_model_sees(faces: Path, tmp_path: Path) -> None:
+    """--label-dropout 0 vs 0.5 on the same labelled data and seed: different training (and --labels none
+    gives a model without a class embedding)."""
+    data = _two_class_folder(faces, tmp_path / "data")
+    losses = []
+    for dropout in (0.0, 0.5):
+        train(TrainConfig(data=data, out=tmp_path / f"d{dropout}", steps=2, label_dropout=dropout, **FAST))
+        losses.append([r["loss"] for r in _stats(tmp_path / f"d{dropout}")])
+    assert losses[0] != losses[1]
+    train(TrainConfig(data=data, out=tmp_path / "none", steps=1, labels="none", **FAST))
+    config = json.loads((tmp_path / "none" / "config.json").read_text())
+    assert config["model"]["num_classes"] == 0 and "labels" not in config
+    with pytest.raises(DiffkitError, match=r"--label-dropout must be in \[0, 1\) \(got 1.0\)"):
+        TrainConfig(label_dropout=1.0)
+
+
+def test_train_report_has_a_forward_diffusion_strip_and_a_too_early_note(
+    faces: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+
+    from diffkit.data import load_image_dataset
+    from diffkit.train.report import STRIP_FRACTIONS, forward_strip, too_early_note
+
+    monkeypatch.chdir(tmp_path)  # the report goes to ./reports
+    result = train(TrainConfig(data=faces, out=tmp_path / "run", steps=1, **(FAST | dict(report=True))))
+    sidecar = json.loads(Path(result.report).with_suffix(".json").read_text())  # type: ignore[arg-type]
+    sections = {section["heading"]: section for section in sidecar["sections"]}
+    assert "too early to judge" in sections["Samples"]["badges"]  # 1 step: the samples are noise
+    assert sections["Samples"]["text"].startswith("Too early to judge: after 0.01 kimg")
+    assert (
+        "t = 0, t = 100, t = 250, t = 500, t = 749, t = 999 (of 1000)"
+        in sections["Forward diffusion"]["text"]
+    )
+
+    images = np.asarray(load_image_dataset(faces, 16, progress=False).images)
+    strip, steps = forward_strip(images, GaussianDiffusion.create("cosine", "v"))
+    assert steps == [0, 100, 250, 500, 749, 999] and len(STRIP_FRACTIONS) == 6
+    pixels = np.asarray(strip).astype(int)
+    assert strip.size == (2 + 6 * 18, 2 + 4 * 18)  # 4 images (rows) x 6 timesteps, 2 px padding
+    first, last = pixels[2:18, 2:18], pixels[2:18, 2 + 5 * 18 : 18 + 5 * 18]
+    assert np.abs(first - images[0]).mean() < 2  # t = 0: the training image itself
+    assert np.abs(last - images[0]).mean() > 40  # t = 999: noise
+    noise = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)
+    assert too_early_note(noise, images, 1.0) is not None
+    assert too_early_note(images[:8], images, 1.0) is None  # real-looking samples: no note
+    assert isinstance(strip, Image.Image)

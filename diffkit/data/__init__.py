@@ -3,5 +3,15 @@
 from diffkit.data.batcher import DeviceBatcher
 from diffkit.data.cache import ImageCache, load_image_dataset
 from diffkit.data.folder import IMAGE_EXTENSIONS, find_images
+from diffkit.data.labels import DatasetLabels, LabelsMode, read_labels
 
-__all__ = ["IMAGE_EXTENSIONS", "DeviceBatcher", "ImageCache", "find_images", "load_image_dataset"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "DatasetLabels",
+    "DeviceBatcher",
+    "ImageCache",
+    "LabelsMode",
+    "find_images",
+    "load_image_dataset",
+    "read_labels",
+]

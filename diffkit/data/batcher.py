@@ -42,6 +42,7 @@ class DeviceBatcher:
         generator_seed: int,
         hflip: bool = True,
         channels_last: bool = False,
+        labels: np.ndarray | None = None,
     ) -> None:
         if batch_size < 1:
             raise DiffkitError(f"Batch size must be at least 1 (got {batch_size}).")
@@ -61,6 +62,12 @@ class DeviceBatcher:
             self._images = self._host_images.to(self.device)
         self._order: Tensor | None = None
         self._flips: Tensor | None = None
+        # Class labels ride along with the image indices, so they follow the same resumable order.
+        self._labels: Tensor | None = None
+        if labels is not None:
+            if len(labels) != self.num_images:
+                raise DiffkitError(f"{len(labels)} labels for {self.num_images} images")
+            self._labels = torch.as_tensor(np.asarray(labels), dtype=torch.long).to(self._images.device)
 
     @staticmethod
     def _as_tensor(images: np.ndarray) -> Tensor:
@@ -102,6 +109,10 @@ class DeviceBatcher:
         return indices, flips
 
     def next(self) -> Tensor:
+        return self.next_batch()[0]
+
+    def next_batch(self) -> tuple[Tensor, Tensor | None]:
+        """The next images and their class labels (None for an unlabelled data set)."""
         parts, flip_parts = [], []
         needed = self.batch_size
         while needed:
@@ -121,7 +132,9 @@ class DeviceBatcher:
         # NHWC -> NCHW view; its memory is already channels_last, so that layout costs no copy.
         batch = batch.permute(0, 3, 1, 2)
         layout = torch.channels_last if self.channels_last else torch.contiguous_format
-        return batch.to(dtype=torch.float32, memory_format=layout).mul_(2.0 / 255.0).sub_(1.0)
+        images = batch.to(dtype=torch.float32, memory_format=layout).mul_(2.0 / 255.0).sub_(1.0)
+        labels = None if self._labels is None else self._labels.index_select(0, indices).to(self.device)
+        return images, labels
 
     def state_dict(self) -> dict[str, Any]:
         return {

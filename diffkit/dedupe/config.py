@@ -12,6 +12,7 @@ from diffkit.dataset.listing import MOVE_LOG_NAME
 from diffkit.dataset.phash import DECODE_PATHS
 from diffkit.dataset.phash import DRAFT_DECODE as DECODE_DRAFT
 from diffkit.dataset.phash import FULL_DECODE as DECODE_FULL
+from diffkit.dataset.verify import CANDIDATE_BITS, DEFAULT_MIN_SIMILARITY
 from diffkit.errors import DiffkitError
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "DECODE_DRAFT",
     "DECODE_FULL",
     "DECODE_PATHS",
+    "DEFAULT_MIN_SIMILARITY",
     "DEFAULT_THRESHOLDS",
     "HASH_KINDS",
     "MOVE_LOG_NAME",
@@ -50,13 +52,14 @@ class Action(str, Enum):
 HASH_KINDS: tuple[str, ...] = tuple(kind.value for kind in HashKind)
 ACTIONS: tuple[str, ...] = tuple(action.value for action in Action)
 
-# Default Hamming thresholds (of 64 bits), measured on 2,000 procedurally drawn, eye-aligned faces (the
-# hard case: aligned faces hash alike) plus 2,000 copies re-encoded (JPEG q50-95), resized (0.5x-2x),
-# brightened (+-10 %) or cropped (<= 3 %); copy-to-original recall / pair precision:
-#   phash 4: 0.948 / 0.991 (6: 0.973 / 0.882)    dhash 3: 0.943 / 0.976 (4: 0.971 / 0.941)
-#   whash 1: 0.825 / 0.967    ahash 0: 0.765 / 0.866: both weak on aligned faces.
-# pHash distances are always even (the median splits 64 bits 32/32), so phash 4 and 5 are the same.
-DEFAULT_THRESHOLDS: dict[str, int] = {"phash": 4, "dhash": 3, "whash": 1, "ahash": 0}
+# Default candidate thresholds (Hamming bits of 64). Stage 1 only proposes pairs: every candidate must
+# also pass the thumbnail verifier (diffkit.dataset.verify, --min-similarity) before it joins a cluster,
+# so the hash threshold can be loose enough for 3 % crops (which move a pHash by up to ~16 bits) without
+# the N² flood of similar distinct faces. phash 12: measured on 2k-30k eye-aligned faces with 10 %
+# planted copies (reports/bench_dedupe_quality.json). The other kinds keep their hash-only defaults
+# (hash-only, 2,000 faces: dhash 3: recall 0.943 / precision 0.976; whash and ahash weak on aligned faces).
+# pHash distances are always even (the median splits 64 bits 32/32), so phash 12 and 13 are the same.
+DEFAULT_THRESHOLDS: dict[str, int] = {"phash": CANDIDATE_BITS, "dhash": 3, "whash": 1, "ahash": 0}
 
 # Decode paths (DECODE_DRAFT, the default, and DECODE_FULL) are the one pHash's (diffkit.dataset.phash):
 # hashes from different paths differ by a few bits, so the path is part of the cache key and every output.
@@ -95,6 +98,11 @@ class DedupeConfig:
     decode: str = DECODE_DRAFT
     use_cache: bool = True
     progress: bool = True
+    # Stage 2: a candidate pair joins a cluster only when its thumbnails' similarity reaches this
+    # (byte-identical files always do); verify=False is the hash-only test of earlier versions.
+    min_similarity: float = DEFAULT_MIN_SIMILARITY
+    verify: bool = True
+    against: Path | None = None  # a reference folder: report DIR's images that duplicate one of REF's
 
     @property
     def effective_threshold(self) -> int:
@@ -132,6 +140,10 @@ class DedupeConfig:
             raise DiffkitError("--action delete removes files for good; add --yes, or use --action move")
         if self.decode not in DECODE_PATHS:
             raise DiffkitError(f"decode must be one of {', '.join(DECODE_PATHS)}, got {self.decode!r}")
+        if not -1.0 <= self.min_similarity <= 1.0:
+            raise DiffkitError(f"--min-similarity must be between -1 and 1, got {self.min_similarity}")
+        if self.against is not None:
+            self._check_against(self.against)
         if self.workers is not None and self.workers < 1:
             raise DiffkitError(f"--workers must be at least 1, got {self.workers}")
         if self.action == "move":
@@ -147,3 +159,19 @@ class DedupeConfig:
                     f"the default quarantine folder {printable(quarantine)} is a symlink (never followed for"
                     " a move); remove it or pass --to a folder"
                 )
+
+    def _check_against(self, against: Path) -> None:
+        if not against.is_dir():
+            raise DiffkitError(
+                f"--against {printable(against)} is not a folder; pass the reference image folder"
+            )
+        ref, root = against.resolve(), self.directory.resolve()
+        if ref == root or ref in root.parents or root in ref.parents:
+            raise DiffkitError(
+                f"--against {printable(against)} overlaps {printable(self.directory)}; pass two separate"
+                " folders"
+            )
+        if self.action != "report":
+            raise DiffkitError(
+                "--against only reports the leaks (images of DIR that duplicate REF); run it without --action"
+            )

@@ -1,14 +1,19 @@
-"""The HTML report of a dedupe run: is the threshold right? (histogram, clusters, near misses)."""
+"""The HTML report of a dedupe run: are the thresholds right? Both stages: the hash's nearest-neighbour
+histogram and near misses (stage 1), the thumbnail similarity of every candidate pair and the borderline
+pairs on either side of ``--min-similarity`` (stage 2); then the clusters."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
 from diffkit.console import printable
 from diffkit.dataset.decode import open_rgb
+from diffkit.dedupe.stages import SIMILARITY_BINS
 from diffkit.report import Report, ReportImage, ReportPaths, Section, histogram, write_report
 
 if TYPE_CHECKING:
@@ -49,6 +54,57 @@ def contact_sheet(paths: list[Path], borders: list[tuple[int, int, int]]) -> Ima
     return sheet
 
 
+def _similarity_figure(result: DedupeResult) -> Figure:
+    figure = Figure(figsize=(6.4, 3.4))
+    axes = figure.add_subplot()
+    edges = SIMILARITY_BINS
+    axes.bar(edges[:-1], result.similarity_histogram, width=0.01, align="edge", color="#4b6fd6")
+    axes.axvline(
+        result.min_similarity,
+        color="#d64b4b",
+        linestyle="--",
+        label=f"--min-similarity {result.min_similarity}",
+    )
+    axes.set_yscale("symlog")
+    axes.set_xlabel("thumbnail similarity of each candidate pair (below 0.5: first bar)")
+    axes.set_ylabel("pairs")
+    axes.legend()
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def _verifier_section(result: DedupeResult, locate: Callable[[str], Path]) -> Section:
+    """Stage 2: where the candidates' similarities fall, and the closest calls on both sides."""
+    sheets = [
+        ReportImage(
+            contact_sheet(
+                [locate(b["a"]), locate(b["b"])], [_DUP_COLOUR if b["accepted"] else _KEEP_COLOUR] * 2
+            ),
+            f"{'duplicate' if b['accepted'] else 'distinct'}: similarity {b['similarity']},"
+            f" {b['distance']} bits: {printable(b['a'])} | {printable(b['b'])}",
+        )
+        for b in result.borderline[:_MAX_NEAR_MISS_SHEETS]
+    ]
+    return Section(
+        heading="Thumbnail check of the candidate pairs (stage 2)",
+        text=(
+            f"{result.n_candidates} pairs came within {result.threshold} bits; {result.n_rejected} of them"
+            " were turned down because their 16x16 colour thumbnails correlate less than"
+            f" {result.min_similarity}."
+            " Near copies sit at the right edge, similar distinct faces to the left. Below: the most similar"
+            " pairs turned down (green, kept apart) and the least similar accepted (red). If a green pair is"
+            " the same picture, lower --min-similarity; if a red pair holds two different pictures, raise it."
+        ),
+        figure=_similarity_figure(result) if result.n_candidates else None,
+        images=sheets,
+        table=[
+            {k: printable(v) if isinstance(v, str) else v for k, v in b.items()} for b in result.borderline
+        ]
+        or None,
+    )
+
+
 def build_report(result: DedupeResult, root: Path) -> Report:
     def locate(rel: str) -> Path:
         here = root / rel
@@ -84,6 +140,8 @@ def build_report(result: DedupeResult, root: Path) -> Report:
             ],
         )
     ]
+    if result.min_similarity is not None:
+        sections.append(_verifier_section(result, locate))
     order = sorted(range(result.n_clusters), key=lambda c: (-len(result.clusters[c]), result.clusters[c][0]))
     sheets = []
     for c in order[:_MAX_CLUSTER_SHEETS]:
@@ -118,7 +176,7 @@ def build_report(result: DedupeResult, root: Path) -> Report:
     data = result.to_dict()  # names with undecodable bytes shown as \xNN: the files are UTF-8
     sections.append(
         Section(
-            heading=f"Closest pairs above the threshold ({threshold} bits)",
+            heading=f"Closest pairs above the threshold ({threshold} bits, stage 1)",
             text=(
                 "Not treated as duplicates. If some of these are the same picture, raise --threshold; if the"
                 " clusters above hold different pictures, lower it."
@@ -152,6 +210,9 @@ def build_report(result: DedupeResult, root: Path) -> Report:
         "hash": result.hash_kind,
         "decode": result.decode,
         "threshold": threshold,
+        "min_similarity": result.min_similarity,
+        "candidate_pairs": result.n_candidates,
+        "rejected_by_thumbnail_check": result.n_rejected,
         "clusters": result.n_clusters,
         "duplicates": result.n_duplicates,
         "duplicate_rate": result.n_duplicates / result.n_images if result.n_images else 0.0,

@@ -32,6 +32,18 @@ class DedupeResult(CommandResult):
     nearest_histogram: list[int]  # [count of images whose nearest neighbour is at distance d, d = 0..64]
     near_misses: list[dict[str, Any]]  # closest pairs just above the threshold: {"a", "b", "distance"}
     seconds: dict[str, float]
+    # Stage 2 (thumbnail verifier): None when off (--no-verify); candidates are the hash pairs, rejected
+    # those the verifier turned down; the histogram counts candidate similarities per 0.01 from 0.50
+    # (below 0.50 in the first bin); borderline: the closest calls on either side of min_similarity.
+    min_similarity: float | None = None
+    n_candidates: int = 0
+    n_rejected: int = 0
+    similarity_histogram: list[int] = field(default_factory=list)
+    borderline: list[dict[str, Any]] = field(default_factory=list)
+    # --against REF: images of the folder that duplicate a reference image {"path", "reference",
+    # "distance", "similarity"}; reference paths are relative to ``against``.
+    against: str | None = None
+    leaks: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     report_html: str | None = None
     report_json: str | None = None
@@ -60,6 +72,17 @@ class DedupeResult(CommandResult):
             f"[bold]{self.n_clusters}[/] duplicate clusters, [bold]{self.n_duplicates}[/] duplicates "
             f"({self.n_exact_duplicates} byte-identical)",
         ]
+        if self.min_similarity is not None:
+            lines.append(
+                f"{self.n_candidates} candidate pairs within {self.threshold} bits, {self.n_rejected} turned"
+                f" down by the thumbnail check (similarity < {self.min_similarity})"
+            )
+        if self.against is not None:
+            lines[1] = f"[bold]{len(self.leaks)}[/] image(s) duplicate an image of {shown(self.against)}"
+            lines.extend(
+                f"  {shown(x['path'])}  =  {shown(x['reference'])} ({x['distance']} bits)"
+                for x in self.leaks[:10]
+            )
         for cluster, distances in list(zip(self.clusters, self.cluster_distances, strict=True))[:10]:
             others = ", ".join(f"{shown(p)} ({d})" for p, d in zip(cluster[1:], distances[1:], strict=True))
             lines.append(f"  keep {shown(cluster[0])}  <-  {others}")

@@ -26,7 +26,8 @@ from diffkit.dedupe.config import DedupeConfig
 from diffkit.dedupe.hashing import HashCache, HashRecord, hash_images, scan_folder
 from diffkit.dedupe.movelog import MoveLog
 from diffkit.dedupe.result import DedupeResult
-from diffkit.dedupe.search import SearchResult, popcount64, search_pairs
+from diffkit.dedupe.search import popcount64, search_pairs
+from diffkit.dedupe.stages import Verified, thumbnails, verify_candidates
 from diffkit.errors import DiffkitError
 from diffkit.lock import folder_lock
 
@@ -53,6 +54,10 @@ def dedupe(config: DedupeConfig) -> DedupeResult:
     ``--action move|delete`` holds the folder's lock (and the quarantine's) for the whole run, so two
     runs never decide on and remove the same files; a second run fails at once naming the holder."""
     root = config.directory.resolve()
+    if config.against is not None:
+        from diffkit.dedupe.against import dedupe_against
+
+        return dedupe_against(config, root)
     if config.action == "report":
         return _dedupe(config, root, None)
     with folder_lock(root, "dedupe"), contextlib.ExitStack() as stack:
@@ -121,8 +126,12 @@ def _dedupe(config: DedupeConfig, root: Path, moves: _Moves | None) -> DedupeRes
     with _phase("comparing", len(readable), config.progress) as advance:
         found = search_pairs(hashes, threshold, advance=advance, workers=config.effective_workers)
     seconds["search"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    thumbs = thumbnails(readable)
+    verified = verify_candidates(readable, thumbs, found, config.min_similarity, config.verify)
+    seconds["verify"] = time.perf_counter() - t0
 
-    clusters, distances, removals, n_exact = _clusters(root, readable, hashes, found)
+    clusters, distances, removals, n_exact = _clusters(root, readable, hashes, verified)
 
     outcome = Outcome()
     if config.action == "move" and moves is not None and removals:
@@ -160,6 +169,11 @@ def _dedupe(config: DedupeConfig, root: Path, moves: _Moves | None) -> DedupeRes
             for i, j, d in zip(found.near_miss_i, found.near_miss_j, found.near_miss_distances, strict=True)
         ],
         seconds=seconds,
+        min_similarity=config.min_similarity if config.verify else None,
+        n_candidates=verified.n_candidates,
+        n_rejected=verified.n_rejected,
+        similarity_histogram=verified.histogram,
+        borderline=verified.borderline,
         warnings=warnings,
         symlinks_skipped=scan.symlinks,
         n_symlinks_skipped=len(scan.symlinks),
@@ -193,7 +207,7 @@ def _write_report(result: DedupeResult, root: Path, path: Path | None) -> None:
 
 
 def _clusters(
-    root: Path, readable: list[HashRecord], hashes: np.ndarray, found: SearchResult
+    root: Path, readable: list[HashRecord], hashes: np.ndarray, found: Verified
 ) -> tuple[list[list[str]], list[list[int]], list[Removal], int]:
     """Clusters sorted by keeper path (keeper first), distances to the keeper, the removals in that
     order, and how many removals are byte-identical to their keeper."""

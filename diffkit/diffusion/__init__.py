@@ -1,6 +1,7 @@
 """Diffusion maths: noise schedules, the Gaussian forward process and loss, reverse-process samplers."""
 
 from diffkit.diffusion.gaussian import PREDICTIONS, GaussianDiffusion, PredictionName, min_snr_weight
+from diffkit.diffusion.guidance import guide, guided_model
 from diffkit.diffusion.samplers import (
     SAMPLERS,
     DDIMSampler,
@@ -29,6 +30,8 @@ __all__ = [
     "SamplerName",
     "SamplerOutput",
     "ScheduleName",
+    "guide",
+    "guided_model",
     "make_sampler",
     "make_schedule",
     "min_snr_weight",

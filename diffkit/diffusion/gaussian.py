@@ -133,11 +133,21 @@ class GaussianDiffusion:
         noise = torch.randn(x0.shape, device=device, dtype=torch.float32, generator=generator)
         return t.to(x0.device), noise.to(x0.device)
 
-    def loss(self, model: Model, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Min-SNR-weighted mean squared error of the prediction target, averaged over the batch."""
+    def loss(
+        self,
+        model: Callable[..., torch.Tensor],
+        x0: torch.Tensor,
+        generator: torch.Generator | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Min-SNR-weighted mean squared error of the prediction target, averaged over the batch.
+
+        ``labels``: class labels for a class-conditional model (``model(x_t, t, labels)``).
+        """
         x0 = x0.float()
         t, noise = self.sample_training_inputs(x0, generator)
         x_t = self.q_sample(x0, t, noise)
-        output = model(x_t, t.to(torch.float32))
+        timesteps = t.to(torch.float32)
+        output = model(x_t, timesteps) if labels is None else model(x_t, timesteps, labels)
         per_sample = (output.float() - self.target(x0, noise, t)).square().mean(dim=tuple(range(1, x0.ndim)))
         return (self.loss_weight(t, x0.device) * per_sample).mean()

@@ -240,13 +240,20 @@ def run_sampler(
     num_steps: int,
     generator: torch.Generator | None = None,
     on_step: Callable[[int], None] | None = None,
+    on_output: Callable[[int, torch.Tensor, SamplerOutput], None] | None = None,
 ) -> torch.Tensor:
-    """Denoise ``noise`` (NCHW, unit Gaussian) in ``num_steps`` model calls; returns x_0 in about [-1, 1]."""
+    """Denoise ``noise`` (NCHW, unit Gaussian) in ``num_steps`` model calls; returns x_0 in about [-1, 1].
+
+    ``on_output(t, x_t, output)`` sees every step's input and output (for denoising animations).
+    """
     sampler.set_timesteps(num_steps)
     x = noise.float()
     for index, t in enumerate(sampler.timesteps.tolist()):
         t_batch = torch.full((x.shape[0],), float(t), device=x.device)
-        x = sampler.step(model(x, t_batch), t, x, generator).prev_sample
+        output = sampler.step(model(x, t_batch), t, x, generator)
+        if on_output is not None:
+            on_output(t, x, output)
+        x = output.prev_sample
         if on_step is not None:
             on_step(index + 1)
     return x

@@ -15,10 +15,12 @@ from diffkit.eval.config import EvalConfig
 from diffkit.eval.result import EvalResult
 from diffkit.metrics.images import ImageSet, load_images
 from diffkit.metrics.memorization import MemorizationResult, pair_image
-from diffkit.report import Report, ReportImage, ReportPaths, Section, write_report
+from diffkit.report import Report, ReportImage, ReportPaths, Section, format_value, write_report
+from diffkit.report.plots import PLOT_SIZE
 
 LIBRARIES = ("diffkit", "torch", "torchvision", "torch-fidelity", "clean-fid", "numpy", "scipy", "pillow")
 GRID_IMAGES = 64
+GRID_WIDTH_PX = 768  # 8 columns of 32 px samples would show at ~270 px: too small to judge
 
 
 def library_versions() -> dict[str, str]:
@@ -36,36 +38,50 @@ def _key_values(mapping: dict[str, object]) -> list[dict[str, object]]:
     return [{"field": key, "value": value} for key, value in mapping.items()]
 
 
-def _interval(values: list[float] | None, digits: int) -> str:
-    return f"[{values[0]:.{digits}f}, {values[1]:.{digits}f}]" if values else ""
+def _interval(values: list[float] | None) -> str:
+    """``6,400.1 – 6,812.4``: the number format of every other cell; an en dash, as numbers carry commas."""
+    return f"{format_value(values[0])} – {format_value(values[1])}" if values else ""
 
 
-def _metric_rows(result) -> list[dict[str, object]]:
+def _plus_minus(mean: float, std: float | None) -> str:
+    return f"{format_value(mean)} ± {format_value(std)}"
+
+
+def _fid_infinity_row(result: EvalResult) -> dict[str, object]:
+    problems = result.fid_infinity_problems
+    return {
+        "metric": "FID∞ (untrusted fit)" if problems else "FID∞ (estimate)",
+        "value": result.fid_infinity,
+        "95% interval": "",
+        "note": (
+            "do not quote: " + "; ".join(problems)
+            if problems
+            else f"intercept of FID vs 1/N (Chong & Forsyth 2020), R² {format_value(result.fid_curve['r2'])}"
+            if result.fid_curve and "r2" in result.fid_curve
+            else "intercept of FID vs 1/N (Chong & Forsyth 2020)"
+        ),
+    }
+
+
+def _metric_rows(result: EvalResult) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     if result.fid is not None:
         rows.append(
             {
                 "metric": result.fid_label,
-                "value": round(result.fid, 4),
-                "95% interval": _interval(result.fid_ci95, 3),
-                "note": "bootstrap, generated resampled",
+                "value": result.fid,
+                "95% interval": _interval(result.fid_ci95),
+                "note": f"{result.engine}, {result.weights_status}; bootstrap, generated resampled",
             }
         )
     if result.fid_infinity is not None:
-        rows.append(
-            {
-                "metric": "FID∞ (estimate)",
-                "value": round(result.fid_infinity, 4),
-                "95% interval": "",
-                "note": "intercept of FID vs 1/N (Chong & Forsyth 2020)",
-            }
-        )
+        rows.append(_fid_infinity_row(result))
     if result.kid_mean is not None:
         rows.append(
             {
                 "metric": f"KID@{result.n_generated}",
-                "value": f"{result.kid_mean:.6f} ± {result.kid_std:.6f}",
-                "95% interval": _interval(result.kid_ci95, 6),
+                "value": _plus_minus(result.kid_mean, result.kid_std),
+                "95% interval": _interval(result.kid_ci95),
                 "note": f"{result.kid_subsets} subsets of {result.kid_subset_size}; ± is subset std",
             }
         )
@@ -73,7 +89,7 @@ def _metric_rows(result) -> list[dict[str, object]]:
         rows.append(
             {
                 "metric": "IS",
-                "value": f"{result.is_mean:.4f} ± {result.is_std:.4f}",
+                "value": _plus_minus(result.is_mean, result.is_std),
                 "95% interval": "",
                 "note": "not meaningful for faces",
             }
@@ -82,7 +98,7 @@ def _metric_rows(result) -> list[dict[str, object]]:
         rows.append(
             {
                 "metric": "precision / recall",
-                "value": f"{result.precision:.4f} / {result.recall:.4f}",
+                "value": f"{format_value(result.precision)} / {format_value(result.recall)}",
                 "95% interval": "",
                 "note": f"VGG16, k={result.prc_k}",
             }
@@ -91,7 +107,7 @@ def _metric_rows(result) -> list[dict[str, object]]:
         rows.append(
             {
                 "metric": "near-copies",
-                "value": f"{result.memorization['share_flagged']:.4f}",
+                "value": result.memorization["share_flagged"],
                 "95% interval": "",
                 "note": "share with pixel NN1/NN2 < 1/3",
             }
@@ -99,7 +115,7 @@ def _metric_rows(result) -> list[dict[str, object]]:
     return rows
 
 
-def _badges(result) -> list[str]:
+def _badges(result: EvalResult) -> list[str]:
     badges = [f"engine: {result.engine}"]
     if result.fid is not None:
         badges.append(f"FID@{result.n_generated}")
@@ -111,19 +127,25 @@ def _badges(result) -> list[str]:
         badges.append("KID subset = M")
     if result.is_mean is not None:
         badges.append("IS not meaningful for faces")
-    if any(not w.get("official", True) for w in result.weights.values()):
+    if result.weights_status == "unofficial weights":
         badges.append("unofficial weights")
+    if result.fid_infinity_problems:
+        badges.append("FID∞ fit untrusted")
+    if any("bootstrap replicates" in note or "outside its own" in note for note in result.caveats):
+        badges.append("too few bootstrap replicates")
     return badges
 
 
-def _curve_figure(curve: dict) -> Figure:
-    figure = Figure(figsize=(6.4, 3.4))
+def _curve_figure(curve: dict, trusted: bool) -> Figure:
+    figure = Figure(figsize=PLOT_SIZE)
     axes = figure.add_subplot()
     inverse = [1.0 / size for size in curve["sizes"]]
     axes.plot(inverse, curve["fids"], "o", label="FID of a random subset")
     line_x = np.linspace(0, max(inverse), 50)
-    axes.plot(line_x, curve["intercept"] + curve["slope"] * line_x, "-", label="linear fit")
-    axes.plot([0], [curve["intercept"]], "s", label=f"FID∞ ≈ {curve['intercept']:.3g}")
+    fit = f"linear fit, R² {curve['r2']:.2f}" if "r2" in curve else "linear fit"
+    axes.plot(line_x, curve["intercept"] + curve["slope"] * line_x, "-", label=fit)
+    mark = "FID∞ ≈" if trusted else "untrusted FID∞ ≈"
+    axes.plot([0], [curve["intercept"]], "s", label=f"{mark} {format_value(curve['intercept'])}")
     axes.set_xlabel("1 / N (generated subset size)")
     axes.set_ylabel("FID")
     axes.legend()
@@ -132,16 +154,19 @@ def _curve_figure(curve: dict) -> Figure:
 
 
 def _grid(image_set: ImageSet, count: int = GRID_IMAGES) -> Image.Image:
+    """The first samples in a square grid, enlarged (nearest neighbour) to about GRID_WIDTH_PX."""
     images = load_images(image_set.files[:count], image_set.resolution)
     columns = math.ceil(math.sqrt(len(images)))
     rows = math.ceil(len(images) / columns)
     size = image_set.resolution
-    canvas = Image.new("RGB", (columns * (size + 2), rows * (size + 2)))
+    canvas = Image.new("RGB", (columns * (size + 2), rows * (size + 2)), (255, 255, 255))
     for index, image in enumerate(images):
         canvas.paste(
             Image.fromarray(image), ((index % columns) * (size + 2), (index // columns) * (size + 2))
         )
-    return canvas
+    # the nearest whole factor, but never past the reports' 1024 px limit (which would blur it)
+    factor = max(1, min(1024 // canvas.width, round(GRID_WIDTH_PX / canvas.width)))
+    return canvas.resize((canvas.width * factor, canvas.height * factor), Image.Resampling.NEAREST)
 
 
 def build_report(
@@ -155,7 +180,7 @@ def build_report(
         sections.append(
             Section(
                 heading="FID vs 1/N",
-                figure=_curve_figure(result.fid_curve),
+                figure=_curve_figure(result.fid_curve, trusted=not result.fid_infinity_problems),
                 text="FID grows roughly linearly in 1/N; the intercept is an estimate of the "
                 "FID an infinite generated set would get against this reference.",
             )
@@ -196,10 +221,16 @@ def build_report(
     }
     sections.append(Section(heading="Setup", table=_key_values(setup)))
     sections.append(Section(heading="Versions", table=_key_values(library_versions())))
-    summary = {"n_generated": result.n_generated, "n_reference": result.n_reference, "engine": result.engine}
+    summary = {
+        "n_generated": result.n_generated,
+        "n_reference": result.n_reference,
+        "engine": result.engine,
+        "weights": result.weights_status,
+    }
     for key in ("fid", "fid_infinity", "kid_mean", "kid_std", "is_mean", "is_std", "precision", "recall"):
         if getattr(result, key) is not None:
-            summary[key] = getattr(result, key)
+            untrusted = key == "fid_infinity" and result.fid_infinity_problems
+            summary[f"{key}_untrusted" if untrusted else key] = getattr(result, key)
     data = {
         **result.to_dict(),
         "versions": library_versions(),
@@ -211,6 +242,7 @@ def build_report(
             "device": config.device,
             "sampler": config.sampler,
             "steps": config.steps,
+            "run": str(config.run) if config.run is not None else None,  # links this report to its run
         },
     }
     report = Report(
@@ -219,5 +251,6 @@ def build_report(
         summary=summary,
         sections=sections,
         data=data,
+        headline=result.fid_headline() if result.fid is not None else "",
     )
     return write_report(report, config.report)

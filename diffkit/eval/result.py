@@ -7,6 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from diffkit.console import CommandResult, shown
+from diffkit.report import format_value
+
+
+def _interval(bounds: list[float] | None) -> str:
+    """``[6,400.1 – 6,812.4]``: an en dash, since the numbers themselves carry commas."""
+    return f"[{format_value(bounds[0])} – {format_value(bounds[1])}]" if bounds else ""
 
 
 @dataclass
@@ -24,6 +30,7 @@ class EvalResult(CommandResult):
     fid_ci95: list[float] | None = None
     fid_infinity: float | None = None
     fid_curve: dict[str, Any] | None = None
+    fid_infinity_problems: list[str] = field(default_factory=list)  # why FID∞ cannot be trusted
     kid_mean: float | None = None
     kid_std: float | None = None
     kid_ci95: list[float] | None = None
@@ -53,7 +60,7 @@ class EvalResult(CommandResult):
         """Every field; metrics that were not asked for are left out rather than reported as null."""
         out: dict[str, Any] = {}
         skip = {
-            "fid": ("fid", "fid_label", "fid_ci95", "fid_infinity", "fid_curve"),
+            "fid": ("fid", "fid_label", "fid_ci95", "fid_infinity", "fid_curve", "fid_infinity_problems"),
             "kid": ("kid_mean", "kid_std", "kid_ci95", "kid_subset_size", "kid_subsets"),
             "is": ("is_mean", "is_std", "is_splits"),
             "prc": ("precision", "recall", "prc_k"),
@@ -63,25 +70,63 @@ class EvalResult(CommandResult):
         for key, value in self.__dict__.items():
             if key not in hidden:
                 out[key] = value
+        out["weights_status"] = self.weights_status
+        if self.fid is not None:
+            out["fid_headline"] = self.fid_headline()
         return out
+
+    @property
+    def weights_status(self) -> str:
+        """ "official weights" only when every network's weights are the pinned official files."""
+        if not self.weights:
+            return "no weights"
+        official = all(w.get("official", False) for w in self.weights.values())
+        return "official weights" if official else "unofficial weights"
+
+    def fid_headline(self) -> str:
+        """FID and what it depends on: ``FID@100 31,727.1 (reference 300, torch-fidelity, official weights)``.
+
+        Every place that shows an FID (summary, report, demo, index, run page) uses this line, so a
+        number never travels without its N, its reference N, its engine and its weights' status.
+        """
+        value = "—" if self.fid is None else format_value(self.fid)
+        return (
+            f"FID@{self.n_generated} {value} (reference {self.n_reference}, {self.engine}, "
+            f"{self.weights_status})"
+        )
+
+    def fid_infinity_text(self) -> str:
+        if self.fid_infinity is None:
+            return ""
+        if self.fid_infinity_problems:
+            why = "; ".join(self.fid_infinity_problems)
+            return f"FID∞ ≈ {format_value(self.fid_infinity)} (untrusted: {why})"
+        return f"FID∞ ≈ {format_value(self.fid_infinity)} (estimate)"
 
     def summary_lines(self) -> list[str]:
         lines = [
             f"[bold]{self.n_generated}[/] generated vs [bold]{self.n_reference}[/] reference images "
-            f"({self.resolution} px), engine {self.engine}"
+            f"({self.resolution} px), engine {self.engine}, {self.weights_status}"
         ]
         if self.fid is not None:
-            ci = f"  95% CI [{self.fid_ci95[0]:.3f}, {self.fid_ci95[1]:.3f}]" if self.fid_ci95 else ""
-            inf = f"  FID∞ ≈ {self.fid_infinity:.3f} (estimate)" if self.fid_infinity is not None else ""
-            lines.append(f"[bold]{self.fid_label}[/]: {self.fid:.3f}{ci}{inf}")
+            ci = f"  95% CI {_interval(self.fid_ci95)}" if self.fid_ci95 else ""
+            inf = f"  {self.fid_infinity_text()}" if self.fid_infinity is not None else ""
+            lines.append(f"[bold]{shown(self.fid_headline())}[/]{ci}{inf}")
         if self.kid_mean is not None:
-            ci = f"  95% CI [{self.kid_ci95[0]:.5f}, {self.kid_ci95[1]:.5f}]" if self.kid_ci95 else ""
-            lines.append(f"[bold]KID@{self.n_generated}[/]: {self.kid_mean:.5f} ± {self.kid_std:.5f}{ci}")
+            ci = f"  95% CI {_interval(self.kid_ci95)}" if self.kid_ci95 else ""
+            lines.append(
+                f"[bold]KID@{self.n_generated}[/]: {format_value(self.kid_mean)} ± "
+                f"{format_value(self.kid_std)}{ci}"
+            )
         if self.is_mean is not None:
-            lines.append(f"[bold]IS[/]: {self.is_mean:.3f} ± {self.is_std:.3f} (not meaningful for faces)")
+            lines.append(
+                f"[bold]IS[/]: {format_value(self.is_mean)} ± {format_value(self.is_std)} "
+                "(not meaningful for faces)"
+            )
         if self.precision is not None:
             lines.append(
-                f"[bold]precision[/] {self.precision:.3f}  [bold]recall[/] {self.recall:.3f} (k={self.prc_k})"
+                f"[bold]precision[/] {format_value(self.precision)}  [bold]recall[/] "
+                f"{format_value(self.recall)} (k={self.prc_k})"
             )
         if self.memorization is not None:
             lines.append(

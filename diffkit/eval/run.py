@@ -250,8 +250,11 @@ def evaluate(config: EvalConfig) -> EvalResult:
                     "fids": curve.fids,
                     "slope": curve.slope,
                     "intercept": curve.intercept,
+                    "r2": curve.r2,
                 }
+                result.fid_infinity_problems = curve.problems()
             result.caveats += cav.fid_caveats(n, m, interval, curve, result.fid)
+            result.caveats += cav.bootstrap_caveats("FID", config.bootstrap, result.fid, interval)
     if "kid" in metrics:
         with _timed(timings, "kid"):
             size = cav.kid_subset_size(n, m)
@@ -263,6 +266,7 @@ def evaluate(config: EvalConfig) -> EvalResult:
                 interval = cav.percentile_interval(boot)
                 result.kid_ci95 = list(interval)
             result.caveats += cav.kid_caveats(n, m, size, interval, KID_BOOTSTRAP_MAX)
+            result.caveats += cav.bootstrap_caveats("KID", config.bootstrap, result.kid_mean, interval)
     if "is" in metrics:
         result.is_mean, result.is_std = inception_score(feats["generated"]["logits_unbiased"])
         result.is_splits = DEFAULT_SPLITS

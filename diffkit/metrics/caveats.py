@@ -22,6 +22,12 @@ STANDARD_N = 50_000
 SUBSET_POINTS = 15  # as mchong6/FID_IS_infinity score_infinity.py
 LOWEST_FRACTION = 1 / 8
 MIN_CURVE_N = 80  # the smallest subset (N/8) should hold at least 10 images
+# FID vs 1/N is close to a straight line when the estimate means something (Chong & Forsyth's fits
+# have R² near 1); below this the intercept is mostly noise.
+MIN_FIT_R2 = 0.8
+# A 95% percentile interval is read off the 2.5% most extreme replicates on each side: with fewer
+# than 200 replicates that is fewer than 5 values per tail, and the interval moves from seed to seed.
+MIN_BOOTSTRAP = 200
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,19 @@ class FidCurve:
     fids: list[float]
     slope: float  # FID_N ~= intercept + slope / N
     intercept: float  # FID-infinity estimate
+    r2: float = 1.0  # coefficient of determination of the linear fit
+
+    def problems(self) -> list[str]:
+        """Why the intercept cannot be trusted; empty when the fit looks sound."""
+        found = []
+        if self.slope <= 0:
+            found.append(
+                "negative slope: FID does not fall as N grows, so the estimate lies above FID@N "
+                "(sampling noise dominates the 1/N bias)"
+            )
+        if self.r2 < MIN_FIT_R2:
+            found.append(f"poor linear fit (R² {self.r2:.2f} < {MIN_FIT_R2})")
+        return found
 
 
 def fid_label(n: int, m: int) -> str:
@@ -48,8 +67,18 @@ def fid_curve(
     rng = np.random.default_rng(seed)
     sizes = sizes or subset_sizes(len(generated))
     fids = [frechet(generated[rng.permutation(len(generated))[:size]]) for size in sizes]
-    slope, intercept = np.polyfit(1.0 / np.asarray(sizes, dtype=np.float64), np.asarray(fids), 1)
-    return FidCurve(list(sizes), fids, float(slope), float(intercept))
+    inverse, values = 1.0 / np.asarray(sizes, dtype=np.float64), np.asarray(fids, dtype=np.float64)
+    slope, intercept = np.polyfit(inverse, values, 1)
+    return FidCurve(
+        list(sizes), fids, float(slope), float(intercept), r_squared(inverse, values, slope, intercept)
+    )
+
+
+def r_squared(x: np.ndarray, y: np.ndarray, slope: float, intercept: float) -> float:
+    """1 - SS_res / SS_tot of a line fit (1.0 when every y is the same and the line hits them)."""
+    residual = float(np.sum((y - (intercept + slope * x)) ** 2))
+    total = float(np.sum((y - y.mean()) ** 2))
+    return 1.0 - residual / total if total > 0 else (1.0 if residual == 0 else 0.0)
 
 
 def fid_bootstrap(generated: np.ndarray, frechet: FastFrechet, replicates: int, seed: int) -> np.ndarray:
@@ -107,11 +136,38 @@ def fid_caveats(
         )
     if curve is None:
         notes.append(f"No FID-infinity estimate: it needs N >= {MIN_CURVE_N} generated images.")
+    elif curve.problems():
+        notes.append(
+            f"FID-infinity estimate {curve.intercept:.4g} cannot be trusted: {'; '.join(curve.problems())}. "
+            "Do not quote it; evaluate more samples."
+        )
     else:
         notes.append(
             f"FID-infinity estimate {curve.intercept:.4g} (intercept of FID vs 1/N over {len(curve.sizes)} "
             f"subset sizes {curve.sizes[0]}..{curve.sizes[-1]}, Chong & Forsyth 2020); an extrapolation "
             f"that removes only the generated-side bias (the reference stays at M = {m})."
+        )
+    return notes
+
+
+def bootstrap_caveats(
+    metric: str, replicates: int, estimate: float, interval: tuple[float, float] | None
+) -> list[str]:
+    """Warnings for an interval from too few bootstrap replicates, or one that misses its own estimate."""
+    if interval is None:
+        return []
+    notes = []
+    if replicates < MIN_BOOTSTRAP:
+        notes.append(
+            f"Only {replicates} bootstrap replicates: the {metric} 95% interval rests on "
+            f"{replicates * 0.025:.1f} replicates per tail and is rough; "
+            f"use --bootstrap {MIN_BOOTSTRAP} or more."
+        )
+    if not interval[0] <= estimate <= interval[1]:
+        notes.append(
+            f"The {metric} estimate {estimate:.4g} lies outside its own 95% interval "
+            f"[{interval[0]:.4g}, {interval[1]:.4g}]: the interval is not usable "
+            f"(too few replicates or a skewed statistic); rerun with --bootstrap {MIN_BOOTSTRAP * 5}."
         )
     return notes
 

@@ -1,14 +1,15 @@
-"""``diffkit report``: one index page over every report in a folder."""
+"""``diffkit report``: one index page over every report in a folder, and one page per dataset + run."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from diffkit.atomic import atomic_write_text, check_writable_dir
 from diffkit.console import CommandResult, printable, shown
 from diffkit.errors import DiffkitError
-from diffkit.report.render import render_index
+from diffkit.report.render import render_index, write_run_pages
+from diffkit.report.sidecars import folder_key
 
 
 @dataclass(frozen=True)
@@ -20,12 +21,28 @@ class IndexConfig:
 class IndexResult(CommandResult):
     index: Path
     n_reports: int
+    run_pages: list[Path] = field(default_factory=list)
+    # each run page's run folder, as one comparable string (sidecars.folder_key), for page_for_run
+    run_keys: dict[str, Path] = field(default_factory=dict, repr=False)
+
+    def page_for_run(self, run_dir: Path) -> Path | None:
+        """The page of the run in ``run_dir`` (a path as the commands were given it), if one was written."""
+        return self.run_keys.get(folder_key(str(run_dir), self.index.resolve().parent.parent))
 
     def report_paths(self) -> list[Path]:
-        return [self.index]
+        return [self.index, *self.run_pages]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "index": str(self.index),
+            "n_reports": self.n_reports,
+            "run_pages": [str(p) for p in self.run_pages],
+        }
 
     def summary_lines(self) -> list[str]:
-        return [f"{self.n_reports} reports listed in [bold]{shown(self.index)}[/]"]
+        lines = [f"{self.n_reports} reports listed in [bold]{shown(self.index)}[/]"]
+        lines += [f"run page: {shown(page)}" for page in self.run_pages]
+        return lines
 
 
 def build_index(config: IndexConfig) -> IndexResult:
@@ -35,6 +52,9 @@ def build_index(config: IndexConfig) -> IndexResult:
     index_path = config.reports_dir / "index.html"
     if index_path.is_symlink():  # never write through a link to somewhere else
         raise DiffkitError(f"{index_path} is a symlink; remove it and rerun")
-    html, n_reports = render_index(config.reports_dir)
+    pages = write_run_pages(config.reports_dir)
+    html, n_reports = render_index(config.reports_dir, pages)
     atomic_write_text(index_path, printable(html), durable=False)
-    return IndexResult(index=index_path, n_reports=n_reports)
+    base = config.reports_dir.resolve().parent
+    run_keys = {folder_key(page.group.run, base): page.html for page in pages if page.group.run}
+    return IndexResult(index_path, n_reports, [page.html for page in pages], run_keys)

@@ -38,6 +38,8 @@ class Report:
     summary: dict[str, Any] = field(default_factory=dict)
     sections: list[Section] = field(default_factory=list)
     data: Any = None
+    # One sentence for the index and the run page, e.g. "FID@100 31,727.1 (reference 300, ...)".
+    headline: str = ""
 
 
 @dataclass(frozen=True)

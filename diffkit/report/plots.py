@@ -5,7 +5,30 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from matplotlib import ticker
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+# Wide and short: a plot spans its report card (drawn ~1,060 px wide, see render.PLOT_WIDTH_PX).
+PLOT_SIZE = (10.0, 3.4)
+
+
+def plain_number(value: float) -> str:
+    """A tick label as a reader writes it: 0.26, 3, 1500 (never 2.6×10⁻¹ or 3e-01)."""
+    return f"{value:.3g}" if 1e-4 <= abs(value) < 1e6 or value == 0 else f"{value:.2g}"
+
+
+class _PlainLogFormatter(ticker.LogFormatter):
+    """Matplotlib's choice of which log ticks get a label, written as plain numbers."""
+
+    def _num_to_string(self, x: float, vmin: float, vmax: float) -> str:
+        return plain_number(x)
+
+
+def use_plain_log_ticks(axes: Axes) -> None:
+    """Log y axis labelled 0.2, 0.3, 0.5 rather than in scientific notation (labels minor ticks too)."""
+    axes.yaxis.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False))
+    axes.yaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
 
 
 def line_plot(
@@ -14,7 +37,7 @@ def line_plot(
     ylabel: str,
     title: str = "",
     logy: bool = False,
-    size: tuple[float, float] = (6.4, 3.4),
+    size: tuple[float, float] = PLOT_SIZE,
 ) -> Figure:
     figure = Figure(figsize=size)
     axes = figure.add_subplot()
@@ -26,6 +49,7 @@ def line_plot(
         axes.set_title(title)
     if logy:
         axes.set_yscale("log")
+        use_plain_log_ticks(axes)
     if len(series) > 1:
         axes.legend()
     axes.grid(alpha=0.3)
@@ -39,7 +63,7 @@ def histogram(
     title: str = "",
     marker: float | None = None,
     marker_label: str = "",
-    size: tuple[float, float] = (6.4, 3.4),
+    size: tuple[float, float] = PLOT_SIZE,
 ) -> Figure:
     """A histogram, optionally with a vertical marker (a threshold, a reference value)."""
     figure = Figure(figsize=size)
@@ -58,7 +82,7 @@ def histogram(
 
 
 def bar_chart(counts: Mapping[str, float], ylabel: str, title: str = "") -> Figure:
-    figure = Figure(figsize=(6.4, 3.4))
+    figure = Figure(figsize=PLOT_SIZE)
     axes = figure.add_subplot()
     labels = list(counts)
     axes.bar(labels, [counts[label] for label in labels], color="#4b6fd6")

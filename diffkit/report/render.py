@@ -11,7 +11,9 @@ import io
 import json
 import math
 import platform
+import re
 import urllib.parse
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,8 +25,17 @@ from diffkit import __version__
 from diffkit.atomic import atomic_write_text
 from diffkit.console import printable, to_jsonable
 from diffkit.report.model import Report, ReportImage, ReportPaths, Section
+from diffkit.report.runpage import (
+    RUN_PAGE_COMMAND,
+    STAGES,
+    RunGroup,
+    group_runs,
+    run_headline,
+    run_title,
+    stage_view,
+)
+from diffkit.report.sidecars import SCHEMA, load_sidecars
 
-SCHEMA = "diffkit.report/1"
 DEFAULT_REPORTS_DIR = Path("reports")
 
 _env = jinja2.Environment(
@@ -37,7 +48,12 @@ _env = jinja2.Environment(
 
 
 def format_value(value: Any) -> str:
-    """Human form of a number: 4 significant digits for small floats, thousands separators for ints."""
+    """Human form of a number, the same rule everywhere: 4 significant digits, thousands separators.
+
+    Floats of 1,000 and above keep one decimal (``31,727.1``); below that 4 significant digits
+    (``21.26``, ``0.07692``), with an exponent only outside 1e-3 .. 1e7. The exact value stays in
+    the JSON sidecar and in each cell's ``data-value``.
+    """
     if isinstance(value, bool) or value is None:
         return "—" if value is None else str(value).lower()
     if isinstance(value, int):
@@ -47,11 +63,58 @@ def format_value(value: Any) -> str:
             return str(value)
         if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e7):
             return f"{value:.4g}"
-        return f"{value:,.4f}".rstrip("0").rstrip(".") if abs(value) < 1000 else f"{value:,.1f}"
+        return f"{value:,.1f}" if abs(value) >= 1000 else f"{value:.4g}"
     return str(value)
 
 
+# Words a snake_case key spells differently as a label.
+_LABEL_WORDS = {
+    "n": "N",
+    "fid": "FID",
+    "kid": "KID",
+    "is": "IS",
+    "ema": "EMA",
+    "lr": "LR",
+    "url": "URL",
+    "id": "ID",
+    "amp": "AMP",
+    "gpu": "GPU",
+    "cpu": "CPU",
+    "sha256": "SHA-256",
+    "ci95": "95% CI",
+    "kimg": "kimg",
+    "px": "px",
+}
+_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[_.][A-Za-z0-9]+)*")
+_LOWER_PROSE = re.compile(r"[a-z][a-z0-9 /%()-]*")
+
+
+def label(key: Any) -> Any:
+    """``batch_size`` -> ``Batch size``, ``model.channel_mult`` -> ``Model · channel mult``.
+
+    Only identifiers change: a heading that is already prose (``kept this run``, ``FID@16``) or
+    any other text is returned as it is. The raw key stays in the JSON sidecar.
+    """
+    if not isinstance(key, str) or key.isupper():
+        return key
+    if not _IDENTIFIER.fullmatch(key):
+        return key[0].upper() + key[1:] if _LOWER_PROSE.fullmatch(key) else key
+    parts = []
+    for dotted in key.split("."):
+        words = [_LABEL_WORDS.get(word.lower(), word) for word in dotted.split("_")]
+        parts.append(" ".join(words).replace(" per s", "/s"))
+    text = " · ".join(parts)
+    first = key.split("_")[0].split(".")[0].lower()
+    return text if first in _LABEL_WORDS else text[0].upper() + text[1:]
+
+
+# Columns whose cells are names of settings or fields: shown as labels, like the headers.
+LABEL_COLUMNS = frozenset({"option", "field", "key", "setting", "parameter"})
+
+
 _env.filters["fmt"] = format_value
+_env.filters["label"] = label
+_env.globals["label_columns"] = LABEL_COLUMNS
 _env.filters["tojson_attr"] = lambda value: json.dumps(to_jsonable(value))
 
 
@@ -68,18 +131,32 @@ def _data_uri(data: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
+# Plots are drawn about the width of a report's card, so that shown at 100% they are sharp.
+PLOT_WIDTH_PX = 1250  # before bbox "tight" trims the margins: ~1,060 px, a card at 1280 px
+
+
 def figure_to_data_uri(figure: Any) -> str:
+    """A plot as a PNG data URI, drawn ~PLOT_WIDTH_PX wide whatever its size in inches."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    dpi = min(200.0, max(72.0, PLOT_WIDTH_PX / figure.get_figwidth()))
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     return _data_uri(buffer.getvalue(), "image/png")
 
 
+_ANIMATED_MIME = {"GIF": "image/gif", "WEBP": "image/webp", "PNG": "image/png"}
+
+
 def image_to_data_uri(image: Image.Image | Path | str, max_size: int = 1024) -> str:
-    """Embed an image; larger ones are shrunk to ``max_size`` so a contact sheet stays small."""
+    """Embed an image; larger ones are shrunk to ``max_size`` so a contact sheet stays small.
+
+    An animated file (GIF, WebP, APNG) is embedded byte for byte so that it plays in the page.
+    """
     if isinstance(image, Image.Image):
         picture = image.convert("RGB")
     else:
         with Image.open(image) as opened:
+            if getattr(opened, "is_animated", False) and opened.format in _ANIMATED_MIME:
+                return _data_uri(Path(image).read_bytes(), _ANIMATED_MIME[opened.format])
             picture = opened.convert("RGB")
     if max(picture.size) > max_size:
         picture.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)
@@ -138,6 +215,7 @@ def report_json(report: Report, meta: dict[str, str]) -> dict[str, Any]:
         "title": report.title,
         "command": report.command,
         **meta,
+        "headline": report.headline,
         "summary": to_jsonable(report.summary),
         "sections": [
             {"heading": s.heading, "text": s.text, "badges": s.badges, "table": to_jsonable(s.table)}
@@ -157,6 +235,7 @@ def write_report(report: Report, path: Path | str | None = None) -> ReportPaths:
     html = _env.get_template("report.html").render(
         title=report.title,
         command=report.command,
+        headline=report.headline,
         meta=meta,
         json_name=printable(json_path.name),
         json_href=relative_href(json_path.name),
@@ -169,36 +248,96 @@ def write_report(report: Report, path: Path | str | None = None) -> ReportPaths:
     return ReportPaths(html=html_path, json=json_path)
 
 
-def render_index(reports_dir: Path) -> tuple[str, int]:
-    """HTML listing every report sidecar in ``reports_dir``, newest first, and how many it lists."""
-    entries = []
-    for json_path in sorted(reports_dir.glob("*.json")):
-        html_path = json_path.with_suffix(".html")
-        if json_path.is_symlink() or html_path.is_symlink() or not html_path.is_file():
-            continue  # only pages that live in this folder are listed
-        try:
-            sidecar = json.loads(json_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if not isinstance(sidecar, dict) or sidecar.get("schema") != SCHEMA:
-            continue
-        summary = sidecar.get("summary") or {}
-        entries.append(
-            {
-                "created": sidecar.get("created", ""),
-                "command": sidecar.get("command", ""),
-                "title": sidecar.get("title", json_path.stem),
-                "href": relative_href(html_path.name),
-                "headline": list(summary.items())[:6],
-            }
-        )
-    entries.sort(key=lambda entry: entry["created"], reverse=True)
+def render_index(reports_dir: Path, run_pages: list[RunPage] | None = None) -> tuple[str, int]:
+    """HTML listing every run page and every report in ``reports_dir``, newest first; how many reports."""
+    entries = [
+        {
+            "created": sidecar.created,
+            "command": sidecar.command,
+            "title": sidecar.title,
+            "href": relative_href(sidecar.html_path.name),
+            "headline_text": sidecar.headline,
+            "headline": list(sidecar.summary.items())[:6],
+        }
+        for sidecar in load_sidecars(reports_dir)
+        if sidecar.command != RUN_PAGE_COMMAND
+    ]
+    runs = [
+        {
+            "href": relative_href(page.html.name),
+            "run": page.group.run,
+            "dataset": page.group.dataset,
+            "commands": page.group.commands(),
+            "headline": page.headline,
+        }
+        for page in run_pages or []
+    ]
     html = _env.get_template("index.html").render(
-        title=f"diffkit reports in {reports_dir}",
+        title=f"diffkit reports in {printable(reports_dir)}",
         command="report",
         meta=_metadata(),
         json_name="",
         json_href="",
         entries=entries,
+        runs=runs,
     )
     return html, len(entries)
+
+
+@dataclass(frozen=True)
+class RunPage:
+    group: RunGroup
+    html: Path
+    json: Path
+    headline: str
+
+
+def write_run_pages(reports_dir: Path) -> list[RunPage]:
+    """One page (plus its sidecar) per dataset + run found in the folder's reports; see runpage.py."""
+    sidecars = load_sidecars(reports_dir)
+    pages = []
+    for group in group_runs(sidecars, reports_dir.resolve().parent):
+        html_path = reports_dir / group.page_name()
+        if html_path.is_symlink() or html_path.with_suffix(".json").is_symlink():
+            continue  # never write through a link to somewhere else
+        pages.append(_write_run_page(group, html_path))
+    return pages
+
+
+def _write_run_page(group: RunGroup, html_path: Path) -> RunPage:
+    json_path = html_path.with_suffix(".json")
+    stages = [stage_view(command, group.reports[command], relative_href) for command in group.commands()]
+    newest = {stage["command"]: stage["href"] for stage in stages}
+    chain = [{"command": command, "href": newest.get(command)} for command in STAGES]
+    headline = run_headline(group)
+    meta = _metadata()
+    title = run_title(group)
+    html = _env.get_template("run.html").render(
+        title=title,
+        command=RUN_PAGE_COMMAND,
+        meta=meta,
+        json_name=printable(json_path.name),
+        json_href=relative_href(json_path.name),
+        headline=headline,
+        dataset=group.dataset,
+        run=group.run,
+        chain=chain,
+        stages=stages,
+    )
+    sidecar = {
+        "schema": SCHEMA,
+        "title": title,
+        "command": RUN_PAGE_COMMAND,
+        **meta,
+        "headline": headline,
+        "summary": {"dataset": group.dataset, "run": group.run, "stages": " → ".join(group.commands())},
+        "sections": [],
+        "data": {
+            "dataset": group.dataset,
+            "run": group.run,
+            "reports": {c: [s.html_path.name for s in group.reports[c]] for c in group.commands()},
+        },
+    }
+    atomic_write_text(json_path, json.dumps(to_jsonable(sidecar), indent=2) + "\n", durable=False)
+    atomic_write_text(html_path, printable(html), durable=False)
+    return RunPage(group=group, html=html_path, json=json_path, headline=headline)

@@ -103,10 +103,33 @@ def latest_run_dir(runs_dir: Path, marker: str = STATE_FILE) -> Path | None:
 
 
 def run_config_payload(
-    *, train: dict[str, Any], model: dict[str, Any], diffusion: dict[str, Any], plan: dict[str, Any]
+    *,
+    train: dict[str, Any],
+    model: dict[str, Any],
+    diffusion: dict[str, Any],
+    plan: dict[str, Any],
+    labels: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The ``config.json`` of a run (also stored in every snapshot's metadata)."""
-    return {"format": RUN_FORMAT, "train": train, "model": model, "diffusion": diffusion, "plan": plan}
+    """The ``config.json`` of a run (also stored in every snapshot's metadata).
+
+    ``labels`` (class-conditional runs only): ``{"classes": [names], "source", "counts",
+    "label_dropout"}``; class ``i`` of the U-Net is ``classes[i]``, its null label is ``len(classes)``.
+    """
+    payload = {"format": RUN_FORMAT, "train": train, "model": model, "diffusion": diffusion, "plan": plan}
+    if labels is not None:
+        payload["labels"] = labels
+    return payload
+
+
+def class_names(payload: dict[str, Any]) -> list[str]:
+    """The class names of a run config (empty for an unconditional run); a damaged section is an error."""
+    labels = payload.get("labels")
+    if labels is None:
+        return []
+    names = labels.get("classes") if isinstance(labels, dict) else None
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise DiffkitError("the run config's labels section has no list of class names; it is damaged")
+    return names
 
 
 def write_run_config(run_dir: Path, payload: dict[str, Any]) -> Path:

@@ -22,7 +22,7 @@ from diffkit.atomic import atomic_write_bytes
 from diffkit.diffusion import PREDICTIONS, SCHEDULES, GaussianDiffusion
 from diffkit.errors import DiffkitError
 from diffkit.models import UNet, UNetConfig
-from diffkit.runs.folder import SNAPSHOT_NAME, read_run_config, snapshot_name
+from diffkit.runs.folder import SNAPSHOT_NAME, class_names, read_run_config, snapshot_name
 
 SNAPSHOT_FORMAT = "diffkit-ema-v1"
 # The schedule tables are allocated per timestep; a config asking for 10**12 of them is damaged.
@@ -129,6 +129,12 @@ def _model_config(snapshot: Path, payload: dict[str, Any]) -> UNetConfig:
         raise _damaged(snapshot, str(exc).rstrip(".")) from None
     if config.in_channels != 3 or config.output_channels != 3:
         raise _damaged(snapshot, "its model is not an RGB model (in and out channels must be 3)")
+    try:
+        names = class_names(payload)
+    except DiffkitError as exc:
+        raise _damaged(snapshot, str(exc).split(";")[0]) from None
+    if len(names) != config.num_classes:
+        raise _damaged(snapshot, f"it names {len(names)} classes but its model has {config.num_classes}")
     return config
 
 

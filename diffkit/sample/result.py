@@ -20,10 +20,21 @@ class SampleResult(CommandResult):
     files: list[str]
     grid: Path | None
     seconds: float
+    label: str | None = None
+    guidance: float | None = None
+    animation: Path | None = None
+    report: Path | None = None
 
     @property
     def img_per_s(self) -> float:
         return self.n / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def seconds_per_image(self) -> float:
+        return self.seconds / self.n if self.n else 0.0
+
+    def report_paths(self) -> list[Path]:
+        return [self.report] if self.report is not None else []
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -33,10 +44,15 @@ class SampleResult(CommandResult):
             "sampler": self.sampler,
             "steps": self.steps,
             "seed": self.seed,
+            "label": self.label,
+            "guidance": self.guidance,
             "files": self.files,
             "grid": str(self.grid) if self.grid else None,
+            "animation": str(self.animation) if self.animation else None,
+            "report": str(self.report) if self.report else None,
             "seconds": self.seconds,
             "img_per_s": self.img_per_s,
+            "seconds_per_image": self.seconds_per_image,
         }
 
     def summary_lines(self) -> list[str]:
@@ -47,6 +63,12 @@ class SampleResult(CommandResult):
             f"snapshot: {shown(self.snapshot)}",
             f"time: {self.seconds:.1f} s ({self.img_per_s:.2f} img/s)",
         ]
+        if self.label is not None:
+            lines.insert(2, f"label: {shown(self.label)}, guidance {self.guidance:g}")
         if self.grid:
             lines.append(f"grid: {shown(self.grid)}")
+        if self.animation:
+            lines.append(f"animation: {shown(self.animation)}")
+        if self.report:
+            lines.append(f"report: {shown(self.report)}")
         return lines

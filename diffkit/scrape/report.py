@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from PIL import Image
 
-from diffkit.report import ReportImage, ReportPaths, Section, line_plot, write_report
+from diffkit.report import ReportImage, ReportPaths, Section, format_value, line_plot, write_report
 from diffkit.report.model import Report
 from diffkit.scrape.result import ScrapeResult
 from diffkit.scrape.storage import Store
@@ -49,6 +50,44 @@ def reason_table(this_run: dict[str, int], all_runs: dict[str, int]) -> list[dic
     ]
 
 
+def pool_range(estimate: float, duplicates: int) -> tuple[float, float] | None:
+    """A rough 95% range of the capture-recapture estimate: the duplicate count taken as Poisson.
+
+    The estimate is inversely proportional to the number of duplicates seen, so the range of that
+    count (d ± 1.96 √d) maps to the range of the estimate; with fewer than 4 duplicates it is unbounded.
+    """
+    spread = 1.96 * math.sqrt(duplicates)
+    if duplicates - spread <= 0:
+        return None
+    return estimate * duplicates / (duplicates + spread), estimate * duplicates / (duplicates - spread)
+
+
+def pool_section(result: ScrapeResult) -> Section:
+    """The capture-recapture estimate of how many distinct images the source can serve."""
+    duplicates = result.duplicates_exact + result.duplicates_near
+    valid = result.kept_new + duplicates
+    if result.estimated_pool is None:
+        text = (
+            f"No duplicates among the {valid} valid images of this run, so no estimate yet: the source "
+            "holds many more distinct images than were fetched."
+        )
+        return Section(heading="Distinct images at the source (estimate)", text=text)
+    bounds = pool_range(result.estimated_pool, duplicates)
+    span = (
+        f" (rough 95% range {format_value(round(bounds[0]))} to {format_value(round(bounds[1]))})"
+        if bounds
+        else " (too few duplicates for a range)"
+    )
+    text = (
+        f"About {format_value(round(result.estimated_pool))} distinct images{span}: capture-recapture from "
+        f"{duplicates} duplicates among {valid} valid images of this run, on top of the "
+        f"{result.kept_total - result.kept_new} kept before it. It assumes the source draws uniformly "
+        "from a fixed pool; a scrape asking for more images than the pool holds will mostly get duplicates."
+    )
+    badges = ["rough: fewer than 10 duplicates"] if duplicates < 10 else []
+    return Section(heading="Distinct images at the source (estimate)", text=text, badges=badges)
+
+
 def _thumbnail(path: Path) -> Image.Image:
     with Image.open(path) as image:
         image.draft("RGB", (THUMBNAIL_PX, THUMBNAIL_PX))
@@ -74,6 +113,7 @@ def write_scrape_report(
             heading="Rejections and duplicates by reason",
             table=table or [{"reason": "none", "this run": 0, "all runs": 0}],
         ),
+        pool_section(result),
         Section(
             heading="Throughput",
             figure=line_plot(
@@ -125,15 +165,24 @@ def write_scrape_report(
         "target": result.target,
         "kept this run": result.kept_new,
         "requests": result.requests,
-        "duplicate rate": result.duplicate_rate,
-        "requests/s": result.requests_per_s,
-        "kept/s": result.kept_per_s,
+        "duplicate rate": round(result.duplicate_rate, 4),
+        "requests/s": round(result.requests_per_s, 2),
+        "kept/s": round(result.kept_per_s, 2),
         "rejected": sum(result.rejections.values()),
+        "distinct images at the source (estimate)": (
+            None if result.estimated_pool is None else round(result.estimated_pool)
+        ),
         "stopped": result.stopped,
         "url": result.url,
     }
+    pool = (
+        ""
+        if result.estimated_pool is None
+        else f"; the source holds ≈ {round(result.estimated_pool):,} images"
+    )
     report = Report(
         title=f"Scrape {result.out}",
+        headline=f"kept {result.kept_total:,}/{result.target:,} images, {result.requests:,} requests{pool}",
         command="scrape",
         summary=summary,
         sections=sections,

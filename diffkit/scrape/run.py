@@ -204,8 +204,8 @@ class _Scrape:
         if image.sha256 in store.index.sha256:
             duplicate: str | None = DUPLICATE_EXACT
         else:
-            distance = store.index.nearest_distance(image.phash)
-            near = distance is not None and distance <= self.config.near_dup_threshold
+            # The same two-stage test as diffkit dedupe: hash candidates, then the thumbnail check.
+            near = store.index.near_duplicate(image.phash, image.data, self.config.near_dup_threshold)
             duplicate = DUPLICATE_NEAR if near else None
         if duplicate is not None:
             store.count(duplicate)

@@ -42,6 +42,12 @@ from diffkit.dataset.manifest import (
     row_problem,
     utc_now,
 )
+from diffkit.dataset.verify import (
+    DEFAULT_MIN_SIMILARITY,
+    HASH_ONLY_BITS,
+    open_for_hash_and_thumbnail,
+    similarity,
+)
 from diffkit.errors import DiffkitError
 from diffkit.safepath import is_real_file, unsafe_reason
 from diffkit.scrape.validate import HASH_DECODE, Rejection, ValidImage, decode_image
@@ -53,30 +59,73 @@ _POPCOUNT = np.array([bin(value).count("1") for value in range(256)], dtype=np.u
 
 
 class KeptIndex:
-    """Everything kept so far, for inline de-duplication: sha256 set and a growing uint64 pHash array."""
+    """Everything kept so far, for inline de-duplication: sha256 set and a growing uint64 pHash array,
+    plus where each kept file lies, for the second stage.
+
+    The test is dedupe's (:mod:`diffkit.dataset.verify`): kept images within ``threshold`` bits are
+    candidates, and a candidate is the same picture only when the thumbnails' similarity reaches
+    ``min_similarity``. Thumbnails of kept files are decoded when first needed (few images are ever
+    candidates) and remembered; a kept image whose file is gone (removed by ``diffkit dedupe``) is judged
+    by its hash alone at the strict ``HASH_ONLY_BITS``."""
 
     def __init__(self) -> None:
         self.sha256: set[str] = set()
         self._hashes = np.zeros(1024, dtype=np.uint64)
         self._count = 0
+        self._paths: list[Path | None] = []
+        self._thumbs: dict[int, bytes | None] = {}
 
     def __len__(self) -> int:
         return self._count
 
-    def add(self, sha256: str, phash: int) -> None:
+    def add(self, sha256: str, phash: int, path: Path | None = None, thumb: bytes | None = None) -> None:
         if self._count == len(self._hashes):
             self._hashes = np.concatenate([self._hashes, np.zeros_like(self._hashes)])
         self._hashes[self._count] = np.uint64(phash)
+        self._paths.append(path)
+        if thumb is not None:
+            self._thumbs[self._count] = thumb
         self._count += 1
         self.sha256.add(sha256)
+
+    def _distances(self, phash: int) -> np.ndarray:
+        xor = np.bitwise_xor(self._hashes[: self._count], np.uint64(phash))
+        return _POPCOUNT[xor.view(np.uint8)].reshape(self._count, 8).sum(axis=1, dtype=np.uint16)
 
     def nearest_distance(self, phash: int) -> int | None:
         """Smallest Hamming distance from ``phash`` to any kept hash (None when nothing is kept)."""
         if self._count == 0:
             return None
-        xor = np.bitwise_xor(self._hashes[: self._count], np.uint64(phash))
-        bits = _POPCOUNT[xor.view(np.uint8)].reshape(self._count, 8).sum(axis=1, dtype=np.uint16)
-        return int(bits.min())
+        return int(self._distances(phash).min())
+
+    def _thumb(self, k: int) -> bytes | None:
+        if k not in self._thumbs:
+            path = self._paths[k]
+            try:
+                self._thumbs[k] = None if path is None else open_for_hash_and_thumbnail(path.read_bytes())[1]
+            except Exception:  # gone or unreadable: judged by the hash alone
+                self._thumbs[k] = None
+        return self._thumbs[k]
+
+    def near_duplicate(
+        self, phash: int, data: bytes, threshold: int, min_similarity: float = DEFAULT_MIN_SIMILARITY
+    ) -> bool:
+        """Whether image ``data`` (pHash ``phash``) is a near copy of a kept image, by the two stages."""
+        if self._count == 0:
+            return False
+        distances = self._distances(phash)
+        candidates = np.flatnonzero(distances <= threshold)
+        if candidates.size == 0:
+            return False
+        thumb = open_for_hash_and_thumbnail(data)[1]
+        for k in candidates[np.argsort(distances[candidates], kind="stable")].tolist():
+            kept = self._thumb(k)
+            if kept is None:
+                if distances[k] <= min(threshold, HASH_ONLY_BITS):
+                    return True
+            elif similarity(thumb, kept) >= min_similarity:
+                return True
+        return False
 
 
 def storage_error(root: Path, exc: OSError | sqlite3.Error) -> DiffkitError:
@@ -194,8 +243,9 @@ class Store:
     def load_index(self) -> None:
         """Kept images, plus those ``diffkit dedupe`` removed as duplicates: never fetch them again."""
         self.index = KeptIndex()
+        files = {sha256: self.root / file_name for sha256, file_name, _ in self.manifest.file_rows()}
         for sha256, phash in self.manifest.known_hashes():
-            self.index.add(sha256, phash)
+            self.index.add(sha256, phash, _inside(self.root, files.get(sha256)))
 
     # -- writes ----------------------------------------------------------------------------------
     def add(self, image: ValidImage, url: str | None, fetched_at: str | None = None) -> str:
@@ -230,7 +280,7 @@ class Store:
         self.manifest.insert_image(
             image.sha256, file_name, image.phash, size, len(image.data), url, fetched_at
         )
-        self.index.add(image.sha256, image.phash)
+        self.index.add(image.sha256, image.phash, _inside(self.root, self.root / file_name))
 
     def count(self, reason: str, amount: int = 1) -> None:
         with self._writing():
@@ -313,15 +363,17 @@ class Store:
             and checked.extension == match.group(2)
             and checked.sha256 not in self.index.sha256
         )
-        if good and not isinstance(checked, Rejection):
-            distance = self.index.nearest_distance(checked.phash)
-            if distance is None or distance > threshold:
-                fetched_at = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(
-                    timespec="milliseconds"
-                )
-                self._insert(checked, path.relative_to(self.root).as_posix(), None, fetched_at)
-                report.files_adopted += 1
-                return
+        if (
+            good
+            and not isinstance(checked, Rejection)
+            and not self.index.near_duplicate(checked.phash, data, threshold)
+        ):
+            fetched_at = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(
+                timespec="milliseconds"
+            )
+            self._insert(checked, path.relative_to(self.root).as_posix(), None, fetched_at)
+            report.files_adopted += 1
+            return
         path.unlink()
         report.files_removed += 1
 
@@ -332,3 +384,14 @@ def _entries(folder: Path) -> list[os.DirEntry[str]]:
         return []
     with os.scandir(folder) as scan:
         return sorted(scan, key=lambda entry: entry.name)
+
+
+def _inside(root: Path, path: Path | None) -> Path | None:
+    """``path`` when it is a regular file reached without symlinks inside ``root`` (else never read)."""
+    if path is None:
+        return None
+    try:
+        relative = path.relative_to(root).as_posix()
+    except ValueError:
+        return None
+    return path if unsafe_reason(root, relative) is None else None

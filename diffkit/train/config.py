@@ -17,6 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from diffkit.data.labels import LabelsMode
 from diffkit.device import PRECISIONS, device_choices, is_device_name
 from diffkit.diffusion import PREDICTIONS, SCHEDULES
 from diffkit.errors import DiffkitError
@@ -67,6 +68,12 @@ class TrainConfig:
     min_snr_gamma: float | None = 5.0
     timesteps: int = 1000
     hflip: bool = True
+    # Class labels (subfolders or a metadata.jsonl label column): "auto" uses them when the data has
+    # them, "none" trains unconditionally. Each label is replaced by the null label with probability
+    # label_dropout, which trains the unconditional model classifier-free guidance needs (Ho & Salimans
+    # 2022: 0.1-0.2 works best).
+    labels: str = "auto"
+    label_dropout: float = 0.1
     precision: str = "auto"
     compile: bool = False
     channels_last: bool | None = None  # None: on CUDA only (on CPU it made bf16 steps 1.6x slower)
@@ -91,7 +98,7 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value))
-        for name in ("preset", "schedule", "prediction", "precision"):
+        for name in ("preset", "schedule", "prediction", "precision", "labels"):
             object.__setattr__(self, name, plain(getattr(self, name)))
         self.validate()  # a bad option fails when the config is made, before any file is touched
 
@@ -114,6 +121,7 @@ class TrainConfig:
             "schedule": SCHEDULES,
             "prediction": PREDICTIONS,
             "precision": PRECISIONS,
+            "labels": tuple(mode.value for mode in LabelsMode),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -129,6 +137,8 @@ class TrainConfig:
             or self.max_bad_steps < 1
         ):
             problems.append("sample_grid, sample_steps, log_every_steps and max_bad_steps must be >= 1")
+        if not 0.0 <= self.label_dropout < 1.0:  # also refuses NaN
+            problems.append(f"--label-dropout must be in [0, 1) (got {self.label_dropout})")
         if self.ema_halflife_kimg <= 0:
             problems.append("ema_halflife_kimg must be positive")
         if problems:

@@ -18,7 +18,7 @@ import torch
 
 from diffkit import runs
 from diffkit.console import Bar, err_console, shown
-from diffkit.data import DeviceBatcher
+from diffkit.data import DatasetLabels, DeviceBatcher
 from diffkit.device import Precision
 from diffkit.diffusion import GaussianDiffusion
 from diffkit.errors import DiffkitError
@@ -55,6 +55,17 @@ def _crossed(every_nimg: int, nimg: int, batch: int) -> bool:
     return every_nimg > 0 and nimg // every_nimg > (nimg - batch) // every_nimg
 
 
+def _drop_labels(
+    labels: torch.Tensor | None, dropout: float, model: UNet, generator: torch.Generator
+) -> torch.Tensor | None:
+    """Each label becomes the null label with probability ``dropout`` (coins from the loss generator,
+    whose state is in the resume state, so a resumed labelled run stays bit-exact)."""
+    if labels is None or dropout <= 0:
+        return labels
+    coins = torch.rand(labels.shape, generator=generator, device=generator.device).to(labels.device)
+    return torch.where(coins < dropout, torch.full_like(labels, model.config.num_classes), labels)
+
+
 def train_loop(
     config: TrainConfig,
     plan: TrainPlan,
@@ -66,6 +77,7 @@ def train_loop(
     run_dir: Path,
     result: TrainResult,
     state: dict[str, Any] | None,
+    labels: DatasetLabels | None = None,
 ) -> TrainResult:
     channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -82,7 +94,13 @@ def train_loop(
         config.schedule, config.prediction, config.timesteps, config.min_snr_gamma
     )
     batcher = DeviceBatcher(
-        dataset, plan.micro_batch, device, config.seed, hflip=config.hflip, channels_last=channels_last
+        dataset,
+        plan.micro_batch,
+        device,
+        config.seed,
+        hflip=config.hflip,
+        channels_last=channels_last,
+        labels=None if labels is None else labels.indices,
     )
     loss_generator = torch.Generator(device=device).manual_seed(config.seed + LOSS_SEED_OFFSET)
     guard = NonFiniteGuard(config.max_bad_steps, tolerate_inf_grads=precision.name == "fp16")
@@ -171,9 +189,10 @@ def train_loop(
             optimizer.zero_grad(set_to_none=True)
             loss_sum = torch.zeros((), device=device)
             for _ in range(config.grad_accum):
-                x0 = batcher.next()
+                x0, batch_labels = batcher.next_batch()
+                batch_labels = _drop_labels(batch_labels, config.label_dropout, model, loss_generator)
                 with precision.autocast():
-                    loss = diffusion.loss(train_model, x0, loss_generator)
+                    loss = diffusion.loss(train_model, x0, loss_generator, batch_labels)
                 precision.scaler.scale(loss / config.grad_accum).backward()
                 loss_sum += loss.detach()
             precision.scaler.unscale_(optimizer)
@@ -227,6 +246,6 @@ def train_loop(
     progression = run_dir / runs.PROGRESSION_FILE
     result.progression = progression if progression.exists() else None
     if config.report:
-        result.report = write_train_report(run_dir, result, payload).html
+        result.report = write_train_report(run_dir, result, payload, dataset.images, diffusion).html
     result.files = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("."))
     return result

@@ -1,4 +1,9 @@
-"""The HTML training report: loss curve, throughput, sample progression and the resolved config."""
+"""The HTML training report: loss curve, throughput, samples, the forward process and the resolved config.
+
+Two pictures help a first-time reader judge the samples: a forward-diffusion strip (real training
+images noised to several t: what the model learns to undo), and, while the EMA samples are still
+noise, a "too early to judge" note instead of a verdict.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +11,86 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from PIL import Image
 
+from diffkit.diffusion import GaussianDiffusion
 from diffkit.report import Report, ReportImage, ReportPaths, Section, line_plot, write_report
+from diffkit.report.grid import PADDING, make_grid, to_uint8
 from diffkit.runs import STATS_FILE, list_grids
 from diffkit.train.monitor import read_stats
 from diffkit.train.result import TrainResult
 
 # Grids of 16-64 px samples are tiny on screen; scale them up (nearest: no smoothing) to about this width.
 DISPLAY_WIDTH = 768
+STRIP_IMAGES = 4  # training images in the forward-diffusion strip
+STRIP_FRACTIONS = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)  # of the way through the schedule
+STRIP_SEED = 0
+# Samples whose neighbouring pixels differ this much more than the training images' are still noise.
+NOISE_FACTOR, NOISE_MARGIN = 2.0, 20.0
 
 
-def _enlarged(path: Path) -> Image.Image:
+def forward_strip(images: np.ndarray, diffusion: GaussianDiffusion) -> tuple[Image.Image, list[int]]:
+    """Rows: up to STRIP_IMAGES training images (spread over the set); columns: x_t at several t.
+
+    One noise draw per image for all t, so a row shows one image sinking into the same noise.
+    """
+    picks = np.unique(np.linspace(0, len(images) - 1, min(len(images), STRIP_IMAGES)).round().astype(int))
+    x0 = torch.from_numpy(np.stack([np.asarray(images[i]) for i in picks])).permute(0, 3, 1, 2)
+    x0 = x0.float() / 127.5 - 1.0
+    last = diffusion.num_timesteps - 1
+    steps = [round(fraction * last) for fraction in STRIP_FRACTIONS]
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(STRIP_SEED))
+    columns = [diffusion.q_sample(x0, torch.full((len(x0),), t), noise) for t in steps]
+    tiles = torch.stack(columns, dim=1).flatten(0, 1)  # image-major: one row per image
+    return make_grid(to_uint8(tiles), columns=len(steps)), steps
+
+
+def roughness(images: np.ndarray) -> float:
+    """Mean absolute difference of horizontally neighbouring pixels, in grey levels (noise: ~100)."""
+    return float(np.abs(np.diff(images.astype(np.float32), axis=2)).mean())
+
+
+def grid_tiles(path: Path, resolution: int) -> np.ndarray:
+    """The images of a grid written by :func:`diffkit.report.grid.make_grid` (NHWC uint8)."""
     with Image.open(path) as image:
-        factor = max(1, DISPLAY_WIDTH // image.width)
-        size = (image.width * factor, image.height * factor)
-        return image.convert("RGB").resize(size, Image.Resampling.NEAREST)
+        pixels = np.asarray(image.convert("RGB"))
+    step = resolution + PADDING
+    rows, columns = (pixels.shape[0] - PADDING) // step, (pixels.shape[1] - PADDING) // step
+    return np.stack(
+        [
+            pixels[PADDING + r * step : PADDING + r * step + resolution, PADDING + c * step :][:, :resolution]
+            for r in range(rows)
+            for c in range(columns)
+        ]
+    )
+
+
+def too_early_note(samples: np.ndarray, real: np.ndarray, kimg: float) -> str | None:
+    """A note when the samples are still noise; None when they look like images (of any quality)."""
+    sample_rough, real_rough = roughness(samples), roughness(real)
+    if sample_rough <= max(NOISE_FACTOR * real_rough, real_rough + NOISE_MARGIN):
+        return None
+    return (
+        f"Too early to judge: after {kimg:.2f} kimg these samples are still mostly noise (neighbouring "
+        f"pixels differ by {sample_rough:.0f} grey levels on average, {real_rough:.0f} in the training "
+        "images). That is expected early in a run, not a sign of a bug: diffusion models first learn "
+        "colours and blobs, then shapes. Train longer (diffkit train --out RUN --resume --kimg MORE) "
+        "before judging."
+    )
+
+
+def _enlarged(picture: Path | Image.Image) -> Image.Image:
+    if isinstance(picture, Image.Image):
+        return _scaled(picture.convert("RGB"))
+    with Image.open(picture) as image:
+        return _scaled(image.convert("RGB"))
+
+
+def _scaled(image: Image.Image) -> Image.Image:
+    factor = max(1, DISPLAY_WIDTH // image.width)
+    return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
 
 
 def _series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
@@ -29,7 +98,62 @@ def _series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def write_train_report(run_dir: Path, result: TrainResult, payload: dict[str, Any]) -> ReportPaths:
+def _samples_section(
+    run_dir: Path, result: TrainResult, real: np.ndarray | None, resolution: int
+) -> Section | None:
+    images, note = [], None
+    if result.progression is not None:
+        caption = "Fixed-noise EMA samples over training (rows: kimg)"
+        images.append(ReportImage(_enlarged(result.progression), caption))
+    grids = list_grids(run_dir)
+    if grids:
+        nimg, path = grids[-1]
+        images.append(ReportImage(_enlarged(path), f"EMA samples at {nimg / 1000:.2f} kimg (DDIM)"))
+        if real is not None and len(real):
+            note = too_early_note(grid_tiles(path, resolution), np.asarray(real[:64]), nimg / 1000)
+    if not images:
+        return None
+    badges = ["too early to judge"] if note else []
+    return Section(heading="Samples", text=note or "", badges=badges, images=images)
+
+
+def _forward_section(real: np.ndarray, diffusion: GaussianDiffusion) -> Section:
+    strip, steps = forward_strip(real, diffusion)
+    text = (
+        "What the model learns to undo: training images noised by the forward process "
+        "x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, one noise draw per row, at "
+        + ", ".join(f"t = {t}" for t in steps)
+        + f" (of {diffusion.num_timesteps}). Sampling runs these columns right to left."
+    )
+    return Section(heading="Forward diffusion", text=text, images=[ReportImage(_enlarged(strip), "")])
+
+
+def _labels_section(payload: dict[str, Any]) -> Section | None:
+    labels = payload.get("labels")
+    if not isinstance(labels, dict):
+        return None
+    counts = labels.get("counts") or {}
+    rows = [
+        {"class": index, "name": name, "images": counts.get(name)}
+        for index, name in enumerate(labels.get("classes", []))
+    ]
+    text = (
+        f"Class-conditional: labels from {labels.get('source')}, each replaced by the null label with "
+        f"probability {labels.get('label_dropout')} during training (for classifier-free guidance). "
+        "The fixed-noise grids above are unconditional (null label); diffkit sample --label NAME "
+        "--guidance W draws one class."
+    )
+    return Section(heading="Labels", text=text, table=rows)
+
+
+def write_train_report(
+    run_dir: Path,
+    result: TrainResult,
+    payload: dict[str, Any],
+    real: np.ndarray | None = None,
+    diffusion: GaussianDiffusion | None = None,
+) -> ReportPaths:
+    """``real``: the training images (NHWC uint8; a few are shown noised, and judge the samples)."""
     records = read_stats(run_dir / STATS_FILE)
     sections: list[Section] = []
     if records:
@@ -49,16 +173,14 @@ def write_train_report(run_dir: Path, result: TrainResult, payload: dict[str, An
                 figure=line_plot({"img/s": _series(records, "img_per_s")}, "kimg", "img/s"),
             )
         )
-    images = []
-    if result.progression is not None:
-        caption = "Fixed-noise EMA samples over training (rows: kimg)"
-        images.append(ReportImage(_enlarged(result.progression), caption))
-    grids = list_grids(run_dir)
-    if grids:
-        nimg, path = grids[-1]
-        images.append(ReportImage(_enlarged(path), f"EMA samples at {nimg / 1000:.2f} kimg (DDIM)"))
-    if images:
-        sections.append(Section(heading="Samples", images=images))
+    samples = _samples_section(run_dir, result, real, result.resolution)
+    if samples is not None:
+        sections.append(samples)
+    if real is not None and len(real) and diffusion is not None:
+        sections.append(_forward_section(real, diffusion))
+    labels = _labels_section(payload)
+    if labels is not None:
+        sections.append(labels)
     if result.skipped_images:
         sections.append(Section(heading="Skipped images", table=result.skipped_images[:200]))
     config_rows = [{"option": k, "value": v} for k, v in payload["train"].items()]

@@ -16,7 +16,7 @@ import torch
 
 from diffkit import runs
 from diffkit.console import err_console, printable, shown
-from diffkit.data import load_image_dataset
+from diffkit.data import DatasetLabels, load_image_dataset, read_labels
 from diffkit.device import Precision, resolve_device
 from diffkit.errors import DiffkitError
 from diffkit.lock import folder_lock
@@ -55,7 +55,7 @@ def _refuse_existing_run(run_dir: Path) -> None:
 
 
 def _config_payload(
-    config: TrainConfig, run_dir: Path | None, plan: TrainPlan, model: UNet
+    config: TrainConfig, run_dir: Path | None, plan: TrainPlan, model: UNet, labels: DatasetLabels | None
 ) -> dict[str, Any]:
     train = config.to_dict() | {"out": str(run_dir) if run_dir else None, "resume": False, "dry_run": False}
     diffusion = {
@@ -64,9 +64,31 @@ def _config_payload(
         "timesteps": config.timesteps,
         "min_snr_gamma": config.min_snr_gamma,
     }
+    labelling = None if labels is None else labels.to_dict() | {"label_dropout": config.label_dropout}
     return runs.run_config_payload(
-        train=train, model=model.config.to_dict(), diffusion=diffusion, plan=plan.to_dict()
+        train=train, model=model.config.to_dict(), diffusion=diffusion, plan=plan.to_dict(), labels=labelling
     )
+
+
+def _labels(config: TrainConfig, dataset: Any, state: dict[str, Any] | None) -> DatasetLabels | None:
+    """The data set's class labels (``--labels``), checked against the run's on ``--resume``."""
+    labels = read_labels(dataset.data_dir, dataset.files, config.labels)
+    names = list(labels.names) if labels is not None else []
+    if state is not None:
+        saved = runs.class_names(state["config"])
+        if saved != names:
+            raise DiffkitError(
+                f"the run was trained with classes {saved or 'none'}, the data now gives {names or 'none'}; "
+                "resume with the same data and --labels, or start a new run"
+            )
+    if labels is not None:
+        shown_names = ", ".join(shown(name) for name in names[:8]) + (", ..." if len(names) > 8 else "")
+        err_console.print(
+            f"labels: {len(names)} classes from {labels.source} ({shown_names}); label dropout "
+            f"{config.label_dropout:g}; --labels none trains unconditionally",
+            highlight=False,
+        )
+    return labels
 
 
 class _RunLocks:
@@ -120,6 +142,9 @@ def _train_locked(config: TrainConfig, locks: _RunLocks) -> TrainResult:
         config.data, config.resolution, cache_dir=config.cache_dir, progress=config.progress
     )
     plan = TrainPlan.resolve(config, len(dataset.files))
+    labels = _labels(config, dataset, state)
+    if labels is not None:  # the U-Net's class embedding, plus its null label
+        model_config = dataclasses.replace(model_config, num_classes=len(labels.names))
 
     torch.manual_seed(config.seed)
     model = UNet(model_config)
@@ -162,5 +187,7 @@ def _train_locked(config: TrainConfig, locks: _RunLocks) -> TrainResult:
         _refuse_existing_run(run_dir)
     check_run_dir(run_dir)
     result.run_dir = run_dir
-    payload = _config_payload(config, run_dir, plan, model)
-    return train_loop(config, plan, payload, model, dataset, device, precision, run_dir, result, state)
+    payload = _config_payload(config, run_dir, plan, model, labels)
+    return train_loop(
+        config, plan, payload, model, dataset, device, precision, run_dir, result, state, labels
+    )

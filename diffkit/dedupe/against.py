@@ -1,0 +1,114 @@
+"""``diffkit dedupe DIR --against REF``: images of DIR that duplicate an image of REF (the leak check
+between a training set and an FID reference set). Same two stages as a folder's own dedupe; REF's hashes
+and thumbnails come from (and go to) REF's own hash cache, so checking many folders against one
+reference hashes it once. Nothing is changed in either folder."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from diffkit.dedupe.config import DedupeConfig
+from diffkit.dedupe.hashing import HashCache, HashRecord, hash_images, scan_folder
+from diffkit.dedupe.result import DedupeResult
+from diffkit.dedupe.search import search_pairs
+from diffkit.dedupe.stages import thumbnails, verify_candidates
+
+__all__ = ["dedupe_against"]
+
+
+def _hashed(config: DedupeConfig, folder: Path, warnings: list[str]) -> tuple[list[HashRecord], int, int]:
+    """Readable records of ``folder`` (cached in its own cache), files found, files hashed this run."""
+    files = scan_folder(folder).files
+    cache = HashCache(folder, enabled=config.use_cache)
+    try:
+        records, n_hashed = hash_images(
+            files, config.hash_kind, config.decode, config.effective_workers, cache
+        )
+    finally:
+        cache.close()
+    if cache.warning:
+        warnings.append(cache.warning)
+    return records, len(files), n_hashed
+
+
+def dedupe_against(config: DedupeConfig, root: Path) -> DedupeResult:
+    assert config.against is not None
+    started = time.perf_counter()
+    reference = config.against.resolve()
+    warnings: list[str] = []
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    ours, n_files, n_hashed = _hashed(config, root, warnings)
+    theirs, _, _ = _hashed(config, reference, warnings)
+    seconds["hash"] = time.perf_counter() - t0
+    unreadable = [{"path": r.rel, "error": r.error or ""} for r in ours if r.error is not None]
+    ours = [r for r in ours if r.error is None]
+    records = ours + [r for r in theirs if r.error is None]
+    hashes = np.array([r.hash for r in records], dtype=np.uint64)
+    t0 = time.perf_counter()
+    found = search_pairs(
+        hashes, config.effective_threshold, near_miss_limit=0, workers=config.effective_workers
+    )
+    cross = (found.pairs_i < len(ours)) & (found.pairs_j >= len(ours))  # i < j: i ours, j the reference's
+    found.pairs_i, found.pairs_j, found.distances = (
+        found.pairs_i[cross],
+        found.pairs_j[cross],
+        found.distances[cross],
+    )
+    seconds["search"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    verified = verify_candidates(records, thumbnails(records), found, config.min_similarity, config.verify)
+    seconds["verify"] = time.perf_counter() - t0
+    leaks = [
+        {
+            "path": records[i].rel,
+            "reference": records[j].rel,
+            "distance": int(d),
+            "similarity": round(float(s), 4),
+        }
+        for i, j, d, s in zip(
+            verified.pairs_i.tolist(),
+            verified.pairs_j.tolist(),
+            verified.distances.tolist(),
+            verified.similarity.tolist(),
+            strict=True,
+        )
+    ]
+    seconds["total"] = time.perf_counter() - started
+    return DedupeResult(
+        directory=str(root),
+        hash_kind=config.hash_kind,
+        decode=config.decode,
+        threshold=config.effective_threshold,
+        n_files=n_files,
+        n_images=len(ours),
+        clusters=[],
+        cluster_distances=[],
+        n_clusters=0,
+        n_duplicates=len({leak["path"] for leak in leaks}),
+        n_exact_duplicates=sum(
+            records[i].sha256 == records[j].sha256
+            for i, j in zip(verified.pairs_i.tolist(), verified.pairs_j.tolist(), strict=True)
+        ),
+        unreadable=unreadable,
+        action="report",
+        quarantine=None,
+        n_removed=0,
+        manifest_rows_updated=0,
+        n_hashed=n_hashed,
+        n_cached=n_files - n_hashed,
+        nearest_histogram=[0] * 65,
+        near_misses=[],
+        seconds=seconds,
+        min_similarity=config.min_similarity if config.verify else None,
+        n_candidates=verified.n_candidates,
+        n_rejected=verified.n_rejected,
+        similarity_histogram=verified.histogram,
+        borderline=verified.borderline,
+        against=str(reference),
+        leaks=leaks,
+        warnings=warnings,
+    )

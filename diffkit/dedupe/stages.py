@@ -1,0 +1,90 @@
+"""Stage 2 of dedupe: verify each hash candidate pair by its thumbnails, and keep the evidence.
+
+Stage 1 (:mod:`diffkit.dedupe.search`) proposes every pair within the hash threshold; here a pair is
+accepted when its files are byte-identical or its thumbnails' similarity reaches ``min_similarity``
+(:mod:`diffkit.dataset.verify`). What the report needs to judge both thresholds is kept too: a histogram
+of candidate similarities and the borderline pairs on either side of ``min_similarity``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from diffkit.dataset.verify import THUMB_BYTES, pair_similarities
+from diffkit.dedupe.hashing import HashRecord
+from diffkit.dedupe.search import SearchResult
+
+__all__ = ["SIMILARITY_BINS", "Verified", "verify_candidates"]
+
+SIMILARITY_BINS = np.round(np.arange(0.50, 1.0001, 0.01), 2)  # histogram edges; below 0.5 in the first bin
+_BORDERLINE = 25  # pairs shown on each side of the similarity threshold
+
+
+@dataclass
+class Verified:
+    pairs_i: np.ndarray  # accepted pairs (i < j), the candidates' order
+    pairs_j: np.ndarray
+    distances: np.ndarray
+    similarity: np.ndarray  # of the accepted pairs
+    n_candidates: int
+    n_rejected: int
+    histogram: list[int]  # candidate similarities per SIMILARITY_BINS bin (len(bins) - 1)
+    borderline: list[dict[str, object]]
+
+
+def thumbnails(records: list[HashRecord]) -> np.ndarray:
+    """(n, 768) uint8 thumbnails; an image without one (cannot happen for readable files) is zeros."""
+    out = np.zeros((len(records), THUMB_BYTES), dtype=np.uint8)
+    for k, record in enumerate(records):
+        if record.thumb is not None and len(record.thumb) == THUMB_BYTES:
+            out[k] = np.frombuffer(record.thumb, dtype=np.uint8)
+    return out
+
+
+def verify_candidates(
+    records: list[HashRecord], thumbs: np.ndarray, found: SearchResult, min_similarity: float, verify: bool
+) -> Verified:
+    pi, pj, pd = found.pairs_i, found.pairs_j, found.distances
+    sims = pair_similarities(thumbs, pi, pj) if pi.size else np.empty(0, np.float32)
+    exact = np.array(
+        [records[i].sha256 == records[j].sha256 for i, j in zip(pi.tolist(), pj.tolist(), strict=True)], bool
+    )
+    accept = exact | (sims >= min_similarity) if verify else np.ones(pi.size, dtype=bool)
+    histogram, _ = np.histogram(np.clip(sims, SIMILARITY_BINS[0], SIMILARITY_BINS[-1]), bins=SIMILARITY_BINS)
+    return Verified(
+        pi[accept],
+        pj[accept],
+        pd[accept],
+        sims[accept],
+        int(pi.size),
+        int((~accept).sum()),
+        histogram.tolist(),
+        _borderline(records, pi, pj, pd, sims, accept & ~exact) if verify else [],
+    )
+
+
+def _borderline(
+    records: list[HashRecord],
+    pi: np.ndarray,
+    pj: np.ndarray,
+    pd: np.ndarray,
+    sims: np.ndarray,
+    accepted: np.ndarray,
+) -> list[dict[str, object]]:
+    """The most similar rejected pairs and the least similar accepted (non-identical) ones."""
+    rejected = np.flatnonzero(~accepted)
+    rejected = rejected[np.argsort(-sims[rejected], kind="stable")[:_BORDERLINE]]
+    kept = np.flatnonzero(accepted)
+    kept = kept[np.argsort(sims[kept], kind="stable")[:_BORDERLINE]]
+    return [
+        {
+            "a": records[int(pi[k])].rel,
+            "b": records[int(pj[k])].rel,
+            "distance": int(pd[k]),
+            "similarity": round(float(sims[k]), 4),
+            "accepted": bool(accepted[k]),
+        }
+        for k in np.r_[rejected, kept].tolist()
+    ]

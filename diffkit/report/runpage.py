@@ -1,0 +1,214 @@
+"""One page per dataset + run: the scrape, dedupe, train, sample and eval reports summarised and linked.
+
+Built by ``diffkit report`` from the sidecars in the reports folder (see :mod:`diffkit.report.sidecars`
+for how a report names its dataset and run). A run's page holds the newest report of each stage with
+its headline, numbers, caveats and pictures (taken from the stage's own HTML page), the run's config,
+and links to every report of the run; a dataset that has no run yet gets a page of its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+from diffkit.report.sidecars import Sidecar, dataset_of, folder_key, run_of
+
+STAGES = ("scrape", "dedupe", "train", "sample", "eval")
+RUN_PAGE_COMMAND = "run"
+PICTURES_PER_SECTION = 6  # a contact sheet of 36 thumbnails shows its newest few here
+SUMMARY_ITEMS = 10
+CAVEAT_HEADINGS = ("caveat", "warning")
+
+
+@dataclass
+class RunGroup:
+    """The reports of one run (or of one dataset without a run), newest first per command."""
+
+    dataset: str | None
+    run: str | None
+    reports: dict[str, list[Sidecar]] = field(default_factory=dict)
+
+    def add(self, sidecar: Sidecar) -> None:
+        self.reports.setdefault(sidecar.command, []).append(sidecar)
+
+    @property
+    def key(self) -> str:
+        return f"{self.run or ''}\0{self.dataset or ''}"
+
+    def page_name(self) -> str:
+        """``run-<name>-<hash>.html``: readable, and distinct for two runs of the same folder name."""
+        folder = Path(self.run or self.dataset or "reports")
+        name = re.sub(r"[^A-Za-z0-9_-]+", "-", "-".join(folder.parts[-2:])).strip("-")[:48] or "run"
+        digest = hashlib.sha256(self.key.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+        return f"{RUN_PAGE_COMMAND}-{name}-{digest}.html"
+
+    def commands(self) -> list[str]:
+        return [c for c in STAGES if c in self.reports] + [c for c in self.reports if c not in STAGES]
+
+
+def group_runs(sidecars: list[Sidecar], base: Path) -> list[RunGroup]:
+    """Link the reports of each run: by the run folder they name, and scrape/dedupe by the dataset folder.
+
+    ``base`` is where relative folders in the sidecars are taken from: the folder the commands ran in,
+    which is the reports folder's parent for the default ``reports/``.
+    """
+    stage_reports = [s for s in sidecars if s.command != RUN_PAGE_COMMAND]
+    runs: dict[str, RunGroup] = {}
+    for sidecar in stage_reports:  # newest first: a run's newest train report names its dataset
+        run = run_of(sidecar)
+        if run is None:
+            continue
+        group = runs.setdefault(folder_key(run, base), RunGroup(dataset=None, run=run))
+        if group.dataset is None and sidecar.command in ("train", "eval"):
+            group.dataset = dataset_of(sidecar)
+        group.add(sidecar)
+    by_dataset: dict[str, list[RunGroup]] = {}
+    for group in runs.values():
+        if group.dataset is not None:
+            by_dataset.setdefault(folder_key(group.dataset, base), []).append(group)
+    datasets: dict[str, RunGroup] = {}
+    for sidecar in stage_reports:
+        dataset = dataset_of(sidecar)
+        if run_of(sidecar) is not None or dataset is None:
+            continue
+        key = folder_key(dataset, base)
+        if key in by_dataset:  # scrape and dedupe of a dataset belong to each of its runs
+            for group in by_dataset[key]:
+                group.add(sidecar)
+        else:
+            datasets.setdefault(key, RunGroup(dataset=dataset, run=None)).add(sidecar)
+    return list(runs.values()) + list(datasets.values())
+
+
+class _Pictures(HTMLParser):
+    """The pictures of a report page (``<img class="picture">``, not its plots), by section heading."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.sections: list[dict[str, Any]] = []
+        self._in_heading = False
+        self._in_caption = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if tag == "h2":
+            self._in_heading = True
+            self.sections.append({"heading": "", "pictures": []})
+        elif tag == "img" and "picture" in (attributes.get("class") or "").split() and self.sections:
+            src = attributes.get("src") or ""
+            if src.startswith("data:image/"):  # only embedded images: the page stays self-contained
+                self.sections[-1]["pictures"].append({"src": src, "caption": attributes.get("alt") or ""})
+        elif tag == "figcaption":
+            self._in_caption = True
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "h2":
+            self._in_heading = False
+        elif tag == "figcaption":
+            self._in_caption = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_heading and self.sections:
+            self.sections[-1]["heading"] += data
+
+
+def pictures_of(html_path: Path) -> list[dict[str, Any]]:
+    """``[{"heading", "pictures": [{"src", "caption"}], "more"}]`` for the sections that have pictures."""
+    parser = _Pictures()
+    try:
+        parser.feed(html_path.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return []
+    out = []
+    for section in parser.sections:
+        pictures = section["pictures"]
+        if pictures:
+            shown = pictures[:PICTURES_PER_SECTION]
+            out.append(
+                {"heading": section["heading"].strip(), "pictures": shown, "more": len(pictures) - len(shown)}
+            )
+    return out
+
+
+def _sections(sidecar: Sidecar) -> list[dict[str, Any]]:
+    return [s for s in sidecar.content.get("sections") or [] if isinstance(s, dict)]
+
+
+def _badges(sidecar: Sidecar) -> list[str]:
+    badges: list[str] = []
+    for section in _sections(sidecar):
+        badges.extend(str(badge) for badge in section.get("badges") or [] if str(badge) not in badges)
+    return badges
+
+
+def _caveats(sidecar: Sidecar) -> list[str]:
+    """The notes a reader must not miss: the report's caveat and warning sections and its warnings."""
+    notes: list[str] = []
+    for section in _sections(sidecar):
+        heading = str(section.get("heading", "")).lower()
+        if any(word in heading for word in CAVEAT_HEADINGS):
+            if section.get("text"):
+                notes.append(str(section["text"]))
+            for row in section.get("table") or []:
+                if isinstance(row, dict):
+                    notes.extend(str(value) for value in row.values() if isinstance(value, str))
+    warnings = (
+        (sidecar.content.get("data") or {}).get("warnings")
+        if isinstance(sidecar.content.get("data"), dict)
+        else None
+    )
+    notes.extend(str(warning) for warning in warnings or [] if isinstance(warning, str))
+    return notes
+
+
+def _config_rows(sidecar: Sidecar) -> list[dict[str, Any]]:
+    """A stage's settings as option/value rows (train: its run config; others: ``data.config``)."""
+    data = sidecar.content.get("data")
+    config = data.get("config") if isinstance(data, dict) else None
+    if isinstance(config, dict) and isinstance(config.get("train"), dict):
+        config = config["train"]
+    if not isinstance(config, dict):
+        return []
+    return [
+        {"option": key, "value": value}
+        for key, value in config.items()
+        if not isinstance(value, (dict, list))
+    ]
+
+
+def stage_view(command: str, sidecars: list[Sidecar], href: Any) -> dict[str, Any]:
+    newest = sidecars[0]
+    return {
+        "command": command,
+        "title": newest.title,
+        "href": href(newest.html_path.name),
+        "created": newest.created,
+        "headline": newest.headline,
+        "summary": list(newest.summary.items())[:SUMMARY_ITEMS],
+        "badges": _badges(newest),
+        "caveats": _caveats(newest),
+        "pictures": pictures_of(newest.html_path),
+        "config": _config_rows(newest),
+        "earlier": [
+            {"title": s.title, "created": s.created, "href": href(s.html_path.name)} for s in sidecars[1:]
+        ],
+    }
+
+
+def run_headline(group: RunGroup) -> str:
+    """The run's one line: the newest eval's headline (its FID with N, reference, engine and weights)."""
+    for command in ("eval", "train", "sample", "dedupe", "scrape"):
+        for sidecar in group.reports.get(command, []):
+            if sidecar.headline:
+                return sidecar.headline
+    return ""
+
+
+def run_title(group: RunGroup) -> str:
+    if group.run is None:
+        return f"Dataset {group.dataset}"
+    return f"Run {group.run}" + (f" on {group.dataset}" if group.dataset else "")

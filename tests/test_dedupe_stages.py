@@ -1,0 +1,217 @@
+"""Issue 16: two-stage near-duplicate test (hash candidates, thumbnail verifier) in dedupe and scrape,
+the thumbnail cache and its migration, multi-index search, and ``--against``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_dedupe_search import brute_force, clustered_hashes  # noqa: I001  (tests/ is on sys.path)
+from typer.testing import CliRunner
+
+from diffkit.cli import app
+from diffkit.dataset.phash import phash
+from diffkit.dataset.verify import THUMB_BYTES, open_for_hash_and_thumbnail, similarity
+from diffkit.dedupe import DedupeConfig, DedupeResult, dedupe, search
+from diffkit.dedupe.config import CACHE_NAME
+from diffkit.fakesite.faces import draw_face
+from diffkit.fakesite.transforms import encode_image, transformed_copy
+from diffkit.scrape.storage import KeptIndex, Store
+from diffkit.scrape.validate import ValidImage, decode_image
+
+
+def run(directory: Path, **options: object) -> DedupeResult:
+    options.setdefault("write_report", False)
+    options.setdefault("progress", False)
+    return dedupe(DedupeConfig(directory=directory, **options))  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def lookalikes() -> list[tuple[bytes, bytes, int]]:
+    """Pairs of *distinct* 96 px aligned faces whose pHashes lie within 12 bits (hash-only would call
+    them duplicates), as (bytes_a, bytes_b, distance); the five closest among 160 faces."""
+    faces = [encode_image(draw_face(np.random.default_rng([16, i]), 96), "JPEG", 90) for i in range(160)]
+    hashes = [phash(data) for data in faces]
+    pairs = sorted(
+        (bin(hashes[i] ^ hashes[j]).count("1"), i, j)
+        for i in range(len(faces))
+        for j in range(i + 1, len(faces))
+    )
+    return [(faces[i], faces[j], d) for d, i, j in pairs[:5] if d <= 12]
+
+
+def test_verifier_separates_similar_distinct_faces_from_near_copies(
+    lookalikes: list[tuple[bytes, bytes, int]], tmp_path: Path
+) -> None:
+    assert len(lookalikes) == 5  # aligned faces hash alike: distinct pairs within the candidate threshold
+    face = draw_face(np.random.default_rng([16, 999]), 96)
+    for k, (a, b, _) in enumerate(lookalikes):
+        (tmp_path / f"pair{k}-a.jpg").write_bytes(a)
+        (tmp_path / f"pair{k}-b.jpg").write_bytes(b)
+    (tmp_path / "z-original.png").write_bytes(encode_image(face, "PNG"))
+    rng = np.random.default_rng(3)
+    for kind in ("jpeg", "resize", "brightness", "crop"):
+        data, ext = transformed_copy(face, kind, rng)
+        (tmp_path / f"z-copy-{kind}.{ext}").write_bytes(data)
+
+    hash_only = run(tmp_path, verify=False)  # the same candidates, no second stage
+    cluster_of = {rel: c for c, cluster in enumerate(hash_only.clusters) for rel in cluster}
+    for k in range(5):  # hash only: every pair of distinct lookalikes would be "duplicates"
+        assert cluster_of[f"pair{k}-a.jpg"] == cluster_of[f"pair{k}-b.jpg"]
+    result = run(tmp_path)
+    assert result.clusters == [
+        ["z-original.png", "z-copy-brightness.jpg", "z-copy-crop.jpg", "z-copy-jpeg.jpg", "z-copy-resize.jpg"]
+    ]
+    assert result.n_rejected == result.n_candidates - 10  # 5 copies: 10 pairs among the 5 images
+    scores = [
+        similarity(open_for_hash_and_thumbnail(a)[1], open_for_hash_and_thumbnail(b)[1])
+        for a, b, _ in lookalikes
+    ]
+    assert max(scores) < result.min_similarity  # type: ignore[operator]
+    rejected = [b for b in result.borderline if not b["accepted"]]
+    assert rejected and rejected[0]["similarity"] == round(max(scores), 4)
+
+
+def test_thumbnail_cache_schema_2_is_migrated_keeping_every_hash(tmp_path: Path) -> None:
+    for i in range(4):
+        (tmp_path / f"{i}.jpg").write_bytes(
+            encode_image(draw_face(np.random.default_rng([4, i]), 64), "JPEG", 90)
+        )
+    assert run(tmp_path).n_hashed == 4
+    cache = tmp_path / CACHE_NAME
+    with contextlib.closing(sqlite3.connect(cache)) as db, db:  # rebuild it as schema 2 wrote it
+        rows = db.execute(
+            "SELECT rel, kind, decode, size, mtime_ns, sha256, hash, width, height, error FROM hashes"
+        ).fetchall()
+        db.execute("DROP TABLE hashes")
+        db.execute(
+            "CREATE TABLE hashes (rel TEXT NOT NULL, kind TEXT NOT NULL, decode TEXT NOT NULL,"
+            " size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT, hash INTEGER,"
+            " width INTEGER NOT NULL, height INTEGER NOT NULL, error TEXT, PRIMARY KEY (rel, kind, decode))"
+        )
+        db.executemany("INSERT INTO hashes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        db.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
+
+    result = run(tmp_path)
+    assert result.warnings == []  # migrated, not thrown away as damaged
+    assert result.n_hashed == 4  # each file decoded once more, for its thumbnail
+    with contextlib.closing(sqlite3.connect(cache)) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("3",)
+        after = db.execute("SELECT rel, hash, length(thumb) FROM hashes ORDER BY rel").fetchall()
+    assert [(rel, value) for rel, value, _ in after] == sorted((r[0], r[6]) for r in rows)  # same hashes
+    assert {length for _, _, length in after} == {THUMB_BYTES}
+    assert run(tmp_path).n_hashed == 0
+
+
+@pytest.mark.parametrize("threshold", [0, 3, 4, 8, 12])
+def test_multi_index_search_finds_exactly_the_brute_force_pairs(threshold: int) -> None:
+    hashes = clustered_hashes(1500, seed=threshold + 100)
+    expected, _ = brute_force([int(h) for h in hashes], threshold)
+    assert len(expected) >= 50
+    for plan in (search.BandPlan(max(2, threshold + 1), 0), search.BandPlan(max(2, threshold // 3 + 1), 1)):
+        found = search.mih_pairs(hashes, threshold, plan)
+        assert found is not None
+        assert list(zip(*(c.tolist() for c in found), strict=True)) == expected, plan
+
+
+def test_band_plans_keep_the_pigeonhole_guarantee() -> None:
+    """Some band of a pair within ``radius`` differs in at most radius // bands bits: a plan is exact only
+    when that is 0 (exact band match) or <= 2 (one flipped bit on each side)."""
+    for n in (1_000, 50_000, 1_000_000):
+        for radius in range(0, 17):
+            plan = search.band_plan(n, radius)
+            assert radius // plan.bands <= 2 * plan.flips and max(plan.widths()) <= 32, (n, radius, plan)
+    assert search.band_plan(1_000_000, 8) == search.BandPlan(3, 1)  # the plan the 1M benchmark uses
+
+
+def test_search_above_the_all_pairs_limit_uses_bands_or_falls_back_exactly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(search, "_BRUTE_MAX", 100)
+    hashes = clustered_hashes(900, seed=7)
+    expected, nearest = brute_force([int(h) for h in hashes], 8)
+    result = search.search_pairs(hashes, 8)
+    assert (
+        list(zip(result.pairs_i.tolist(), result.pairs_j.tolist(), result.distances.tolist(), strict=True))
+        == expected
+    )
+    assert result.nearest.tolist() == [d if d <= 8 else 255 for d in nearest]
+    # Hashes that all share their bands (one cluster): too many band candidates -> all pairs, same answer.
+    same = np.full(300, 0x0123_4567_89AB_CDEF, dtype=np.uint64) ^ np.arange(300, dtype=np.uint64)
+    assert search.mih_pairs(same, 8) is None
+    clustered = search.search_pairs(same, 8)
+    expected_same, _ = brute_force([int(h) for h in same], 8)
+    assert len(clustered.pairs_i) == len(expected_same) > 10_000
+
+
+def test_against_reports_leaks_from_the_reference_cache(tmp_path: Path) -> None:
+    ref, train = tmp_path / "ref", tmp_path / "train"
+    ref.mkdir()
+    train.mkdir()
+    faces = [draw_face(np.random.default_rng([9, i]), 80) for i in range(6)]
+    for i, face in enumerate(faces[:4]):
+        (ref / f"r{i}.png").write_bytes(encode_image(face, "PNG"))
+    (train / "leak-exact.png").write_bytes((ref / "r1.png").read_bytes())
+    crop, _ = transformed_copy(faces[2], "crop", np.random.default_rng(1))
+    (train / "leak-crop.jpg").write_bytes(crop)
+    for i in (4, 5):
+        (train / f"own{i}.png").write_bytes(encode_image(faces[i], "PNG"))
+    (train / "own4-again.png").write_bytes((train / "own4.png").read_bytes())  # not a leak: within train
+
+    runner = CliRunner()
+    out = runner.invoke(app, ["dedupe", str(train), "--against", str(ref), "--json", "--no-progress"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    assert [(x["path"], x["reference"]) for x in data["leaks"]] == [
+        ("leak-crop.jpg", "r2.png"),
+        ("leak-exact.png", "r1.png"),
+    ]
+    assert data["n_duplicates"] == 2 and data["clusters"] == []
+    with contextlib.closing(sqlite3.connect(ref / CACHE_NAME)) as db:  # REF's own cache now holds REF
+        assert db.execute("SELECT count(*) FROM hashes WHERE thumb IS NOT NULL").fetchone() == (4,)
+    (ref / "r3.png").touch()  # unchanged bytes, new mtime: only this one is hashed again
+    again = runner.invoke(app, ["dedupe", str(train), "--against", str(ref), "--json", "--no-progress"])
+    assert json.loads(again.stdout)["leaks"] == data["leaks"]
+
+    refused = runner.invoke(app, ["dedupe", str(train), "--against", str(ref), "--action", "move"])
+    assert (
+        refused.exit_code == 2
+        and "--against only reports" in refused.output
+        and "Traceback" not in refused.output
+    )
+    inside = runner.invoke(app, ["dedupe", str(tmp_path), "--against", str(ref)])
+    assert inside.exit_code == 2 and "overlaps" in inside.output
+
+
+def _valid(data: bytes) -> ValidImage:
+    checked = decode_image(data, 10**7, None)
+    assert isinstance(checked, ValidImage)
+    return checked
+
+
+def test_scrape_inline_check_uses_the_same_two_stages(
+    lookalikes: list[tuple[bytes, bytes, int]], tmp_path: Path
+) -> None:
+    store = Store(tmp_path)
+    kept_a, distinct_b, distance = lookalikes[0]
+    store.add(_valid(kept_a), None)
+    fresh = _valid(distinct_b)
+    assert 0 < distance <= 12 and store.index.nearest_distance(fresh.phash) == distance
+    assert not store.index.near_duplicate(fresh.phash, fresh.data, 12)  # a fresh face, kept
+    face = draw_face(np.random.default_rng([16, 508]), 96)  # its 12 crops: 2-10 bits away
+    store.add(_valid(encode_image(face, "JPEG", 90)), None)
+    crops = [transformed_copy(face, "crop", np.random.default_rng(s))[0] for s in range(12)]
+    far = [c for c in crops if 4 < store.index.nearest_distance(_valid(c).phash) <= 12]  # type: ignore[operator]
+    assert far  # crops the old 4-bit test let through as new faces
+    assert all(store.index.near_duplicate(_valid(c).phash, c, 12) for c in crops)
+    store.close()
+
+    # A kept image whose file is gone is judged by its hash alone, at the strict 4 bits.
+    index = KeptIndex()
+    index.add("0" * 64, _valid(kept_a).phash, tmp_path / "missing.jpg")
+    assert not index.near_duplicate(fresh.phash, fresh.data, 12)
+    assert index.near_duplicate(_valid(kept_a).phash, kept_a, 12)
