@@ -86,7 +86,7 @@ def test_json_output_is_one_object(tmp_path: Path) -> None:
     (tmp_path / "reports").mkdir()
     result = _cli("report", "reports", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"index": "reports/index.html", "n_reports": 0}
+    assert json.loads(result.stdout) == {"index": "reports/index.html", "n_reports": 0, "run_pages": []}
 
 
 # -- one shape for every command (issue 10): progress flag, defaults from the configs, choices as Enums --

@@ -259,6 +259,10 @@ def test_fid_curve_intercept_and_the_html_report(tmp_path, tiny_clean_fid_weight
     slope, intercept = np.polyfit(1 / np.array(curve["sizes"]), curve["fids"], 1)
     assert data["fid_infinity"] == pytest.approx(intercept, rel=1e-9)
     assert curve["slope"] == pytest.approx(slope, rel=1e-9)
+    # 96 tiny random-weight features: the subset FIDs scatter (R² ~0.5), so the fit is flagged untrusted
+    r2 = np.corrcoef(1 / np.array(curve["sizes"]), curve["fids"])[0, 1] ** 2
+    assert curve["r2"] == pytest.approx(r2, rel=1e-9) and r2 < 0.8
+    assert data["fid_infinity_problems"] == [f"poor linear fit (R² {r2:.2f} < 0.8)"]
     assert data["fid_ci95"][0] < data["fid"] < data["fid_ci95"][1]
     assert data["kid_subset_size"] == n
     caveats = "\n".join(data["caveats"])
@@ -267,7 +271,7 @@ def test_fid_curve_intercept_and_the_html_report(tmp_path, tiny_clean_fid_weight
         assert phrase in caveats
 
     html = report.read_text()
-    for text in ("FID vs 1/N", "FID∞ (estimate)", "rank-deficient covariance", "KID subset = N",
+    for text in ("FID vs 1/N", "FID∞ (untrusted fit)", "rank-deficient covariance", "KID subset = N",
                  "Generated samples", "Memorization: closest pairs", "seed_bootstrap", "bootstrap_replicates",
                  "torch-fidelity", torch_fidelity.__version__, f"FID@{n} (reference {m})"):  # fmt: skip
         assert text in html, text

@@ -287,3 +287,25 @@ def test_run_pages_link_the_stages_of_each_dataset_and_run(tmp_path: Path) -> No
     assert (
         sorted(rebuilt.run_pages) == sorted(result.run_pages) and rebuilt.n_reports == result.n_reports == 8
     )
+
+
+def test_help_reads_finished_flags_usage_wrapping_and_completion() -> None:
+    """--json is a flag (no <bool>), dedupe's usage says DIR (not {DIR}), docstrings reflow, completion on."""
+    from typer.testing import CliRunner
+
+    from diffkit.cli import app
+
+    def help_of(*args: str) -> str:
+        result = CliRunner().invoke(app, [*args, "--help"], env={"COLUMNS": "80"}, terminal_width=80)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    dedupe = help_of("dedupe")
+    assert "Usage: diffkit dedupe [OPTIONS] DIR " in dedupe and "{DIR}" not in dedupe
+    assert "<bool>" not in dedupe and "--json" in dedupe
+    lines = {line.strip(" │") for line in dedupe.splitlines()}
+    # the paragraph reflows at the terminal's width: no line ends after "then" (the source's break)
+    assert not any(line.endswith("earliest (scrape time or file time), then") for line in lines)
+    assert "--install-completion" in help_of()
+    for command in ("scrape", "train", "sample", "eval", "report", "demo"):
+        assert "<bool>" not in help_of(command), command

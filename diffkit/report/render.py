@@ -108,12 +108,19 @@ def label(key: Any) -> Any:
     return text if first in _LABEL_WORDS else text[0].upper() + text[1:]
 
 
+# Text with a token longer than this (a sha256 path, a URL) may break anywhere to stay in its card;
+# shorter words wrap only between words.
+LONG_TOKEN = 24
+
 # Columns whose cells are names of settings or fields: shown as labels, like the headers.
 LABEL_COLUMNS = frozenset({"option", "field", "key", "setting", "parameter"})
 
 
 _env.filters["fmt"] = format_value
 _env.filters["label"] = label
+_env.tests["unbreakable"] = lambda value: (
+    isinstance(value, str) and any(len(token) > LONG_TOKEN for token in value.split())
+)
 _env.globals["label_columns"] = LABEL_COLUMNS
 _env.filters["tojson_attr"] = lambda value: json.dumps(to_jsonable(value))
 
