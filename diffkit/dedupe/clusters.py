@@ -30,8 +30,9 @@ class UnionFind:
             self.parent[rb] = ra
 
 
-def connected_groups(n: int, pairs_i: Sequence[int] | np.ndarray, pairs_j: Sequence[int] | np.ndarray
-                     ) -> list[list[int]]:
+def connected_groups(
+    n: int, pairs_i: Sequence[int] | np.ndarray, pairs_j: Sequence[int] | np.ndarray
+) -> list[list[int]]:
     """Groups of >= 2 indices joined by the pairs; members ascending, groups by first member."""
     sets = UnionFind(n)
     for a, b in zip(np.asarray(pairs_i).tolist(), np.asarray(pairs_j).tolist(), strict=True):
@@ -55,6 +56,7 @@ class Candidate:
 def keeper_order(candidates: Sequence[Candidate]) -> list[int]:
     """Indices into ``candidates``: the keeper first (largest resolution, then earliest, then path
     order), then the others in path order."""
+
     def rank(k: int) -> tuple[int, int, str]:
         c = candidates[k]
         return -c.width * c.height, c.earliest_ns, c.rel
