@@ -140,6 +140,9 @@ DEDUPE_FIELDS = {
     "yes": "yes",
     "report_path": "report_path",
     "workers": "workers",
+    "min_similarity": "min_similarity",
+    "verify": "verify",
+    "against": "against",
 }
 NO_CONFIG_DEFAULT = {"n", "directory", "progress", "json_output", "help"}  # required, or CLI-only
 

@@ -184,9 +184,9 @@ def test_a_second_scrape_into_a_locked_folder_exits_2_naming_the_holder(tmp_path
 
 
 def test_two_real_scrapes_into_one_folder_one_waits_out_the_other(tmp_path: Path) -> None:
-    out, n = tmp_path / "faces", 20
+    out, n = tmp_path / "faces", 24
     with FaceSite(SiteConfig(size=32, latency_s=0.02)) as site:
-        first = _popen(_scrape_command(site.url, out, n, rps=20), tmp_path)
+        first = _popen(_scrape_command(site.url, out, n, rps=3), tmp_path)
         _wait_for_files(out, 2, first)
         second = _run_cli(_scrape_command(site.url, out, n), tmp_path)
         first_out, first_err = first.communicate(timeout=120)

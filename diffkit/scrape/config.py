@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from diffkit import __version__
 from diffkit.dataset.redact import redact
+from diffkit.dataset.verify import CANDIDATE_BITS
 from diffkit.errors import DiffkitError
 
 DEFAULT_USER_AGENT = f"diffkit/{__version__} (+https://github.com/diffkit/diffkit)"
@@ -37,7 +38,7 @@ class ScrapeConfig:
     max_retries: int = 5  # transient failures (429, 5xx, timeouts, connection errors) of one request
     user_agent: str = DEFAULT_USER_AGENT
     expect_size: tuple[int, int] | None = None
-    near_dup_threshold: int = 4  # pHash Hamming distance; see docs/scrape.md for the choice
+    near_dup_threshold: int = CANDIDATE_BITS  # stage-1 pHash bits; stage 2 verifies (docs/scrape.md)
     candidate_urls: tuple[str, ...] = TPDNE_ENDPOINTS
     max_consecutive_failures: int = 10  # any failed response in a row (all workers) stops the run
     max_block_pages: int = 5  # HTML/403 answers in a row: the site is blocking us
