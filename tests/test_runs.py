@@ -241,3 +241,29 @@ def test_eval_reference_defaults_to_the_runs_data(snapshot_run: Path) -> None:
     assert json.loads((snapshot_run / runs.CONFIG_FILE).read_text())["train"]["data"] == str(
         snapshot_run.parent / "data"
     )
+
+
+def test_snapshot_class_names_must_match_its_class_embedding(tmp_path: Path) -> None:
+    """A labelled snapshot carries its class names; a count that disagrees with the model is damage."""
+    import dataclasses
+
+    model = UNet(dataclasses.replace(preset_config("tiny", 8), num_classes=2))
+    labels = {
+        "classes": ["cat", "dog"],
+        "source": "folders",
+        "counts": {"cat": 1, "dog": 1},
+        "label_dropout": 0.1,
+    }
+    train = TrainConfig(preset="tiny", resolution=8).to_dict()
+    payload = runs.run_config_payload(
+        train=train, model=model.config.to_dict(), diffusion=DIFFUSION, plan={}, labels=labels
+    )
+    good = runs.save_ema_snapshot(tmp_path, model, 1000, 1, payload)
+    loaded, _, stored = runs.load_snapshot(good, torch.device("cpu"))
+    assert runs.class_names(stored) == ["cat", "dog"] and loaded.config.num_classes == 2
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    wrong = runs.save_ema_snapshot(bad, model, 1000, 1, payload | {"labels": labels | {"classes": ["cat"]}})
+    with pytest.raises(DiffkitError, match="it names 1 classes but its model has 2"):
+        runs.load_snapshot(wrong, torch.device("cpu"))
+    assert runs.class_names({"model": {}}) == []

@@ -88,7 +88,7 @@ def test_sample_report_and_gif(run: Path, tmp_path: Path) -> None:
 
 def test_sample_report_embeds_the_animation_playing(run: Path, tmp_path: Path) -> None:
     _sample(run, tmp_path / "s", "--n", "2", "--steps", "3", "--report", str(tmp_path / "r.html"))
-    animated = [data for mime, data in _data_uris((tmp_path / "r.html").read_text()) if mime == "image/gif"]
+    animated = [data for mime, data in _data_uris((tmp_path / "r.html").read_text()) if mime == "image/webp"]
     assert len(animated) == 1
     assert Image.open(io.BytesIO(animated[0])).n_frames == 3 + 1
 

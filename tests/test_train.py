@@ -102,9 +102,10 @@ def test_resume_is_bit_exact(faces: Path, tmp_path: Path, monkeypatch: pytest.Mo
     snapshot_b = load_file(tmp_path / "split" / "ema-000000.safetensors")
     assert all(torch.equal(snapshot_a[k], snapshot_b[k]) for k in snapshot_a)
     html = Path(resumed["report"]).read_text()  # the CLI run writes its report
-    for heading in ("Loss", "Throughput", "Samples", "Config"):
+    for heading in ("Loss", "Throughput", "Samples", "Forward diffusion", "Config"):
         assert f"<h2>{heading}</h2>" in html
-    assert html.count("data:image/png") == 4  # loss and throughput plots, progression, last grid
+    # loss and throughput plots, progression, last grid, forward-diffusion strip
+    assert html.count("data:image/png") == 5
 
 
 def test_corrupt_image_is_skipped_and_listed(tmp_path: Path) -> None:
@@ -195,9 +196,9 @@ def test_nan_guard_skips_steps_then_stops(
     real_loss = GaussianDiffusion.loss
     calls = {"n": 0}
 
-    def flaky_loss(self: GaussianDiffusion, model, x0, generator=None):  # noqa: ANN001
+    def flaky_loss(self: GaussianDiffusion, model, x0, generator=None, labels=None):  # noqa: ANN001
         calls["n"] += 1
-        loss = real_loss(self, model, x0, generator)
+        loss = real_loss(self, model, x0, generator, labels)
         return loss * float("nan") if calls["n"] in (2, 3) or calls["n"] >= 5 else loss
 
     monkeypatch.setattr(GaussianDiffusion, "loss", flaky_loss)

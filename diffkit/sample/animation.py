@@ -1,12 +1,10 @@
 """Denoising animations: per step, x_t beside the predicted x_0, for the first few images.
 
-The format follows the file name: ``.gif`` (the default and the one the report embeds), ``.webp``
-(animated, lossless) or ``.png`` / ``.apng`` (APNG). All three play in Chromium, Firefox and Safari.
-GIF is the default because it was the smallest of the three on these frames (the early x_t frames are
-noise, which lossless WebP and APNG must store bit for bit while GIF's 256-colour palette drops most
-of its entropy; benchmarks/bench_sample.py measures all three) and because it also plays in every
-image viewer, chat and Markdown page. The price is some banding in the predicted x_0 (an adaptive
-palette per frame, no dithering, so the noise is not made worse by dither noise).
+The format follows the file name: ``.gif``, ``.webp`` (animated, lossless) or ``.png`` / ``.apng``
+(APNG). All three play in Chromium, Firefox and Safari. The report embeds WebP: on real denoising
+frames it came out smallest by far (benchmarks/bench_sample.py encodes one trajectory in all three;
+see reports/bench_sample.json) while keeping every colour, where GIF's 256-colour palette bands the
+predicted x_0. GIF remains the choice for pasting into places that play nothing else.
 """
 
 from __future__ import annotations

@@ -138,8 +138,8 @@ def generate(
                 images = run_sampler(network, sampler_impl, noise, steps, generator, on_output=on_output)
             out[start : start + len(indices)] = to_uint8(images)
             bar.update(advance=len(indices))
-    if trajectory is not None:
-        trajectory.final = out[:record].copy()
+    if trajectory is not None and trajectory.x_t:  # only the first batch is traced: it may hold fewer
+        trajectory.final = out[: len(trajectory.x_t[0])].copy()
     return Generated(out, label_index, weight, trajectory)
 
 

@@ -44,12 +44,12 @@ def default_out_dir(snapshot: Path, config: SampleConfig, guidance: float | None
 
 @contextlib.contextmanager
 def _animation_file(config: SampleConfig, out_dir: Path) -> Iterator[Path | None]:
-    """``--gif FILE``, or a temporary GIF that only the report embeds; None when neither is wanted."""
+    """``--gif FILE``, or a temporary WebP (lossless and the smallest) that only the report embeds."""
     if config.gif is not None:
         yield config.gif
     elif config.write_report:
         with tempfile.TemporaryDirectory(dir=out_dir, prefix=".animation-") as folder:
-            yield Path(folder) / "denoising.gif"
+            yield Path(folder) / "denoising.webp"
     else:
         yield None
 
