@@ -18,6 +18,7 @@ sha256 only (the peer), a full decode, the reduced-DCT-scale decode, and diffkit
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import io
 import os
@@ -36,9 +37,11 @@ from typing import Any
 import httpx
 from PIL import Image
 
+from diffkit.atomic import atomic_write_bytes
 from diffkit.dataset.phash import DRAFT_DECODE, open_for_hash, phash_image
 from diffkit.report import Report, Section, bar_chart, write_report
 from diffkit.scrape import ScrapeConfig, scrape
+from diffkit.scrape.client import Fetcher
 from diffkit.scrape.validate import decode_image, phash_of
 
 
@@ -186,6 +189,76 @@ def validation_costs(images: list[bytes], rounds: int) -> list[dict[str, Any]]:
             for name, values in samples.items()]  # fmt: skip
 
 
+def write_costs(images: list[bytes], folder: Path, rounds: int) -> list[dict[str, Any]]:
+    """CPU ms per image of the peer's plain write and diffkit's durable one (temp + fsync + rename)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Callable[[int, bytes], object]] = {
+        "plain write_bytes (the peer)": lambda i, data: (folder / f"plain-{i}.jpg").write_bytes(data),
+        "atomic_write_bytes, fsync (diffkit)": lambda i, data: atomic_write_bytes(
+            folder / f"d-{i}.jpg", data
+        ),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(rounds):
+        for name, write in paths.items():
+            start = time.process_time()
+            for i, data in enumerate(images):
+                write(i, data)
+            samples[name].append(1000 * (time.process_time() - start) / len(images))
+    return [{"path": name, "cpu_ms_per_image": round(statistics.median(v), 3), "min_ms": round(min(v), 3),
+             "max_ms": round(max(v), 3)} for name, v in samples.items()]  # fmt: skip
+
+
+def transport_costs(url: str, requests: int, concurrency: int, rounds: int) -> list[dict[str, Any]]:
+    """Client CPU per request on an uncapped site: diffkit's Fetcher (httpx.AsyncClient, streamed, with
+    its deadline) against the peer's httpx.Client shared by threads. No validation, no writes."""
+
+    async def fetcher_run() -> None:
+        fetcher = Fetcher("bench", 30.0, 10**8, concurrency)
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one() -> None:
+            async with gate:
+                await fetcher.get(url)
+
+        await fetcher.get(url)  # connection set up outside the timing, as for the peer
+        await asyncio.gather(*(one() for _ in range(requests)))
+        await fetcher.aclose()
+
+    def threaded_run() -> None:
+        left = [requests]
+        lock = threading.Lock()
+        with httpx.Client(timeout=30) as client:
+            client.get(url)
+
+            def worker() -> None:
+                while True:
+                    with lock:
+                        if left[0] <= 0:
+                            return
+                        left[0] -= 1
+                    client.get(url)
+
+            pool = [threading.Thread(target=worker) for _ in range(concurrency)]
+            for thread in pool:
+                thread.start()
+            for thread in pool:
+                thread.join()
+
+    contenders: dict[str, Callable[[], None]] = {
+        "diffkit Fetcher (httpx.AsyncClient)": lambda: asyncio.run(fetcher_run()),
+        f"peer: httpx.Client, {concurrency} threads": threaded_run,
+    }
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, run in contenders.items():
+            cpu = cpu_seconds()
+            run()
+            samples[name].append(1000 * (cpu_seconds() - cpu) / requests)
+    return [{"path": name, "cpu_ms_per_request": round(statistics.median(v), 3), "min_ms": round(min(v), 3),
+             "max_ms": round(max(v), 3)} for name, v in samples.items()]  # fmt: skip
+
+
 def _row(name: str, measured: dict[str, Any], cap: float) -> dict[str, Any]:
     kept_per_s = measured["kept"] / measured["seconds"]
     return {"contender": name, **measured, "kept_per_s": kept_per_s, "fraction_of_cap": kept_per_s / cap,
@@ -245,9 +318,16 @@ def main() -> None:
         kept_images = sorted((work / "peer-0").glob("*.jpg"))
         images = [path.read_bytes() for path in kept_images]
         costs = validation_costs(images, rounds=max(3, args.rounds))
+        writes = write_costs(images, work / "writes", rounds=max(3, args.rounds))
     finally:
         site.terminate()
         site.wait()
+    fast_site, fast_url = start_site(10_000.0, 0.0, size)  # uncapped: the transport's own CPU
+    try:
+        transport = transport_costs(fast_url, 2 * n, args.concurrency, rounds=max(3, args.rounds))
+    finally:
+        fast_site.terminate()
+        fast_site.wait()
         shutil.rmtree(work, ignore_errors=True)
     load_after = os.getloadavg()
     rows = [_median_row([r[name] for r in by_round]) for name in (peer_name, diffkit_name)]
@@ -275,11 +355,11 @@ def main() -> None:
                "ratio vs naive": statistics.median(speed_ratios),
                "naive CPU ms/kept": peer["cpu_ms_per_kept"]}  # fmt: skip
     print(
-        f"CPU per kept image: diffkit {ours['cpu_ms_per_kept']:.2f} ms, peer {peer['cpu_ms_per_kept']:.2f} ms, "
-        f"ratio {summary['CPU ratio diffkit/peer (median of rounds)']:.2f} (rounds {summary['CPU ratio per round']})"
+        f"CPU per kept image: diffkit {ours['cpu_ms_per_kept']:.2f} ms, peer {peer['cpu_ms_per_kept']:.2f} "
+        f"ms; diffkit/peer by round {summary['CPU ratio per round']}"
     )
-    for row in costs:
-        print(f"  {row['path']:52s} {row['cpu_ms_per_image']:.3f} ms/image")
+    for row in costs + writes + transport:
+        print(f"  {row['path']:52s} {row.get('cpu_ms_per_image', row.get('cpu_ms_per_request')):.3f} ms")
     report = Report(
         title="Benchmark: diffkit scrape vs a competent threaded httpx loop", command="bench_scrape",
         summary=summary,
@@ -290,6 +370,8 @@ def main() -> None:
             Section(heading="Kept images per second", figure=bar_chart(
                 {row["contender"]: row["kept_per_s"] for row in rows}, ylabel="kept/s")),
             Section(heading="What validation costs (CPU ms per image, on the kept images)", table=costs),
+            Section(heading="What a durable write costs (CPU ms per image)", table=writes),
+            Section(heading="What the HTTP client costs (CPU ms per request, uncapped)", table=transport),
             Section(heading="Method", text=(
                 f"Local site in its own process: {size} px JPEG faces, cap R={args.cap:g} req/s (429 with "
                 f"Retry-After: 1 above it), latency L={args.latency:g} s. The peer runs {args.concurrency} "
@@ -303,7 +385,8 @@ def main() -> None:
                 f"{load_after[2]:.2f} after: other jobs share this 2-core machine."
             )),
         ],
-        data={"rows": rows, "rounds": by_round, "validation_costs": costs},
+        data={"rows": rows, "rounds": by_round, "validation_costs": costs, "write_costs": writes,
+              "transport_costs": transport},
     )  # fmt: skip
     paths = write_report(report, args.out)
     print(f"report: {paths.html} and {paths.json}")

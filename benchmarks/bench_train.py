@@ -3,16 +3,20 @@
 One training step = forward + backward + AdamW step with an MSE loss against a random target, at the
 same batch, resolution and precision for both models. The diffusers model is built with the same
 level widths, blocks per level, attention levels and head size as the diffkit preset, so both have
-(nearly) the same parameter count; the ratio is printed. Steps of the two models are interleaved
-(A, B, A, B, ...) and the median step time is used, so load from other processes hits both alike.
+(nearly) the same parameter count; the ratio is printed. diffusers runs as its example does (eager,
+NCHW, AdamW with torch's default implementation). Each cell runs ``--rounds`` rounds; in a round every
+contender takes ``--steps`` timed steps in turn (the order flips every round), the speed ratio is taken
+within the round, and the report gives the median ratio and its spread, with the load average before
+and after. A lever section measures diffkit variants (channels_last, fused AdamW, torch.compile, and
+diffusers compiled too, so a compiler gain is not counted as diffkit's) in the same interleaved way.
 
 MFU (model FLOPs utilisation) = achieved FLOP/s / peak matmul FLOP/s, where achieved = 3 x forward
 FLOPs per image (FlopCounterMode, 1 MAC = 2 FLOPs) x images/s, and the peak is a large square matmul in
 the same precision measured in the same run (best of several, before and after the model runs).
 
-    .venv/bin/python benchmarks/bench_train.py            # preset small, batch 8, 32 and 64 px, fp32 + bf16
-    .venv/bin/python benchmarks/bench_train.py --quick    # preset tiny, batch 4, 32 px only: a minute
-    .venv/bin/python benchmarks/bench_train.py --preset base --batch-size 16 --steps 10
+    .venv/bin/python benchmarks/bench_train.py            # tiny, batch 8, 32+64 px, fp32+bf16, 3x10 steps
+    .venv/bin/python benchmarks/bench_train.py --quick    # tiny, batch 4, 32 px, 3x2 steps, no levers
+    .venv/bin/python benchmarks/bench_train.py --levers compile   # adds compiled-vs-compiled (slow)
 
 Needs ``pip install diffusers`` (the ``bench`` extra). Results: ``reports/bench_train.html`` + ``.json``.
 """
@@ -106,15 +110,22 @@ def matmul_peak(dtype: torch.dtype, size: int, repeats: int = 5) -> float:
 class Trainer:
     """One model's training step on fixed random inputs (the data pipeline is not under test)."""
 
-    def __init__(self, name: str, model: nn.Module, batch: int, resolution: int, dtype: torch.dtype | None):
-        self.name, self.model, self.dtype = name, model.train(), dtype
-        self.forward = forward_fn(model)
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    def __init__(
+        self, name: str, model: nn.Module, batch: int, resolution: int, dtype: torch.dtype | None,
+        *, channels_last: bool = False, fused: bool = False, compiled: bool = False,
+    ) -> None:  # fmt: skip
+        memory = torch.channels_last if channels_last else torch.contiguous_format
+        self.name, self.model, self.dtype = name, model.to(memory_format=memory).train(), dtype
+        self.forward = forward_fn(self.model)
+        if compiled:
+            self.forward = torch.compile(self.forward)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True if fused else None)
         generator = torch.Generator().manual_seed(0)
-        self.x = torch.randn(batch, 3, resolution, resolution, generator=generator)
+        self.x = torch.randn(batch, 3, resolution, resolution, generator=generator).to(memory_format=memory)
         self.target = torch.randn(batch, 3, resolution, resolution, generator=generator)
         self.t = torch.randint(0, 1000, (batch,), generator=generator).float()
         self.times: list[float] = []
+        self.warmup_s = 0.0
 
     def step(self, record: bool) -> None:
         start = time.perf_counter()
@@ -128,71 +139,165 @@ class Trainer:
             self.times.append(time.perf_counter() - start)
 
 
-def run_config(
-    preset: str, resolution: int, precision: str, batch: int, steps: int, warmup: int, peaks: dict[str, float]
-) -> list[Measurement]:
-    config = preset_config(preset, resolution)
+def _build(kind: str, config: UNetConfig, batch: int, dtype: torch.dtype | None) -> Trainer:
+    """``kind`` is "diffkit" or "diffusers" plus optional "+channels_last", "+fused", "+compile"."""
+    base, *levers = kind.split("+")
     torch.manual_seed(0)
-    ours = UNet(config)
-    torch.manual_seed(0)
-    theirs = diffusers_twin(config)
-    dtype = PRECISIONS[precision]
-    trainers = [
-        Trainer("diffkit", ours, batch, resolution, dtype),
-        Trainer("diffusers", theirs, batch, resolution, dtype),
-    ]
-    for _ in range(warmup):
-        for trainer in trainers:
-            trainer.step(record=False)
-    for _ in range(steps):  # interleaved, so background load affects both models alike
-        for trainer in trainers:
-            trainer.step(record=True)
-    results = []
+    model = UNet(config) if base == "diffkit" else diffusers_twin(config)
+    return Trainer(kind, model, batch, config.resolution, dtype, channels_last="channels_last" in levers,
+                   fused="fused" in levers, compiled="compile" in levers)  # fmt: skip
+
+
+def interleaved(
+    kinds: list[str],
+    config: UNetConfig,
+    batch: int,
+    dtype: torch.dtype | None,
+    rounds: int,
+    steps: int,
+    warmup: int,
+) -> tuple[list[Trainer], list[dict[str, float]]]:
+    """Every contender's step times; per round, each contender's median step time (order flips)."""
+    trainers = [_build(kind, config, batch, dtype) for kind in kinds]
     for trainer in trainers:
-        flops = counted_flops(trainer.model, resolution)
-        median = statistics.median(trainer.times)
-        images_per_s = batch / median
-        achieved = 3 * flops * images_per_s
-        results.append(
-            Measurement(
-                model=trainer.name, resolution=resolution, precision=precision, batch_size=batch,
-                params_m=round(count_parameters(trainer.model) / 1e6, 3),
-                gflops_forward_per_image=round(flops / 1e9, 3),
-                median_step_s=round(median, 4), min_step_s=round(min(trainer.times), 4),
-                images_per_s=round(images_per_s, 3), achieved_gflops=round(achieved / 1e9, 2),
-                mfu=round(achieved / peaks[precision], 4),
-            )
-        )
-    return results
+        start = time.perf_counter()
+        for _ in range(warmup):  # compilation (if any) and allocator warm-up happen here, untimed
+            trainer.step(record=False)
+        trainer.warmup_s = time.perf_counter() - start
+    per_round: list[dict[str, float]] = []
+    for index in range(rounds):
+        order = trainers if index % 2 == 0 else trainers[::-1]
+        medians: dict[str, float] = {}
+        for trainer in order:
+            before = len(trainer.times)
+            for _ in range(steps):
+                trainer.step(record=True)
+            medians[trainer.name] = statistics.median(trainer.times[before:])
+        per_round.append(medians)
+    return trainers, per_round
+
+
+def measure(trainer: Trainer, resolution: int, precision: str, batch: int, peaks: dict[str, float]
+            ) -> Measurement:  # fmt: skip
+    flops = counted_flops(trainer.model, resolution)
+    median = statistics.median(trainer.times)
+    images_per_s = batch / median
+    achieved = 3 * flops * images_per_s
+    return Measurement(
+        model=trainer.name, resolution=resolution, precision=precision, batch_size=batch,
+        params_m=round(count_parameters(trainer.model) / 1e6, 3),
+        gflops_forward_per_image=round(flops / 1e9, 3),
+        median_step_s=round(median, 4), min_step_s=round(min(trainer.times), 4),
+        images_per_s=round(images_per_s, 3), achieved_gflops=round(achieved / 1e9, 2),
+        mfu=round(achieved / peaks[precision], 4),
+    )  # fmt: skip
+
+
+def ratio_row(a: str, b: str, per_round: list[dict[str, float]]) -> dict[str, float]:
+    """Speed ratio a/b from each round's medians (same round, same load): median, min, max."""
+    ratios = [r[b] / r[a] for r in per_round]
+    return {"ratio_median": round(statistics.median(ratios), 3), "ratio_min": round(min(ratios), 3),
+            "ratio_max": round(max(ratios), 3)}  # fmt: skip
+
+
+def run_config(
+    preset: str,
+    resolution: int,
+    precision: str,
+    batch: int,
+    rounds: int,
+    steps: int,
+    warmup: int,
+    peaks: dict[str, float],
+) -> tuple[list[Measurement], dict[str, float]]:
+    config = preset_config(preset, resolution)
+    trainers, per_round = interleaved(["diffkit", "diffusers"], config, batch, PRECISIONS[precision],
+                                      rounds, steps, warmup)  # fmt: skip
+    results = [measure(trainer, resolution, precision, batch, peaks) for trainer in trainers]
+    return results, ratio_row("diffkit", "diffusers", per_round)
+
+
+LEVERS = {
+    "channels_last": ["diffkit", "diffkit+channels_last"],
+    "fused": ["diffkit", "diffkit+fused"],
+    "compile": ["diffusers", "diffkit+compile", "diffusers+compile"],
+}
+
+
+def run_levers(
+    names: list[str],
+    preset: str,
+    resolution: int,
+    precision: str,
+    batch: int,
+    rounds: int,
+    steps: int,
+    warmup: int,
+) -> list[dict[str, object]]:
+    """Each lever against its baseline, interleaved in the same rounds."""
+    config = preset_config(preset, resolution)
+    rows: list[dict[str, object]] = []
+    for name in names:
+        kinds = LEVERS[name]
+        trainers, per_round = interleaved(kinds, config, batch, PRECISIONS[precision], rounds, steps,
+                                          max(warmup, 2 if name == "compile" else warmup))  # fmt: skip
+        for trainer in trainers[1:]:
+            row: dict[str, object] = {"lever": name, "contender": trainer.name, "baseline": kinds[0],
+                                      "resolution": resolution, "precision": precision,
+                                      "median_step_s": round(statistics.median(trainer.times), 4),
+                                      "warmup_s": round(trainer.warmup_s, 1),
+                                      **ratio_row(trainer.name, kinds[0], per_round)}  # fmt: skip
+            if name == "compile" and trainer.name == "diffkit+compile":
+                row.update(
+                    {
+                        f"vs diffusers+compile {k}": v
+                        for k, v in ratio_row(trainer.name, "diffusers+compile", per_round).items()
+                    }
+                )
+            rows.append(row)
+            print(f"lever {trainer.name:24s} vs {kinds[0]:10s} {resolution}px {precision}: "
+                  f"{row['ratio_median']:.2f}x (warm-up {trainer.warmup_s:.0f} s)", flush=True)  # fmt: skip
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny preset, batch 4, 32 px, 3 steps")
-    parser.add_argument("--preset", default="small", help="diffkit preset to compare (default: small)")
+    parser.add_argument("--quick", action="store_true", help="tiny preset, batch 4, 32 px, 3x2 steps")
+    parser.add_argument("--preset", default="tiny", help="diffkit preset to compare (default: tiny)")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per model and configuration")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per cell (order flips every round)")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per model and round")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--resolutions", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=list(PRECISIONS))
+    parser.add_argument(
+        "--levers",
+        nargs="*",
+        default=["channels_last", "fused"],
+        choices=list(LEVERS),
+        help="diffkit variants measured at the first resolution",
+    )
+    parser.add_argument(
+        "--lever-steps", type=int, default=5, help="timed steps per lever contender and round"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, default=Path("reports/bench_train.html"))
     args = parser.parse_args()
     if args.quick:
-        args.preset, args.batch_size, args.steps, args.warmup, args.resolutions = "tiny", 4, 3, 1, [32]
+        args.batch_size, args.steps, args.warmup, args.resolutions, args.levers = 4, 2, 1, [32], []
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    load_before = os.getloadavg()[0]
+    load_before = os.getloadavg()
     peak_size = 1024 if args.quick else 2048
     peaks = {name: matmul_peak(dtype or torch.float32, peak_size) for name, dtype in PRECISIONS.items()}
     results: list[Measurement] = []
+    cell_ratios: list[dict[str, float]] = []
     started = time.perf_counter()
     for resolution in args.resolutions:
         for precision in args.precisions:
-            batch = run_config(
-                args.preset, resolution, precision, args.batch_size, args.steps, args.warmup, peaks
-            )
+            batch, ratio = run_config(args.preset, resolution, precision, args.batch_size, args.rounds,
+                                      args.steps, args.warmup, peaks)  # fmt: skip
             for m in batch:
                 print(
                     f"{m.model:9s} {resolution:3d}px {precision}: {m.images_per_s:7.2f} img/s "
@@ -201,6 +306,11 @@ def main() -> None:
                     flush=True,
                 )
             results.extend(batch)
+            cell_ratios.append(ratio)
+    lever_rows: list[dict[str, object]] = []
+    for precision in args.precisions if args.levers else []:
+        lever_rows += run_levers(args.levers, args.preset, args.resolutions[0], precision, args.batch_size,
+                                 args.rounds, args.lever_steps, args.warmup)  # fmt: skip
     for name, dtype in PRECISIONS.items():  # the peak is the best seen before or after the runs
         peaks[name] = max(peaks[name], matmul_peak(dtype or torch.float32, peak_size))
     for m in results:
@@ -208,31 +318,38 @@ def main() -> None:
     elapsed = time.perf_counter() - started
 
     ratios = []
-    for ours, theirs in zip(results[::2], results[1::2], strict=True):
+    for ours, theirs, ratio in zip(results[::2], results[1::2], cell_ratios, strict=True):
         ratios.append({
             "resolution": ours.resolution, "precision": ours.precision,
             "diffkit_img_s": ours.images_per_s, "diffusers_img_s": theirs.images_per_s,
-            "speed_ratio_diffkit_over_diffusers": round(ours.images_per_s / theirs.images_per_s, 3),
+            # the median of per-round ratios: each round's two models ran under the same load
+            "speed_ratio_diffkit_over_diffusers": ratio["ratio_median"],
+            "speed_ratio_min": ratio["ratio_min"], "speed_ratio_max": ratio["ratio_max"],
+            "goal_1_3x_met": ratio["ratio_median"] >= 1.3,
             "param_ratio": round(ours.params_m / theirs.params_m, 3),
             "diffkit_mfu": ours.mfu, "diffusers_mfu": theirs.mfu,
-        })
+        })  # fmt: skip
         speed = ratios[-1]["speed_ratio_diffkit_over_diffusers"]
-        print(f"{ours.resolution}px {ours.precision}: diffkit/diffusers speed {speed:.2f}x")
-    load_after = os.getloadavg()[0]
+        print(f"{ours.resolution}px {ours.precision}: diffkit/diffusers speed {speed:.2f}x "
+              f"(rounds {ratio['ratio_min']:.2f}-{ratio['ratio_max']:.2f})")  # fmt: skip
+    load_after = os.getloadavg()
     summary = {
-        "preset": args.preset, "batch_size": args.batch_size, "timed_steps": args.steps,
+        "preset": args.preset, "batch_size": args.batch_size, "timed_steps": args.rounds * args.steps,
+        "rounds": args.rounds, "steps_per_round": args.steps, "warmup_steps": args.warmup,
         "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
         "peak_fp32_gflops": round(peaks["fp32"] / 1e9, 1), "peak_bf16_gflops": round(peaks["bf16"] / 1e9, 1),
-        "load_avg_1min_before": round(load_before, 2), "load_avg_1min_after": round(load_after, 2),
+        "load_avg_1min_before": round(load_before[0], 2), "load_avg_1min_after": round(load_after[0], 2),
+        "load_avg_before": [round(v, 2) for v in load_before],
+        "load_avg_after": [round(v, 2) for v in load_after],
         "seconds": round(elapsed, 1), "torch": torch.__version__,
-    }
+    }  # fmt: skip
     for row in ratios:
         key = f"speed_ratio_{row['resolution']}px_{row['precision']}"
         summary[key] = row["speed_ratio_diffkit_over_diffusers"]
     caveat = (
-        f"Measured on a shared {os.cpu_count()}-core CPU (1-minute load average {load_before:.1f} before, "
-        f"{load_after:.1f} after): absolute figures are noisy and deflated by other processes; the "
-        "interleaved diffkit/diffusers ratio is the robust figure. MFU uses the best square-matmul rate "
+        f"Measured on a shared {os.cpu_count()}-core CPU (1-minute load average {load_before[0]:.1f} before, "
+        f"{load_after[0]:.1f} after): absolute figures are noisy and deflated by other processes; the "
+        "per-round diffkit/diffusers ratio is the robust figure. MFU uses the best square-matmul rate "
         "seen in this run as the peak; convolutions with few channels cannot reach it."
     )
     report = Report(
@@ -242,9 +359,15 @@ def main() -> None:
         sections=[
             Section(heading="Speed ratio diffkit / diffusers (same batch, size, precision)", table=ratios),
             Section(heading="Measurements", table=[asdict(m) for m in results]),
+            Section(heading="Levers (each against its baseline, same rounds)", table=lever_rows),
             Section(heading="Caveats", text=caveat, badges=["CPU", "noisy"]),
         ],
-        data={"summary": summary, "ratios": ratios, "measurements": [asdict(m) for m in results]},
+        data={
+            "summary": summary,
+            "ratios": ratios,
+            "measurements": [asdict(m) for m in results],
+            "levers": lever_rows,
+        },  # fmt: skip
     )
     paths = write_report(report, args.out)
     print(f"report: {paths.html} ({paths.json})")

@@ -164,8 +164,14 @@ def test_rate_limiter_spacing_pause_and_aimd() -> None:
 
 # -- config and probe logic ------------------------------------------------------------------------
 def test_config_rejects_bad_options() -> None:
-    for bad in (dict(n=0), dict(n=1, rps=0), dict(n=1, concurrency=0), dict(n=1, url="ftp://x/y.jpg"),
-                dict(n=1, url="file:///etc/passwd"), dict(n=1, near_dup_threshold=65)):
+    for bad in (
+        dict(n=0),
+        dict(n=1, rps=0),
+        dict(n=1, concurrency=0),
+        dict(n=1, url="ftp://x/y.jpg"),
+        dict(n=1, url="file:///etc/passwd"),
+        dict(n=1, near_dup_threshold=65),
+    ):
         with pytest.raises(DiffkitError):
             ScrapeConfig(**bad)  # type: ignore[arg-type]
     assert parse_size("1024x768") == (1024, 768)
@@ -253,7 +259,11 @@ def test_reconcile_fixes_planted_damage_and_says_what(tmp_path: Path) -> None:
     store = Store(tmp_path)
     report = store.reconcile(max_pixels=10**7, near_dup_threshold=4)
     assert (report.temp_files_removed, report.files_adopted, report.files_removed, report.rows_dropped) == (
-        2, 1, 2, 1)
+        2,
+        1,
+        2,
+        1,
+    )
     assert report.unknown_files == ["images/ab/notes.txt"]
     assert "adopted 1" in report.describe() and "dropped 1" in report.describe()
     on_disk = sorted(p.relative_to(tmp_path).as_posix() for p in images.rglob("*.jpg"))
@@ -336,3 +346,86 @@ def test_bar_at_80_columns_keeps_count_and_eta_visible(monkeypatch: pytest.Monke
     assert line.startswith("kept ") and " 12345/30000 " in line, line
     assert re.search(r" 12\d\d\d\.\d req/s dup 100006 ", line), line  # rate and duplicates lead the info
     assert re.search(r"\d+:\d\d:\d\d (\d+:\d\d:\d\d|-:--:--)$", line.rstrip()), line  # elapsed, ETA
+
+
+# -- validation cost: one reduced-scale decode serves the check and the pHash ---------------------------
+def _old_full_decode_verdict(data: bytes) -> bool:
+    """What the full decode (the validation before issue 14) accepted."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+    except (OSError, ValueError, SyntaxError, EOFError):
+        return False
+    return True
+
+
+def test_validation_decodes_each_jpeg_once_at_reduced_scale_with_the_same_phash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from PIL import ImageFile
+
+    from diffkit.dataset.phash import DRAFT_DECODE, phash
+
+    data = face_bytes(11, size=640)  # > 2x the draft size: libjpeg scales by 1/2
+    decoded_sizes: list[tuple[int, int]] = []
+    original_load = ImageFile.ImageFile.load
+
+    def counting_load(self: ImageFile.ImageFile) -> object:
+        if self.tile:  # an image with tiles left to decode: a real decode, not a no-op re-load
+            decoded_sizes.append(self.size)
+        return original_load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", counting_load)
+    result = validate(200, JPEG_HEADERS, data, max_pixels=10**7, expect_size=(640, 640))
+    monkeypatch.undo()
+    assert isinstance(result, ValidImage)
+    assert (result.width, result.height) == (640, 640)  # the header's size, not the decoded one
+    assert decoded_sizes == [(320, 320)]  # one decode, at half scale: no second full-size pass
+    assert result.phash == phash(data, DRAFT_DECODE)  # the shared pHash, unchanged for these bytes
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_validation_decodes_other_formats_once_in_full(fmt: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import ImageFile
+
+    from diffkit.dataset.phash import DRAFT_DECODE, phash
+
+    data = face_bytes(12, size=48, fmt=fmt)
+    calls: list[tuple[int, int]] = []
+    original_load = ImageFile.ImageFile.load
+
+    def counting_load(self: ImageFile.ImageFile) -> object:
+        if self.tile:
+            calls.append(self.size)
+        return original_load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", counting_load)
+    result = validate(200, {"content-type": f"image/{fmt.lower()}"}, data, max_pixels=10**7)
+    monkeypatch.undo()
+    assert isinstance(result, ValidImage) and result.phash == phash(data, DRAFT_DECODE)
+    assert calls == [(48, 48)]
+
+
+def test_reduced_scale_validation_rejects_exactly_what_a_full_decode_rejects() -> None:
+    """Corrupt streams: the verdict of the one reduced-scale decode equals the old full decode's."""
+    data = face_bytes(13, size=600)
+    rng = np.random.default_rng(0)
+    variants = {"intact": data, "no scan data": data[:400] + b"\xff\xd9"}
+    for cut in (0.1, 0.5, 0.9):
+        variants[f"cut at {cut}"] = data[: int(len(data) * cut)] + b"\xff\xd9"
+    for k in range(6):  # bytes of the header and the entropy-coded data overwritten
+        garbled = bytearray(data)
+        start = int(rng.integers(2, len(data) - 40))
+        garbled[start : start + 24] = rng.integers(0, 256, 24, dtype=np.uint8).tobytes()
+        variants[f"garbled {k} at {start}"] = bytes(garbled)
+    for cut in (20, 150):  # the header itself broken
+        variants[f"header cut at {cut}"] = data[:cut] + b"\xff\xd9"
+    verdicts = {}
+    for name, body in variants.items():
+        result = validate(200, JPEG_HEADERS, body, max_pixels=10**7)
+        verdicts[name] = isinstance(result, ValidImage)
+        assert verdicts[name] == _old_full_decode_verdict(body), (name, result)
+        if not verdicts[name]:
+            assert isinstance(result, Rejection) and result.reason == "decode_error", (name, result)
+    assert verdicts["intact"] and not verdicts["header cut at 20"]
+    assert not all(verdicts.values())  # some corruptions are caught, by both decodes alike
