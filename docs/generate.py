@@ -114,7 +114,8 @@ def _scrape_headline(report: dict[str, Any]) -> str:
     s = report["summary"]
     return (
         f"at a {s['R (req/s cap)']:g} req/s cap and {s['L (s)']:g} s latency: "
-        f"{s['diffkit kept/s']:.1f} kept/s vs {s['peer kept/s']:.1f} ({s['diffkit 429s']:g} vs {s['peer 429s']:g} 429s); client CPU per kept "
+        f"{s['diffkit kept/s']:.1f} kept/s vs {s['peer kept/s']:.1f} "
+        f"({s['diffkit 429s']:g} vs {s['peer 429s']:g} 429s); client CPU per kept "
         f"image {s['diffkit CPU ms/kept']:.1f} ms vs {s['peer CPU ms/kept']:.1f} ms "
         f"({s['CPU ratio diffkit/peer (median of rounds)']:.1f}x; validating each image is "
         f"{s['validation now ms/image']:.1f} ms of it)"
