@@ -269,7 +269,9 @@ def dedupe(
         " this much (byte-identical files always are).",
     ),
     verify: bool = typer.Option(
-        default(DedupeConfig, "verify"), "--verify/--no-verify", help="Verify hash candidates by thumbnails, or hash only."
+        default(DedupeConfig, "verify"),
+        "--verify/--no-verify",
+        help="Verify hash candidates by thumbnails, or hash only.",
     ),
     against: Path | None = typer.Option(
         default(DedupeConfig, "against"),
