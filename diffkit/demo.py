@@ -14,15 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from diffkit.console import CommandResult, shown
-from diffkit.dedupe import DedupeConfig, dedupe
 from diffkit.errors import DiffkitError
-from diffkit.eval import EvalConfig, evaluate
-from diffkit.fakesite.site import FaceSite, SiteConfig
-from diffkit.report import IndexConfig, build_index
-from diffkit.runs import STATE_FILE
-from diffkit.sample import SampleConfig, sample
-from diffkit.scrape import ScrapeConfig, scrape
-from diffkit.train import TrainConfig, train
 
 # Rare enough that the scrape keeps going, frequent enough that the report shows every kind of rejection.
 DEMO_FAULTS = {"http_503": 0.03, "truncated": 0.02, "not_image": 0.02, "bad_length": 0.02}
@@ -106,6 +98,17 @@ def run_demo(config: DemoConfig) -> DemoResult:
         if (path := _report_path(value)) is not None:
             result.reports[name] = path
         return value
+
+    # The commands are imported here, not at the top: the CLI imports this module for DemoConfig's
+    # defaults, and every ``diffkit`` start (``--help``, TAB completion) would otherwise load torch.
+    from diffkit.dedupe import DedupeConfig, dedupe
+    from diffkit.eval import EvalConfig, evaluate
+    from diffkit.fakesite.site import FaceSite, SiteConfig
+    from diffkit.report import IndexConfig, build_index
+    from diffkit.runs import STATE_FILE
+    from diffkit.sample import SampleConfig, sample
+    from diffkit.scrape import ScrapeConfig, scrape
+    from diffkit.train import TrainConfig, train
 
     site_config = SiteConfig(
         seed=config.seed,

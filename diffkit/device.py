@@ -18,10 +18,12 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from diffkit.errors import DiffkitError
+
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI reads the names here without it
+    import torch
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")  # cuda:N: the N-th CUDA GPU
 
@@ -36,7 +38,6 @@ class PrecisionName(str, Enum):
 
 
 PRECISIONS = tuple(name.value for name in PrecisionName)
-_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 _CUDA_INDEX = re.compile(r"^cuda:(\d+)$")
 
 
@@ -55,6 +56,8 @@ def _unavailable(name: str, why: str) -> DiffkitError:
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> cuda, then mps, then cpu; an explicit device that is missing is a user error."""
+    import torch
+
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -84,6 +87,8 @@ def cpu_has_native_bf16() -> bool:
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:
+    import torch
+
     if requested not in PRECISIONS:
         raise DiffkitError(f"unknown precision {requested!r}; use auto, fp32, bf16 or fp16")
     bf16_ok = (device.type == "cuda" and torch.cuda.is_bf16_supported()) or (
@@ -111,15 +116,21 @@ class Precision:
 
     @classmethod
     def create(cls, requested: str, device: torch.device) -> Precision:
+        import torch
+
         name = resolve_precision(requested, device)
         scaler = torch.amp.GradScaler(device.type, enabled=name == "fp16")
         return cls(name, device, scaler)
 
     @property
     def dtype(self) -> torch.dtype | None:
-        return _DTYPES[self.name]
+        import torch
+
+        return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.name]
 
     def autocast(self) -> contextlib.AbstractContextManager:
+        import torch
+
         if self.dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)

@@ -13,7 +13,7 @@ PACKAGE = Path(diffkit.__file__).parent
 # Rank of each top-level module or package: a module may import its own package and lower ranks only.
 # Why this order: docs/architecture.md.
 RANKS: dict[str, int] = {
-    "errors": 0, "atomic": 1, "safepath": 0, "lock": 1, "console": 0,
+    "errors": 0, "atomic": 1, "safepath": 0, "lock": 1, "console": 0, "lazy": 0,
     "report": 2, "dataset": 2, "device": 1,
     "data": 3, "models": 3, "diffusion": 3, "metrics": 3, "scrape": 3, "dedupe": 3,
     "runs": 4,

@@ -1,17 +1,17 @@
 """Training data: an image folder decoded once into a uint8 cache, and batches drawn on the device."""
 
-from diffkit.data.batcher import DeviceBatcher
-from diffkit.data.cache import ImageCache, load_image_dataset
-from diffkit.data.folder import IMAGE_EXTENSIONS, find_images
-from diffkit.data.labels import DatasetLabels, LabelsMode, read_labels
+from diffkit.lazy import attach
 
-__all__ = [
-    "IMAGE_EXTENSIONS",
-    "DatasetLabels",
-    "DeviceBatcher",
-    "ImageCache",
-    "LabelsMode",
-    "find_images",
-    "load_image_dataset",
-    "read_labels",
-]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "DeviceBatcher": "batcher",
+        "ImageCache": "cache",
+        "load_image_dataset": "cache",
+        "IMAGE_EXTENSIONS": "folder",
+        "find_images": "folder",
+        "DatasetLabels": "labels",
+        "LabelsMode": "labels",
+        "read_labels": "labels",
+    },
+)

@@ -11,16 +11,18 @@ Nothing here knows who calls it: it imports only :mod:`diffkit.atomic`, :mod:`di
 :mod:`diffkit.safepath` from the rest of diffkit.
 """
 
-from diffkit.dataset.decode import UndecodableImage, open_rgb, to_8bit
-from diffkit.dataset.listing import IMAGE_EXTENSIONS, ImageEntry, ImageScan, image_root, scan_images
+from diffkit.lazy import attach
 
-__all__ = [
-    "IMAGE_EXTENSIONS",
-    "ImageEntry",
-    "ImageScan",
-    "UndecodableImage",
-    "image_root",
-    "open_rgb",
-    "scan_images",
-    "to_8bit",
-]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "UndecodableImage": "decode",
+        "open_rgb": "decode",
+        "to_8bit": "decode",
+        "IMAGE_EXTENSIONS": "listing",
+        "ImageEntry": "listing",
+        "ImageScan": "listing",
+        "image_root": "listing",
+        "scan_images": "listing",
+    },
+)

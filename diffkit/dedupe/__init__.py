@@ -1,7 +1,13 @@
 """Exact and perceptual de-duplication of image folders (``diffkit dedupe``)."""
 
-from diffkit.dedupe.config import DEFAULT_THRESHOLDS, DedupeConfig
-from diffkit.dedupe.result import DedupeResult
-from diffkit.dedupe.run import dedupe
+from diffkit.lazy import attach
 
-__all__ = ["DEFAULT_THRESHOLDS", "DedupeConfig", "DedupeResult", "dedupe"]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "DEFAULT_THRESHOLDS": "config",
+        "DedupeConfig": "config",
+        "DedupeResult": "result",
+        "dedupe": "run",
+    },
+)

@@ -1,40 +1,29 @@
 """Diffusion maths: noise schedules, the Gaussian forward process and loss, reverse-process samplers."""
 
-from diffkit.diffusion.gaussian import PREDICTIONS, GaussianDiffusion, PredictionName, min_snr_weight
-from diffkit.diffusion.guidance import guide, guided_model
-from diffkit.diffusion.samplers import (
-    SAMPLERS,
-    DDIMSampler,
-    DDPMSampler,
-    DPMSolverPlusPlus,
-    Sampler,
-    SamplerName,
-    SamplerOutput,
-    make_sampler,
-    run_sampler,
-    trailing_timesteps,
-)
-from diffkit.diffusion.schedules import SCHEDULES, NoiseSchedule, ScheduleName, make_schedule
+from diffkit.lazy import attach
 
-__all__ = [
-    "PREDICTIONS",
-    "SAMPLERS",
-    "SCHEDULES",
-    "DDIMSampler",
-    "DDPMSampler",
-    "DPMSolverPlusPlus",
-    "GaussianDiffusion",
-    "NoiseSchedule",
-    "PredictionName",
-    "Sampler",
-    "SamplerName",
-    "SamplerOutput",
-    "ScheduleName",
-    "guide",
-    "guided_model",
-    "make_sampler",
-    "make_schedule",
-    "min_snr_weight",
-    "run_sampler",
-    "trailing_timesteps",
-]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "PREDICTIONS": "names",
+        "GaussianDiffusion": "gaussian",
+        "PredictionName": "names",
+        "min_snr_weight": "gaussian",
+        "guide": "guidance",
+        "guided_model": "guidance",
+        "SAMPLERS": "names",
+        "DDIMSampler": "samplers",
+        "DDPMSampler": "samplers",
+        "DPMSolverPlusPlus": "samplers",
+        "Sampler": "samplers",
+        "SamplerName": "names",
+        "SamplerOutput": "samplers",
+        "make_sampler": "samplers",
+        "run_sampler": "samplers",
+        "trailing_timesteps": "samplers",
+        "SCHEDULES": "names",
+        "NoiseSchedule": "schedules",
+        "ScheduleName": "names",
+        "make_schedule": "schedules",
+    },
+)

@@ -12,22 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
 
 import torch
 
+from diffkit.diffusion.names import PREDICTIONS, PredictionName  # noqa: F401  (re-exported)
 from diffkit.diffusion.schedules import NoiseSchedule, make_schedule
 from diffkit.errors import DiffkitError
 
-
-class PredictionName(str, Enum):
-    """``--prediction`` choices (Typer lists them; configs also accept the plain strings)."""
-
-    v = "v"
-    eps = "eps"
-
-
-PREDICTIONS = tuple(name.value for name in PredictionName)
 DEFAULT_MIN_SNR_GAMMA = 5.0
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -22,22 +22,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
 
 import torch
 
 from diffkit.diffusion.gaussian import GaussianDiffusion
+from diffkit.diffusion.names import SAMPLERS, SamplerName  # noqa: F401  (re-exported)
 from diffkit.errors import DiffkitError
-
-SAMPLERS = ("ddim", "ddpm", "dpmpp")
-
-
-class SamplerName(str, Enum):
-    """The ``--sampler`` choices (the CLI shows them; configs also accept the plain strings)."""
-
-    ddim = "ddim"
-    ddpm = "ddpm"
-    dpmpp = "dpmpp"
 
 
 @dataclass(frozen=True)

@@ -9,21 +9,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import Enum
 
 import torch
 
+from diffkit.diffusion.names import SCHEDULES, ScheduleName  # noqa: F401  (re-exported)
 from diffkit.errors import DiffkitError
-
-
-class ScheduleName(str, Enum):
-    """``--schedule`` choices (Typer lists them; configs also accept the plain strings)."""
-
-    cosine = "cosine"
-    linear = "linear"
-
-
-SCHEDULES = tuple(name.value for name in ScheduleName)
 
 # Improved DDPM (Nichol & Dhariwal 2021): betas are clipped so the last step is not a pure-noise step
 # with beta = 1, which would make the reverse process divide by zero.

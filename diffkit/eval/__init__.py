@@ -4,8 +4,13 @@ The metrics themselves (FID, KID, IS, precision/recall, memorization, feature ex
 maths in :mod:`diffkit.metrics`, which never imports this package.
 """
 
-from diffkit.eval.config import EvalConfig
-from diffkit.eval.result import EvalResult
-from diffkit.eval.run import evaluate
+from diffkit.lazy import attach
 
-__all__ = ["EvalConfig", "EvalResult", "evaluate"]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "EvalConfig": "config",
+        "EvalResult": "result",
+        "evaluate": "run",
+    },
+)

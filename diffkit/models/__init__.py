@@ -1,9 +1,16 @@
 """U-Net denoiser for pixel-space diffusion: configs, presets, the network and its cost."""
 
-from diffkit.models.config import PRESETS, UNetConfig, UNetPreset, preset_config
-from diffkit.models.stats import count_parameters, flops_per_image
-from diffkit.models.unet import UNet
+from diffkit.lazy import attach
 
-__all__ = [
-    "PRESETS", "UNet", "UNetConfig", "UNetPreset", "count_parameters", "flops_per_image", "preset_config",
-]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "PRESETS": "config",
+        "UNetConfig": "config",
+        "UNetPreset": "config",
+        "preset_config": "config",
+        "count_parameters": "stats",
+        "flops_per_image": "stats",
+        "UNet": "unet",
+    },
+)

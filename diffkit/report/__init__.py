@@ -1,21 +1,21 @@
 """Reports: every command writes a self-contained HTML file and a JSON sidecar with the same numbers."""
 
-from diffkit.report.index import IndexConfig, IndexResult, build_index
-from diffkit.report.model import Report, ReportImage, ReportPaths, Section
-from diffkit.report.plots import bar_chart, histogram, line_plot
-from diffkit.report.render import format_value, write_report
+from diffkit.lazy import attach
 
-__all__ = [
-    "IndexConfig",
-    "IndexResult",
-    "Report",
-    "ReportImage",
-    "ReportPaths",
-    "Section",
-    "bar_chart",
-    "build_index",
-    "format_value",
-    "histogram",
-    "line_plot",
-    "write_report",
-]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "IndexConfig": "index",
+        "IndexResult": "index",
+        "build_index": "index",
+        "Report": "model",
+        "ReportImage": "model",
+        "ReportPaths": "model",
+        "Section": "model",
+        "bar_chart": "plots",
+        "histogram": "plots",
+        "line_plot": "plots",
+        "format_value": "render",
+        "write_report": "render",
+    },
+)

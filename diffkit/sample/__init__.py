@@ -4,10 +4,15 @@ Snapshots are read by :mod:`diffkit.runs` (``load_snapshot`` is re-exported here
 grids are drawn by :mod:`diffkit.report.grid`.
 """
 
-from diffkit.runs import load_snapshot
-from diffkit.sample.config import SampleConfig
-from diffkit.sample.generate import generate_images
-from diffkit.sample.result import SampleResult
-from diffkit.sample.run import sample
+from diffkit.lazy import attach
 
-__all__ = ["SampleConfig", "SampleResult", "generate_images", "load_snapshot", "sample"]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "load_snapshot": "diffkit.runs.snapshots",
+        "SampleConfig": "config",
+        "generate_images": "generate",
+        "SampleResult": "result",
+        "sample": "run",
+    },
+)

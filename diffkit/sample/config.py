@@ -7,7 +7,7 @@ from enum import Enum
 from pathlib import Path
 
 from diffkit.device import PRECISIONS, device_choices, is_device_name
-from diffkit.diffusion.samplers import SAMPLERS
+from diffkit.diffusion.names import SAMPLERS
 from diffkit.errors import DiffkitError
 
 ANIMATION_SUFFIXES = (".gif", ".webp", ".png", ".apng")

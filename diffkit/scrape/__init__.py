@@ -1,7 +1,14 @@
 """``diffkit scrape``: N unique, valid images from a "random image" URL, politely and resumably."""
 
-from diffkit.scrape.config import DEFAULT_USER_AGENT, TPDNE_ENDPOINTS, ScrapeConfig
-from diffkit.scrape.result import ScrapeResult
-from diffkit.scrape.run import scrape
+from diffkit.lazy import attach
 
-__all__ = ["DEFAULT_USER_AGENT", "TPDNE_ENDPOINTS", "ScrapeConfig", "ScrapeResult", "scrape"]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "DEFAULT_USER_AGENT": "config",
+        "TPDNE_ENDPOINTS": "config",
+        "ScrapeConfig": "config",
+        "ScrapeResult": "result",
+        "scrape": "run",
+    },
+)

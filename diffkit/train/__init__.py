@@ -1,7 +1,13 @@
 """``diffkit train``: config, run (the entry), result, report; loop, EMA and monitor are internals."""
 
-from diffkit.train.config import TrainConfig, TrainPlan
-from diffkit.train.result import TrainResult
-from diffkit.train.run import train
+from diffkit.lazy import attach
 
-__all__ = ["TrainConfig", "TrainPlan", "TrainResult", "train"]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "TrainConfig": "config",
+        "TrainPlan": "config",
+        "TrainResult": "result",
+        "train": "run",
+    },
+)
