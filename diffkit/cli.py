@@ -377,6 +377,17 @@ def train(
         "--sample-every-kimg",
         help="EMA sample grid every K kimg; 0: at the end.",
     ),
+    eval_every_kimg: float = typer.Option(
+        default(TrainConfig, "eval_every_kimg"),
+        "--eval-every-kimg",
+        help="FID and KID of EMA samples against the training data every K kimg; 0: off.",
+    ),
+    eval_samples: int = typer.Option(
+        default(TrainConfig, "eval_samples"), "--eval-samples", help="Samples per evaluation while training."
+    ),
+    eval_steps: int = typer.Option(
+        default(TrainConfig, "eval_steps"), "--eval-steps", help="Sampler steps per evaluation sample."
+    ),
     ema_halflife_kimg: float = typer.Option(
         default(TrainConfig, "ema_halflife_kimg"), "--ema-halflife-kimg", help="EMA half-life in kimg."
     ),
@@ -430,6 +441,9 @@ def train(
             precision=precision,
             compile=compile_model,
             sample_every_kimg=sample_every_kimg,
+            eval_every_kimg=eval_every_kimg,
+            eval_samples=eval_samples,
+            eval_steps=eval_steps,
             ema_halflife_kimg=ema_halflife_kimg,
             seed=seed,
             labels=labels,

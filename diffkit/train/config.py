@@ -31,7 +31,7 @@ ALWAYS_FROM_REQUEST = ("resume", "dry_run", "progress", "report")
 # value holds, so that `--resume` alone continues exactly as the run started (same device, precision).
 RESUMABLE_OVERRIDES = (
     *LENGTH_FIELDS, "device", "precision", "compile", "sample_every_kimg", "snapshot_every_kimg",
-    "state_every_minutes", "log_every_steps", "cache_dir",
+    "state_every_minutes", "log_every_steps", "cache_dir", "eval_every_kimg", "eval_samples", "eval_steps",
 )  # fmt: skip
 
 
@@ -81,6 +81,11 @@ class TrainConfig:
     snapshot_every_kimg: float = 250.0  # EMA safetensors; 0: only at the end of the run
     sample_grid: int = 64  # images in the fixed-noise grid
     sample_steps: int = 50  # DDIM steps for the grid
+    # FID/KID of eval_samples fixed-noise EMA samples (eval_steps sampler steps) against the training
+    # data every eval_every_kimg; 0: off. Same engine and feature cache as `diffkit eval`.
+    eval_every_kimg: float = 0.0
+    eval_samples: int = 256
+    eval_steps: int = 25
     state_every_minutes: float = 10.0  # how often state-latest.pt is refreshed (also at every snapshot)
     log_every_steps: int = 50  # stats.jsonl line every N steps (and at the end)
     max_bad_steps: int = 20  # consecutive non-finite steps before giving up
@@ -130,6 +135,10 @@ class TrainConfig:
             problems.append(f"--device must be one of {device_choices()} (got {self.device!r})")
         if self.sample_every_kimg < 0 or self.snapshot_every_kimg < 0:
             problems.append("--sample-every-kimg and snapshot_every_kimg must be >= 0")
+        if self.eval_every_kimg < 0:
+            problems.append("--eval-every-kimg must be >= 0")
+        if self.eval_samples < 2 or self.eval_steps < 1:
+            problems.append("--eval-samples must be >= 2 and --eval-steps >= 1")
         if (
             self.sample_grid < 1
             or self.sample_steps < 1
