@@ -39,6 +39,7 @@ from diffkit.device import PrecisionName
 from diffkit.diffusion import PredictionName, SamplerName, ScheduleName
 from diffkit.errors import DiffkitError
 from diffkit.eval.config import EngineName, EvalConfig
+from diffkit.export.config import ExportConfig, ExportFormat
 from diffkit.models.config import PresetName
 from diffkit.report.index import IndexConfig
 from diffkit.sample.config import DEFAULT_GUIDANCE, SampleConfig
@@ -544,6 +545,48 @@ def sample(
             progress=_progress(progress),
         )
         return run_sampling(config)
+
+    _run(call, json_output)
+
+
+@app.command()
+def export(
+    run: Path = typer.Argument(
+        ..., metavar="RUN", help="Training run folder (uses its latest EMA snapshot)."
+    ),
+    out: Path = typer.Argument(..., metavar="OUT", help="Folder to write; must not exist or be empty."),
+    export_format: ExportFormat = typer.Option(
+        default(ExportConfig, "format"), "--format", help="diffusers: UNet2DModel + DDIMScheduler folder."
+    ),
+    snapshot: Path | None = typer.Option(
+        default(ExportConfig, "snapshot"), "--snapshot", help="This ema-*.safetensors instead of the latest."
+    ),
+    force: bool = typer.Option(
+        default(ExportConfig, "force"),
+        "--force",
+        help="Write into a non-empty OUT, replacing the exported files.",
+    ),
+    reports_dir: Path = typer.Option(
+        default(ExportConfig, "reports_dir"),
+        "--reports",
+        help="Where `diffkit eval --run RUN` wrote reports: the model card quotes the newest one.",
+    ),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Export a run's EMA weights for another library, with a model card (README.md).
+
+    diffusers: UNet2DModel.from_pretrained(OUT, subfolder="unet") and DDIMPipeline.from_pretrained(OUT)
+    load it; the same noise gives the images of diffkit sample --sampler ddim.
+
+    Example: diffkit export runs/00000-tiny --format diffusers exported/faces-tiny
+    """
+    from diffkit.export import export as run_export
+
+    def call() -> Any:
+        config = ExportConfig(
+            run=run, out=out, format=export_format, snapshot=snapshot, force=force, reports_dir=reports_dir
+        )
+        return run_export(config)
 
     _run(call, json_output)
 

@@ -31,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 REPORTS = ROOT / "reports"
 CLI_DIR = ROOT / "docs" / "cli"
-COMMANDS = ("scrape", "dedupe", "train", "sample", "eval", "report", "demo")
+COMMANDS = ("scrape", "dedupe", "train", "sample", "eval", "export", "report", "demo")
 HELP_WIDTH = 100
 
 # `diffkit ...` through its real entry point, with argv[0] set so the usage line says "diffkit".

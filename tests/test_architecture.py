@@ -13,14 +13,31 @@ PACKAGE = Path(diffkit.__file__).parent
 # Rank of each top-level module or package: a module may import its own package and lower ranks only.
 # Why this order: docs/architecture.md.
 RANKS: dict[str, int] = {
-    "errors": 0, "atomic": 1, "safepath": 0, "lock": 1, "console": 0, "lazy": 0,
-    "report": 2, "dataset": 2, "device": 1,
-    "data": 3, "models": 3, "diffusion": 3, "metrics": 3, "scrape": 3, "dedupe": 3,
+    "errors": 0,
+    "atomic": 1,
+    "safepath": 0,
+    "lock": 1,
+    "console": 0,
+    "lazy": 0,
+    "report": 2,
+    "dataset": 2,
+    "device": 1,
+    "data": 3,
+    "models": 3,
+    "diffusion": 3,
+    "metrics": 3,
+    "scrape": 3,
+    "dedupe": 3,
     "runs": 4,
-    "train": 5, "sample": 5, "fakesite": 5,
+    "train": 5,
+    "sample": 5,
+    "fakesite": 5,
+    "export": 5,
     "eval": 6,
-    "demo": 7, "testing": 7,
-    "cli": 8, "__main__": 9,
+    "demo": 7,
+    "testing": 7,
+    "cli": 8,
+    "__main__": 9,
 }
 
 
@@ -74,7 +91,7 @@ def test_no_import_cycle_between_modules() -> None:
         state[node] = 1
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                cycle.extend(stack[stack.index(nxt):] + [nxt] if nxt in stack else [node, nxt])
+                cycle.extend(stack[stack.index(nxt) :] + [nxt] if nxt in stack else [node, nxt])
                 return True
             if state.get(nxt) is None and visit(nxt, [*stack, nxt]):
                 return True
