@@ -1,14 +1,18 @@
 """``diffkit demo``: the whole pipeline, end to end, against the local fake-face site.
 
-scrape (with repeats, near-duplicates and faults switched on) -> dedupe -> train the tiny preset ->
-sample a grid -> eval. It needs no internet except for the Inception weights of the eval step, which
-is skipped with its reason when they cannot be had. Rerunning the same command resumes: the scrape
-fetches only what is missing and training continues from ``state-latest.pt``.
+scrape (with repeats, near-duplicates and faults switched on) -> dedupe -> train the tiny preset (with
+FID/KID halfway and at the end) -> sample a grid -> eval. It needs no internet except for the Inception
+weights of the FID/KID steps, which are skipped with their reason when they cannot be had. Rerunning
+the same command resumes: the scrape fetches only what is missing and training continues from
+``state-latest.pt``.
 """
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +62,7 @@ class DemoResult(CommandResult):
     index: Path | None = None
     run_page: Path | None = None  # the one page of this demo's run: every stage summarised and linked
     fid: str | None = None  # the FID line with its N, reference N, engine and weights' status
+    train_fid: str | None = None  # the same line for the last FID measured during training
 
     def report_paths(self) -> list[Path]:
         pages = [path for path in (self.run_page, self.index) if path is not None]
@@ -87,6 +92,22 @@ def _stop_if_interrupted(step_result: CommandResult) -> None:
         raise KeyboardInterrupt
 
 
+@contextmanager
+def _environment(name: str, value: str | None) -> Iterator[None]:
+    """``name`` set to ``value`` inside the block (unchanged when ``value`` is None), as before after it."""
+    before = os.environ.get(name)
+    if value is not None:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if value is not None:
+            if before is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = before
+
+
 def run_demo(config: DemoConfig) -> DemoResult:
     result = DemoResult(out=config.out)
     data_dir, run_dir = config.out / "data", config.out / "run"
@@ -104,11 +125,13 @@ def run_demo(config: DemoConfig) -> DemoResult:
     from diffkit.dedupe import DedupeConfig, dedupe
     from diffkit.eval import EvalConfig, evaluate
     from diffkit.fakesite.site import FaceSite, SiteConfig
+    from diffkit.metrics.weights import INCEPTION_ENV
     from diffkit.report import IndexConfig, build_index
-    from diffkit.runs import STATE_FILE
+    from diffkit.runs import STATE_FILE, STATS_FILE
     from diffkit.sample import SampleConfig, sample
     from diffkit.scrape import ScrapeConfig, scrape
     from diffkit.train import TrainConfig, train
+    from diffkit.train.monitor import eval_records, read_stats
 
     site_config = SiteConfig(
         seed=config.seed,
@@ -141,31 +164,41 @@ def run_demo(config: DemoConfig) -> DemoResult:
     result.steps["dedupe"] = f"{len(deduped.clusters)} duplicate clusters left (report only)"
 
     resume = (run_dir / STATE_FILE).exists()
-    trained = timed(
-        "train",
-        lambda: train(
-            TrainConfig(
-                data=data_dir,
-                out=run_dir,
-                preset="tiny",
-                resolution=config.resolution,
-                batch_size=config.batch_size,
-                steps=config.train_steps,
-                # Two grids during the run and one at its end: the progression image shows learning
-                # without the grids costing more than the training itself on a CPU.
-                sample_every_kimg=config.train_steps * config.batch_size / 3000,
-                sample_grid=16,
-                sample_steps=25,
-                seed=config.seed,
-                device=config.device,
-                resume=resume,
-                progress=config.progress,
-            )
-        ),
+    train_kimg = config.train_steps * config.batch_size / 1000
+    train_config = TrainConfig(
+        data=data_dir,
+        out=run_dir,
+        preset="tiny",
+        resolution=config.resolution,
+        batch_size=config.batch_size,
+        steps=config.train_steps,
+        # Two grids during the run and one at its end: the progression image shows learning
+        # without the grids costing more than the training itself on a CPU.
+        sample_every_kimg=train_kimg / 3,
+        sample_grid=16,
+        sample_steps=25,
+        # FID/KID halfway and at the end, at the eval step's N against the same reference, so the
+        # numbers line up with the eval's (they differ by sampler, steps and noise). The training
+        # data's features extracted here are what the eval step then finds in the feature cache.
+        eval_every_kimg=train_kimg / 2,
+        eval_samples=config.eval_samples,
+        seed=config.seed,
+        device=config.device,
+        resume=resume,
+        progress=config.progress,
     )
+    # Training has no --weights: it finds Inception as `diffkit eval` does without one (environment,
+    # cache, download), so the demo's --weights reach it through the environment.
+    weights = None if config.weights is None else str(config.weights)
+    with _environment(INCEPTION_ENV, weights):
+        trained = timed("train", lambda: train(train_config))
     _stop_if_interrupted(trained)
     loss = "n/a" if trained.final_loss is None else f"{trained.final_loss:.4f}"
     result.steps["train"] = f"tiny preset at {config.resolution} px, final loss {loss}"
+    evals = eval_records(read_stats(run_dir / STATS_FILE))
+    if evals:
+        result.train_fid = evals[-1]["headline"]
+        result.steps["train"] += f"; during training {result.train_fid}"
 
     sampled = timed(
         "sample",

@@ -66,6 +66,26 @@ def test_demo_fid_carries_n_reference_engine_and_weights_everywhere(demo: DemoRu
     assert eval_sidecar["summary"]["weights"] == "unofficial weights"
 
 
+def test_demo_measures_fid_during_training_and_eval_reuses_its_reference_features(demo: DemoRun) -> None:
+    """Halfway and at the end of its 4 steps, at the eval step's N, against the same 24 images."""
+    root, result = demo.root, demo.result
+    stats = [json.loads(line) for line in (root / "demo" / "run" / "stats.jsonl").read_text().splitlines()]
+    evals = [record for record in stats if record.get("kind") == "eval"]
+    assert [(record["step"], record["n"], record["n_reference"]) for record in evals] == [
+        (2, 16, 24),
+        (4, 16, 24),
+    ]
+    assert all(math.isfinite(record["fid"]) and record["fid"] > 0 for record in evals)
+    expected = "(reference 24, torch-fidelity, unofficial weights)"
+    assert result.train_fid == evals[-1]["headline"] and result.train_fid.startswith("FID@16 ")
+    assert result.train_fid.endswith(expected) and result.train_fid in result.steps["train"]
+    train_html = (root / result.reports["train"]).read_text(encoding="utf-8")
+    assert "<h2>FID during training</h2>" in train_html and result.train_fid in train_html
+    eval_numbers = json.loads((root / result.reports["eval"]).with_suffix(".json").read_text())["data"]
+    # extracted once, while training (a real check on a cold feature cache; test_train_eval has its own)
+    assert eval_numbers["feature_cache"]["inception_reference"] == "hit"
+
+
 def test_demo_ends_with_its_run_page_linking_every_stage(demo: DemoRun) -> None:
     root, result = demo.root, demo.result
     assert result.run_page is not None

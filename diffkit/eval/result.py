@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from diffkit.console import CommandResult, shown
+from diffkit.metrics import caveats as cav
 from diffkit.report import format_value
 
 
@@ -80,8 +81,7 @@ class EvalResult(CommandResult):
         """ "official weights" only when every network's weights are the pinned official files."""
         if not self.weights:
             return "no weights"
-        official = all(w.get("official", False) for w in self.weights.values())
-        return "official weights" if official else "unofficial weights"
+        return cav.weights_status(all(w.get("official", False) for w in self.weights.values()))
 
     def fid_headline(self) -> str:
         """FID and what it depends on: ``FID@100 31,727.1 (reference 300, torch-fidelity, official weights)``.
@@ -89,11 +89,8 @@ class EvalResult(CommandResult):
         Every place that shows an FID (summary, report, demo, index, run page) uses this line, so a
         number never travels without its N, its reference N, its engine and its weights' status.
         """
-        value = "—" if self.fid is None else format_value(self.fid)
-        return (
-            f"FID@{self.n_generated} {value} (reference {self.n_reference}, {self.engine}, "
-            f"{self.weights_status})"
-        )
+        n, m = self.n_generated, self.n_reference
+        return cav.fid_headline(n, m, self.fid, self.engine, self.weights_status)
 
     def fid_infinity_text(self) -> str:
         if self.fid_infinity is None:

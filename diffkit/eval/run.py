@@ -26,6 +26,7 @@ from diffkit.metrics.features import (
     FeatureSet,
     build_inception,
     build_vgg16,
+    default_cache_dir,
     extract_features,
 )
 from diffkit.metrics.fid import FastFrechet, frechet_distance
@@ -114,10 +115,7 @@ def _cache_dir(config: EvalConfig) -> Path | None:
     """The feature cache folder; None when the default one cannot be written (then nothing is cached)."""
     if config.cache_dir is not None:
         return config.cache_dir.expanduser()
-    try:
-        return check_writable_dir(DEFAULT_CACHE_DIR.expanduser(), "the feature cache")
-    except DiffkitError:
-        return None
+    return default_cache_dir()
 
 
 def _check_outputs(config: EvalConfig) -> list[str]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from diffkit.metrics.fid import FastFrechet
+from diffkit.report import format_value
 
 FEATURE_DIM = 2048
 STANDARD_N = 50_000
@@ -53,6 +54,20 @@ class FidCurve:
 
 def fid_label(n: int, m: int) -> str:
     return f"FID@{n} (reference {m})"
+
+
+def weights_status(official: bool) -> str:
+    return "official weights" if official else "unofficial weights"
+
+
+def fid_headline(n: int, m: int, fid: float | None, engine: str, weights: str) -> str:
+    """``FID@100 31,727.1 (reference 300, torch-fidelity, official weights)``: how every FID is shown.
+
+    ``diffkit eval`` and the evaluation during training both use it, so a number never travels without
+    its N, its reference N, its engine and its weights' status (``weights``: :func:`weights_status`).
+    """
+    value = "—" if fid is None else format_value(fid)
+    return f"FID@{n} {value} (reference {m}, {engine}, {weights})"
 
 
 def subset_sizes(n: int, points: int = SUBSET_POINTS, lowest: float = LOWEST_FRACTION) -> list[int]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffkit.atomic import atomic_write_bytes
+from diffkit.atomic import atomic_write_bytes, check_writable_dir
 from diffkit.console import printable
 from diffkit.errors import DiffkitError
 from diffkit.metrics.images import ImageSet, load_images
@@ -199,6 +199,14 @@ class FeatureSet:
         return self.features[name]
 
 
+def default_cache_dir() -> Path | None:
+    """The default feature cache folder, created; None when it cannot be written (nothing is cached)."""
+    try:
+        return check_writable_dir(DEFAULT_CACHE_DIR.expanduser(), "the feature cache")
+    except DiffkitError:
+        return None
+
+
 def cache_key(image_set: ImageSet, extractor: Extractor) -> str:
     identity = {
         "format": CACHE_FORMAT,
@@ -264,3 +272,19 @@ def extract_features(
     if path is not None:
         _store_cached(path, features)
     return FeatureSet(features, key, path, False, len(files))
+
+
+def image_features(
+    images: np.ndarray, extractor: Extractor, *, batch_size: int = 64
+) -> dict[str, np.ndarray]:
+    """Features of in-memory uint8 images (N, H, W, 3), batched as :func:`extract_features` does.
+
+    For images that exist only in memory (samples drawn during training): the same network and the
+    same float32 output as for files, without the PNG round trip (lossless for uint8) and uncached,
+    since such samples are never seen twice.
+    """
+    chunks: dict[str, list[np.ndarray]] = {name: [] for name in extractor.outputs}
+    for start in range(0, len(images), batch_size):
+        for name, value in extractor(np.asarray(images[start : start + batch_size])).items():
+            chunks[name].append(value)
+    return {name: np.concatenate(values).astype(np.float32) for name, values in chunks.items()}

@@ -58,8 +58,13 @@ def frechet_distance_from_stats(stats1: GaussianStats, stats2: GaussianStats) ->
     return float(diff.dot(diff) + np.trace(stats1.sigma) + np.trace(stats2.sigma) - 2 * tr_covmean)
 
 
-def frechet_distance(features1: np.ndarray, features2: np.ndarray) -> float:
+def frechet_distance(
+    features1: np.ndarray, features2: np.ndarray, reference: FastFrechet | None = None
+) -> float:
     """FID between two (N, D) feature arrays.
+
+    ``reference``: ``FastFrechet(features2)``, made once by a caller that compares many generated sets
+    with one reference (evaluation during training), so its factor is not recomputed on every call.
 
     With more than D samples on both sides this is torch-fidelity 0.4.0's formula with the symmetric
     trace (:func:`trace_sqrt_product`).
@@ -70,7 +75,8 @@ def frechet_distance(features1: np.ndarray, features2: np.ndarray) -> float:
     if min(len(features1), len(features2)) <= np.shape(features1)[1]:
         # the mean term exactly as torch-fidelity forms it (mean in the features' own dtype)
         diff = np.mean(features1, axis=0) - np.mean(features2, axis=0)
-        return float(diff.dot(diff)) + FastFrechet(features2).covariance_terms(features1)
+        frechet = reference if reference is not None else FastFrechet(features2)
+        return float(diff.dot(diff)) + frechet.covariance_terms(features1)
     return frechet_distance_from_stats(feature_statistics(features1), feature_statistics(features2))
 
 

@@ -25,6 +25,7 @@ from diffkit.train.config import TrainConfig
 
 GRID_SEED_OFFSET = 2  # fixed grid noise comes from seed + 2 (batcher: seed, loss: seed + 1)
 SAMPLE_CHUNK = 64
+EVAL_KIND = "eval"  # the "kind" of an evaluation line in stats.jsonl (loss lines have no kind)
 
 
 class NonFiniteGuard:
@@ -65,12 +66,19 @@ class NonFiniteGuard:
 
 
 class StatsWriter:
-    """Appends one JSON line per logging window to stats.jsonl; on resume drops lines past the state."""
+    """Appends one JSON line per logging window to stats.jsonl; on resume drops lines past the state.
+
+    Evaluation records (FID/KID during training, ``"kind": "eval"``) go into the same file with their
+    step, so the resume truncation treats them like the loss lines: a record past the saved state is
+    dropped and measured again when training passes that step again. Loss readers skip them, since
+    they have no ``loss`` key.
+    """
 
     def __init__(self, path: Path, resume_step: int) -> None:
         self.path = path
         kept = [r for r in read_stats(path) if r["step"] <= resume_step] if resume_step > 0 else []
         atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+        self._eval_steps = {r["step"] for r in eval_records(kept)}
         self.smoothed = math.nan
         self._reset()
 
@@ -105,6 +113,19 @@ class StatsWriter:
         }
         if loss_scale is not None:
             record["loss_scale"] = loss_scale
+        self._append(record)
+        self._reset()
+
+    def log_eval(self, record: dict[str, Any]) -> None:
+        """Append an evaluation record (``TrainingEvaluator.evaluate``'s; it carries ``step``)."""
+        self._append({"kind": EVAL_KIND} | record)
+        self._eval_steps.add(record["step"])
+
+    def has_eval(self, step: int) -> bool:
+        """Whether stats.jsonl already holds an evaluation at ``step`` (a finished run resumed as is)."""
+        return step in self._eval_steps
+
+    def _append(self, record: dict[str, Any]) -> None:
         # O_NOFOLLOW: a stats.jsonl swapped for a symlink mid-run is refused, not appended through.
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
         try:
@@ -113,7 +134,6 @@ class StatsWriter:
             raise DiffkitError(f"cannot append to {self.path} ({error.strerror})") from None
         with os.fdopen(fd, "a") as handle:
             handle.write(json.dumps(record) + "\n")
-        self._reset()
 
     def first_and_last_loss(self) -> tuple[float | None, float | None]:
         losses = [r["loss"] for r in read_stats(self.path) if r.get("loss") is not None]
@@ -133,6 +153,11 @@ def read_stats(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return records
+
+
+def eval_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The evaluation records (FID/KID during training) among stats.jsonl's records."""
+    return [r for r in records if r.get("kind") == EVAL_KIND]
 
 
 class StopOnInterrupt:

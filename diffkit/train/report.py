@@ -1,4 +1,5 @@
-"""The HTML training report: loss curve, throughput, samples, the forward process and the resolved config.
+"""The HTML training report: loss curve, FID/KID during training, throughput, samples, the forward process
+and the resolved config.
 
 Two pictures help a first-time reader judge the samples: a forward-diffusion strip (real training
 images noised to several t: what the model learns to undo), and, while the EMA samples are still
@@ -19,7 +20,7 @@ from diffkit.diffusion import GaussianDiffusion
 from diffkit.report import Report, ReportImage, ReportPaths, Section, line_plot, write_report
 from diffkit.report.grid import PADDING, make_grid, to_uint8
 from diffkit.runs import STATS_FILE, list_grids
-from diffkit.train.monitor import read_stats
+from diffkit.train.monitor import eval_records, read_stats
 from diffkit.train.result import TrainResult
 
 # Grids of 16-64 px samples are tiny on screen; scale them up (nearest: no smoothing) to about this width.
@@ -98,6 +99,51 @@ def _series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[
     return [p[0] for p in points], [p[1] for p in points]
 
 
+def _eval_sections(records: list[dict[str, Any]]) -> list[Section]:
+    """FID and KID over the run (``--eval-every-kimg``), with what they depend on and a table."""
+    evals = eval_records(records)
+    if not evals:
+        return []
+    last = evals[-1]
+    n, m = last["n"], last["n_reference"]
+    kimg = [r["kimg"] for r in evals]
+    text = (
+        f"{last['fid_label']}: {n} EMA samples from the same fixed noise at every point ({last['sampler']}, "
+        f"{last['sampler_steps']} steps) against the {m} training images, {last['engine']} engine, "
+        f"{last['weights']}; last: {last['headline']}. At N = {n} FID is biased upwards (roughly in "
+        "proportion to 1/N) and compares only with FIDs at the same N, reference and engine: read the "
+        "trend, not the value. KID is unbiased in N. Against the training data both also reward "
+        "memorization. Time spent here is not in the throughput."
+    )
+    if len(evals) == 1:
+        text += " One evaluation so far: a single point."
+    fid_plot = _marked(line_plot({last["fid_label"]: (kimg, [r["fid"] for r in evals])}, "kimg", "FID"))
+    kid_plot = _marked(line_plot({f"KID@{n}": (kimg, [r["kid"] for r in evals])}, "kimg", "KID"))
+    rows = [
+        {
+            "kimg": r["kimg"],
+            "step": r["step"],
+            "FID": r["fid"],
+            "KID": r["kid"],
+            "KID std": r["kid_std"],
+            "N": r["n"],
+            "seconds": r["seconds"],
+        }
+        for r in evals
+    ]
+    return [
+        Section(heading="FID during training", text=text, figure=fid_plot),
+        Section(heading="KID during training", figure=kid_plot, table=rows),
+    ]
+
+
+def _marked(figure: Any) -> Any:
+    """Each evaluation is a measurement: show it as a dot (a line alone hides a single point)."""
+    for line in figure.axes[0].lines:
+        line.set_marker("o")
+    return figure
+
+
 def _samples_section(
     run_dir: Path, result: TrainResult, real: np.ndarray | None, resolution: int
 ) -> Section | None:
@@ -166,6 +212,7 @@ def write_train_report(
                 figure=line_plot({"loss": _series(records, "loss")}, "kimg", "loss", logy=bool(losses)),
             )
         )
+        sections += _eval_sections(records)
         sections.append(
             Section(
                 heading="Throughput",
@@ -203,6 +250,10 @@ def write_train_report(
         "skipped_images": len(result.skipped_images),
         "skipped_steps": result.skipped_steps,
     }
+    evals = eval_records(records)
+    if evals:  # the last FID/KID during training, the FID with its N, reference N, engine and weights
+        summary["fid_during_training"] = evals[-1]["headline"]
+        summary["kid_during_training"] = evals[-1]["kid"]
     report = Report(
         title=f"Training {run_dir.name}",
         command="train",
