@@ -102,3 +102,23 @@ def test_ctrl_c_finishes_writes_prints_summary_and_exits_130(tmp_path: Path) -> 
     sidecar = json.loads((tmp_path / "report.json").read_text())
     assert sidecar["summary"]["kept"] == kept and sidecar["summary"]["stopped"] == "interrupted"
     assert os.path.getsize(tmp_path / "report.html") > 0
+
+
+def test_ctrl_c_does_not_wait_for_requests_stalled_in_worker_threads(tmp_path: Path) -> None:
+    """Issue 14 moved each request onto a worker thread; a stalled one (here up to --timeout 60 s) must not
+    hold up the exit after Ctrl-C, and the folder stays consistent."""
+    out = tmp_path / "faces"
+    with FaceSite(SiteConfig(size=64, faults={"stall": 0.5}, stall_s=60.0)) as site:
+        command = [*_scrape_command(site.url, out, 500, "--timeout", "60", rps=50), "--json"]
+        process = _popen(command, tmp_path)
+        _wait_for_files(out, 3, process)
+        time.sleep(0.5)  # half the answers stall: by now both workers almost surely wait on one
+        process.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        stdout, stderr = process.communicate(timeout=90)
+        elapsed = time.monotonic() - started
+    assert process.returncode == 130, stderr
+    assert elapsed < 20, elapsed  # not the 60 s a stalled request would take (a loaded machine: slack)
+    result = json.loads(stdout)
+    assert result["interrupted"] is True and 3 <= result["kept_total"] < 500
+    assert_consistent_folder(out, result["kept_total"], size=64)

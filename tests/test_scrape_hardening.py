@@ -334,6 +334,38 @@ def test_store_add_publishes_a_complete_fsynced_file_by_rename(tmp_path: Path, m
     assert final.read_bytes() == image.data and not list(final.parent.glob(".*"))
 
 
+def test_folder_fsyncs_are_batched_with_the_metadata_and_on_close(tmp_path: Path, monkeypatch) -> None:
+    """Issue 14: a folder's fsync (making a rename durable) runs once per batch, not once per image; each
+    file's own bytes are still fsynced (as its temp file, before the rename), and every folder written
+    is synced by the periodic metadata rewrite or at the end of the run."""
+    images = [_valid(seed) for seed in (40, 41, 42)]
+    folder = [tmp_path / "images" / image.sha256[:2] for image in images]
+    synced: list[Path] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    store = Store(tmp_path)
+    monkeypatch.setattr(os, "fsync", fsync)
+    for image in images[:2]:
+        store.add(image, "u")
+    assert [(path.parent, path.name.startswith(f".{image.sha256}.jpg."), path.suffix)
+            for path, image in zip(synced, images, strict=False)] == [
+        (folder[0], True, ".tmp"), (folder[1], True, ".tmp")]  # fmt: skip
+    assert len(synced) == 2  # the two files' bytes; no folder yet
+    synced.clear()
+    store.write_metadata()  # the periodic rewrite syncs the folders written so far
+    assert set(folder[:2]) <= set(synced)
+    synced.clear()
+    store.add(images[2], "u")
+    store.close()  # ... and so does the end of the run
+    monkeypatch.undo()
+    assert folder[2] in synced
+    assert folder[0] not in synced or folder[0] == folder[2]  # a folder already synced is not synced again
+
+
 def test_a_manifest_row_only_ever_names_a_complete_file(tmp_path: Path, monkeypatch) -> None:
     """Bug caught: the manifest row is inserted before the file is on disk."""
     image, other = _valid(5), _valid(6)

@@ -429,3 +429,117 @@ def test_reduced_scale_validation_rejects_exactly_what_a_full_decode_rejects() -
             assert isinstance(result, Rejection) and result.reason == "decode_error", (name, result)
     assert verdicts["intact"] and not verdicts["header cut at 20"]
     assert not all(verdicts.values())  # some corruptions are caught, by both decodes alike
+
+
+# -- issue 14: one decode feeds the check, the pHash and dedupe's thumbnail; the sync Fetcher -------------
+@pytest.mark.parametrize("fmt", ["JPEG", "L-JPEG", "PNG"])
+def test_validation_gives_exactly_dedupes_phash_and_thumbnail(fmt: str) -> None:
+    """The stored pHash and the near-duplicate thumbnail must be what ``diffkit dedupe`` computes."""
+    from diffkit.dataset.phash import DRAFT_DECODE, phash
+    from diffkit.dataset.verify import open_for_hash_and_thumbnail
+    from diffkit.scrape.validate import decode_image
+
+    picture = draw_face(np.random.default_rng(21), 600)  # > 2x the draft size: decoded at half scale
+    buffer = io.BytesIO()
+    (picture.convert("L") if fmt == "L-JPEG" else picture).save(buffer, format=fmt[-4:].strip("-"))
+    data = buffer.getvalue()
+    result = decode_image(data, 10**8, None)
+    assert isinstance(result, ValidImage) and result.thumb is not None
+    assert result.thumb == open_for_hash_and_thumbnail(data, DRAFT_DECODE)[1]  # dedupe's hashing worker
+    assert result.phash == phash(data, DRAFT_DECODE)
+    with Image.open(io.BytesIO(data)) as image:  # independent: the thumbnail from its definition
+        if fmt.endswith("JPEG"):  # the same DCT scale; greyscale stays greyscale
+            image.draft("L" if fmt == "L-JPEG" else "YCbCr", (256, 256))
+            assert image.size == (300, 300)
+        colour = image.convert("RGB").convert("YCbCr") if image.mode != "YCbCr" else image
+        expected = colour.resize((16, 16), Image.Resampling.BOX).tobytes()
+    assert result.thumb == expected
+
+
+def test_near_duplicate_check_of_fetched_images_decodes_nothing_in_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Thumbnails come from validation (the worker thread) and are remembered for kept images."""
+    import diffkit.scrape.storage as storage
+    from diffkit.scrape.validate import decode_image
+
+    store = Store(tmp_path / "out")
+    kept = decode_image(face_bytes(31, size=128), 10**8, None)
+    distinct = decode_image(face_bytes(32, size=128), 10**8, None)
+    with Image.open(io.BytesIO(kept.data)) as image:  # a near copy: the same face re-encoded
+        copy = decode_image(encode_image(image.convert("RGB"), "JPEG", quality=60), 10**8, None)
+    assert isinstance(kept, ValidImage) and isinstance(copy, ValidImage) and isinstance(distinct, ValidImage)
+    assert copy.sha256 != kept.sha256
+    store.add(kept, "http://example.com/x")
+    decodes: list[int] = []
+    real = storage.open_for_hash_and_thumbnail
+    monkeypatch.setattr(storage, "open_for_hash_and_thumbnail", lambda *a: decodes.append(1) or real(*a))
+    index = store.index
+    assert index.near_duplicate(copy.phash, copy.data, 64, thumb=copy.thumb) is True
+    assert index.near_duplicate(distinct.phash, distinct.data, 64, thumb=distinct.thumb) is False
+    assert decodes == []  # neither the fetched image nor the kept file was decoded again
+    assert index.near_duplicate(copy.phash, copy.data, 64) is True  # without a thumbnail: decoded here
+    assert decodes == [1]
+    store.close()
+
+
+@pytest.mark.parametrize("drip", [True, False])
+def test_fetcher_deadline_covers_the_whole_request(drip: bool) -> None:
+    """A server dripping one byte at a time (each read on time) or going silent after the headers is cut
+    off at the request's deadline, not at httpx's per-read timeout or when the server gives up."""
+    import socket
+    import threading
+
+    from diffkit.scrape.client import Fetcher
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    done = threading.Event()
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(4096)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 1000\r\n\r\n")
+            for _ in range(40):  # the server gives up after 4 s
+                if done.wait(0.1):
+                    return
+                if drip:
+                    connection.sendall(b"\xff")
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    fetcher = Fetcher("test", 0.8, 10**6, 1)
+    started = time.monotonic()
+    try:
+        answer = fetcher.get(f"http://127.0.0.1:{port}/x.jpg")
+    finally:
+        elapsed = time.monotonic() - started
+        done.set()
+        fetcher.close()
+        listener.close()
+    assert getattr(answer, "reason", None) == "timeout", answer
+    assert 0.7 <= elapsed < 2.0, elapsed  # the 0.8 s deadline, with room for a loaded machine
+
+
+def test_worker_pool_runs_jobs_on_daemon_threads_and_passes_results_and_errors() -> None:
+    import threading
+
+    from diffkit.scrape.client import WorkerPool
+
+    pool = WorkerPool(2)
+    assert pool._threads == []  # nothing started before the first job
+    gate = threading.Event()
+    blockers = [pool.submit(gate.wait, 5.0) for _ in range(2)]  # both threads busy
+    queued = pool.submit(lambda: 1 / 0)
+    assert queued.cancel()  # still queued: cancelled, never run
+    results = [pool.submit(pow, 2, k) for k in range(5)]
+    failing = pool.submit(int, "x")
+    gate.set()
+    assert [future.result(5) for future in results] == [1, 2, 4, 8, 16]
+    assert all(future.result(5) is True for future in blockers)
+    with pytest.raises(ValueError):
+        failing.result(5)
+    assert queued.cancelled() and all(thread.daemon for thread in pool._threads)
+    pool.shutdown(wait=True)
+    assert not any(thread.is_alive() for thread in pool._threads)

@@ -1,20 +1,24 @@
-"""Polite HTTP: one long-lived httpx AsyncClient behind a global, adaptive rate limiter.
+"""Polite HTTP: one long-lived httpx Client (used from worker threads) behind a global, adaptive rate limiter.
 
 - The limiter spaces *every* request (all workers, retries and probes included) at least ``1/rate``
   apart, and a ``Retry-After`` pauses all of them, not only the worker that received it.
 - The rate halves after a 429 and climbs back by a small step per success (AIMD, as TCP does).
 - Backoff is exponential with full jitter (``uniform(0, min(cap, base * 2**attempt))``).
 - Redirects are followed by hand and only to the same host; the body is read to a size cap and
-  under one deadline for the whole request (httpx's own timeout applies per socket read).
+  under one deadline for the whole request (httpx's own timeout applies per socket read, so every read
+  gets only what is left of the deadline).
 """
 
 from __future__ import annotations
 
 import asyncio
+import queue
 import random
 import re
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -131,6 +135,64 @@ class RateLimiter:
         self.history.append((self._clock(), rate))
 
 
+class WorkerPool(Executor):
+    """A fixed pool of daemon threads for the blocking fetch-and-validate of each request.
+
+    Daemon threads, unlike ``ThreadPoolExecutor``'s: after a stop (Ctrl-C), a request still in flight on
+    a stalled server is abandoned rather than waited for up to ``--timeout`` before the process may exit.
+    That is safe because the jobs touch no run state and write nothing; their answers are dropped.
+    """
+
+    def __init__(self, workers: int, name: str = "diffkit-fetch") -> None:
+        self._workers = workers
+        self._name = name
+        self._jobs: queue.SimpleQueue[tuple[Future[object], Callable[..., object], tuple[object, ...]] | None]
+        self._jobs = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+
+    def submit(self, fn: Callable[..., object], /, *args: object, **kwargs: object) -> Future[object]:
+        if kwargs:
+            raise TypeError("WorkerPool.submit takes positional arguments only")
+        if not self._threads:  # started on first use: a run with nothing to fetch starts no thread
+            self._threads = [
+                threading.Thread(target=self._work, name=f"{self._name}-{i}", daemon=True)
+                for i in range(self._workers)
+            ]
+            for thread in self._threads:
+                thread.start()
+        future: Future[object] = Future()
+        self._jobs.put((future, fn, args))
+        return future
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, fn, args = job
+            if not future.set_running_or_notify_cancel():
+                continue  # cancelled while queued
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # handed to the awaiting caller, as ThreadPoolExecutor does
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Let every thread finish its current job and end; ``wait`` joins them."""
+        if cancel_futures:
+            while True:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    job[0].cancel()
+        for _ in self._threads:
+            self._jobs.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join()
+
+
 @dataclass(frozen=True)
 class Response:
     status: int
@@ -147,12 +209,27 @@ class TransportFailure:
 
 
 class Fetcher:
-    """GET with the deadline, redirect and size policies above. One instance per run."""
+    """GET with the deadline, redirect and size policies above. One instance per run, shared by threads.
 
-    def __init__(self, user_agent: str, timeout_s: float, max_bytes: int, connections: int) -> None:
+    Synchronous on purpose: a worker thread fetches and validates in one hop, and httpx's thread-safe
+    ``Client`` costs less CPU per request than its ``AsyncClient`` (bench_scrape.py measures both; the
+    async stack also retried a failing ``import sniffio`` on every request).
+    The deadline covers the whole request: each redirect hop and each socket read may take at most what is
+    left of it, and the body is checked against it between chunks (a server dripping bytes is cut off).
+    """
+
+    def __init__(
+        self,
+        user_agent: str,
+        timeout_s: float,
+        max_bytes: int,
+        connections: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.timeout_s = timeout_s
         self.max_bytes = max_bytes
-        self.client = httpx.AsyncClient(
+        self._clock = clock
+        self.client = httpx.Client(
             headers={
                 "User-Agent": user_agent,
                 "Accept": "image/jpeg,image/png,image/webp,image/*;q=0.8",
@@ -163,24 +240,31 @@ class Fetcher:
             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
         )
 
-    async def aclose(self) -> None:
-        await self.client.aclose()
+    def close(self) -> None:
+        self.client.close()
 
-    async def get(self, url: str) -> Response | TransportFailure:
+    def get(self, url: str) -> Response | TransportFailure:
+        """Blocking: call it from a worker thread."""
+        deadline = self._clock() + self.timeout_s
+        timed_out = TransportFailure(TIMEOUT, f"no complete answer within {self.timeout_s:g} s")
         try:
-            return await asyncio.wait_for(self._get_following(url), self.timeout_s)
-        except (asyncio.TimeoutError, TimeoutError, httpx.TimeoutException):
-            return TransportFailure(TIMEOUT, f"no complete answer within {self.timeout_s:g} s")
+            return self._get_following(url, deadline) or timed_out
+        except httpx.TimeoutException:
+            return timed_out
         except httpx.RemoteProtocolError as exc:
             return TransportFailure(TRUNCATED, str(exc)[:160] or "connection closed mid-response")
         except (httpx.TransportError, OSError) as exc:
             return TransportFailure(CONNECTION_ERROR, str(exc)[:160] or type(exc).__name__)
 
-    async def _get_following(self, url: str) -> Response | TransportFailure:
+    def _get_following(self, url: str, deadline: float) -> Response | TransportFailure | None:
+        """The answer after same-host redirects; None when the deadline passed."""
         redirects: list[str] = []
         current = url
         for _ in range(MAX_REDIRECTS + 1):
-            async with self.client.stream("GET", current) as response:
+            left = deadline - self._clock()
+            if left <= 0:
+                return None
+            with self.client.stream("GET", current, timeout=httpx.Timeout(left)) as response:
                 location = response.headers.get("location")
                 if response.is_redirect and location:
                     target = urljoin(current, location)
@@ -190,10 +274,12 @@ class Fetcher:
                     current = target
                     continue
                 body = bytearray()
-                async for chunk in response.aiter_raw():
+                for chunk in response.iter_raw():
                     body.extend(chunk)
                     if len(body) > self.max_bytes:
                         return TransportFailure(TOO_LARGE, f"body larger than {self.max_bytes:,} bytes")
+                    if self._clock() > deadline:
+                        return None
                 headers = {name.lower(): value for name, value in response.headers.items()}
                 return Response(response.status_code, headers, bytes(body), current, tuple(redirects))
         return TransportFailure(TOO_MANY_REDIRECTS, f"more than {MAX_REDIRECTS} redirects")

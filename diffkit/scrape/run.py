@@ -1,9 +1,10 @@
 """``scrape(config) -> ScrapeResult``: fetch until the output folder holds N unique, valid images.
 
 Shape of a run: reconcile the folder, probe the endpoint, then ``concurrency`` workers share one
-rate limiter. Each response is validated in a thread; kept images are de-duplicated and written by
-plain synchronous code in the event loop, so a cancellation (Ctrl-C, a stop condition) can never land
-between a file and its manifest row. Stop conditions end the run with a report and a one-line error.
+rate limiter. Each request is fetched and validated in one worker-thread hop; kept images are
+de-duplicated and written by plain synchronous code in the event loop, so a cancellation (Ctrl-C, a
+stop condition) can never land between a file and its manifest row. Stop conditions end the run with
+a report and a one-line error.
 """
 
 from __future__ import annotations
@@ -23,7 +24,15 @@ from diffkit.dataset.manifest import IMAGES_DIR, MANIFEST_NAME, check_manifest_h
 from diffkit.dataset.redact import redact
 from diffkit.errors import DiffkitError
 from diffkit.lock import LOCK_NAME, folder_lock
-from diffkit.scrape.client import Fetcher, RateLimiter, TransportFailure, full_jitter_delay, parse_retry_after
+from diffkit.scrape.client import (
+    Fetcher,
+    RateLimiter,
+    Response,
+    TransportFailure,
+    WorkerPool,
+    full_jitter_delay,
+    parse_retry_after,
+)
 from diffkit.scrape.config import ScrapeConfig
 from diffkit.scrape.endpoints import ProbeResult, probe_endpoints
 from diffkit.scrape.report import write_scrape_report
@@ -83,6 +92,8 @@ class _Scrape:
         self.rng = random.Random(config.seed)
         self.limiter = RateLimiter(config.rps)
         self.fetcher = Fetcher(config.user_agent, config.timeout_s, config.max_bytes, config.concurrency + 1)
+        # One thread per worker (and the probe) does the blocking fetch and the validation in one hop.
+        self.executor = WorkerPool(config.concurrency + 1)
 
     def open_store(self) -> Store:
         """Create the output folder once there is something to put in it."""
@@ -107,11 +118,26 @@ class _Scrape:
         self.stop_event.set()
 
     # -- one request -------------------------------------------------------------------------------
+    def fetch_and_validate(
+        self, url: str
+    ) -> tuple[Response | TransportFailure, ValidImage | Rejection | None]:
+        """The blocking part of one request, run in a worker thread: it touches no run state (only the
+        shared, thread-safe client and the frozen config), so its answer can be dropped after a stop."""
+        response = self.fetcher.get(url)
+        if isinstance(response, TransportFailure):
+            return response, None
+        config = self.config
+        checked = validate(
+            response.status, response.headers, response.body, config.max_pixels, config.expect_size
+        )
+        return response, checked
+
     async def attempt(self, url: str) -> tuple[ValidImage, str] | Rejection:
         """One rate-limited request and its validation; failures are counted here."""
         await self.limiter.acquire()
         self.requests += 1
-        response = await self.fetcher.get(url)
+        loop = asyncio.get_running_loop()
+        response, checked = await loop.run_in_executor(self.executor, self.fetch_and_validate, url)
         if isinstance(response, TransportFailure):
             return self.reject(Rejection(response.reason, response.detail))
         if response.status == 429:
@@ -125,14 +151,7 @@ class _Scrape:
                 )
             elif wait is not None:
                 self.limiter.pause(wait)  # every worker waits, not only this one
-        checked = await asyncio.to_thread(
-            validate,
-            response.status,
-            response.headers,
-            response.body,
-            self.config.max_pixels,
-            self.config.expect_size,
-        )
+        assert checked is not None  # a response is always validated
         if isinstance(checked, Rejection):
             return self.reject(checked)
         self.limiter.on_success()
@@ -205,7 +224,9 @@ class _Scrape:
             duplicate: str | None = DUPLICATE_EXACT
         else:
             # The same two-stage test as diffkit dedupe: hash candidates, then the thumbnail check.
-            near = store.index.near_duplicate(image.phash, image.data, self.config.near_dup_threshold)
+            near = store.index.near_duplicate(
+                image.phash, image.data, self.config.near_dup_threshold, thumb=image.thumb
+            )
             duplicate = DUPLICATE_NEAR if near else None
         if duplicate is not None:
             store.count(duplicate)
@@ -296,7 +317,10 @@ class _Scrape:
         finally:
             for signum in handled:
                 loop.remove_signal_handler(signum)
-            await self.fetcher.aclose()
+            # Requests still in flight after a stop finish in their (daemon) threads and are dropped
+            # unread: they touch no run state, and the process does not wait for them to exit.
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            self.fetcher.close()
 
 
 def reconcile_and_report(store: Store, config: ScrapeConfig) -> ReconcileReport:

@@ -4,10 +4,16 @@ The folder's format (names, schema, queries, ``metadata.jsonl``) belongs to
 :mod:`diffkit.dataset.manifest`; this module is scrape's writer: atomic file writes, crash
 reconciliation and the inline dedupe index.
 
-Order of writes for one image: the file (temp, fsync, rename), then its manifest row (one commit).
-So after a ``kill -9`` at any moment the only possible disagreements are a stray temp file or a
+Order of writes for one image: the file (temp, fsync of its bytes, rename), then its manifest row (one
+commit). So after a ``kill -9`` at any moment the only possible disagreements are a stray temp file or a
 complete file without a row; :meth:`Store.reconcile` fixes both on the next start. The manifest is
 the source of truth; ``metadata.jsonl`` is derived from it and rewritten atomically.
+
+The folders' own fsyncs (which make the renames survive a power cut) are batched: they run with every
+``metadata.jsonl`` rewrite and on close, not once per image (each costs as much CPU as the file's
+fsync; bench_scrape.py). A power cut can then lose the last renames, and their rows then name missing
+files, which reconcile drops: the same images SQLite's ``synchronous=NORMAL`` may already lose. A row
+never names a file whose bytes were not on disk first.
 
 Nothing is written, moved or deleted outside ``--out`` or through a symlink: a manifest row naming
 ``/tmp/x`` or ``../x``, or a symlinked ``images/ab/``, is reported and its target left alone. A full
@@ -28,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffkit.atomic import TMP_SUFFIX, atomic_write_bytes
+from diffkit.atomic import TMP_SUFFIX, atomic_open, fsync_dir
 from diffkit.console import printable
 from diffkit.dataset.manifest import (
     FILE_PATTERN,
@@ -108,16 +114,23 @@ class KeptIndex:
         return self._thumbs[k]
 
     def near_duplicate(
-        self, phash: int, data: bytes, threshold: int, min_similarity: float = DEFAULT_MIN_SIMILARITY
+        self,
+        phash: int,
+        data: bytes,
+        threshold: int,
+        min_similarity: float = DEFAULT_MIN_SIMILARITY,
+        thumb: bytes | None = None,
     ) -> bool:
-        """Whether image ``data`` (pHash ``phash``) is a near copy of a kept image, by the two stages."""
+        """Whether image ``data`` (pHash ``phash``, thumbnail ``thumb`` when the caller has it) is a near
+        copy of a kept image, by the two stages."""
         if self._count == 0:
             return False
         distances = self._distances(phash)
         candidates = np.flatnonzero(distances <= threshold)
         if candidates.size == 0:
             return False
-        thumb = open_for_hash_and_thumbnail(data)[1]
+        if thumb is None:
+            thumb = open_for_hash_and_thumbnail(data)[1]
         for k in candidates[np.argsort(distances[candidates], kind="stable")].tolist():
             kept = self._thumb(k)
             if kept is None:
@@ -213,6 +226,7 @@ class Store:
                 )
         check_manifest_header(self.root)
         self.index = KeptIndex()
+        self._unsynced_dirs: set[Path] = set()  # folders with renames not yet fsynced (see above)
         try:
             self.images_dir.mkdir(parents=True, exist_ok=True)
             self.manifest = Manifest.open(self.root, HASH_DECODE)
@@ -228,7 +242,14 @@ class Store:
             raise storage_error(self.root, exc) from None
 
     def close(self) -> None:
+        self.sync_dirs()
         self.manifest.close()
+
+    def sync_dirs(self) -> None:
+        """Make the renames of the files written so far durable (one fsync per folder)."""
+        for folder in sorted(self._unsynced_dirs):
+            fsync_dir(folder)
+        self._unsynced_dirs.clear()
 
     # -- queries ---------------------------------------------------------------------------------
     def kept_count(self) -> int:
@@ -263,11 +284,15 @@ class Store:
                 "through symlinks); remove the symlink or scrape into another --out folder"
             )
         path = self.root / file_name
-        with self._writing():
-            atomic_write_bytes(path, image.data)
+        # atomic.py's temp file and rename; its bytes are fsynced here, its folder in sync_dirs()
+        with self._writing(), atomic_open(path, "wb", durable=False) as handle:
+            handle.write(image.data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        self._unsynced_dirs.add(path.parent)
         try:
             with self._writing():
-                self._insert(image, file_name, url, fetched_at or utc_now())
+                self._insert(image, file_name, path, url, fetched_at or utc_now())
         except DiffkitError:
             with contextlib.suppress(OSError, sqlite3.Error):
                 if not self.manifest.has_image(image.sha256):
@@ -275,12 +300,17 @@ class Store:
             raise
         return file_name
 
-    def _insert(self, image: ValidImage, file_name: str, url: str | None, fetched_at: str) -> None:
+    def _insert(
+        self, image: ValidImage, file_name: str, path: Path, url: str | None, fetched_at: str
+    ) -> None:
+        """Commit the row of ``image``, whose file ``path`` (``file_name`` in the folder) was checked safe."""
         size = (image.width, image.height)
         self.manifest.insert_image(
             image.sha256, file_name, image.phash, size, len(image.data), url, fetched_at
         )
-        self.index.add(image.sha256, image.phash, _inside(self.root, self.root / file_name))
+        # The thumbnail from validation is remembered (768 bytes per kept image): a later candidate is
+        # verified without reading and decoding this file again.
+        self.index.add(image.sha256, image.phash, path, image.thumb)
 
     def count(self, reason: str, amount: int = 1) -> None:
         with self._writing():
@@ -288,6 +318,7 @@ class Store:
 
     def write_metadata(self) -> None:
         """Rewrite ``metadata.jsonl`` (Hugging Face imagefolder convention) from the manifest."""
+        self.sync_dirs()
         with self._writing():
             self.manifest.write_metadata()
 
@@ -366,12 +397,12 @@ class Store:
         if (
             good
             and not isinstance(checked, Rejection)
-            and not self.index.near_duplicate(checked.phash, data, threshold)
+            and not self.index.near_duplicate(checked.phash, data, threshold, thumb=checked.thumb)
         ):
             fetched_at = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(
                 timespec="milliseconds"
             )
-            self._insert(checked, path.relative_to(self.root).as_posix(), None, fetched_at)
+            self._insert(checked, path.relative_to(self.root).as_posix(), path, None, fetched_at)
             report.files_adopted += 1
             return
         path.unlink()

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from PIL import Image
 
 from diffkit.dataset.decode import UndecodableImage
-from diffkit.dataset.phash import DRAFT_DECODE, open_for_hash, phash, phash_image
+from diffkit.dataset.phash import DRAFT_DECODE, phash, phash_image
+from diffkit.dataset.verify import open_for_hash_and_thumbnail
 
 # Rejection reasons. ``http_<status>`` covers every other status code.
 BLOCK_PAGE = "block_page"  # an HTML page where an image was expected (landing page, CAPTCHA, ban)
@@ -62,6 +63,9 @@ class ValidImage:
     width: int
     height: int
     extension: str  # "jpg", "png" or "webp", from the decoded format
+    # 16 x 16 colour thumbnail (diffkit.dataset.verify), from the same decode: the near-duplicate check's
+    # second stage needs no second decode. None only where a caller built the image by hand.
+    thumb: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -120,12 +124,13 @@ def phash_of(data: bytes) -> int:
 
 
 def decode_image(data: bytes, max_pixels: int, expect_size: tuple[int, int] | None) -> ValidImage | Rejection:
-    """One decode under a pixel limit, serving both validation and the pHash.
+    """One decode under a pixel limit, serving validation, the pHash and the thumbnail.
 
-    The decode is the pHash's own (``open_for_hash`` on ``HASH_DECODE``): a JPEG at a reduced DCT scale,
-    other formats in full. A reduced-scale JPEG decode still entropy-decodes every coefficient of every
-    block, so a truncated or corrupt stream fails here exactly as a full decode would; only the inverse
-    DCT and colour conversion run at the smaller size (bench_scrape.py measures the saving).
+    The decode is dedupe's own (``open_for_hash_and_thumbnail`` on ``HASH_DECODE``), so the pHash and
+    thumbnail are exactly the values ``diffkit dedupe`` computes for the same bytes: a JPEG at a reduced
+    DCT scale, other formats in full. A reduced-scale JPEG decode still entropy-decodes every coefficient
+    of every block, so a truncated or corrupt stream fails here exactly as a full decode would; only the
+    inverse DCT and colour conversion run at the smaller size (bench_scrape.py measures the saving).
     """
     if sniff_format(data[:16]) == "JPEG" and not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
         # A Content-Length shorter than the image also lands here: the header lied, the body ran on.
@@ -138,7 +143,7 @@ def decode_image(data: bytes, max_pixels: int, expect_size: tuple[int, int] | No
             extension = _FORMATS.get(header.format or "")
             if extension is None:
                 return Rejection(DECODE_ERROR, f"unsupported format {header.format}")
-        pixels, _, _ = open_for_hash(data, HASH_DECODE)  # the one pixel decode
+        pixels, thumb, _, _ = open_for_hash_and_thumbnail(data, HASH_DECODE)  # the one pixel decode
         value = phash_image(pixels)
     except Image.DecompressionBombError as exc:
         return Rejection(DECOMPRESSION_BOMB, str(exc)[:120])
@@ -156,6 +161,7 @@ def decode_image(data: bytes, max_pixels: int, expect_size: tuple[int, int] | No
         width=width,
         height=height,
         extension=extension,
+        thumb=thumb,
     )
 
 
