@@ -43,9 +43,13 @@ def fsync_dir(directory: Path) -> None:
 def atomic_open(path: Path | str, mode: str = "wb", durable: bool = True) -> Iterator[IO]:
     """Open a temp file beside ``path``; on clean exit it replaces ``path`` atomically."""
     path = Path(path)
+    prefix = f".{path.name}."
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+        try:
+            fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=TMP_SUFFIX)
+        except FileNotFoundError:  # the folder is made only when missing: mkdir per write cost ~0.1 ms
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=TMP_SUFFIX)
     except OSError as error:
         raise _write_error(path, error) from None
     tmp = Path(tmp_name)

@@ -26,3 +26,14 @@ def test_failed_write_keeps_old_content_and_leaves_no_temp(tmp_path: Path) -> No
         raise RuntimeError("killed mid-write")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_missing_folders_are_created_and_a_file_in_the_way_is_one_error(tmp_path: Path) -> None:
+    from diffkit.errors import DiffkitError
+
+    target = tmp_path / "a" / "b" / "file.bin"
+    atomic_write_bytes(target, b"abc")  # the folders are made only when the first mkstemp finds none
+    assert target.read_bytes() == b"abc"
+    (tmp_path / "blocker").write_bytes(b"")
+    with pytest.raises(DiffkitError):
+        atomic_write_bytes(tmp_path / "blocker" / "file.bin", b"abc")
