@@ -8,15 +8,21 @@ NCHW, AdamW with torch's default implementation). Each cell runs ``--rounds`` ro
 contender takes ``--steps`` timed steps in turn (the order flips every round), the speed ratio is taken
 within the round, and the report gives the median ratio and its spread, with the load average before
 and after. A lever section measures diffkit variants (channels_last, fused AdamW, torch.compile, and
-diffusers compiled too, so a compiler gain is not counted as diffkit's) in the same interleaved way.
+diffusers compiled too, so a compiler gain is not counted as diffkit's) in the same interleaved way:
+each compiled model against its own eager self, and compiled diffkit against compiled diffusers.
+
+A scaling section times diffkit's step in DistributedDataParallel over gloo on the CPU: one rank with
+one thread, one rank with two threads (what the machine does without DDP) and two ranks with one
+thread each and half the batch each, in rounds of freshly started processes (order alternating);
+scaling efficiency = img/s of K ranks / (K x img/s of one rank with the same threads per rank).
 
 MFU (model FLOPs utilisation) = achieved FLOP/s / peak matmul FLOP/s, where achieved = 3 x forward
 FLOPs per image (FlopCounterMode, 1 MAC = 2 FLOPs) x images/s, and the peak is a large square matmul in
 the same precision measured in the same run (best of several, before and after the model runs).
 
-    .venv/bin/python benchmarks/bench_train.py            # tiny, batch 8, 32+64 px, fp32+bf16, 3x10 steps
-    .venv/bin/python benchmarks/bench_train.py --quick    # tiny, batch 4, 32 px, 3x2 steps, no levers
-    .venv/bin/python benchmarks/bench_train.py --levers compile   # adds compiled-vs-compiled (slow)
+    .venv/bin/python benchmarks/bench_train.py            # tiny, batch 8, 32+64 px, fp32+bf16, 3x10 steps,
+                                                          # all levers, 1 vs 2 ranks (~40 min idle, 2 cores)
+    .venv/bin/python benchmarks/bench_train.py --quick    # smoke: 32 px, 3x2 steps, fused lever, 1 vs 2 ranks
 
 Needs ``pip install diffusers`` (the ``bench`` extra). Results: ``reports/bench_train.html`` + ``.json``.
 """
@@ -25,7 +31,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing
 import os
+import socket
 import statistics
 import time
 from collections.abc import Callable
@@ -220,7 +228,7 @@ def run_config(
 LEVERS = {
     "channels_last": ["diffkit", "diffkit+channels_last"],
     "fused": ["diffkit", "diffkit+fused"],
-    "compile": ["diffusers", "diffkit+compile", "diffusers+compile"],
+    "compile": ["diffkit", "diffkit+compile", "diffusers", "diffusers+compile"],
 }
 
 
@@ -241,12 +249,15 @@ def run_levers(
         kinds = LEVERS[name]
         trainers, per_round = interleaved(kinds, config, batch, PRECISIONS[precision], rounds, steps,
                                           max(warmup, 2 if name == "compile" else warmup))  # fmt: skip
-        for trainer in trainers[1:]:
-            row: dict[str, object] = {"lever": name, "contender": trainer.name, "baseline": kinds[0],
+        for trainer in trainers:
+            baseline = trainer.name.split("+")[0] if name == "compile" else kinds[0]
+            if trainer.name == baseline:
+                continue
+            row: dict[str, object] = {"lever": name, "contender": trainer.name, "baseline": baseline,
                                       "resolution": resolution, "precision": precision,
                                       "median_step_s": round(statistics.median(trainer.times), 4),
                                       "warmup_s": round(trainer.warmup_s, 1),
-                                      **ratio_row(trainer.name, kinds[0], per_round)}  # fmt: skip
+                                      **ratio_row(trainer.name, baseline, per_round)}  # fmt: skip
             if name == "compile" and trainer.name == "diffkit+compile":
                 row.update(
                     {
@@ -255,14 +266,139 @@ def run_levers(
                     }
                 )
             rows.append(row)
-            print(f"lever {trainer.name:24s} vs {kinds[0]:10s} {resolution}px {precision}: "
+            print(f"lever {trainer.name:24s} vs {baseline:10s} {resolution}px {precision}: "
                   f"{row['ratio_median']:.2f}x (warm-up {trainer.warmup_s:.0f} s)", flush=True)  # fmt: skip
     return rows
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ddp_rank(
+    rank: int,
+    size: int,
+    port: int,
+    threads: int,
+    config: UNetConfig,
+    batch: int,
+    dtype: torch.dtype | None,
+    warmup: int,
+    steps: int,
+    queue: multiprocessing.Queue,
+) -> None:
+    """One rank of a scaling cell: diffkit's step (fused AdamW, as on the CPU in training) under DDP."""
+    torch.set_num_threads(threads)
+    if size > 1:
+        torch.distributed.init_process_group(
+            "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=size
+        )
+    torch.manual_seed(0)
+    model = UNet(config).train()
+    wrapped = torch.nn.parallel.DistributedDataParallel(model) if size > 1 else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    generator = torch.Generator().manual_seed(rank)
+    share = batch // size
+    x = torch.randn(share, 3, config.resolution, config.resolution, generator=generator)
+    target = torch.randn(share, 3, config.resolution, config.resolution, generator=generator)
+    t = torch.randint(0, 1000, (share,), generator=generator).float()
+    times = []
+    for index in range(warmup + steps):
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            out = wrapped(x, t)
+        F.mse_loss(out.float(), target).backward()
+        optimizer.step()
+        if index >= warmup:
+            times.append(time.perf_counter() - start)
+    if rank == 0:
+        queue.put(times)
+    if size > 1:
+        torch.distributed.destroy_process_group()
+
+
+SCALING_CELLS = {"1 rank x 1 thread": (1, 1), "1 rank x 2 threads": (1, 2), "2 ranks x 1 thread": (2, 1)}
+
+
+def run_scaling(preset: str, resolution: int, precision: str, batch: int, rounds: int, steps: int,
+                warmup: int, peaks: dict[str, float]) -> list[dict[str, object]]:  # fmt: skip
+    """Throughput of one and two gloo ranks on the CPU, per round in fresh processes, order alternating."""
+    config = preset_config(preset, resolution)
+    flops = flops_per_image(UNet(config), resolution)
+    # spawn, not fork: a child forked from a parent whose OpenMP pool has run can hang in its first op.
+    context = multiprocessing.get_context("spawn")
+    medians: dict[str, list[float]] = {name: [] for name in SCALING_CELLS}
+    times: dict[str, list[float]] = {name: [] for name in SCALING_CELLS}
+    for index in range(rounds):
+        names = list(SCALING_CELLS) if index % 2 == 0 else list(SCALING_CELLS)[::-1]
+        for name in names:
+            size, threads = SCALING_CELLS[name]
+            queue = context.Queue()
+            port = _free_port()
+            ranks = [
+                context.Process(target=_ddp_rank, args=(rank, size, port, threads, config, batch,
+                                                         PRECISIONS[precision], warmup, steps, queue))
+                for rank in range(size)
+            ]  # fmt: skip
+            for process in ranks:
+                process.start()
+            cell_times = queue.get(timeout=1800)
+            for process in ranks:
+                process.join(60)
+            times[name] += cell_times
+            medians[name].append(statistics.median(cell_times))
+    rows: list[dict[str, object]] = []
+    one = batch / statistics.median(times["1 rank x 1 thread"])
+    for name, (size, threads) in SCALING_CELLS.items():
+        speed = batch / statistics.median(times[name])
+        per_round = [batch / m for m in medians[name]]
+        rows.append({
+            "cell": name, "ranks": size, "threads_per_rank": threads, "resolution": resolution,
+            "precision": precision, "batch_size": batch, "timed_steps": len(times[name]),
+            "img_per_s": round(speed, 2), "img_per_s_min": round(min(per_round), 2),
+            "img_per_s_max": round(max(per_round), 2),
+            "scaling_efficiency": round(speed / (size * one), 3) if threads == 1 else None,
+            "mfu": round(3 * flops * speed / peaks[precision], 4),
+        })  # fmt: skip
+        efficiency = f", efficiency {rows[-1]['scaling_efficiency']:.2f}" if threads == 1 else ""
+        print(f"scaling {name:20s} {resolution}px {precision}: {speed:6.2f} img/s{efficiency}", flush=True)
+    return rows
+
+
+def estimate_minutes(args: argparse.Namespace) -> float:
+    """A rough plan: one timed diffkit step per cell, times the steps the run will take, plus compiles."""
+    total = 0.0
+    for resolution in args.resolutions:
+        for precision in args.precisions:
+            trainer = _build(
+                "diffkit", preset_config(args.preset, resolution), args.batch_size, PRECISIONS[precision]
+            )
+            trainer.step(record=False)
+            start = time.perf_counter()
+            trainer.step(record=False)
+            step = time.perf_counter() - start
+            # diffusers is about as fast; its twin, plus warm-ups
+            total += step * 2 * (args.rounds * args.steps + args.warmup)
+            if resolution == args.resolutions[0]:
+                contenders = sum(len(LEVERS[name]) for name in args.levers)
+                total += step * contenders * (args.rounds * args.lever_steps + args.warmup)
+                total += COMPILE_WARMUP_S * (2 if "compile" in args.levers else 0)
+                if precision == args.precisions[0] and args.scaling:
+                    total += (
+                        step * 2.5 * 3 * args.rounds * (args.steps + args.warmup)
+                    )  # 1 thread is ~2x slower
+    return total / 60
+
+
+COMPILE_WARMUP_S = 150  # a cold inductor compile of the tiny U-Net's training step on a 2-core CPU
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny preset, batch 4, 32 px, 3x2 steps")
+    parser.add_argument("--quick", action="store_true", help="smoke test: batch 4, 32 px, 3x2 steps")
     parser.add_argument("--preset", default="tiny", help="diffkit preset to compare (default: tiny)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3, help="rounds per cell (order flips every round)")
@@ -273,20 +409,27 @@ def main() -> None:
     parser.add_argument(
         "--levers",
         nargs="*",
-        default=["channels_last", "fused"],
+        default=list(LEVERS),
         choices=list(LEVERS),
         help="diffkit variants measured at the first resolution",
     )
     parser.add_argument(
-        "--lever-steps", type=int, default=5, help="timed steps per lever contender and round"
+        "--lever-steps", type=int, default=10, help="timed steps per lever contender and round"
+    )
+    parser.add_argument(
+        "--no-scaling", dest="scaling", action="store_false", help="skip 1 rank vs 2 ranks (gloo, CPU)"
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, default=Path("reports/bench_train.html"))
     args = parser.parse_args()
     if args.quick:
-        args.batch_size, args.steps, args.warmup, args.resolutions, args.levers = 4, 2, 1, [32], []
+        args.batch_size, args.steps, args.lever_steps, args.warmup = 4, 2, 2, 1
+        args.resolutions, args.levers, args.precisions = [32], ["fused"], ["fp32"]
     if args.threads:
         torch.set_num_threads(args.threads)
+    print(
+        f"estimated time: ~{estimate_minutes(args):.0f} min on this machine at its current load", flush=True
+    )
 
     load_before = os.getloadavg()
     peak_size = 1024 if args.quick else 2048
@@ -311,10 +454,19 @@ def main() -> None:
     for precision in args.precisions if args.levers else []:
         lever_rows += run_levers(args.levers, args.preset, args.resolutions[0], precision, args.batch_size,
                                  args.rounds, args.lever_steps, args.warmup)  # fmt: skip
+    scaling_rows: list[dict[str, object]] = []
+    if args.scaling:
+        scaling_rows = run_scaling(args.preset, args.resolutions[0], args.precisions[0], args.batch_size,
+                                   args.rounds, args.steps, args.warmup, peaks)  # fmt: skip
     for name, dtype in PRECISIONS.items():  # the peak is the best seen before or after the runs
         peaks[name] = max(peaks[name], matmul_peak(dtype or torch.float32, peak_size))
     for m in results:
         m.mfu = round(m.achieved_gflops * 1e9 / peaks[m.precision], 4)
+    scaling_flops = flops_per_image(
+        UNet(preset_config(args.preset, args.resolutions[0])), args.resolutions[0]
+    )
+    for row in scaling_rows:  # against the final peak, like the other cells
+        row["mfu"] = round(3 * float(row["img_per_s"]) * scaling_flops / peaks[str(row["precision"])], 4)
     elapsed = time.perf_counter() - started
 
     ratios = []
@@ -342,6 +494,9 @@ def main() -> None:
         "load_avg_before": [round(v, 2) for v in load_before],
         "load_avg_after": [round(v, 2) for v in load_after],
         "seconds": round(elapsed, 1), "torch": torch.__version__,
+        "scaling_efficiency_2_ranks": next(
+            (r["scaling_efficiency"] for r in scaling_rows if r["ranks"] == 2), None
+        ),
     }  # fmt: skip
     for row in ratios:
         key = f"speed_ratio_{row['resolution']}px_{row['precision']}"
@@ -360,6 +515,7 @@ def main() -> None:
             Section(heading="Speed ratio diffkit / diffusers (same batch, size, precision)", table=ratios),
             Section(heading="Measurements", table=[asdict(m) for m in results]),
             Section(heading="Levers (each against its baseline, same rounds)", table=lever_rows),
+            Section(heading="Scaling: one vs two gloo ranks on the CPU (DDP)", table=scaling_rows),
             Section(heading="Caveats", text=caveat, badges=["CPU", "noisy"]),
         ],
         data={
@@ -367,6 +523,7 @@ def main() -> None:
             "ratios": ratios,
             "measurements": [asdict(m) for m in results],
             "levers": lever_rows,
+            "scaling": scaling_rows,
         },  # fmt: skip
     )
     paths = write_report(report, args.out)

@@ -371,7 +371,7 @@ def train(
         default(TrainConfig, "precision"), "--precision", help="Autocast precision (auto: bf16 where native)."
     ),
     compile_model: bool = typer.Option(
-        default(TrainConfig, "compile"), "--compile", help="torch.compile the U-Net (CUDA: faster)."
+        default(TrainConfig, "compile"), "--compile", help="torch.compile the U-Net (first steps compile)."
     ),
     sample_every_kimg: float = typer.Option(
         default(TrainConfig, "sample_every_kimg"),

@@ -39,6 +39,12 @@ class PrecisionName(str, Enum):
 
 PRECISIONS = tuple(name.value for name in PrecisionName)
 _CUDA_INDEX = re.compile(r"^cuda:(\d+)$")
+# fp16 on a CPU is refused for users (emulated, many times slower than fp32); tests switch this on to
+# run the CUDA fp16 code path (autocast + GradScaler + inf-gradient skips) on the CPU.
+CPU_FP16_ALLOWED = False
+# Devices whose AdamW has a fused (single-kernel) implementation that diffkit uses. On the CPU the fused
+# step beat the foreach one in benchmarks/bench_train.py's "fused" lever; MPS keeps torch's default.
+FUSED_ADAMW_DEVICES = ("cuda", "cpu")
 
 
 def is_device_name(name: str) -> bool:
@@ -96,7 +102,7 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     )
     if requested == "auto":
         return "bf16" if bf16_ok else "fp32"
-    if requested == "fp16" and device.type == "cpu":
+    if requested == "fp16" and device.type == "cpu" and not CPU_FP16_ALLOWED:
         # Measured here: a tiny 16 px step took ~25 s in fp16 autocast vs ~0.3 s in fp32 (no fp16 kernels).
         raise DiffkitError(
             "fp16 on a CPU is emulated and ~80x slower than fp32; use --precision bf16 or fp32"
@@ -134,3 +140,28 @@ class Precision:
         if self.dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
+
+
+def fused_adamw(device: torch.device) -> bool:
+    """Whether the training AdamW should be the fused implementation on ``device``."""
+    return device.type in FUSED_ADAMW_DEVICES
+
+
+def channels_last_default(device: torch.device) -> bool:
+    """channels_last by default on CUDA only (on the development CPU it made bf16 steps slower)."""
+    return device.type == "cuda"
+
+
+def apply_backend_settings(device: torch.device) -> list[str]:
+    """CUDA math settings for training: TF32 matmuls/convolutions and cuDNN autotuning.
+
+    Process-wide flags; only a CUDA device sets them (the names set are returned, for tests).
+    """
+    import torch
+
+    if device.type != "cuda":
+        return []
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = True
+    return ["cuda.matmul.allow_tf32", "cudnn.allow_tf32", "cudnn.benchmark"]

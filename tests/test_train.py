@@ -196,9 +196,9 @@ def test_nan_guard_skips_steps_then_stops(
     real_loss = GaussianDiffusion.loss
     calls = {"n": 0}
 
-    def flaky_loss(self: GaussianDiffusion, model, x0, generator=None, labels=None):  # noqa: ANN001
+    def flaky_loss(self: GaussianDiffusion, model, x0, generator=None, labels=None, inputs=None):  # noqa: ANN001
         calls["n"] += 1
-        loss = real_loss(self, model, x0, generator, labels)
+        loss = real_loss(self, model, x0, generator, labels, inputs)
         return loss * float("nan") if calls["n"] in (2, 3) or calls["n"] >= 5 else loss
 
     monkeypatch.setattr(GaussianDiffusion, "loss", flaky_loss)

@@ -3,6 +3,11 @@
 The order is a fresh permutation per epoch (every image once per epoch) and the flips a fresh coin per
 image per epoch, both from a CPU generator seeded with (seed, epoch). So the whole stream is fixed by
 (seed, epoch, position): the same on CPU and CUDA, and resumed exactly from three integers.
+
+Several training processes (torchrun) each hold a batcher of the *global* batch size walking the same
+stream; ``next_indices`` advances it by one global batch and ``gather`` builds the images of whichever
+slice of it a rank (or a micro-batch) needs, so the split never changes which image sits at which
+global position.
 """
 
 from __future__ import annotations
@@ -43,7 +48,10 @@ class DeviceBatcher:
         hflip: bool = True,
         channels_last: bool = False,
         labels: np.ndarray | None = None,
+        resident: bool | None = None,
     ) -> None:
+        """``resident``: keep the whole uint8 set on ``device`` (None: when it fits; on the CPU it is
+        resident already). False gathers every batch on the host and copies it over (pinned on CUDA)."""
         if batch_size < 1:
             raise DiffkitError(f"Batch size must be at least 1 (got {batch_size}).")
         if len(cache) == 0:
@@ -58,7 +66,10 @@ class DeviceBatcher:
         self.position = 0  # images of the current epoch already handed out
         self._host_images = self._as_tensor(cache.images)
         self._images = self._host_images
-        if self.device.type != "cpu" and self._fits_on_device(self._host_images.nbytes):
+        if resident is None:
+            resident = self._fits_on_device(self._host_images.nbytes)
+        self.resident = resident
+        if resident:  # the same call on the CPU returns the host tensor itself (no copy)
             self._images = self._host_images.to(self.device)
         self._order: Tensor | None = None
         self._flips: Tensor | None = None
@@ -77,6 +88,8 @@ class DeviceBatcher:
             return torch.from_numpy(np.asarray(images))
 
     def _fits_on_device(self, nbytes: int) -> bool:
+        if self.device.type == "cpu":
+            return True
         if self.device.type == "cuda":
             free, _total = torch.cuda.mem_get_info(self.device)
             return nbytes <= DEVICE_MEMORY_SHARE * free
@@ -113,6 +126,10 @@ class DeviceBatcher:
 
     def next_batch(self) -> tuple[Tensor, Tensor | None]:
         """The next images and their class labels (None for an unlabelled data set)."""
+        return self.gather(*self.next_indices())
+
+    def next_indices(self) -> tuple[Tensor, Tensor]:
+        """The next batch's image indices and flip coins (advances the stream by ``batch_size``)."""
         parts, flip_parts = [], []
         needed = self.batch_size
         while needed:
@@ -122,11 +139,18 @@ class DeviceBatcher:
             flip_parts.append(flips)
             needed -= count
         indices = torch.cat(parts) if len(parts) > 1 else parts[0]
-        batch = self._images.index_select(0, indices)  # (B, H, W, 3) uint8
-        if batch.device != self.device:  # data set too large for the device: gather on host, copy
-            batch = batch.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" \
-                else batch.to(self.device)
         flips = torch.cat(flip_parts) if len(flip_parts) > 1 else flip_parts[0]
+        return indices, flips
+
+    def gather(self, indices: Tensor, flips: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Float images in [-1, 1] (NCHW on the device, flipped where the coin says) and labels."""
+        batch = self._images.index_select(0, indices)  # (B, H, W, 3) uint8
+        if batch.device != self.device:  # not resident: gathered on the host, copied over
+            batch = (
+                batch.pin_memory().to(self.device, non_blocking=True)
+                if self.device.type == "cuda"
+                else batch.to(self.device)
+            )
         if self.hflip:
             batch = torch.where(flips[:, None, None, None], batch.flip(2), batch)
         # NHWC -> NCHW view; its memory is already channels_last, so that layout costs no copy.
@@ -138,8 +162,12 @@ class DeviceBatcher:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "seed": self.seed, "epoch": self.epoch, "position": self.position,
-            "num_images": self.num_images, "batch_size": self.batch_size, "hflip": self.hflip,
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "position": self.position,
+            "num_images": self.num_images,
+            "batch_size": self.batch_size,
+            "hflip": self.hflip,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

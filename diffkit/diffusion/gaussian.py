@@ -119,10 +119,21 @@ class GaussianDiffusion:
         self, x0: torch.Tensor, generator: torch.Generator | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw timesteps (uniform over 0..T-1) and unit Gaussian noise for a batch, from ``generator``."""
-        device = generator.device if generator is not None else x0.device
-        t = torch.randint(0, self.num_timesteps, (x0.shape[0],), device=device, generator=generator)
-        noise = torch.randn(x0.shape, device=device, dtype=torch.float32, generator=generator)
+        t, noise = self.draw_training_inputs(tuple(x0.shape), generator, x0.device)
         return t.to(x0.device), noise.to(x0.device)
+
+    def draw_training_inputs(
+        self, shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Timesteps [B] then noise ``shape`` (float32), on the generator's device.
+
+        Training draws these for the whole global batch at once, and every rank of a torchrun run the
+        same, then keeps its slice: position i of a global batch gets the same draws for any rank count.
+        """
+        where = generator.device if generator is not None else device
+        t = torch.randint(0, self.num_timesteps, (shape[0],), device=where, generator=generator)
+        noise = torch.randn(shape, device=where, dtype=torch.float32, generator=generator)
+        return t, noise
 
     def loss(
         self,
@@ -130,13 +141,19 @@ class GaussianDiffusion:
         x0: torch.Tensor,
         generator: torch.Generator | None = None,
         labels: torch.Tensor | None = None,
+        inputs: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Min-SNR-weighted mean squared error of the prediction target, averaged over the batch.
 
         ``labels``: class labels for a class-conditional model (``model(x_t, t, labels)``).
+        ``inputs``: (timesteps, noise) drawn beforehand (see :meth:`draw_training_inputs`); otherwise
+        they are drawn here from ``generator``.
         """
         x0 = x0.float()
-        t, noise = self.sample_training_inputs(x0, generator)
+        if inputs is None:
+            t, noise = self.sample_training_inputs(x0, generator)
+        else:
+            t, noise = inputs[0].to(x0.device), inputs[1].to(x0.device)
         x_t = self.q_sample(x0, t, noise)
         timesteps = t.to(torch.float32)
         output = model(x_t, timesteps) if labels is None else model(x_t, timesteps, labels)

@@ -37,6 +37,7 @@ class TrainResult(CommandResult):
     progression: Path | None = None
     report: Path | None = None
     files: list[str] = field(default_factory=list)
+    world_size: int = 1  # training processes (torchrun ranks); img_per_s counts all of them
 
     def report_paths(self) -> list[Path]:
         return [self.report] if self.report is not None else []
@@ -78,7 +79,12 @@ class TrainResult(CommandResult):
         if self.report:
             lines.append(f"[bold]report[/]: {shown(self.report)}")
         if self.interrupted and self.run_dir is not None:
+            launcher = (
+                f"torchrun --nproc_per_node {self.world_size} -m diffkit"
+                if self.world_size > 1
+                else "diffkit"
+            )
             lines.append(
-                f"continue with: diffkit train --out {shown(shlex.quote(str(self.run_dir)))} --resume"
+                f"continue with: {launcher} train --out {shown(shlex.quote(str(self.run_dir)))} --resume"
             )
         return lines

@@ -3,6 +3,10 @@
 Resolves ``--resume`` (run folder, saved config merged with the allowed overrides), takes the run
 folder's lock, checks the folder, decodes the data, builds the model and hands over to
 :func:`diffkit.train.loop.train_loop`.
+
+Under torchrun rank 0 does everything that touches the run folder (resolving it, the lock, reading the
+resume state, creating it) and hands the results to the other ranks; it also builds the data cache
+before they read it (:mod:`diffkit.train.distributed`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from diffkit.errors import DiffkitError
 from diffkit.lock import folder_lock
 from diffkit.models import UNet, count_parameters, flops_per_image, preset_config
 from diffkit.runs import check_run_dir, latest_run_dir, next_run_dir
+from diffkit.train import distributed
 from diffkit.train.config import TrainConfig, TrainPlan, load_run_config, merge_for_resume
+from diffkit.train.distributed import World
 from diffkit.train.loop import train_loop
 from diffkit.train.result import TrainResult
 
@@ -123,23 +129,40 @@ class _RunLocks:
 
 
 def train(config: TrainConfig) -> TrainResult:
-    with contextlib.ExitStack() as stack:
-        locks = _RunLocks(stack)
+    world = distributed.start()
+    try:
+        with distributed.quiet_unless_main(world), contextlib.ExitStack() as stack:
+            return _train_locked(config, _RunLocks(stack), world)
+    finally:
+        world.stop()
+
+
+def _without_ema(state: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the other ranks need of a resume state (they keep no EMA)."""
+    return None if state is None else {k: v for k, v in state.items() if k != "ema"}
+
+
+def _train_locked(config: TrainConfig, locks: _RunLocks, world: World) -> TrainResult:
+    def resolve() -> tuple[TrainConfig, Path | None, dict[str, Any] | None]:
         locks.take_existing(config)
-        return _train_locked(config, locks)
+        resolved, found = _resolve_config(config)
+        # Read (never unpickled: weights_only) before decoding data, so a damaged state fails in a second.
+        loaded = runs.load_state(found / runs.STATE_FILE) if resolved.resume and found is not None else None
+        return resolved, found, loaded
 
-
-def _train_locked(config: TrainConfig, locks: _RunLocks) -> TrainResult:
-    config, run_dir = _resolve_config(config)
-    # Read (never unpickled: weights_only) before decoding data, so a damaged state fails in a second.
-    state = runs.load_state(run_dir / runs.STATE_FILE) if config.resume and run_dir is not None else None
-    device = resolve_device(config.device)
+    config, run_dir, state = world.from_main(resolve, lambda value: (*value[:2], _without_ema(value[2])))
+    device = distributed.place(resolve_device(config.device), world)
     precision = Precision.create(config.precision, device)
     model_config = preset_config(config.preset, config.resolution)  # fail fast, before decoding images
     if config.dropout is not None:
         model_config = dataclasses.replace(model_config, dropout=config.dropout)
-    dataset = load_image_dataset(
-        config.data, config.resolution, cache_dir=config.cache_dir, progress=config.progress
+    dataset = world.main_first(
+        lambda: load_image_dataset(
+            config.data,
+            config.resolution,
+            cache_dir=config.cache_dir,
+            progress=config.progress and world.is_main,
+        )
     )
     plan = TrainPlan.resolve(config, len(dataset.files))
     labels = _labels(config, dataset, state)
@@ -154,6 +177,13 @@ def _train_locked(config: TrainConfig, locks: _RunLocks) -> TrainResult:
         f"{flops / 1e9:.3f} GFLOPs/image forward (~{3 * flops / 1e9:.3f} per training image)",
         highlight=False,
     )
+    if world.enabled:
+        distributed.check_divisible(config.batch_size, config.grad_accum, world)
+        err_console.print(
+            f"{world.size} processes ({world.backend}), {config.batch_size // world.size} images per rank "
+            f"per step in {config.grad_accum} micro-batch(es)",
+            highlight=False,
+        )
     result = TrainResult(
         run_dir=run_dir,
         dry_run=config.dry_run,
@@ -169,25 +199,31 @@ def _train_locked(config: TrainConfig, locks: _RunLocks) -> TrainResult:
         ],
         total_steps=plan.total_steps,
         total_kimg=plan.total_nimg / 1000,
+        world_size=world.size,
     )
     if config.dry_run:
         result.run_dir = run_dir or next_run_dir(config.runs_dir, config.preset, create=False)
         return result
-    if run_dir is None:
-        run_dir = next_run_dir(config.runs_dir, config.preset)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DiffkitError(
-            f"cannot create the run folder {run_dir} ({exc.strerror}); choose another --out"
-        ) from None
-    locks.take(run_dir)  # a new folder: locked now that it exists
-    # Checked again under the lock: another run may have started or finished since the first look.
-    if not config.resume:
-        _refuse_existing_run(run_dir)
-    check_run_dir(run_dir)
+
+    def create(run_dir: Path | None) -> Path:
+        if run_dir is None:
+            run_dir = next_run_dir(config.runs_dir, config.preset)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DiffkitError(
+                f"cannot create the run folder {run_dir} ({exc.strerror}); choose another --out"
+            ) from None
+        locks.take(run_dir)  # a new folder: locked now that it exists
+        # Checked again under the lock: another run may have started or finished since the first look.
+        if not config.resume:
+            _refuse_existing_run(run_dir)
+        check_run_dir(run_dir)
+        return run_dir
+
+    run_dir = world.from_main(lambda: create(run_dir))
     result.run_dir = run_dir
     payload = _config_payload(config, run_dir, plan, model, labels)
     return train_loop(
-        config, plan, payload, model, dataset, device, precision, run_dir, result, state, labels
+        config, plan, payload, model, dataset, device, precision, run_dir, result, state, labels, world
     )
