@@ -1,0 +1,151 @@
+"""diffusers' ``examples/unconditional_image_generation/train_unconditional.py`` at its defaults, minus I/O.
+
+The training step, optimiser, LR schedule, EMA and noise schedule are the script's, built from the same
+diffusers objects (``UNet2DModel``, ``DDPMScheduler``, ``get_scheduler``, ``EMAModel``); only what
+cannot run here is replaced: ``accelerate`` (one CPU process; its ``mixed_precision="bf16"`` is an
+autocast around the forward, reproduced as such) and ``datasets`` + torchvision transforms (the images
+arrive as the same uint8 array diffkit trains on; ``ToTensor`` + ``Normalize(0.5, 0.5)`` is
+``x / 127.5 - 1``). Defaults, from the script's argparse and its README command:
+
+- ``--train_batch_size 16``, ``--learning_rate 1e-4``, ``--lr_scheduler cosine``, ``--lr_warmup_steps 500``
+- ``--adam_beta1 0.95 --adam_beta2 0.999 --adam_weight_decay 1e-6 --adam_epsilon 1e-8``
+- ``--use_ema`` with ``--ema_max_decay 0.9999 --ema_inv_gamma 1.0 --ema_power 0.75`` (EMA warm-up on)
+- ``--ddpm_num_steps 1000 --ddpm_beta_schedule linear`` (betas 1e-4 .. 0.02), ``--prediction_type epsilon``
+- gradient clipping at norm 1.0, ``--random_flip`` (the README's command passes it), fp32 unless
+  ``--mixed_precision bf16``.
+
+The script's network is far larger; here ``UNet2DModel`` gets diffkit's tiny-preset shape
+(``bench_train.diffusers_twin``) so parameters and FLOPs match. The run length: the script plans its
+cosine schedule for ``len(dataloader) * num_epochs`` steps; here for the step count that fills the time
+budget, so the schedule ends when the budget does, as a user who sized ``--num_epochs`` to it would get.
+
+Samples come from the EMA weights through ``DDIMScheduler.from_config`` of the training scheduler, the
+loop of ``DDIMPipeline.__call__`` (eta 0) on given noise, so every contender starts from the same noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from bench_train import diffusers_twin
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+
+from diffkit.models import UNetConfig
+from diffkit.report.grid import to_uint8
+
+
+@dataclass(frozen=True)
+class RecipeDefaults:
+    batch_size: int = 16
+    lr: float = 1e-4
+    lr_scheduler: str = "cosine"
+    warmup_steps: int = 500
+    adam_betas: tuple[float, float] = (0.95, 0.999)
+    weight_decay: float = 1e-6
+    adam_eps: float = 1e-8
+    ema_max_decay: float = 0.9999
+    ema_inv_gamma: float = 1.0
+    ema_power: float = 0.75
+    train_timesteps: int = 1000
+    beta_schedule: str = "linear"
+    prediction_type: str = "epsilon"
+    grad_clip: float = 1.0
+    random_flip: bool = True
+
+
+DEFAULTS = RecipeDefaults()
+
+
+class RecipeTrainer:
+    """One run of the recipe: ``step()`` is one iteration of the script's inner loop."""
+
+    def __init__(
+        self, images: np.ndarray, config: UNetConfig, total_steps: int, seed: int, bf16: bool
+    ) -> None:
+        d = DEFAULTS
+        torch.manual_seed(seed)  # the network's initialisation
+        self.model = diffusers_twin(config).train()
+        self.noise_scheduler = DDPMScheduler(
+            num_train_timesteps=d.train_timesteps,
+            beta_schedule=d.beta_schedule,
+            prediction_type=d.prediction_type,
+        )
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=d.lr, betas=d.adam_betas, weight_decay=d.weight_decay, eps=d.adam_eps
+        )
+        self.lr_scheduler = get_scheduler(
+            d.lr_scheduler, optimizer=self.optimizer, num_warmup_steps=d.warmup_steps,
+            num_training_steps=total_steps,
+        )  # fmt: skip
+        self.ema = EMAModel(
+            self.model.parameters(), decay=d.ema_max_decay, use_ema_warmup=True, inv_gamma=d.ema_inv_gamma,
+            power=d.ema_power, model_cls=UNet2DModel, model_config=self.model.config,
+        )  # fmt: skip
+        self.bf16 = bf16
+        # One generator for data order, flips, noise and timesteps: a seed fixes the whole run.
+        self.generator = torch.Generator().manual_seed(seed)
+        self.data = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2)  # a copy: the cache is read-only
+        self.order = torch.empty(0, dtype=torch.long)
+        self.position = 0
+        self.steps = 0
+
+    def next_batch(self) -> torch.Tensor:
+        """``DataLoader(shuffle=True, drop_last=False)``: a new permutation per epoch, short last batch."""
+        if self.position >= len(self.order):
+            self.order = torch.randperm(len(self.data), generator=self.generator)
+            self.position = 0
+        index = self.order[self.position : self.position + DEFAULTS.batch_size]
+        self.position += len(index)
+        batch = self.data[index].float() / 127.5 - 1.0
+        if DEFAULTS.random_flip:
+            flip = torch.rand(len(batch), generator=self.generator) < 0.5
+            batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
+        return batch
+
+    def step(self) -> float:
+        clean_images = self.next_batch()
+        noise = torch.randn(clean_images.shape, generator=self.generator)
+        bsz = clean_images.shape[0]
+        timesteps = torch.randint(
+            0, self.noise_scheduler.config.num_train_timesteps, (bsz,), generator=self.generator
+        ).long()
+        noisy_images = self.noise_scheduler.add_noise(clean_images, noise, timesteps)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            model_output = self.model(noisy_images, timesteps).sample
+        loss = F.mse_loss(model_output.float(), noise.float())  # prediction_type "epsilon"
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), DEFAULTS.grad_clip)
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.step(self.model.parameters())
+        self.steps += 1
+        return float(loss.detach())
+
+    def ema_model(self) -> UNet2DModel:
+        """The network with the EMA weights copied in (what the script's pipeline samples from)."""
+        self.ema.copy_to(self.model.parameters())
+        return self.model.eval()
+
+
+@torch.no_grad()
+def ddim_sample(
+    unet: UNet2DModel, scheduler_config: dict, noise: torch.Tensor, steps: int, batch_size: int = 64
+) -> tuple[np.ndarray, torch.Tensor]:
+    """``DDIMPipeline``'s loop (eta 0) from ``noise``: (NHWC uint8, the final float images in [-1, 1])."""
+    scheduler = DDIMScheduler.from_config(scheduler_config)
+    scheduler.set_timesteps(steps)
+    finals = []
+    for chunk in noise.split(batch_size):
+        image = chunk.clone()
+        for t in scheduler.timesteps:
+            model_output = unet(image, t).sample
+            image = scheduler.step(model_output, t, image, eta=0.0).prev_sample
+        finals.append(image)
+    final = torch.cat(finals)
+    return to_uint8(final), final

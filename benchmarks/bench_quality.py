@@ -1,0 +1,618 @@
+"""Image quality per unit of compute: diffkit's trainer against diffusers' ``train_unconditional.py`` recipe.
+
+Contenders, each at two time budgets (B and 3B seconds of training steps) and two or more seeds:
+
+- ``diffkit``: ``diffkit train`` at its defaults (tiny preset at 32 px; precision ``auto`` = bf16 on a
+  CPU with native bf16), through :func:`diffkit.train.train`;
+- ``recipe-fp32``: a faithful re-implementation of the diffusers example at its defaults
+  (``benchmarks/_quality_recipe.py``) on a ``UNet2DModel`` with the tiny preset's shape;
+- ``recipe-bf16``: the same with ``--mixed_precision bf16``, so precision is not the whole story.
+
+Equal compute: every job trains for the number of steps that fills its budget at the speed it measured in
+a few pilot steps (in its own process, under the same load), and the seconds actually spent are
+reported. Jobs run two at a time, one thread each, each in its own process; within a round of budget and
+seed the contenders' order alternates. All jobs see the same training images, the same held-out
+reference and the same sample noise (image i of every contender starts from the same noise).
+
+Quality: N samples per job, DDIM with 50 steps and eta 0, in fp32 for every contender, each with its own
+sampler (diffkit's ``generate``; ``DDIMScheduler`` from the recipe's scheduler config). Fréchet distance
+(FD) and KID against R held-out faces in two fixed, offline feature spaces:
+
+1. ``inception``: pool3 (2048-d) of torch-fidelity's InceptionV3 with random Kaiming weights whose
+   BatchNorm statistics are calibrated on a fixed batch of training images (``diffkit.testing.inception``,
+   seed 0). It is the standard FID network and resize with weights that need no download, deep enough to
+   react to shapes and textures; it is NOT the official network, so the values do not compare with
+   published FIDs, only with each other.
+2. ``pixels``: the images 8x8 average-pooled (192-d): no network at all, so nothing about it can be
+   miscalibrated; it sees colour and layout, and N is above its dimension (a full-rank covariance).
+
+The floor: N training images (which every model tries to reproduce) against the same reference, in the
+same spaces with the same N, which is as close as a perfect model could get at this N.
+
+    .venv/bin/python benchmarks/bench_quality.py                  # the comparison (~33 min, idle 2 cores)
+    .venv/bin/python benchmarks/bench_quality.py --levers         # diffkit's levers, one at a time (~2.7 h)
+    .venv/bin/python benchmarks/bench_quality.py --plan           # the jobs and the wall-time estimate
+    .venv/bin/python benchmarks/bench_quality.py --budget 10 --n-samples 32 --report-dir /tmp/q   # smoke
+    .venv/bin/python benchmarks/bench_quality.py --self-test      # checks of the harness (seconds)
+
+Sizing: 12 training jobs (3 contenders x 2 budgets x 2 seeds) plus 2 feature jobs on 2 slots. A job costs
+its budget + N x (0.32 s DDIM-50 sampling + 0.155 s Inception) + ~25 s of start-up and pilot steps
+(per-image costs measured on this machine, one thread); the defaults (B = 75 s, N = 256, R = 1,000)
+give ~33 min when the queue is packed greedily, which ``--plan`` prints before anything runs.
+
+Needs diffusers (the ``bench`` extra). Results: ``reports/bench_quality.{html,json}`` (levers:
+``reports/bench_quality_levers.{html,json}``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from diffkit.data import load_image_dataset
+from diffkit.fakesite.faces import write_face_folder
+from diffkit.metrics.fid import frechet_distance
+from diffkit.metrics.kid import kernel_distance
+from diffkit.report import Report, ReportImage, Section, write_report
+from diffkit.report.grid import make_grid
+
+CONTENDERS = ("diffkit", "recipe-fp32", "recipe-bf16")
+SPACES = ("inception", "pixels")
+TRAIN_SEED, REFERENCE_SEED = 0, 99  # face i of a folder depends on (seed, i): disjoint sets
+CALIBRATION_IMAGES = 64  # training images that calibrate the Inception BatchNorm statistics
+# Grids are embedded as PNG in a committed report: 4 rows of 8 (2 for each lever) keep it near 1 MB.
+GRID_COLUMNS, GRID_ROWS, LEVER_GRID_ROWS = 8, 4, 2
+# diffkit's TrainConfig fields only, one change from the defaults each (no library changes).
+LEVERS: dict[str, dict[str, Any]] = {
+    "lr_1e-4": {"lr": 1e-4},
+    "lr_4e-4": {"lr": 4e-4},
+    "warmup_0.5kimg": {"warmup_kimg": 0.5},
+    "warmup_8kimg": {"warmup_kimg": 8.0},
+    # EMA length: at these budgets (tens of kimg) the half-life is rampup x images seen, far below the
+    # 50 kimg ema_halflife_kimg cap, so the ramp-up is the length that matters
+    "ema_rampup_0.02": {"ema_rampup": 0.02},
+    "ema_rampup_0.2": {"ema_rampup": 0.2},
+    "batch_32": {"batch_size": 32},
+    "batch_128": {"batch_size": 128},
+    "min_snr_off": {"min_snr_gamma": None},
+    "prediction_eps": {"prediction": "eps"},
+    "preset_small": {"preset": "small"},
+    "preset_base": {"preset": "base"},
+}
+BASELINE = "defaults"
+# Per-image costs measured on this machine (one thread, tiny preset at 32 px, fp32): one U-Net forward
+# ~6.3 ms, so a DDIM-50 sample ~0.32 s; one InceptionV3 pass at 299 px ~0.155 s. Start-up, data, pilot
+# steps and the Inception weights load: ~25 s per job. Used only for the up-front wall-time estimate.
+SAMPLE_S_PER_IMAGE = 0.32
+FEATURE_S_PER_IMAGE = 0.155
+JOB_OVERHEAD_S = 25.0
+PREPARE_S = 30.0  # faces, image caches, Inception calibration; plus the final metrics and report
+
+
+@dataclass
+class Job:
+    name: str
+    kind: str  # "train" or "features"
+    spec: dict[str, Any]
+    estimate_s: float
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------ prepare
+
+
+@dataclass(frozen=True)
+class Scratch:
+    """Where the shared inputs live in the scratch folder (planned before anything is written)."""
+
+    work: Path
+    n_floor_sets: int
+
+    @property
+    def train_dir(self) -> Path:
+        return self.work / "train"
+
+    @property
+    def reference_dir(self) -> Path:
+        return self.work / "reference"
+
+    @property
+    def weights(self) -> Path:
+        return self.work / "inception-random-bn.pt"
+
+    @property
+    def sets(self) -> dict[str, Path]:
+        """Image arrays featurised by the feature jobs: the reference and the floor sets."""
+        names = ["reference", *(f"floor{index}" for index in range(self.n_floor_sets))]
+        return {name: self.work / f"{name}.npy" for name in names}
+
+
+def prepare(scratch: Scratch, n_train: int, n_reference: int, n_samples: int) -> dict[str, np.ndarray]:
+    """Training faces, held-out reference faces, their uint8 arrays, the calibrated Inception weights."""
+    from diffkit.testing.inception import make_inception_weights
+
+    write_face_folder(scratch.train_dir, n_train, size=32, seed=TRAIN_SEED)
+    write_face_folder(scratch.reference_dir, n_reference, size=32, seed=REFERENCE_SEED)
+    # Built once here, so the jobs only open the cache (never race to build it).
+    train_images = np.asarray(load_image_dataset(scratch.train_dir, 32, progress=False).images)
+    reference = np.asarray(load_image_dataset(scratch.reference_dir, 32, progress=False).images)
+    for name, path in scratch.sets.items():
+        index = int(name.removeprefix("floor")) if name != "reference" else -1
+        np.save(path, reference if index < 0 else train_images[index * n_samples : (index + 1) * n_samples])
+    make_inception_weights(scratch.weights, train_images[:CALIBRATION_IMAGES], seed=0)
+    return {"train": train_images, "reference": reference}
+
+
+def sample_cost_factor(overrides: dict[str, Any]) -> float:
+    """A lever's sampling cost relative to the tiny preset's (forward FLOPs; for the estimate only)."""
+    from diffkit.models import UNet, flops_per_image, preset_config
+
+    preset = overrides.get("preset", "tiny")
+    if preset == "tiny":
+        return 1.0
+    flops = [flops_per_image(UNet(preset_config(name, 32)), 32) for name in (preset, "tiny")]
+    return flops[0] / flops[1]
+
+
+def plan_jobs(args: argparse.Namespace, scratch: Scratch) -> list[Job]:
+    """Rounds of (budget, seed), longest budget first; the contenders' order flips every round."""
+    names = [BASELINE, *args.lever_names] if args.levers else list(CONTENDERS)
+    budgets = sorted({args.budget * 3, args.budget}, reverse=True)
+    jobs: list[Job] = []
+    for index, (budget, seed) in enumerate((b, s) for b in budgets for s in args.seeds):
+        for name in names if index % 2 == 0 else names[::-1]:
+            contender = "diffkit" if args.levers else name
+            overrides = LEVERS.get(name, {}) if args.levers else {}
+            tag = f"{name}-B{budget:g}-seed{seed}"
+            spec = {
+                "kind": "train", "contender": contender, "variant": name, "budget_s": budget, "seed": seed,
+                "overrides": overrides, "train_dir": str(scratch.train_dir), "weights": str(scratch.weights),
+                "n_samples": args.n_samples, "sample_seed": args.sample_seed, "pilot_steps": args.pilot_steps,
+                "out": str(scratch.work / "jobs" / tag),
+            }  # fmt: skip
+            per_image = SAMPLE_S_PER_IMAGE * sample_cost_factor(overrides) + FEATURE_S_PER_IMAGE
+            jobs.append(Job(tag, "train", spec, budget + args.n_samples * per_image + JOB_OVERHEAD_S))
+    sets = {name: str(path) for name, path in scratch.sets.items()}
+    floors = {name: path for name, path in sets.items() if name != "reference"}
+    for tag, chosen in (("reference", {"reference": sets["reference"]}), ("floor", floors)):
+        images = args.n_reference if tag == "reference" else args.n_samples * len(floors)
+        out = str(scratch.work / "jobs" / tag)
+        spec = {"kind": "features", "sets": chosen, "weights": str(scratch.weights), "out": out}
+        jobs.append(Job(tag, "features", spec, images * FEATURE_S_PER_IMAGE + JOB_OVERHEAD_S))
+    return jobs
+
+
+def estimate_wall(jobs: list[Job], workers: int) -> float:
+    """Wall time of the queue on ``workers`` slots, each job taking its estimate (greedy, in order)."""
+    slots = [0.0] * workers
+    for job in jobs:
+        slots[slots.index(min(slots))] += job.estimate_s
+    return max(slots)
+
+
+# -------------------------------------------------------------------------------------------- run
+
+
+def run_queue(jobs: list[Job], workers: int, script: Path) -> None:
+    """Each job in its own process with one thread; at most ``workers`` at a time, in queue order.
+
+    Jobs run in their own sessions, so Ctrl-C reaches only this process, which then stops them all
+    (diffkit's trainer would otherwise take the Ctrl-C as "save and stop" and go on to sample).
+    """
+    env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    pending = list(jobs)
+    running: list[tuple[Job, subprocess.Popen[bytes], Any, float]] = []
+    try:
+        while pending or running:
+            while pending and len(running) < workers:
+                job = pending.pop(0)
+                out = Path(job.spec["out"])
+                out.mkdir(parents=True, exist_ok=True)
+                (out / "spec.json").write_text(json.dumps(job.spec, indent=1))
+                log = (out / "log.txt").open("wb")
+                command = [sys.executable, str(script), "--job", str(out / "spec.json")]
+                process = subprocess.Popen(
+                    command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                )
+                running.append((job, process, log, time.perf_counter()))
+                print(f"started {job.name}", flush=True)
+            time.sleep(0.5)
+            for entry in list(running):
+                job, process, log, started = entry
+                if process.poll() is None:
+                    continue
+                running.remove(entry)
+                log.close()
+                out = Path(job.spec["out"])
+                if process.returncode != 0:
+                    tail = (out / "log.txt").read_text(errors="replace")[-3000:]
+                    raise SystemExit(f"job {job.name} failed (exit {process.returncode}):\n{tail}")
+                job.result = json.loads((out / "result.json").read_text())
+                job.result["wall_s"] = round(time.perf_counter() - started, 1)
+                print(f"finished {job.name} in {job.result['wall_s']:.0f} s", flush=True)
+    finally:
+        for _, process, log, _ in running:  # only after a failure or an interrupt
+            process.kill()
+            process.wait()
+            log.close()
+
+
+# ---------------------------------------------------------------------------------------- metrics
+
+
+def distances(features: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, float]:
+    """FD and KID (mean over 100 subsets, torch-fidelity's estimator) in every space."""
+    out: dict[str, float] = {}
+    for space in SPACES:
+        x, y = np.asarray(features[space], np.float64), np.asarray(reference[space], np.float64)
+        out[f"fd_{space}"] = round(frechet_distance(x, y), 4)
+        kid, _, _ = kernel_distance(x, y, subset_size=min(len(x), len(y), 1000))
+        out[f"kid_{space}"] = round(kid, 6)
+    return out
+
+
+def load_features(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {space: data[space] for space in SPACES}
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": round(statistics.median(values), 6), "min": round(min(values), 6),
+            "max": round(max(values), 6)}  # fmt: skip
+
+
+def aggregate(train_jobs: list[Job], key: str) -> list[dict[str, Any]]:
+    """One row per (variant, budget): medians over seeds with min and max beside them."""
+    groups: dict[tuple[str, float], list[Job]] = {}
+    for job in train_jobs:
+        groups.setdefault((job.spec[key], job.spec["budget_s"]), []).append(job)
+    rows = []
+    for (name, budget), members in sorted(groups.items(), key=lambda item: (item[0][1], item[0][0])):
+        row: dict[str, Any] = {key: name, "budget_s": budget, "seeds": len(members)}
+        for metric in [f"{m}_{s}" for s in SPACES for m in ("fd", "kid")] + [
+            "gap_fd_inception",
+            "gap_fd_pixels",
+        ]:
+            values = spread([job.result[metric] for job in members])
+            row[metric] = values["median"]
+            if metric.startswith("fd_"):
+                row[f"{metric}_min"], row[f"{metric}_max"] = values["min"], values["max"]
+        for metric in ("train_seconds", "steps", "images_seen", "train_pflops", "final_loss"):
+            row[f"{metric}_median"] = round(
+                statistics.median(float(job.result[metric]) for job in members), 4
+            )
+        rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------- report
+
+
+def grid_image(images: np.ndarray, rows: int = GRID_ROWS, scale: int = 2) -> Image.Image:
+    grid = make_grid(images[: rows * GRID_COLUMNS], columns=GRID_COLUMNS)
+    return grid.resize((grid.width * scale, grid.height * scale), Image.Resampling.NEAREST)
+
+
+def _row_lookup(rows: list[dict[str, Any]], key: str, name: str, budget: float) -> dict[str, Any]:
+    return next(r for r in rows if r[key] == name and r["budget_s"] == budget)
+
+
+def _budget_tag(budget: float, base: float) -> str:
+    """``B`` or ``3B``: summary keys that stay the same whatever ``--budget`` is (docs read them)."""
+    return "B" if budget == base else "3B"
+
+
+def goals(rows: list[dict[str, Any]], floor: dict[str, float], budget: float) -> dict[str, Any]:
+    """The issue's two goals, per space: the gap to the floor halves; diffkit at B reaches recipe at 3B."""
+    out: dict[str, Any] = {}
+    for space in SPACES:
+        for b in (budget, 3 * budget):
+            ours = _row_lookup(rows, "contender", "diffkit", b)[f"fd_{space}"] - floor[f"fd_{space}"]
+            theirs = _row_lookup(rows, "contender", "recipe-fp32", b)[f"fd_{space}"] - floor[f"fd_{space}"]
+            out[f"gap_ratio_{space}_{_budget_tag(b, budget)}"] = (
+                round(ours / theirs, 3) if theirs > 0 else None
+            )
+        ours_b = _row_lookup(rows, "contender", "diffkit", budget)[f"fd_{space}"]
+        theirs_3b = _row_lookup(rows, "contender", "recipe-fp32", 3 * budget)[f"fd_{space}"]
+        out[f"diffkit_at_B_reaches_recipe_fp32_at_3B_{space}"] = ours_b <= theirs_3b
+    return out
+
+
+def build_report(args: argparse.Namespace, jobs: list[Job], prepared: dict[str, np.ndarray], scratch: Scratch,
+                 wall_s: float, estimate_s: float, load: dict[str, list[float]]) -> Report:  # fmt: skip
+    from _quality_recipe import DEFAULTS as RECIPE
+
+    train_jobs = [job for job in jobs if job.kind == "train"]
+    reference = load_features(scratch.work / "jobs" / "reference" / "reference-features.npz")
+    floors = [name for name in scratch.sets if name != "reference"]
+    floor_rows = []
+    for name in floors:
+        values = distances(load_features(scratch.work / "jobs" / "floor" / f"{name}-features.npz"), reference)
+        floor_rows.append({"set": f"training images {name}", "n": args.n_samples, **values})
+    floor = {
+        m: statistics.median(r[m] for r in floor_rows) for m in floor_rows[0] if m.startswith(("fd", "kid"))
+    }
+    for job in train_jobs:
+        job.result |= distances(load_features(Path(job.spec["out"]) / "features.npz"), reference)
+        job.result["budget_used"] = round(job.result["train_seconds"] / job.spec["budget_s"], 3)
+        for space in SPACES:
+            job.result[f"gap_fd_{space}"] = round(job.result[f"fd_{space}"] - floor[f"fd_{space}"], 4)
+    key = "variant" if args.levers else "contender"
+    rows = aggregate(train_jobs, key)
+    if args.levers:
+        for row in rows:
+            base = _row_lookup(rows, key, BASELINE, row["budget_s"])
+            for space in SPACES:
+                row[f"fd_{space}_vs_defaults"] = round(row[f"fd_{space}"] / base[f"fd_{space}"], 3)
+    per_job = [
+        {"job": job.name, key: job.spec[key], "budget_s": job.spec["budget_s"], "seed": job.spec["seed"],
+         **{k: v for k, v in job.result.items() if not isinstance(v, (dict, list))},
+         "load_1min_before": job.result["load_before"][0], "load_1min_after": job.result["load_after"][0]}
+        for job in train_jobs
+    ]  # fmt: skip
+    model_match = []
+    for contender in ("diffkit", "recipe-fp32"):
+        job = next((j for j in train_jobs if j.spec["contender"] == contender), None)
+        if job is not None:
+            model = "diffkit UNet, tiny preset" if contender == "diffkit" else "diffusers UNet2DModel twin"
+            gflops = round(job.result["flops_forward_per_image"] / 1e9, 4)
+            model_match.append(
+                {"model": model, "params": job.result["params"], "gflops_forward_per_image": gflops}
+            )
+    summary: dict[str, Any] = {
+        "mode": "levers" if args.levers else "contenders", "budget_s": args.budget,
+        "budget_3x_s": 3 * args.budget,
+        "seeds": list(args.seeds), "n_train": args.n_train, "n_reference": args.n_reference,
+        "n_samples": args.n_samples, "sampler": "DDIM, 50 steps, eta 0, fp32", "resolution": 32,
+        "workers": args.workers, "torch_threads_per_job": 1, "cpu_count": os.cpu_count(),
+        "wall_s": round(wall_s, 1), "estimated_wall_s": round(estimate_s, 1),
+        "load_avg_before": load["before"], "load_avg_after": load["after"],
+        **{f"floor_{m}": round(v, 6) for m, v in floor.items()},
+        # train seconds / budget over all jobs: how well each job's pilot steps predicted its step time
+        "budget_used_min": min(job.result["budget_used"] for job in train_jobs),
+        "budget_used_max": max(job.result["budget_used"] for job in train_jobs),
+    }  # fmt: skip
+    if len(model_match) == 2:
+        summary["params_diffkit"], summary["params_diffusers"] = (m["params"] for m in model_match)
+        summary["gflops_diffkit"], summary["gflops_diffusers"] = (
+            m["gflops_forward_per_image"] for m in model_match
+        )
+    for row in rows:
+        for space in SPACES:
+            name = row[key].replace("-", "_").replace(".", "_")  # an identifier: the report labels it
+            summary[f"fd_{space}_{name}_{_budget_tag(row['budget_s'], args.budget)}"] = row[f"fd_{space}"]
+    if not args.levers:
+        summary |= goals(rows, floor, args.budget)
+    caveat = (
+        f"One {os.cpu_count()}-core CPU; {args.workers} jobs at a time, each its own process with one torch "
+        f"thread; 1-minute load average {load['before'][0]:.1f} before, {load['after'][0]:.1f} after (each "
+        "job's own before/after is in the per-job table). Budgets are training-step seconds: each job ran "
+        "the step count its pilot steps predicted, 'train seconds' is what it took and 'budget used' their "
+        f"ratio ({summary['budget_used_min']:.2f} to {summary['budget_used_max']:.2f} here). The recipe "
+        f"plans its cosine LR schedule for that step count after {RECIPE.warmup_steps} warm-up steps, which "
+        "at small budgets are most of the run (see 'steps'). The Inception "
+        "space uses random, BatchNorm-calibrated weights (not the official file): its values compare only "
+        "within this report. With 2 seeds the median is the mean; min and max show the seed spread."
+    )
+    spaces_text = (
+        "FD and KID against the held-out reference faces in two fixed offline feature spaces: 'inception' "
+        "= pool3 (2048-d) of torch-fidelity's InceptionV3 with random Kaiming weights, BatchNorm calibrated "
+        f"on the first {CALIBRATION_IMAGES} training images (seed 0); 'pixels' = 8x8 average-pooled RGB "
+        "(192-d). Gap = FD minus the floor (training images vs the same reference, same N)."
+    )
+    sections = [
+        Section(heading=f"Quality per {key} and budget (median over seeds)", text=spaces_text, table=rows),
+        Section(heading="Floor: training images against the reference", table=floor_rows),
+    ]  # fmt: skip
+    if not args.levers:
+        goal_rows = [{"goal": k, "value": v} for k, v in goals(rows, floor, args.budget).items()]
+        goal_text = (
+            "gap_ratio = (diffkit FD - floor) / (recipe fp32 FD - floor) at the same budget (goal: <= 0.5); "
+            "the last rows: diffkit's FD at B is at most the recipe's at 3B (goal: true)."
+        )
+        sections.append(Section(heading="Goals", table=goal_rows, text=goal_text))
+    sections += [
+        Section(heading="Model match (diffkit tiny vs the diffusers twin)", table=model_match),
+        Section(heading="Every job", table=per_job),
+        Section(heading="Caveats", text=caveat, badges=["CPU", f"{args.workers} jobs x 1 thread"]),
+    ]
+    images = [ReportImage(grid_image(prepared["train"]), "training images"),
+              ReportImage(grid_image(prepared["reference"]), "held-out reference")]  # fmt: skip
+    first_seed = args.seeds[0]
+    for job in sorted(train_jobs, key=lambda j: (j.spec["budget_s"], j.spec[key])):
+        # Levers: only the long budget's grids, two rows each (a dozen levers would bloat the page).
+        if job.spec["seed"] == first_seed and not (args.levers and job.spec["budget_s"] != 3 * args.budget):
+            samples = np.load(Path(job.spec["out"]) / "samples.npy")
+            fd = job.result["fd_inception"]
+            caption = f"{job.spec[key]}, {job.spec['budget_s']:g} s, seed {first_seed}: FD inception {fd:.1f}"
+            images.append(
+                ReportImage(grid_image(samples, LEVER_GRID_ROWS if args.levers else GRID_ROWS), caption)
+            )
+    sections.append(Section(heading="Sample grids (the same noise for every contender)", images=images))
+    hidden = ("out", "train_dir", "weights")  # scratch paths: meaningless after the run
+    job_data = [
+        {
+            "name": job.name,
+            "spec": {k: v for k, v in job.spec.items() if k not in hidden},
+            "result": job.result,
+        }
+        for job in train_jobs
+    ]
+    data = {"summary": summary, "rows": rows, "floor": floor_rows, "jobs": job_data}
+    title = (
+        "bench_quality levers: diffkit config levers at equal training seconds"
+        if args.levers
+        else "bench_quality: diffkit vs diffusers' train_unconditional recipe at equal training seconds"
+    )
+    return Report(title=title, command="bench_quality", summary=summary, sections=sections, data=data,
+                  headline=headline(rows, key, floor, args))  # fmt: skip
+
+
+def headline(rows: list[dict[str, Any]], key: str, floor: dict[str, float], args: argparse.Namespace) -> str:
+    """One sentence for the report index: Inception-space FD at both budgets against the floor."""
+    parts = []
+    for budget in (args.budget, 3 * args.budget):
+        fds = ", ".join(f"{r[key]} {r['fd_inception']:.1f}" for r in rows if r["budget_s"] == budget)
+        parts.append(f"{budget:g} s: {fds}")
+    space = f"FD (random-BN Inception, N={args.n_samples})"
+    return f"{space} at {'; '.join(parts)}; floor {floor['fd_inception']:.1f}"
+
+
+# -------------------------------------------------------------------------------------- self-test
+
+
+def self_test() -> None:
+    """Fast checks of the harness's own parts against independent computations (seconds, no training)."""
+    import torch
+    import torch.nn.functional as F
+    from _quality_job import pooled_pixels, shared_noise
+    from _quality_recipe import DEFAULTS, RecipeTrainer, ddim_sample
+    from diffusers import DDIMPipeline
+
+    from diffkit.models import preset_config
+    from diffkit.sample.generate import initial_noise
+
+    torch.manual_seed(0)
+    images = np.random.default_rng(0).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    # 1. pooled pixels = torch's 4x4 average pooling of the [0, 1] image
+    expected = F.avg_pool2d(torch.from_numpy(images).permute(0, 3, 1, 2).double() / 255, 4)
+    assert np.allclose(pooled_pixels(images), expected.permute(0, 2, 3, 1).reshape(40, -1).numpy())
+    # 2. image i's noise does not depend on how many images are drawn (diffkit sample's rule)
+    assert torch.equal(shared_noise(8, 3)[5:], initial_noise(range(5, 8), 3, 32, 3))
+    # 3. the recipe's loader: one epoch = every image once, batches of 16 and a short last one,
+    #    pixels x / 127.5 - 1, flipped images exact mirrors
+    trainer = RecipeTrainer(images, preset_config("tiny", 32), 10, seed=0, bf16=False)
+    batches = [trainer.next_batch() for _ in range(3)]
+    assert [len(b) for b in batches] == [16, 16, 8] and DEFAULTS.batch_size == 16
+    order = trainer.order
+    originals = torch.from_numpy(images[order.numpy()]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    got = torch.cat(batches)
+    same, mirrored = (got == originals).flatten(1).all(1), (got == originals.flip(-1)).flatten(1).all(1)
+    assert sorted(order.tolist()) == list(range(40)) and bool((same | mirrored).all())
+    assert all(0 < int(mirrored[i : i + 16].sum()) < 16 for i in (0, 16))  # a coin per image, not per batch
+    # 4. the recipe's LR: linear warm-up over 500 steps from 0, then cosine to 0 at the planned end
+    lrs = []
+    for _ in range(3):
+        lrs.append(trainer.optimizer.param_groups[0]["lr"])
+        trainer.step()
+    assert np.allclose(lrs, [0.0, 1e-4 / 500, 2e-4 / 500])
+    assert trainer.ema.cur_decay_value == 1 - (1 + 2 / DEFAULTS.ema_inv_gamma) ** -DEFAULTS.ema_power
+    # 5. the recipe's DDIM loop = DDIMPipeline(eta=0) from the same noise
+    model = trainer.ema_model()
+    pipeline = DDIMPipeline(unet=model, scheduler=trainer.noise_scheduler)
+    pipeline.set_progress_bar_config(disable=True)
+    reference = pipeline(batch_size=2, generator=torch.Generator().manual_seed(0), eta=0.0,
+                         num_inference_steps=4, output_type="np").images  # fmt: skip
+    noise = torch.randn((2, 3, 32, 32), generator=torch.Generator().manual_seed(0))
+    _, final = ddim_sample(model, trainer.noise_scheduler.config, noise, 4, batch_size=2)
+    assert np.array_equal((final / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy(), reference)
+    # 6. distances: a set against itself is at 0; a shifted set is further than an unshifted one
+    features = {"inception": np.random.default_rng(1).normal(size=(64, 8)),
+                "pixels": np.random.default_rng(2).normal(size=(64, 4))}  # fmt: skip
+    same_set = distances(features, features)
+    assert abs(same_set["fd_inception"]) < 1e-6 and abs(same_set["fd_pixels"]) < 1e-6
+    shifted = distances({k: v + 0.5 for k, v in features.items()}, features)
+    assert shifted["fd_pixels"] > 0.9 and shifted["kid_pixels"] > same_set["kid_pixels"]
+    # 7. the queue estimate and the alternating order
+    jobs = [Job(str(i), "train", {}, s) for i, s in enumerate([30.0, 10.0, 10.0, 10.0])]
+    assert estimate_wall(jobs, 2) == 30.0 and estimate_wall(jobs, 1) == 60.0
+    print("self-test passed")
+
+
+# ------------------------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--budget", type=float, default=75.0, help="B: training seconds (3B is the other budget)"
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--n-samples", type=int, default=256, help="N: samples per job (also the floor's N)")
+    parser.add_argument("--n-reference", type=int, default=1000, help="held-out reference faces")
+    parser.add_argument("--n-train", type=int, default=2000, help="procedural 32 px training faces")
+    parser.add_argument("--floor-sets", type=int, default=2, help="disjoint training subsets for the floor")
+    parser.add_argument("--sample-seed", type=int, default=0, help="seed of the shared sample noise")
+    parser.add_argument("--pilot-steps", type=int, default=12, help="steps timed to size each job")
+    parser.add_argument("--workers", type=int, default=2, help="jobs at a time (one thread each)")
+    parser.add_argument("--levers", action="store_true", help="diffkit's config levers instead of contenders")
+    parser.add_argument(
+        "--lever-names",
+        nargs="+",
+        default=list(LEVERS),
+        choices=list(LEVERS),
+        metavar="LEVER",
+        help=f"levers to run with --levers (default: all of {', '.join(LEVERS)})",
+    )
+    parser.add_argument("--report-dir", type=Path, default=Path("reports"))
+    parser.add_argument(
+        "--work-dir", type=Path, default=None, help="scratch folder (default: a new temp dir)"
+    )
+    parser.add_argument("--keep-work", action="store_true", help="keep the scratch folder (samples, logs)")
+    parser.add_argument("--plan", action="store_true", help="print the jobs and the wall-time estimate only")
+    parser.add_argument("--self-test", action="store_true", help="check the harness (seconds) and exit")
+    parser.add_argument("--job", type=Path, help=argparse.SUPPRESS)  # one job, started by this script
+    args = parser.parse_args()
+    if args.job is not None:
+        from _quality_job import run_job
+
+        run_job(args.job)
+        return
+    if args.self_test:
+        self_test()
+        return
+    if args.budget <= 0 or args.n_samples < 16 or args.workers < 1 or len(set(args.seeds)) != len(args.seeds):
+        parser.error("--budget must be > 0, --n-samples >= 16, --workers >= 1, --seeds distinct")
+    if args.n_reference < args.n_samples or args.n_train < args.n_samples:
+        parser.error("--n-reference and --n-train must be at least --n-samples")
+
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-quality-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        started = time.perf_counter()
+        scratch = Scratch(work, min(args.floor_sets, args.n_train // args.n_samples))
+        jobs = plan_jobs(args, scratch)
+        estimate = estimate_wall(jobs, args.workers) + PREPARE_S
+        print(f"{len(jobs)} jobs, {args.workers} at a time; estimated wall time {estimate / 60:.1f} min "
+              f"(idle machine)", flush=True)  # fmt: skip
+        for job in jobs:
+            print(f"  {job.name}: ~{job.estimate_s:.0f} s", flush=True)
+        if args.plan:
+            return
+        prepared = prepare(scratch, args.n_train, args.n_reference, args.n_samples)
+        load_before = [round(v, 2) for v in os.getloadavg()]
+        run_queue(jobs, args.workers, Path(__file__).resolve())
+        load = {"before": load_before, "after": [round(v, 2) for v in os.getloadavg()]}
+        wall = time.perf_counter() - started
+        report = build_report(args, jobs, prepared, scratch, wall, estimate, load)
+        name = "bench_quality_levers.html" if args.levers else "bench_quality.html"
+        paths = write_report(report, args.report_dir / name)
+        for row in report.data["rows"]:
+            label = row.get("variant", row.get("contender"))
+            print(f"{label:>16s} B={row['budget_s']:g}s: FD inception {row['fd_inception']:.2f} "
+                  f"pixels {row['fd_pixels']:.4f} (train {row['train_seconds_median']:.0f} s)")  # fmt: skip
+        print(
+            f"wall {wall / 60:.1f} min (estimated {estimate / 60:.1f}); report: {paths.html} ({paths.json})"
+        )
+    finally:
+        if args.keep_work or args.work_dir is not None:
+            print(f"scratch kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
