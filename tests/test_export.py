@@ -23,7 +23,7 @@ from diffkit.cli import app
 from diffkit.diffusion import make_schedule, trailing_timesteps
 from diffkit.errors import DiffkitError
 from diffkit.export import ExportConfig, export
-from diffkit.models import UNet, UNetConfig
+from diffkit.models import UNet, UNetConfig, preset_config
 from diffkit.runs import load_snapshot, read_run_config, save_ema_snapshot, write_run_config
 from diffkit.sample import generate_images
 from diffkit.sample.generate import _SEED_STRIDE, initial_noise
@@ -33,6 +33,12 @@ diffusers = pytest.importorskip("diffusers")  # in the `test` extra; skipped onl
 
 RES, STEPS, SEED = 16, 20, 3
 TOLERANCE = 2.0  # 0..255 image units: the issue's 2/255
+# The small preset at 16 px as diffkit wrote it before UNetConfig had norm_groups and small 48-wide heads.
+OLD_SMALL16 = {
+    "channels": 48, "channel_mults": [1, 2, 3, 4], "num_res_blocks": 2,
+    "attention_resolutions": [16, 8, 4, 2], "dropout": 0.1, "resolution": 16, "in_channels": 3,
+    "out_channels": None, "head_dim": 64, "num_classes": 0,
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +134,28 @@ def test_exported_unet_computes_diffkits_forward(
         got = unet(x, t, class_labels=labels).sample
     assert expected.std() > 0.3  # not the near-identity of zero-initialised output layers
     assert (got - expected).abs().max() < 1e-4
+
+
+def test_the_small_preset_exports_exactly(trained: Path, tmp_path: Path) -> None:
+    """The default preset: 16 groups and 48-channel heads (1 to 4 of them) in every layer, at 16 px."""
+    small = preset_config("small", RES).to_dict()
+    run = perturbed_run(trained, tmp_path / "run", schedule="cosine", prediction="v", model=small)
+    out = exported(run, tmp_path / "out")
+    model, _, _ = load_snapshot(run / "ema-000004.safetensors", torch.device("cpu"))
+    assert model.config == preset_config("small", RES)
+    unet = diffusers.UNet2DModel.from_pretrained(out / "unet").eval()
+    assert (unet.config.norm_num_groups, unet.config.attention_head_dim) == (16, 48)
+    torch.manual_seed(2)
+    x, t = torch.randn(2, 3, RES, RES), torch.tensor([900, 40])
+    with torch.no_grad():
+        expected = model(x, t.float())
+        got = unet(x, t).sample
+    assert expected.std() > 0.3
+    assert (got - expected).abs().max() < 1e-4
+    n = 2
+    ddim_ours, ddim_theirs = ours(run, n), diffusers_ddim(out, n)
+    assert np.abs(ddim_theirs - ddim_ours).max() <= TOLERANCE
+    assert ddim_ours.std() > 10
 
 
 def test_every_tensor_is_renamed_and_loaded_strictly(trained: Path, tmp_path: Path) -> None:
@@ -310,22 +338,36 @@ def test_an_empty_out_folder_is_used(trained: Path, tmp_path: Path) -> None:
     assert (tmp_path / "out" / "model_index.json").is_file()
 
 
-def test_a_unet_diffusers_cannot_hold_exactly_is_refused(trained: Path, tmp_path: Path) -> None:
-    """channels 48: GroupNorm has 16 groups at 48 channels and 32 at 96; UNet2DModel has one count."""
-    model = {"channels": 48, "channel_mults": [1, 2], "attention_resolutions": [8]}
-    run = perturbed_run(trained, tmp_path / "run", schedule="cosine", prediction="v", model=model)
-    with pytest.raises(DiffkitError, match="GroupNorm layers use 16, 32 groups") as error:
+def test_a_small_run_from_before_norm_groups_is_refused(trained: Path, tmp_path: Path) -> None:
+    """Its config.json has no norm_groups and head_dim 64: 16 and 32 groups, heads of 48 to 96 channels."""
+    run = perturbed_run(trained, tmp_path / "run", schedule="cosine", prediction="v", model=OLD_SMALL16)
+    assert "norm_groups" not in read_run_config(run)["model"]
+    with pytest.raises(DiffkitError) as error:
         exported(run, tmp_path / "out")
-    assert "\n" not in str(error.value)
+    message = str(error.value)
+    assert "GroupNorm layers use 16, 32 groups" in message
+    assert "attention heads have 48, 64, 72, 96 channels" in message
+    assert "train it again" in message and "\n" not in message
     assert not (tmp_path / "out").exists()
 
 
-def test_small_preset_is_not_exportable_yet() -> None:
-    """Documents the limit (docs/export.md): small's 48-channel widths mix group counts and head sizes."""
-    from diffkit.export.mapping import unsupported_reasons
-    from diffkit.models import preset_config
+def test_every_preset_exports_at_every_resolution() -> None:
+    """One group count and head size per preset (tests/test_models.py); older configs are refused."""
+    from diffkit.export.mapping import unet_config, unsupported_reasons
+    from diffkit.models import PRESETS
 
-    assert unsupported_reasons(preset_config("tiny", 16)) == []
-    assert unsupported_reasons(preset_config("base", 64)) == []
-    assert len(unsupported_reasons(preset_config("small", 64))) == 2
-    assert unsupported_reasons(preset_config("tiny", 8))  # a 32-wide attention beside 64-wide ones
+    for name in PRESETS:
+        for resolution in (8, 16, 32, 64):
+            if (name, resolution) != ("tiny", 8):  # a test-only size: refused below
+                assert unsupported_reasons(preset_config(name, resolution)) == [], (name, resolution)
+    small = unet_config(preset_config("small", 32))
+    assert (small["norm_num_groups"], small["attn_norm_num_groups"], small["attention_head_dim"]) == (
+        16,
+        16,
+        48,
+    )
+    assert len(unsupported_reasons(UNetConfig.from_dict(OLD_SMALL16))) == 2
+    tiny8 = preset_config("tiny", 8)  # one 32-channel head beside 64s
+    assert [r.split(" (")[0] for r in unsupported_reasons(tiny8)] == [
+        "its attention heads have 32, 64 channels at different levels"
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import pytest
@@ -23,6 +24,23 @@ TINY16 = UNetConfig(
     resolution=16,
     head_dim=16,
 )
+
+
+# config.json of a small run at 32 px written before UNetConfig had norm_groups (and small had head_dim 48).
+OLD_SMALL32 = {
+    "channels": 48, "channel_mults": [1, 2, 3, 4], "num_res_blocks": 2, "attention_resolutions": [16, 8, 4],
+    "dropout": 0.1, "resolution": 32, "in_channels": 3, "out_channels": None, "head_dim": 64,
+    "num_classes": 0,
+}  # fmt: skip
+
+
+def norms_and_heads(config: UNetConfig) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(channels, groups) of every GroupNorm and (channels, heads) of every attention layer, in order."""
+    with torch.device("meta"):
+        model = UNet(config)
+    norms = [(m.num_channels, m.num_groups) for m in model.modules() if isinstance(m, nn.GroupNorm)]
+    heads = [(m.qkv.in_features, m.heads) for m in model.modules() if isinstance(m, AttentionBlock)]
+    return norms, heads
 
 
 def build(config: UNetConfig, seed: int = 0, perturb: bool = True) -> UNet:
@@ -179,6 +197,11 @@ def test_flops_per_image_matches_an_independent_count() -> None:
     assert flops_per_image(model, 16) == expected_flops(model, 16)
     tiny = UNet(preset_config("tiny", 32))
     assert flops_per_image(tiny, 32) == expected_flops(tiny, 32)
+    small = UNet(preset_config("small", 16))  # 16 groups, 48-channel heads: the same count as before
+    old_small = UNet(
+        UNetConfig.from_dict({**OLD_SMALL32, "resolution": 16, "attention_resolutions": [16, 8, 4, 2]})
+    )
+    assert flops_per_image(small, 16) == expected_flops(small, 16) == flops_per_image(old_small, 16)
 
 
 def test_config_json_round_trip_and_errors() -> None:
@@ -203,6 +226,7 @@ def test_parameter_estimate_matches_the_built_model() -> None:
         UNetConfig(
             channels=24, channel_mults=(1, 3, 2), num_res_blocks=2, attention_resolutions=(32, 8),
             dropout=0.0, resolution=32, in_channels=1, out_channels=6, head_dim=8, num_classes=10,
+            norm_groups=6,
         ),
     ]  # fmt: skip
     for config in configs:
@@ -228,3 +252,64 @@ def test_absurd_or_mistyped_configs_are_refused_before_allocating() -> None:
     for data, message in cases.values():
         with pytest.raises(DiffkitError, match=re.escape(message)):
             UNetConfig.from_dict(data)  # a config only: refused from its numbers, nothing is built
+
+
+# --- one group count and head size per preset (what diffusers' UNet2DModel holds), old configs unchanged --
+
+
+def test_a_config_without_norm_groups_builds_the_network_it_was_trained_as() -> None:
+    config = UNetConfig.from_dict(json.loads(json.dumps(OLD_SMALL32)))
+    assert config.norm_groups is None
+    assert config.to_dict() == OLD_SMALL32  # writes back the JSON that older diffkits read
+    norms, heads = norms_and_heads(config)
+    assert (
+        len(norms) == 2 * (4 * 2 + 4 * 3 + 2) + (3 * 2 + 3 * 3 + 1) + 1
+    )  # 2 per res block, attentions, output
+    assert all(groups == math.gcd(32, width) for width, groups in norms)
+    assert {groups for _, groups in norms} == {16, 32}
+    assert sorted(set(heads)) == [(96, 1), (144, 2), (192, 3)]  # width // 64: heads of 96, 72, 64
+    new = preset_config("small", 32)
+    # Same tensors, names and shapes: the old weights would load into the new preset without complaint,
+    # so the config stored with them is what must decide the network.
+    with torch.device("meta"):
+        old_shapes = {k: v.shape for k, v in UNet(config).state_dict().items()}
+        new_shapes = {k: v.shape for k, v in UNet(new).state_dict().items()}
+    assert old_shapes == new_shapes and sum(s.numel() for s in old_shapes.values()) == 13_154_451
+    old_model = build(config)
+    new_model = UNet(new).eval()
+    new_model.load_state_dict(old_model.state_dict())
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([10.0, 600.0])
+    with torch.no_grad():
+        assert (old_model.eval()(x, t) - new_model(x, t)).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("resolution", [8, 16, 32, 64])
+def test_every_preset_has_one_group_count_and_one_head_size(resolution: int) -> None:
+    expected = {"tiny": (32, 64), "small": (16, 48), "base": (32, 64)}
+    for name, (groups, head) in expected.items():
+        if name == "tiny" and resolution == 8:
+            continue  # tiny at 8 px (tests only) keeps one 32-channel head beside 64s; it does not export
+        config = preset_config(name, resolution)
+        norms, heads = norms_and_heads(config)
+        assert {g for _, g in norms} == {groups}, name
+        assert {width // n for width, n in heads} == {head} and all(w % n == 0 for w, n in heads), name
+        assert config.head_dim == head and config.norm_groups == (16 if name == "small" else None)
+    small_heads = set(norms_and_heads(preset_config("small", resolution))[1])
+    assert {(192, 4), (144, 3)} <= small_heads  # the bottleneck and next level attend at every resolution
+    assert ((48, 1) in small_heads) == (resolution <= 16)
+
+
+def test_norm_groups_must_divide_every_width() -> None:
+    base = preset_config("small", 16).to_dict()
+    cases = {
+        5: "norm_groups 5 must be a positive divisor of channels",
+        32: "norm_groups 32 must be a positive divisor of channels",  # 48 channels: 16 is the most
+        0: "norm_groups 0 must be a positive divisor of channels",
+        "16": "norm_groups must be an integer or null",
+    }
+    for groups, message in cases.items():
+        with pytest.raises(DiffkitError, match=re.escape(message)):
+            UNetConfig.from_dict({**base, "norm_groups": groups})
+    for groups in (1, 3, 48):  # any divisor of channels divides every width (all are multiples of it)
+        norms, _ = norms_and_heads(UNetConfig.from_dict({**base, "norm_groups": groups}))
+        assert {g for _, g in norms} == {groups}

@@ -335,3 +335,24 @@ def test_train_report_has_a_forward_diffusion_strip_and_a_too_early_note(
     assert too_early_note(noise, images, 1.0) is not None
     assert too_early_note(images[:8], images, 1.0) is None  # real-looking samples: no note
     assert isinstance(strip, Image.Image)
+
+
+def test_resume_builds_the_network_the_run_was_trained_as(faces: Path, tmp_path: Path) -> None:
+    """A preset may change between versions (small's GroupNorm groups did) while every tensor keeps its
+    shape: resume must rebuild the saved network, not today's preset, or it trains a different model."""
+    from diffkit.runs import save_state
+
+    run = tmp_path / "run"
+    train(TrainConfig(data=faces, out=run, steps=1, **FAST))
+    state = torch.load(run / "state-latest.pt", weights_only=True)
+    # an older diffkit's tiny: 16 groups instead of 32 (same shapes, a different network)
+    state["config"]["model"]["norm_groups"] = 16
+    state.pop("format")
+    save_state(run / "state-latest.pt", state)
+    train(TrainConfig(data=faces, out=run, steps=2, resume=True, **FAST))
+    assert json.loads((run / "config.json").read_text())["model"]["norm_groups"] == 16
+    snapshot = sorted(run.glob("ema-*.safetensors"))[-1]
+    from diffkit.runs import load_snapshot
+
+    model, _, _ = load_snapshot(snapshot, torch.device("cpu"))
+    assert {m.num_groups for m in model.modules() if isinstance(m, torch.nn.GroupNorm)} == {16}

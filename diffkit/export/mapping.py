@@ -17,7 +17,9 @@ approximation:
 - class labels: ``num_class_embeds = num_classes + 1``, the last one the null label.
 
 diffusers has one GroupNorm group count, one attention head size and a first level as wide as its
-input conv; a config that differs anywhere is refused (``unsupported_reasons``), not rounded.
+input conv. Every diffkit preset has them too (``UNetConfig.norm_groups``, one ``head_dim`` that divides
+every attending width); a config that differs anywhere, such as a small run from before those existed,
+is refused (``unsupported_reasons``), not rounded.
 """
 
 from __future__ import annotations
@@ -100,14 +102,16 @@ def unsupported_reasons(config: UNetConfig) -> list[str]:
     groups = sorted(_group_counts(model))
     if len(groups) > 1:
         reasons.append(
-            f"its GroupNorm layers use {', '.join(map(str, groups))} groups (32 where the width allows, "
-            f"else gcd(32, width); channels={config.channels}), UNet2DModel one count for all"
+            f"its GroupNorm layers use {', '.join(map(str, groups))} groups (a config without norm_groups "
+            f"gets 32 where the width allows, else gcd(32, width); channels={config.channels}), "
+            "UNet2DModel one count for all"
         )
     head_dims = sorted(_head_dims(model))
     if len(head_dims) > 1:
         reasons.append(
             f"its attention heads have {', '.join(map(str, head_dims))} channels at different levels "
-            f"(a width below head_dim={config.head_dim} gets one smaller head), UNet2DModel one size"
+            f"(width // head_dim heads, head_dim={config.head_dim}, and not every attending width is a "
+            "multiple of it), UNet2DModel one size"
         )
     if config.channel_mults[0] != 1:
         reasons.append(

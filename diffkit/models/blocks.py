@@ -16,7 +16,12 @@ from torch import Tensor, nn
 from diffkit.models.config import group_count
 
 __all__ = [
-    "AttentionBlock", "Downsample", "ResBlock", "TimestepEmbedding", "Upsample", "sinusoidal_embedding",
+    "AttentionBlock",
+    "Downsample",
+    "ResBlock",
+    "TimestepEmbedding",
+    "Upsample",
+    "sinusoidal_embedding",
 ]
 
 
@@ -53,17 +58,18 @@ class TimestepEmbedding(nn.Module):
 class ResBlock(nn.Module):
     """GroupNorm-SiLU-conv, then norm modulated by the time embedding (scale/shift), SiLU, dropout, conv."""
 
-    def __init__(self, in_channels: int, out_channels: int, embed_dim: int, dropout: float) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, embed_dim: int, dropout: float, groups: int | None = None
+    ) -> None:
         super().__init__()
-        self.norm1 = nn.GroupNorm(group_count(in_channels), in_channels)
+        # groups: one count for every norm (UNetConfig.norm_groups); None: gcd(32, width) per norm.
+        self.norm1 = nn.GroupNorm(group_count(in_channels) if groups is None else groups, in_channels)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.embed = nn.Linear(embed_dim, 2 * out_channels)
-        self.norm2 = nn.GroupNorm(group_count(out_channels), out_channels)
+        self.norm2 = nn.GroupNorm(group_count(out_channels) if groups is None else groups, out_channels)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = zero_init(nn.Conv2d(out_channels, out_channels, 3, padding=1))
-        self.skip = (
-            nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
-        )
+        self.skip = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
 
     def forward(self, x: Tensor, embedding: Tensor) -> Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
@@ -81,12 +87,12 @@ class AttentionBlock(nn.Module):
     For channels_last inputs the token view costs no copy.
     """
 
-    def __init__(self, channels: int, head_dim: int) -> None:
+    def __init__(self, channels: int, head_dim: int, groups: int | None = None) -> None:
         super().__init__()
         self.heads = max(1, channels // head_dim)
         if channels % self.heads:
             raise ValueError(f"{channels} channels do not split into {self.heads} heads")
-        self.norm = nn.GroupNorm(group_count(channels), channels)
+        self.norm = nn.GroupNorm(group_count(channels) if groups is None else groups, channels)
         self.qkv = nn.Linear(channels, 3 * channels)
         self.proj = zero_init(nn.Linear(channels, channels))
 

@@ -56,6 +56,10 @@ class UNetConfig:
     out_channels: int | None = None  # None: same as in_channels
     head_dim: int = 64  # attention heads = channels // head_dim (at least 1)
     num_classes: int = 0  # > 0: class-conditional, label ``num_classes`` is the null (unconditional) label
+    # GroupNorm groups in every layer. None: 32 where a layer's width allows, else gcd(32, width), the
+    # rule of every config written before this field existed (their snapshots must rebuild the network
+    # they were trained as). One count for all layers is what diffusers' UNet2DModel can hold.
+    norm_groups: int | None = None
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -91,6 +95,10 @@ class UNetConfig:
             problems.append("head_dim and in_channels must be positive")
         if self.num_classes < 0 or (self.out_channels is not None and self.out_channels < 1):
             problems.append("num_classes must be >= 0 and out_channels positive")
+        # Every normalised width (level widths and their concatenations with skips) is a multiple of
+        # ``channels``, so dividing ``channels`` is exactly the condition for every layer.
+        if self.norm_groups is not None and (self.norm_groups < 1 or self.channels % self.norm_groups):
+            problems.append(f"norm_groups {self.norm_groups} must be a positive divisor of channels")
         problems += self._size_problems()
         if problems:
             raise DiffkitError("Invalid U-Net config: " + "; ".join(problems) + ".")
@@ -132,10 +140,16 @@ class UNetConfig:
         }
         return widths | {self.channels * self.channel_mults[-1]}  # the bottleneck always attends
 
+    def groups(self, width: int) -> int:
+        """GroupNorm groups of a layer ``width`` channels wide."""
+        return group_count(width) if self.norm_groups is None else self.norm_groups
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["channel_mults"] = list(self.channel_mults)
         data["attention_resolutions"] = list(self.attention_resolutions)
+        if self.norm_groups is None:  # the JSON of configs before the field: older diffkits still read it
+            del data["norm_groups"]
         return data
 
     @classmethod
@@ -162,8 +176,10 @@ def _is_int(value: object) -> bool:
 def _check_types(config: UNetConfig) -> None:
     """Wrong JSON types (a string for channels, a number for channel_mults) as one clear error."""
     problems = [f"{name} must be an integer" for name in _INT_FIELDS if not _is_int(getattr(config, name))]
-    if config.out_channels is not None and not _is_int(config.out_channels):
-        problems.append("out_channels must be an integer or null")
+    for name in ("out_channels", "norm_groups"):
+        value = getattr(config, name)
+        if value is not None and not _is_int(value):
+            problems.append(f"{name} must be an integer or null")
     for name in ("channel_mults", "attention_resolutions"):
         value = getattr(config, name)
         if not isinstance(value, (list, tuple)) or not all(_is_int(v) for v in value):
@@ -224,7 +240,11 @@ def estimate_parameters(config: UNetConfig) -> int:
 
 @dataclass(frozen=True)
 class UNetPreset:
-    """Resolution-independent part of a config; attention goes at every level of size <= attention_max."""
+    """Resolution-independent part of a config; attention goes at every level of size <= attention_max.
+
+    Every preset has one GroupNorm group count and one attention head size in all its layers, so that
+    diffusers' ``UNet2DModel`` (one ``norm_num_groups``, one ``attention_head_dim``) holds it exactly.
+    """
 
     channels: int
     channel_mults: tuple[int, ...]
@@ -232,18 +252,24 @@ class UNetPreset:
     attention_max: int
     dropout: float
     description: str
+    head_dim: int = 64  # the largest head size; see ``config``
+    norm_groups: int | None = None  # None: gcd(32, width), 32 everywhere when all widths are multiples of 32
 
     def config(self, resolution: int) -> UNetConfig:
         sizes = [resolution // 2**level for level in range(len(self.channel_mults))]
-        attention = tuple(size for size in sizes if size <= self.attention_max)
         # Always attend at least at the bottleneck level (the middle block attends there anyway).
+        attention = tuple(size for size in sizes if size <= self.attention_max) or (sizes[-1],)
         return UNetConfig(
             channels=self.channels,
             channel_mults=self.channel_mults,
             num_res_blocks=self.num_res_blocks,
-            attention_resolutions=attention or (sizes[-1],),
+            attention_resolutions=attention,
             dropout=self.dropout,
             resolution=resolution,
+            # tiny at 8 px keeps one 32-channel head beside 64-channel ones (its trained results were
+            # measured so; it is a test-only size), so it alone does not export to diffusers.
+            head_dim=self.head_dim,
+            norm_groups=self.norm_groups,
         )
 
 
@@ -253,9 +279,13 @@ PRESETS: dict[str, UNetPreset] = {
         channels=32, channel_mults=(1, 2, 2, 4), num_res_blocks=1, attention_max=8, dropout=0.0,
         description="3.3M params, 0.6 GFLOPs/image at 32 px; CPU smoke runs and tests",
     ),
+    # Widths 48..192 are multiples of 16 and 48, not of 32 and 64: 16 groups and 48-channel heads
+    # (1, 2, 3, 4 heads at 48, 96, 144, 192) throughout. Before norm_groups existed it had gcd(32, width)
+    # groups (16 or 32) and width // 64 heads (of 48 to 96 channels); those runs keep their config.
     "small": UNetPreset(
         channels=48, channel_mults=(1, 2, 3, 4), num_res_blocks=2, attention_max=16, dropout=0.1,
         description="13M params, 8.7 GFLOPs/image at 64 px; quick experiments on a consumer GPU",
+        head_dim=48, norm_groups=16,
     ),
     "base": UNetPreset(
         channels=64, channel_mults=(1, 2, 3, 6), num_res_blocks=2, attention_max=16, dropout=0.1,
@@ -286,5 +316,6 @@ def preset_config(name: str, resolution: int) -> UNetConfig:
 
 
 def group_count(channels: int) -> int:
-    """GroupNorm groups: 32 where the channel count allows it (the DDPM default), else the largest divisor."""
+    """GroupNorm groups of a config without ``norm_groups``: 32 where the width allows it (the DDPM
+    default), else the largest divisor of 32 that divides it."""
     return math.gcd(32, channels)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diffkit.models.blocks import AttentionBlock, Downsample, ResBlock, TimestepEmbedding, Upsample, zero_init
-from diffkit.models.config import UNetConfig, group_count
+from diffkit.models.config import UNetConfig
 
 __all__ = ["UNet"]
 
@@ -39,10 +39,12 @@ class UNet(nn.Module):
         # One extra label for "no label" so classifier-free guidance can drop the condition.
         self.label_embedding = nn.Embedding(config.num_classes + 1, embed_dim) if config.num_classes else None
 
+        groups = config.norm_groups  # None: each norm gets gcd(32, its width) (configs before the field)
+
         def stage(c_in: int, c_out: int, size: int) -> _Stage:
             attend = size in config.attention_resolutions
-            attention = AttentionBlock(c_out, config.head_dim) if attend else None
-            return _Stage(ResBlock(c_in, c_out, embed_dim, config.dropout), attention)
+            attention = AttentionBlock(c_out, config.head_dim, groups) if attend else None
+            return _Stage(ResBlock(c_in, c_out, embed_dim, config.dropout, groups), attention)
 
         self.input_conv = nn.Conv2d(config.in_channels, ch, 3, padding=1)
         self.down = nn.ModuleList()
@@ -63,11 +65,11 @@ class UNet(nn.Module):
                 skip_channels.append(current)
 
         # The bottleneck always attends: it is the cheapest place for global context.
-        middle_attention = AttentionBlock(current, config.head_dim)
+        middle_attention = AttentionBlock(current, config.head_dim, groups)
         self.middle = nn.ModuleList(
             [
-                _Stage(ResBlock(current, current, embed_dim, config.dropout), middle_attention),
-                _Stage(ResBlock(current, current, embed_dim, config.dropout), None),
+                _Stage(ResBlock(current, current, embed_dim, config.dropout, groups), middle_attention),
+                _Stage(ResBlock(current, current, embed_dim, config.dropout, groups), None),
             ]
         )
 
@@ -82,7 +84,7 @@ class UNet(nn.Module):
             self.up.append(blocks)
             self.upsample.append(Upsample(current) if level > 0 else nn.Identity())
 
-        self.output_norm = nn.GroupNorm(group_count(current), current)
+        self.output_norm = nn.GroupNorm(config.groups(current), current)
         self.output_conv = zero_init(nn.Conv2d(current, config.output_channels, 3, padding=1))
 
     def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:

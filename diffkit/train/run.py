@@ -24,7 +24,7 @@ from diffkit.data import DatasetLabels, load_image_dataset, read_labels
 from diffkit.device import Precision, resolve_device
 from diffkit.errors import DiffkitError
 from diffkit.lock import folder_lock
-from diffkit.models import UNet, count_parameters, flops_per_image, preset_config
+from diffkit.models import UNet, UNetConfig, count_parameters, flops_per_image, preset_config
 from diffkit.runs import check_run_dir, latest_run_dir, next_run_dir
 from diffkit.train import distributed
 from diffkit.train.config import TrainConfig, TrainPlan, load_run_config, merge_for_resume
@@ -154,6 +154,10 @@ def _train_locked(config: TrainConfig, locks: _RunLocks, world: World) -> TrainR
     device = distributed.place(resolve_device(config.device), world)
     precision = Precision.create(config.precision, device)
     model_config = preset_config(config.preset, config.resolution)  # fail fast, before decoding images
+    if state is not None and "model" in state.get("config", {}):
+        # The network the run was trained as: a preset may change between versions (small's GroupNorm
+        # groups did), and the same tensor shapes would load silently into a different network.
+        model_config = UNetConfig.from_dict(state["config"]["model"])
     if config.dropout is not None:
         model_config = dataclasses.replace(model_config, dropout=config.dropout)
     dataset = world.main_first(
