@@ -177,6 +177,24 @@ def _sample_headline(report: dict[str, Any]) -> str:
     )
 
 
+def _quality_headline(report: dict[str, Any]) -> str:
+    s = report["summary"]
+    b, b3 = s["budget_s"], s["budget_3x_s"]
+
+    def pair(space: str, name: str) -> str:
+        return f"{s[f'fd_{space}_{name}_B']:.3g} / {s[f'fd_{space}_{name}_3B']:.3g}"
+
+    return (
+        f"{s['n_train']:,} procedural {s['resolution']} px faces, {b:g} s / {b3:g} s of training, "
+        f"{len(s['seeds'])} seeds, {s['n_samples']} DDIM-50 samples: FD on 8x8 pixels "
+        f"{pair('pixels', 'diffkit')} vs {pair('pixels', 'recipe_fp32')} "
+        f"(bf16 {pair('pixels', 'recipe_bf16')}), "
+        f"floor {s['floor_fd_pixels']:.2g}; random-weight Inception FD {pair('inception', 'diffkit')} vs "
+        f"{pair('inception', 'recipe_fp32')}, floor {s['floor_fd_inception']:.3g} (that space misranks "
+        "noise: see the report)"
+    )
+
+
 _HEADLINES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "scrape": ("8 threads, one shared `httpx.Client`, sleeping on Retry-After", _scrape_headline),
     "dedupe": ("imagededup `PHash().find_duplicates`", _dedupe_headline),
@@ -184,6 +202,10 @@ _HEADLINES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "train": ("diffusers `UNet2DModel`, matched size", _train_headline),
     "eval": ("`torch_fidelity.calculate_metrics`", _eval_headline),
     "sample": ("DDPM with 1,000 steps (the reference sampler)", _sample_headline),
+    "quality": (
+        "diffusers `train_unconditional.py` recipe (fp32; bf16), matched size, equal seconds",
+        _quality_headline,
+    ),
 }
 
 
