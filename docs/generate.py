@@ -150,10 +150,19 @@ def _train_headline(report: dict[str, Any]) -> str:
     values = [row["speed_ratio_diffkit_over_diffusers"] for row in ratios]
     resolutions = "/".join(str(r) for r in sorted({row["resolution"] for row in ratios}))
     precisions = "/".join(sorted({row["precision"] for row in ratios}, key=lambda p: p != "fp32"))
-    return (
+    text = (
         f"`{report['summary']['preset']}` preset: training img/s ratio {min(values):.2f}-{max(values):.2f} "
-        f"at {resolutions} px, {precisions} (parity within noise)"
+        f"at {resolutions} px, {precisions} (eager, both)"
     )
+    compiled = [row for row in report["data"].get("levers", []) if row["contender"] == "diffkit+compile"]
+    if compiled:
+        text += "; compiled vs compiled " + "/".join(
+            f"{row['vs diffusers+compile ratio_median']:.2f}" for row in compiled
+        )
+    efficiency = report["summary"].get("scaling_efficiency_2_ranks")
+    if efficiency is not None:
+        text += f"; 2 gloo ranks vs 1 (1 thread each): scaling efficiency {efficiency:.2f}"
+    return text
 
 
 def _eval_headline(report: dict[str, Any]) -> str:
@@ -329,7 +338,42 @@ def _bench_train_block(reports: Path) -> str:
         "diffusers MFU",
         "params (diffkit / diffusers)",
     ]
-    return setup + "\n\n" + _table(header, rows)
+    blocks = [setup, _table(header, rows)]
+    levers = data.get("levers", [])
+    if levers:
+        blocks.append(
+            _table(
+                ["lever", "against", "resolution", "precision", "speed ratio (rounds)", "compile warm-up"],
+                [
+                    [
+                        f"`{r['contender']}`",
+                        f"`{r['baseline']}`",
+                        f"{r['resolution']} px",
+                        r["precision"],
+                        f"{_x(r['ratio_median'], 2)} ({r['ratio_min']:.2f}-{r['ratio_max']:.2f})",
+                        f"{r['warmup_s']:g} s" if "compile" in r["contender"] else "",
+                    ]
+                    for r in levers
+                ],
+            )
+        )
+    scaling = data.get("scaling", [])
+    if scaling:
+        blocks.append(
+            _table(
+                ["DDP on the CPU (gloo)", "img/s (rounds)", "scaling efficiency", "MFU"],
+                [
+                    [
+                        r["cell"],
+                        f"{r['img_per_s']:.2f} ({r['img_per_s_min']:.2f}-{r['img_per_s_max']:.2f})",
+                        "" if r["scaling_efficiency"] is None else f"{r['scaling_efficiency']:.2f}",
+                        f"{r['mfu']:.0%}",
+                    ]
+                    for r in scaling
+                ],
+            )
+        )
+    return "\n\n".join(blocks)
 
 
 def _bench_eval_block(reports: Path) -> str:
