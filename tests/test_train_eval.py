@@ -263,6 +263,20 @@ def test_eval_on_trains_the_same_weights_as_eval_off(faces: Path, tmp_path: Path
         )
         assert record["headline"].startswith("FID@2 ") and record["engine"] == "torch-fidelity"
         assert np.isfinite(record["fid"]) and record["fid"] > 0 and np.isfinite(record["kid"])
+    # The last record is the EMA model's (not the raw weights'): the same evaluator on the saved EMA
+    # weights gives exactly the logged numbers.
+    config = TrainConfig(data=faces, **options)
+    dataset = load_image_dataset(faces, 16, progress=False)
+    device = torch.device("cpu")
+    evaluator = TrainingEvaluator.create(config, dataset, device, Precision.create("fp32", device))
+    assert evaluator is not None
+    ema = UNet(dataclasses.replace(preset_config("tiny", 16), dropout=0.1))
+    ema.load_state_dict(state_on["ema"])
+    diffusion = GaussianDiffusion.create(
+        config.schedule, config.prediction, config.timesteps, config.min_snr_gamma
+    )
+    again = evaluator.evaluate(ema, diffusion, 48, 6)
+    assert (again["fid"], again["kid"]) == (evals[-1]["fid"], evals[-1]["kid"])
 
 
 def test_resume_keeps_the_eval_records_consistent(faces: Path, tmp_path: Path, with_weights: Path) -> None:
