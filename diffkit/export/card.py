@@ -17,9 +17,7 @@ from typing import Any
 
 from diffkit.metrics import caveats as cav
 from diffkit.report.sidecars import Sidecar, folder_key, load_sidecars, run_of
-from diffkit.runs import STATS_FILE, class_names
-
-EVAL_KIND = "eval"  # stats.jsonl records of FID/KID measured while training (train.monitor writes them)
+from diffkit.runs import EVAL_KIND, class_names
 
 
 @dataclass(frozen=True)
@@ -39,22 +37,6 @@ def md(value: object) -> str:
     """User text as literal Markdown: one line, with the characters Markdown and HTML act on escaped."""
     text = " ".join(str(value).split())
     return re.sub(r"([\\`*_{}\[\]<>()#+!|~])", r"\\\1", text)
-
-
-def read_stats(run: Path) -> list[dict[str, Any]]:
-    """The run's ``stats.jsonl`` records (a line cut short by a kill is skipped)."""
-    path = run / STATS_FILE
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
 
 
 def newest_evaluation(run: Path, reports_dir: Path) -> Sidecar | None:

@@ -21,7 +21,7 @@ from safetensors.torch import save as safetensors_save
 
 from diffkit.atomic import atomic_write_bytes, atomic_write_text, fsync_dir
 from diffkit.errors import DiffkitError
-from diffkit.export.card import CardInputs, model_card, newest_evaluation, read_stats
+from diffkit.export.card import CardInputs, model_card, newest_evaluation
 from diffkit.export.config import ExportConfig
 from diffkit.export.mapping import (
     model_index,
@@ -31,7 +31,7 @@ from diffkit.export.mapping import (
     unsupported_reasons,
 )
 from diffkit.export.result import ExportResult
-from diffkit.runs import load_snapshot, resolve_snapshot
+from diffkit.runs import STATS_FILE, load_snapshot, read_stats, resolve_snapshot
 
 UNET_DIR, SCHEDULER_DIR = "unet", "scheduler"
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
@@ -99,7 +99,7 @@ def export(config: ExportConfig) -> ExportResult:
             parameters=sum(p.numel() for p in model.parameters()),
             nimg=nimg,
             step=step,
-            stats=read_stats(run),
+            stats=read_stats(run / STATS_FILE),
             evaluation=evaluation,
         )
     )

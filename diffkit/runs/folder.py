@@ -29,6 +29,7 @@ from diffkit.safepath import unsafe_reason
 CONFIG_FILE = "config.json"
 STATE_FILE = "state-latest.pt"
 STATS_FILE = "stats.jsonl"
+EVAL_KIND = "eval"  # the "kind" of a FID/KID-while-training line in stats.jsonl (loss lines have none)
 SAMPLES_DIR = "samples"
 PROGRESSION_FILE = "progression.png"
 GENERATED_DIR = "generated"
@@ -211,3 +212,23 @@ def check_run_dir(run_dir: Path, runs_dir: Path | None = None) -> None:
             f"{run_dir / linked[0]} is a symlink{more}; diffkit does not read or write run files through "
             "links: replace it with the real file or choose another --out"
         )
+
+
+def read_stats(path: Path) -> list[dict[str, Any]]:
+    """The records of a run's stats.jsonl (a line cut short by a kill is skipped)."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def eval_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The evaluation records (FID/KID during training) among stats.jsonl's records."""
+    return [r for r in records if r.get("kind") == EVAL_KIND]

@@ -20,12 +20,19 @@ from diffkit.device import Precision
 from diffkit.diffusion import DDIMSampler, GaussianDiffusion, run_sampler
 from diffkit.errors import DiffkitError
 from diffkit.report.grid import make_grid, progression_image, to_uint8
-from diffkit.runs import PROGRESSION_FILE, STATE_FILE, grid_path, list_grids
+from diffkit.runs import (
+    EVAL_KIND,
+    PROGRESSION_FILE,
+    STATE_FILE,
+    eval_records,
+    grid_path,
+    list_grids,
+    read_stats,
+)
 from diffkit.train.config import TrainConfig
 
 GRID_SEED_OFFSET = 2  # fixed grid noise comes from seed + 2 (batcher: seed, loss: seed + 1)
 SAMPLE_CHUNK = 64
-EVAL_KIND = "eval"  # the "kind" of an evaluation line in stats.jsonl (loss lines have no kind)
 
 
 class NonFiniteGuard:
@@ -140,24 +147,6 @@ class StatsWriter:
         if not losses:
             return None, None
         return (losses[0] if len(losses) > 1 else None), losses[-1]  # one window: nothing to compare
-
-
-def read_stats(path: Path) -> list[dict[str, Any]]:
-    """The records of a stats.jsonl; a line cut short by a kill is ignored."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
-def eval_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The evaluation records (FID/KID during training) among stats.jsonl's records."""
-    return [r for r in records if r.get("kind") == EVAL_KIND]
 
 
 class StopOnInterrupt:
