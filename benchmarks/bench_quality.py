@@ -88,6 +88,10 @@ LEVERS: dict[str, dict[str, Any]] = {
     "batch_32": {"batch_size": 32},
     "batch_128": {"batch_size": 128},
     "min_snr_off": {"min_snr_gamma": None},
+    # EDM's noise-level sampling (Karras et al. 2022): ln sigma ~ N(-1.2, 1.2^2), with diffkit's min-SNR
+    # weighting, and without it (unweighted v loss = EDM's lambda(sigma) with sigma_data = 1)
+    "lognormal": {"timestep_sampling": "lognormal"},
+    "lognormal_edm": {"timestep_sampling": "lognormal", "min_snr_gamma": None},
     "prediction_eps": {"prediction": "eps"},
     "preset_small": {"preset": "small"},
     "preset_base": {"preset": "base"},

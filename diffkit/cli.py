@@ -36,7 +36,7 @@ from diffkit.data.labels import LabelsMode
 from diffkit.dedupe.config import DEFAULT_THRESHOLDS, Action, DedupeConfig, HashKind
 from diffkit.demo import DemoConfig
 from diffkit.device import PrecisionName
-from diffkit.diffusion import PredictionName, SamplerName, ScheduleName
+from diffkit.diffusion import PredictionName, SamplerName, ScheduleName, TimestepSamplingName
 from diffkit.errors import DiffkitError
 from diffkit.eval.config import EngineName, EvalConfig
 from diffkit.export.config import ExportConfig, ExportFormat
@@ -367,6 +367,11 @@ def train(
     prediction: PredictionName = typer.Option(
         default(TrainConfig, "prediction"), "--prediction", help="Network target."
     ),
+    timestep_sampling: TimestepSamplingName = typer.Option(
+        default(TrainConfig, "timestep_sampling"),
+        "--timestep-sampling",
+        help="Training timesteps: uniform, or EDM's lognormal noise levels.",
+    ),
     precision: PrecisionName = typer.Option(
         default(TrainConfig, "precision"), "--precision", help="Autocast precision (auto: bf16 where native)."
     ),
@@ -439,6 +444,7 @@ def train(
             warmup_kimg=warmup_kimg,
             schedule=schedule,
             prediction=prediction,
+            timestep_sampling=timestep_sampling,
             precision=precision,
             compile=compile_model,
             sample_every_kimg=sample_every_kimg,

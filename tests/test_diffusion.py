@@ -278,3 +278,38 @@ def test_ddim_with_eta_one_is_the_ddpm_posterior_step() -> None:
         a = ddpm.step(output, t, sample, torch.Generator().manual_seed(11)).prev_sample
         b = ddim.step(output, t, sample, torch.Generator().manual_seed(11)).prev_sample
         assert torch.allclose(a, b, atol=1e-5), t
+
+
+def _nearest_log_sigma_step(
+    schedule_abar: torch.Tensor, log_sigma: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Independent float64 reference: the timestep whose ln sigma_t is nearest, and the margin to the
+    runner-up (a near-tie may round either way in float32)."""
+    table = (0.5 * ((1.0 - schedule_abar) / schedule_abar).log()).double()
+    distance = (table[None, :] - log_sigma.double()[:, None]).abs()
+    best = distance.argmin(dim=1)
+    two = distance.topk(2, dim=1, largest=False).values
+    return best, two[:, 1] - two[:, 0]
+
+
+def test_lognormal_timesteps_are_edm_noise_levels_rounded_to_the_nearest_step() -> None:
+    diffusion = GaussianDiffusion.create("cosine", "v", 1000, 5.0, "lognormal")
+    draws = diffusion.draw_timesteps(20_000, torch.Generator().manual_seed(3), torch.device("cpu"))
+    # The same standard-normal draws, scaled as in EDM (Karras et al. 2022, Table 1).
+    z = torch.randn(20_000, generator=torch.Generator().manual_seed(3))
+    expected, margin = _nearest_log_sigma_step(diffusion.schedule.alphas_cumprod, -1.2 + 1.2 * z)
+    differ = draws != expected
+    assert int(differ.sum()) <= 2 and bool((margin[differ] < 1e-4).all())
+    # Both ends of the schedule receive the draws beyond them; the median is EDM's exp(-1.2) level.
+    assert int(draws.min()) == 0 and draws.max() < 1000
+    log_sigma = 0.5 * ((1.0 - diffusion.schedule.alphas_cumprod) / diffusion.schedule.alphas_cumprod).log()
+    assert abs(float(log_sigma[draws.median()]) - (-1.2)) < 0.05
+
+
+def test_uniform_timesteps_are_unchanged_and_an_unknown_sampling_is_a_user_error() -> None:
+    diffusion = GaussianDiffusion.create("cosine", "v", 1000)
+    assert diffusion.timestep_sampling == "uniform"
+    draws = diffusion.draw_timesteps(64, torch.Generator().manual_seed(1), torch.device("cpu"))
+    assert torch.equal(draws, torch.randint(0, 1000, (64,), generator=torch.Generator().manual_seed(1)))
+    with pytest.raises(DiffkitError, match="unknown timestep sampling 'logit'"):
+        GaussianDiffusion.create("cosine", "v", 1000, 5.0, "logit")

@@ -356,3 +356,29 @@ def test_resume_builds_the_network_the_run_was_trained_as(faces: Path, tmp_path:
 
     model, _, _ = load_snapshot(snapshot, torch.device("cpu"))
     assert {m.num_groups for m in model.modules() if isinstance(m, torch.nn.GroupNorm)} == {16}
+
+
+def test_timestep_sampling_reaches_the_training_loop(
+    faces: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--timestep-sampling lognormal: every step draws EDM noise levels, config.json records it, and the
+    losses differ from a uniform run with the same seed."""
+    seen: list[str] = []
+    original = GaussianDiffusion.draw_timesteps
+
+    def spy(self: GaussianDiffusion, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(self.timestep_sampling)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(GaussianDiffusion, "draw_timesteps", spy)
+    losses = {}
+    for sampling in ("uniform", "lognormal"):
+        seen.clear()
+        train(TrainConfig(data=faces, out=tmp_path / sampling, steps=3, timestep_sampling=sampling, **FAST))
+        assert seen == [sampling] * 3
+        config = json.loads((tmp_path / sampling / "config.json").read_text())
+        assert config["train"]["timestep_sampling"] == sampling
+        losses[sampling] = [r["loss"] for r in _stats(tmp_path / sampling)]
+    assert losses["uniform"] != losses["lognormal"]
+    with pytest.raises(DiffkitError, match="--timestep_sampling must be one of uniform, lognormal"):
+        TrainConfig(timestep_sampling="beta")

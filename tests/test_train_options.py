@@ -16,7 +16,15 @@ from typer.testing import CliRunner
 from diffkit.cli import app
 from diffkit.demo import DemoConfig
 from diffkit.device import PRECISIONS, PrecisionName
-from diffkit.diffusion import PREDICTIONS, SAMPLERS, SCHEDULES, PredictionName, ScheduleName
+from diffkit.diffusion import (
+    PREDICTIONS,
+    SAMPLERS,
+    SCHEDULES,
+    TIMESTEP_SAMPLINGS,
+    PredictionName,
+    ScheduleName,
+    TimestepSamplingName,
+)
 from diffkit.diffusion.samplers import SamplerName
 from diffkit.eval.config import ENGINES, EngineName, EvalConfig
 from diffkit.models.config import PRESETS, PresetName
@@ -93,6 +101,7 @@ def test_one_progress_flag_on_every_long_command(command: str) -> None:
         (PrecisionName, PRECISIONS),
         (ScheduleName, SCHEDULES),
         (PredictionName, PREDICTIONS),
+        (TimestepSamplingName, TIMESTEP_SAMPLINGS),
         (EngineName, ENGINES),
     ],
 )

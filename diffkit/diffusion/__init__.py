@@ -25,5 +25,7 @@ __getattr__, __dir__, __all__ = attach(
         "NoiseSchedule": "schedules",
         "ScheduleName": "names",
         "make_schedule": "schedules",
+        "TIMESTEP_SAMPLINGS": "names",
+        "TimestepSamplingName": "names",
     },
 )

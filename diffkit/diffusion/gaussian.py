@@ -4,6 +4,10 @@ Forward process (Ho et al. 2020, eq. 4): ``x_t = sqrt(abar_t) x_0 + sqrt(1 - aba
 The network predicts either ``eps`` or ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0`` (Salimans & Ho
 2022); v stays well-scaled at both ends of the schedule, where eps-prediction has to divide by
 ``sqrt(abar_t) -> 0`` to recover x_0. The loss is weighted with min-SNR-gamma (Hang et al. 2023).
+Timesteps are drawn uniformly, or (``timestep_sampling="lognormal"``) from EDM's noise-level
+distribution (Karras et al. 2022, eq. 7 / Table 1): ``ln sigma ~ N(P_mean, P_std^2)`` with the VP
+schedule's ``sigma_t = sqrt((1 - abar_t) / abar_t)`` (x_t / sqrt(abar_t) = x_0 + sigma_t eps), each
+draw rounded to the timestep nearest in ln sigma.
 
 Everything here runs in float32 even under autocast: the model output is cast up before the loss.
 """
@@ -15,11 +19,18 @@ from dataclasses import dataclass, field
 
 import torch
 
-from diffkit.diffusion.names import PREDICTIONS, PredictionName  # noqa: F401  (re-exported)
+from diffkit.diffusion.names import (  # noqa: F401  (PredictionName re-exported)
+    PREDICTIONS,
+    TIMESTEP_SAMPLINGS,
+    PredictionName,
+)
 from diffkit.diffusion.schedules import NoiseSchedule, make_schedule
 from diffkit.errors import DiffkitError
 
 DEFAULT_MIN_SNR_GAMMA = 5.0
+# EDM's training noise levels (Karras et al. 2022, Table 1), tuned there for data in [-1, 1].
+LOGNORMAL_P_MEAN = -1.2
+LOGNORMAL_P_STD = 1.2
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -48,12 +59,18 @@ class GaussianDiffusion:
     schedule: NoiseSchedule
     prediction: str = "v"
     min_snr_gamma: float | None = DEFAULT_MIN_SNR_GAMMA
+    timestep_sampling: str = "uniform"
     _device_tables: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.prediction not in PREDICTIONS:
             raise DiffkitError(
                 f"unknown prediction type {self.prediction!r}; use one of: {', '.join(PREDICTIONS)}"
+            )
+        if self.timestep_sampling not in TIMESTEP_SAMPLINGS:
+            raise DiffkitError(
+                f"unknown timestep sampling {self.timestep_sampling!r}; "
+                f"use one of: {', '.join(TIMESTEP_SAMPLINGS)}"
             )
 
     @classmethod
@@ -63,8 +80,9 @@ class GaussianDiffusion:
         prediction: str = "v",
         num_timesteps: int = 1000,
         min_snr_gamma: float | None = DEFAULT_MIN_SNR_GAMMA,
+        timestep_sampling: str = "uniform",
     ) -> GaussianDiffusion:
-        return cls(make_schedule(schedule, num_timesteps), prediction, min_snr_gamma)
+        return cls(make_schedule(schedule, num_timesteps), prediction, min_snr_gamma, timestep_sampling)
 
     @property
     def num_timesteps(self) -> int:
@@ -81,6 +99,8 @@ class GaussianDiffusion:
                 "sqrt_abar": abar.sqrt(),
                 "sqrt_one_minus_abar": (1.0 - abar).sqrt(),
                 "weight": min_snr_weight(snr, self.prediction, self.min_snr_gamma),
+                # ln sigma_t = -ln(snr) / 2, increasing in t: the lognormal draw's lookup table
+                "log_sigma": -0.5 * snr.log(),
             }
             self._device_tables[key] = {k: v.to(torch.float32).to(device) for k, v in f64.items()}
         return self._device_tables[key]
@@ -118,7 +138,7 @@ class GaussianDiffusion:
     def sample_training_inputs(
         self, x0: torch.Tensor, generator: torch.Generator | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draw timesteps (uniform over 0..T-1) and unit Gaussian noise for a batch, from ``generator``."""
+        """Timesteps (see :meth:`draw_timesteps`) and unit Gaussian noise for a batch, from ``generator``."""
         t, noise = self.draw_training_inputs(tuple(x0.shape), generator, x0.device)
         return t.to(x0.device), noise.to(x0.device)
 
@@ -131,9 +151,26 @@ class GaussianDiffusion:
         same, then keeps its slice: position i of a global batch gets the same draws for any rank count.
         """
         where = generator.device if generator is not None else device
-        t = torch.randint(0, self.num_timesteps, (shape[0],), device=where, generator=generator)
+        t = self.draw_timesteps(shape[0], generator, where)
         noise = torch.randn(shape, device=where, dtype=torch.float32, generator=generator)
         return t, noise
+
+    def draw_timesteps(self, n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+        """``n`` training timesteps on ``device``: uniform over 0..T-1, or EDM's lognormal noise levels.
+
+        lognormal: ``ln sigma = P_mean + P_std z`` (z standard normal), rounded to the timestep whose
+        ``ln sigma_t`` is nearest; draws beyond the schedule's ends land on its first or last step.
+        """
+        if self.timestep_sampling == "uniform":
+            return torch.randint(0, self.num_timesteps, (n,), device=device, generator=generator)
+        z = torch.randn(n, device=device, dtype=torch.float32, generator=generator)
+        log_sigma = LOGNORMAL_P_MEAN + LOGNORMAL_P_STD * z
+        table = self._tables(torch.device(device))["log_sigma"]
+        upper = torch.searchsorted(table, log_sigma).clamp(1, self.num_timesteps - 1)
+        lower = upper - 1
+        # the nearer of the two neighbours in ln sigma (ties to the lower step)
+        take_upper = (table[upper] - log_sigma) < (log_sigma - table[lower])
+        return torch.where(take_upper, upper, lower)
 
     def loss(
         self,

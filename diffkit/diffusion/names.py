@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from enum import Enum
 
-__all__ = ["PREDICTIONS", "SAMPLERS", "SCHEDULES", "PredictionName", "SamplerName", "ScheduleName"]
+__all__ = [
+    "PREDICTIONS",
+    "SAMPLERS",
+    "SCHEDULES",
+    "TIMESTEP_SAMPLINGS",
+    "PredictionName",
+    "SamplerName",
+    "ScheduleName",
+    "TimestepSamplingName",
+]
 
 
 class ScheduleName(str, Enum):
@@ -33,6 +42,18 @@ class SamplerName(str, Enum):
     dpmpp = "dpmpp"
 
 
+class TimestepSamplingName(str, Enum):
+    """``--timestep-sampling`` choices: how training draws each image's timestep.
+
+    ``uniform`` over 0..T-1 (Ho et al. 2020); ``lognormal``: the EDM noise-level distribution
+    (Karras et al. 2022, Table 1: ln sigma ~ N(-1.2, 1.2^2)) mapped to the nearest timestep.
+    """
+
+    uniform = "uniform"
+    lognormal = "lognormal"
+
+
 SCHEDULES = tuple(name.value for name in ScheduleName)
 PREDICTIONS = tuple(name.value for name in PredictionName)
 SAMPLERS = tuple(name.value for name in SamplerName)
+TIMESTEP_SAMPLINGS = tuple(name.value for name in TimestepSamplingName)

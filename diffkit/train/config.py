@@ -19,7 +19,7 @@ from typing import Any
 
 from diffkit.data.labels import LabelsMode
 from diffkit.device import PRECISIONS, device_choices, is_device_name
-from diffkit.diffusion import PREDICTIONS, SCHEDULES
+from diffkit.diffusion import PREDICTIONS, SCHEDULES, TIMESTEP_SAMPLINGS
 from diffkit.errors import DiffkitError
 from diffkit.runs import train_options
 
@@ -66,6 +66,9 @@ class TrainConfig:
     schedule: str = "cosine"
     prediction: str = "v"
     min_snr_gamma: float | None = 5.0
+    # How each image's timestep is drawn: "uniform" or EDM's "lognormal" noise levels (a lever that
+    # benchmarks/bench_quality.py measures; see docs/train.md for why the default stays).
+    timestep_sampling: str = "uniform"
     timesteps: int = 1000
     hflip: bool = True
     # Class labels (subfolders or a metadata.jsonl label column): "auto" uses them when the data has
@@ -103,7 +106,7 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value))
-        for name in ("preset", "schedule", "prediction", "precision", "labels"):
+        for name in ("preset", "schedule", "prediction", "precision", "labels", "timestep_sampling"):
             object.__setattr__(self, name, plain(getattr(self, name)))
         self.validate()  # a bad option fails when the config is made, before any file is touched
 
@@ -125,6 +128,7 @@ class TrainConfig:
         choices = {
             "schedule": SCHEDULES,
             "prediction": PREDICTIONS,
+            "timestep_sampling": TIMESTEP_SAMPLINGS,
             "precision": PRECISIONS,
             "labels": tuple(mode.value for mode in LabelsMode),
         }

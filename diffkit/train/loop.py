@@ -106,7 +106,7 @@ def train_loop(
         fused=fused_adamw(device),
     )
     diffusion = GaussianDiffusion.create(
-        config.schedule, config.prediction, config.timesteps, config.min_snr_gamma
+        config.schedule, config.prediction, config.timesteps, config.min_snr_gamma, config.timestep_sampling
     )
     # One global batch per step from the batcher; this rank gathers its slice of it, micro-batch by
     # micro-batch (grad_accum of them).
