@@ -127,7 +127,9 @@ def _dedupe_headline(report: dict[str, Any]) -> str:
     return (
         f"{s['images']:,} JPEGs ({s['megabytes']:.0f} MB), threshold {s['threshold']}, median of "
         f"{s['repeats']} alternating rounds: {s['diffkit_s']:.1f} s vs {s['imagededup_s']:.1f} s "
-        f"({_x(s['speedup_vs_imagededup'])}); pair precision {s['diffkit_precision']:.3f} vs "
+        f"({_x(s['speedup_vs_imagededup'])}; decoding alone takes {s['decode_floor_s']:.1f} s, so no "
+        f"libjpeg-based tool can exceed {_x(s['max_speedup_vs_imagededup_at_decode_floor'])}); "
+        f"pair precision {s['diffkit_precision']:.3f} vs "
         f"{s['imagededup_precision']:.3f}; cached rerun {s['diffkit_cached_rerun_s']:.2f} s; "
         f"1,000,000 hashes searched at 8 bits in {s['search_1000000_random_t8_s']:.1f} s"
     )
@@ -207,6 +209,34 @@ def _quality_headline(report: dict[str, Any]) -> str:
     )
 
 
+def _train_profile_headline(report: dict[str, Any]) -> str:
+    s = report["summary"]
+    return (
+        f"`{s['preset']}` preset, batch {s['batch_size']}, as shipped vs its example, operators' self time: "
+        f"convolutions and matrix products (the same kernels in both) are {s['diffkit_dense_share_min']:.0%}-"
+        f"{s['diffkit_dense_share_max']:.0%} of diffkit's step; a {s['goal']}x step needs "
+        f"{s['glue_cut_needed_min']:.0%}-{s['glue_cut_needed_max']:.0%} of the rest removed (ceiling with "
+        f"the rest free: {s['ceiling_if_glue_free_min']:.2f}-{s['ceiling_if_glue_free_max']:.2f})"
+    )
+
+
+def _levers_headline(report: dict[str, Any]) -> str:
+    s, rows = report["summary"], report["data"]["rows"]
+    b, b3 = s["budget_s"], s["budget_3x_s"]
+    variants = [r["variant"] for r in rows if r["budget_s"] == b and r["variant"] != "defaults"]
+
+    def ratio(name: str, budget: float) -> float:
+        return next(
+            r["fd_pixels_vs_defaults"] for r in rows if r["variant"] == name and r["budget_s"] == budget
+        )
+
+    cells = "; ".join(f"{name} {ratio(name, b):.2f} / {ratio(name, b3):.2f}" for name in variants)
+    return (
+        f"one change each from the defaults, {b:g} s / {b3:g} s of training, {len(s['seeds'])} seeds; pixel "
+        f"FD relative to the defaults (below 1 is better): {cells}"
+    )
+
+
 _HEADLINES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "scrape": ("8 threads, one shared `httpx.Client`, sleeping on Retry-After", _scrape_headline),
     "dedupe": ("imagededup `PHash().find_duplicates`", _dedupe_headline),
@@ -218,7 +248,11 @@ _HEADLINES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
         "diffusers `train_unconditional.py` recipe (fp32; bf16), matched size, equal seconds",
         _quality_headline,
     ),
+    "quality_levers": ("diffkit's defaults, in the same run", _levers_headline),
+    "train_profile": ("diffusers `UNet2DModel`, matched size", _train_profile_headline),
 }
+# Reports written by another script's mode: the command that writes them.
+_COMMANDS = {"quality_levers": "python benchmarks/bench_quality.py --levers"}
 
 
 def readme_bench_table(reports: Path = REPORTS) -> str:
@@ -228,7 +262,7 @@ def readme_bench_table(reports: Path = REPORTS) -> str:
         report = load_report(name, reports)
         rows.append(
             [
-                f"`python benchmarks/bench_{name}.py`",
+                f"`{_COMMANDS.get(name, f'python benchmarks/bench_{name}.py')}`",
                 peer,
                 headline(report),
                 f"[bench_{name}](reports/bench_{name}.html)",
@@ -267,6 +301,7 @@ _DEDUPE_STEPS = {
     "diffkit_full_decode_s": "diffkit dedupe, full decode",
     "diffkit_cached_s": "diffkit dedupe rerun (cache warm)",
     "search_100000_random_s": "diffkit search alone, 100,000 random hashes",
+    "decode_floor_s": "decode floor: read + entropy-decode every file at 1/8 scale, nothing else",
 }
 
 
@@ -284,7 +319,11 @@ def _bench_dedupe_block(reports: Path) -> str:
     derived = (
         f"diffkit is {_x(s['speedup_vs_imagededup'], 2)} faster than imagededup "
         f"({s['diffkit_images_per_s']:.1f} images/s); draft decode is {_x(s['draft_vs_full_decode'], 2)} "
-        "faster than a full decode."
+        "faster than a full decode. Entropy decoding alone (libjpeg's cheapest 1/8 scale, greyscale, "
+        f"same workers) takes {s['decode_floor_s']:.2f} s: diffkit takes "
+        f"{_x(s['diffkit_over_decode_floor'], 2)} that floor, and imagededup / floor = "
+        f"{_x(s['max_speedup_vs_imagededup_at_decode_floor'], 2)} is the most any tool that "
+        "decodes these JPEGs through libjpeg could gain over imagededup."
     )
     agreement = data["agreement"]
     pairs = agreement["both"] + agreement["diffkit_only"] + agreement["imagededup_only"]
@@ -414,6 +453,74 @@ def _bench_eval_block(reports: Path) -> str:
     return "\n\n".join([setup, table, mean, values])
 
 
+def _bench_train_profile_block(reports: Path) -> str:
+    report = load_report("train_profile", reports)
+    s, cells = report["summary"], report["data"]["cells"]
+    setup = (
+        f"Setup: preset `{s['preset']}`, batch {s['batch_size']}, {s['rounds']} rounds x {s['steps']} "
+        f"profiled steps per model and cell, {s['threads']} torch threads; 1-minute load average "
+        f"{s['load_before'][0]:.2f} before, {s['load_after'][0]:.2f} after; report created "
+        f"{report['created']}."
+    )
+    groups = [
+        "convolution",
+        "matmul_attention",
+        "normalization",
+        "optimizer",
+        "elementwise_other",
+        "untracked",
+    ]
+    rows = []
+    for name, cell in cells.items():
+        for model in ("diffkit+fused", "diffusers"):
+            rows.append([name.replace("_", " "), f"`{model}`", *(f"{cell[model][g]:.1f}" for g in groups),
+                         f"{cell[model]['total']:.1f}"])  # fmt: skip
+    split = _table(["cell", "model", *groups, "step (ms)"], rows)
+    limit_rows = [
+        [
+            name.replace("_", " "),
+            _x(c["limits"]["ratio_profiled"], 2),
+            f"{c['limits']['diffkit_dense_share']:.0%}",
+            f"{c['limits']['dense_ms_diffkit_over_diffusers']:.2f}",
+            _x(c["limits"]["ceiling_if_glue_free"], 2),
+            f"{c['limits']['glue_cut_needed_for_goal']:.0%}",
+        ]
+        for name, c in cells.items()
+    ]
+    header = ["cell", "ratio (profiled)", "dense share of diffkit's step", "dense ms diffkit / diffusers",
+              "ceiling if the rest were free", f"diffkit's rest to remove for {s['goal']}x"]  # fmt: skip
+    return "\n\n".join([setup, split, _table(header, limit_rows)])
+
+
+def _bench_levers_block(reports: Path) -> str:
+    report = load_report("quality_levers", reports)
+    s, rows = report["summary"], report["data"]["rows"]
+    b, b3 = s["budget_s"], s["budget_3x_s"]
+    setup = (
+        f"Setup: {s['n_train']:,} procedural {s['resolution']} px faces, tiny preset, budgets {b:g} s and "
+        f"{b3:g} s, seeds {', '.join(str(x) for x in s['seeds'])}, {s['n_samples']} DDIM-50 samples per job, "
+        f"{s['workers']} jobs at a time (1 thread each); floor: pixels {s['floor_fd_pixels']:.2f}, Inception "
+        f"{s['floor_fd_inception']:.1f}; report created {report['created']}."
+    )
+
+    def cell(name: str, budget: float, key: str) -> str:
+        r = next(r for r in rows if r["variant"] == name and r["budget_s"] == budget)
+        spread = f"{r[f'{key}_min']:.3g}-{r[f'{key}_max']:.3g}"
+        return f"{r[key]:.3g} ({spread}; {r[f'{key}_vs_defaults']:.2f})"
+
+    names = list(dict.fromkeys(r["variant"] for r in rows))
+    table = _table(
+        ["variant", f"pixel FD, {b:g} s", f"pixel FD, {b3:g} s", f"Inception FD, {b:g} s",
+         f"Inception FD, {b3:g} s"],
+        [[f"`{n}`", cell(n, b, "fd_pixels"), cell(n, b3, "fd_pixels"), cell(n, b, "fd_inception"),
+          cell(n, b3, "fd_inception")] for n in names],
+    )  # fmt: skip
+    note = (
+        "Each cell: median over seeds (min-max; relative to the defaults in the same run, below 1 is better)."
+    )
+    return "\n\n".join([setup, table, note])
+
+
 def benchmark_blocks(reports: Path = REPORTS) -> dict[str, str]:
     """Marker name in docs/benchmarks.md -> its content, all from reports/bench_*.json."""
     return {
@@ -421,6 +528,8 @@ def benchmark_blocks(reports: Path = REPORTS) -> dict[str, str]:
         "bench-dedupe": _bench_dedupe_block(reports),
         "bench-train": _bench_train_block(reports),
         "bench-eval": _bench_eval_block(reports),
+        "bench-train-profile": _bench_train_profile_block(reports),
+        "bench-quality-levers": _bench_levers_block(reports),
     }
 
 
