@@ -325,6 +325,16 @@ def _bench_dedupe_block(reports: Path) -> str:
         f"{_x(s['max_speedup_vs_imagededup_at_decode_floor'], 2)} is the most any tool that "
         "decodes these JPEGs through libjpeg could gain over imagededup."
     )
+    split, stage = s["per_file_ms_one_core"], s["diffkit_stage_s"]
+    where = (
+        f"Where diffkit's time goes, per run (median): hashing {stage['hash']:.2f} s (the worker pool), "
+        f"search {stage['search']:.2f} s, verification {stage['verify']:.2f} s. Per file on one core: "
+        f"read + sha256 {split['read_sha256']:.2f} ms, decode {split['decode']:.2f} ms, "
+        f"pHash {split['phash']:.2f} ms, thumbnail {split['thumbnail']:.2f} ms; the decode floor alone "
+        f"{split['floor_decode_1_8_L']:.2f} ms; "
+        f"a decode at 1/8 scale for the hash (not diffkit's path) {split['alt_decode_1_8_YCbCr']:.2f} ms, "
+        f"with its pHash {split['alt_phash_from_1_8']:.2f} ms."
+    )
     agreement = data["agreement"]
     pairs = agreement["both"] + agreement["diffkit_only"] + agreement["imagededup_only"]
     agree = (
@@ -342,7 +352,7 @@ def _bench_dedupe_block(reports: Path) -> str:
             if r["threshold"] % 2 == 0  # pHash distances are even: odd T equals the T below it
         ],
     )
-    return "\n\n".join([setup, timings, derived, agree, sweep])
+    return "\n\n".join([setup, timings, derived, where, agree, sweep])
 
 
 def _bench_train_block(reports: Path) -> str:
