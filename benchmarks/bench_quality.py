@@ -77,8 +77,10 @@ CALIBRATION_IMAGES = 64  # training images that calibrate the Inception BatchNor
 GRID_COLUMNS, GRID_ROWS, LEVER_GRID_ROWS = 8, 4, 2
 # diffkit's TrainConfig fields only, one change from the defaults each (no library changes).
 LEVERS: dict[str, dict[str, Any]] = {
+    # the tiny preset's default is 4e-4 (kept from the committed lever run, where 2e-4 was the default)
     "lr_1e-4": {"lr": 1e-4},
-    "lr_4e-4": {"lr": 4e-4},
+    "lr_2e-4": {"lr": 2e-4},
+    "lr_8e-4": {"lr": 8e-4},
     "warmup_0.5kimg": {"warmup_kimg": 0.5},
     "warmup_8kimg": {"warmup_kimg": 8.0},
     # EMA length: at these budgets (tens of kimg) the half-life is rampup x images seen, far below the

@@ -44,7 +44,7 @@ from diffkit.models.config import PresetName
 from diffkit.report.index import IndexConfig
 from diffkit.sample.config import DEFAULT_GUIDANCE, SampleConfig
 from diffkit.scrape.config import ScrapeConfig
-from diffkit.train.config import DEFAULT_EPOCHS, TrainConfig
+from diffkit.train.config import DEFAULT_EPOCHS, PRESET_LR, TrainConfig
 
 
 def _reflow(help_text: str | None) -> str | None:
@@ -357,7 +357,13 @@ def train(
         "--epochs",
         help=f"Run length in passes over the data; {DEFAULT_EPOCHS:g} when no length is given.",
     ),
-    lr: float = typer.Option(default(TrainConfig, "lr"), "--lr", help="AdamW learning rate after warm-up."),
+    lr: float | None = typer.Option(
+        default(TrainConfig, "lr"),
+        "--lr",
+        help="AdamW learning rate after warm-up. Not given: the preset's ("
+        + ", ".join(f"{name} {value:g}" for name, value in PRESET_LR.items())
+        + ").",
+    ),
     warmup_kimg: float = typer.Option(
         default(TrainConfig, "warmup_kimg"), "--warmup-kimg", help="Linear LR warm-up length."
     ),

@@ -382,3 +382,22 @@ def test_timestep_sampling_reaches_the_training_loop(
     assert losses["uniform"] != losses["lognormal"]
     with pytest.raises(DiffkitError, match="--timestep_sampling must be one of uniform, lognormal"):
         TrainConfig(timestep_sampling="beta")
+
+
+def test_learning_rate_defaults_to_the_presets_and_is_recorded(faces: Path, tmp_path: Path) -> None:
+    """No --lr: the preset's (tiny 4e-4, measured by bench_quality's levers; small/base 2e-4); config.json
+    records the number, an explicit --lr wins, and the two give different training."""
+    from diffkit.train.config import PRESET_LR
+
+    assert PRESET_LR == {"tiny": 4e-4, "small": 2e-4, "base": 2e-4}
+    assert TrainConfig(preset="tiny").resolved_lr == 4e-4 and TrainConfig(preset="small").resolved_lr == 2e-4
+    assert TrainConfig(preset="tiny", lr=1e-3).resolved_lr == 1e-3
+    losses = {}
+    for name, lr in (("preset", None), ("given", 2e-4)):
+        train(TrainConfig(data=faces, out=tmp_path / name, steps=3, lr=lr, **FAST))
+        saved = json.loads((tmp_path / name / "config.json").read_text())["train"]["lr"]
+        assert saved == (4e-4 if lr is None else lr)
+        losses[name] = [r["loss"] for r in _stats(tmp_path / name)]
+    assert losses["preset"][0] == losses["given"][0] and losses["preset"][2] != losses["given"][2]
+    with pytest.raises(DiffkitError, match="--lr must be positive"):
+        TrainConfig(lr=0.0)

@@ -69,7 +69,7 @@ def test_every_option_default_is_the_config_default(command: str) -> None:
 @pytest.mark.parametrize(
     ("command", "shown"),
     [
-        ("train", ["[default: small]", "[default: 64]", "[default: 0.0002]", "[default: cosine]",
+        ("train", ["[default: small]", "[default: 64]", "[default: cosine]",
                    "[default: auto]", "[default: data/faces]"]),
         ("sample", ["[default: 64]", "[default: ddim]", "[default: 50]"]),
         ("eval", ["[default: 1000]", "[default: fid,kid,is]", "[default: torch-fidelity]"]),

@@ -40,6 +40,12 @@ def plain(value: Any) -> Any:
     return value.value if isinstance(value, Enum) else value
 
 
+# The default learning rate per preset. tiny: 4e-4, kept from benchmarks/bench_quality.py --levers (its
+# distance to the floor in 8x8-pixel FD fell to about half of 2e-4's at both budgets and both seeds,
+# reports/bench_quality_levers.json); small and base keep 2e-4 (DDPM's), not yet measured at their size.
+PRESET_LR: dict[str, float] = {"tiny": 4e-4, "small": 2e-4, "base": 2e-4}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     data: Path = Path("data/faces")
@@ -53,7 +59,7 @@ class TrainConfig:
     steps: int | None = None
     kimg: float | None = None
     epochs: float | None = None
-    lr: float = 2e-4
+    lr: float | None = None  # None: the preset's (PRESET_LR); config.json records the value used
     # Linear LR warm-up over the first warmup_kimg; a function of images seen only (not of the run's
     # length), so a run that is extended by --resume follows the same schedule as one planned long.
     warmup_kimg: float = 2.0
@@ -123,7 +129,7 @@ class TrainConfig:
                 f"--batch-size ({self.batch_size}) must be a positive multiple of "
                 f"grad_accum ({self.grad_accum})"
             )
-        if self.lr <= 0:
+        if self.lr is not None and not self.lr > 0:  # also refuses NaN
             problems.append("--lr must be positive")
         choices = {
             "schedule": SCHEDULES,
@@ -156,6 +162,11 @@ class TrainConfig:
             problems.append("ema_halflife_kimg must be positive")
         if problems:
             raise DiffkitError("invalid training options: " + "; ".join(problems))
+
+    @property
+    def resolved_lr(self) -> float:
+        """The learning rate after warm-up: ``lr``, or the preset's default (:data:`PRESET_LR`)."""
+        return self.lr if self.lr is not None else PRESET_LR[self.preset]
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -100,7 +100,7 @@ def train_loop(
     ema = EMA(model, config.ema_halflife_kimg, config.ema_rampup) if main else None
     optimizer = torch.optim.AdamW(
         model.parameters(),
-        lr=config.lr,
+        lr=config.resolved_lr,
         betas=(config.adam_beta1, config.adam_beta2),
         weight_decay=config.weight_decay,
         fused=fused_adamw(device),
@@ -232,7 +232,7 @@ def train_loop(
                     before_step = (batcher.state_dict(), loss_generator.get_state())
                 started = time.perf_counter()
                 for group in optimizer.param_groups:
-                    group["lr"] = plan.lr_at(config.lr, nimg)
+                    group["lr"] = plan.lr_at(config.resolved_lr, nimg)
                 optimizer.zero_grad(set_to_none=True)
                 indices, flips = batcher.next_indices()
                 # The global batch's coins, timesteps and noise, in that order, on every rank.

@@ -63,7 +63,13 @@ def _refuse_existing_run(run_dir: Path) -> None:
 def _config_payload(
     config: TrainConfig, run_dir: Path | None, plan: TrainPlan, model: UNet, labels: DatasetLabels | None
 ) -> dict[str, Any]:
-    train = config.to_dict() | {"out": str(run_dir) if run_dir else None, "resume": False, "dry_run": False}
+    # The learning rate is recorded as a number, so a resume never depends on today's preset table.
+    train = config.to_dict() | {
+        "out": str(run_dir) if run_dir else None,
+        "resume": False,
+        "dry_run": False,
+        "lr": config.resolved_lr,
+    }
     diffusion = {
         "schedule": config.schedule,
         "prediction": config.prediction,
