@@ -234,7 +234,7 @@ def _gap_ratio(rows: list[dict[str, Any]], name: str, budget: float, space: str 
 def _levers_headline(report: dict[str, Any]) -> str:
     s, rows = report["summary"], report["data"]["rows"]
     b, b3 = s["budget_s"], s["budget_3x_s"]
-    names = list(dict.fromkeys(r["variant"] for r in rows))
+    names = sorted(dict.fromkeys(r["variant"] for r in rows), key=lambda name: name != "defaults")
 
     def fd(name: str, budget: float) -> float:
         return next(r["fd_pixels"] for r in rows if r["variant"] == name and r["budget_s"] == budget)
@@ -530,7 +530,7 @@ def _bench_levers_block(reports: Path) -> str:
         ratio = _gap_ratio(rows, name, budget, key.removeprefix("fd_"))
         return f"{r[key]:.3g} ({spread}; {ratio:.2f})"
 
-    names = list(dict.fromkeys(r["variant"] for r in rows))
+    names = sorted(dict.fromkeys(r["variant"] for r in rows), key=lambda name: name != "defaults")
     table = _table(
         ["variant", f"pixel FD, {b:g} s", f"pixel FD, {b3:g} s", f"Inception FD, {b:g} s",
          f"Inception FD, {b3:g} s"],
