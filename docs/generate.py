@@ -277,7 +277,7 @@ def readme_bench_table(reports: Path = REPORTS) -> str:
                 f"[bench_{name}](reports/bench_{name}.html)",
             ]
         )
-    return _table(["benchmark", "peer", "headline (CPU, shared machine)", "report"], rows)
+    return _table(["benchmark", "peer", "headline (2-core CPU)", "report"], rows)
 
 
 def _bench_scrape_block(reports: Path) -> str:
