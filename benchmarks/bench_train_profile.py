@@ -22,7 +22,7 @@ example runs it). Rounds alternate the order; each round profiles ``--steps`` st
 warm-up; the report gives the median over rounds of each group's milliseconds per step. Profiling adds a
 little per-op overhead, the same for both; the unprofiled ratio is ``bench_train.py``'s.
 
-    .venv/bin/python benchmarks/bench_train_profile.py          # 32+64 px, fp32+bf16, 3 rounds x 10 steps
+    .venv/bin/python benchmarks/bench_train_profile.py          # 32+64 px, fp32+bf16, 5 rounds x 10 steps
     .venv/bin/python benchmarks/bench_train_profile.py --quick  # smoke: 32 px fp32, 1 round x 2 steps
 
 Needs diffusers (the ``bench`` extra). Results: ``reports/bench_train_profile.{html,json}``.
@@ -122,7 +122,10 @@ def run_cell(preset: str, resolution: int, precision: str, batch: int, rounds: i
     result = {}
     for kind, rows in per_round.items():
         medians = {group: statistics.median(row[group] for row in rows) for group in GROUPS}
-        medians["total"] = statistics.median(sum(row.values()) for row in rows)
+        totals = [sum(row.values()) for row in rows]
+        medians["total"] = statistics.median(totals)
+        # the spread over rounds of the whole step (each group's median is above)
+        medians["total_min"], medians["total_max"] = min(totals), max(totals)
         result[kind] = {key: round(value, 2) for key, value in medians.items()}
     return result
 
@@ -149,7 +152,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke: 32 px fp32, 1 round x 2 steps")
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per cell (order flips every round)")
     parser.add_argument("--steps", type=int, default=10, help="profiled steps per contender and round")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--resolutions", type=int, nargs="+", default=[32, 64])

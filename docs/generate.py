@@ -495,8 +495,9 @@ def _bench_train_profile_block(reports: Path) -> str:
     for name, cell in cells.items():
         for model in ("diffkit+fused", "diffusers"):
             rows.append([name.replace("_", " "), f"`{model}`", *(f"{cell[model][g]:.1f}" for g in groups),
-                         f"{cell[model]['total']:.1f}"])  # fmt: skip
-    split = _table(["cell", "model", *groups, "step (ms)"], rows)
+                         f"{cell[model]['total']:.1f} ({cell[model]['total_min']:.1f}-"
+                         f"{cell[model]['total_max']:.1f})"])  # fmt: skip
+    split = _table(["cell", "model", *groups, "step ms (rounds)"], rows)
     limit_rows = [
         [
             name.replace("_", " "),
