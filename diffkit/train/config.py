@@ -40,9 +40,10 @@ def plain(value: Any) -> Any:
     return value.value if isinstance(value, Enum) else value
 
 
-# The default learning rate per preset. tiny: 4e-4, kept from benchmarks/bench_quality.py --levers (its
-# distance to the floor in 8x8-pixel FD fell to about half of 2e-4's at both budgets and both seeds,
-# reports/bench_quality_levers.json); small and base keep 2e-4 (DDPM's), not yet measured at their size.
+# The default learning rate per preset. tiny: 4e-4, kept from benchmarks/bench_quality.py --levers (better
+# than 2e-4 on both seeds at both budgets; its distance to the floor in 8x8-pixel FD was 0.86x 2e-4's at
+# 120 s and 0.45x at 360 s, reports/bench_quality_levers.json); small and base keep 2e-4 (DDPM's), not
+# yet measured at their size.
 PRESET_LR: dict[str, float] = {"tiny": 4e-4, "small": 2e-4, "base": 2e-4}
 
 
