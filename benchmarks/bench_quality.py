@@ -30,7 +30,10 @@ The floor: N training images (which every model tries to reproduce) against the 
 same spaces with the same N, which is as close as a perfect model could get at this N.
 
     .venv/bin/python benchmarks/bench_quality.py                  # the comparison (~33 min, idle 2 cores)
-    .venv/bin/python benchmarks/bench_quality.py --levers         # diffkit's levers, one at a time (~2.7 h)
+    .venv/bin/python benchmarks/bench_quality.py --levers         # every lever, one at a time (hours: --plan)
+    # the second committed lever run (~80 min):
+    .venv/bin/python benchmarks/bench_quality.py --levers --budget 120 \
+        --lever-names prediction_edm depth_2 width_40 phema --report-name bench_quality_levers_2
     .venv/bin/python benchmarks/bench_quality.py --plan           # the jobs and the wall-time estimate
     .venv/bin/python benchmarks/bench_quality.py --budget 10 --n-samples 32 --report-dir /tmp/q   # smoke
     .venv/bin/python benchmarks/bench_quality.py --self-test      # checks of the harness (seconds)
@@ -94,6 +97,18 @@ LEVERS: dict[str, dict[str, Any]] = {
     # weighting, and without it (unweighted v loss = EDM's lambda(sigma) with sigma_data = 1)
     "lognormal": {"timestep_sampling": "lognormal"},
     "lognormal_edm": {"timestep_sampling": "lognormal", "min_snr_gamma": None},
+    # Width vs depth of the tiny U-Net (32 channels, 1 residual block per level; 3.34M params, 0.57
+    # GFLOPs/image at 32 px): a matched pair, deeper (4.86M, 0.82) or wider (5.22M, 0.88), and deeper
+    # but narrower (2.74M, 0.47).
+    "depth_2": {"num_res_blocks": 2},
+    "width_40": {"channels": 40},
+    "width_24_depth_2": {"channels": 24, "num_res_blocks": 2},
+    # EDM's preconditioning (c_in, c_skip, c_out) with sigma_data 0.5; v-prediction is the same at 1
+    "prediction_edm": {"prediction": "edm"},
+    # Post-hoc EMA (Karras et al. 2024): one run stores the sigma_rel 0.05 / 0.10 profiles 8 times, then
+    # each of these EMA lengths is rebuilt from them and sampled: rows phema_<sigma_rel>, and "phema" is
+    # the same run's own default EMA (close to sigma_rel 0.07)
+    "phema": {"posthoc_sigma_rels": [0.05, 0.1, 0.2]},
     "prediction_eps": {"prediction": "eps"},
     "preset_small": {"preset": "small"},
     "preset_base": {"preset": "base"},
@@ -166,11 +181,12 @@ def sample_cost_factor(overrides: dict[str, Any]) -> float:
     """A lever's sampling cost relative to the tiny preset's (forward FLOPs; for the estimate only)."""
     from diffkit.models import UNet, flops_per_image, preset_config
 
+    shape = {name: overrides[name] for name in ("channels", "num_res_blocks") if name in overrides}
     preset = overrides.get("preset", "tiny")
-    if preset == "tiny":
+    if preset == "tiny" and not shape:
         return 1.0
-    flops = [flops_per_image(UNet(preset_config(name, 32)), 32) for name in (preset, "tiny")]
-    return flops[0] / flops[1]
+    lever = flops_per_image(UNet(preset_config(preset, 32, **shape)), 32)
+    return lever / flops_per_image(UNet(preset_config("tiny", 32)), 32)
 
 
 def plan_jobs(args: argparse.Namespace, scratch: Scratch) -> list[Job]:
@@ -189,7 +205,9 @@ def plan_jobs(args: argparse.Namespace, scratch: Scratch) -> list[Job]:
                 "n_samples": args.n_samples, "sample_seed": args.sample_seed, "pilot_steps": args.pilot_steps,
                 "out": str(scratch.work / "jobs" / tag),
             }  # fmt: skip
+            sample_sets = 1 + len(overrides.get("posthoc_sigma_rels", []))
             per_image = SAMPLE_S_PER_IMAGE * sample_cost_factor(overrides) + FEATURE_S_PER_IMAGE
+            per_image *= sample_sets
             jobs.append(Job(tag, "train", spec, budget + args.n_samples * per_image + JOB_OVERHEAD_S))
     sets = {name: str(path) for name, path in scratch.sets.items()}
     floors = {name: path for name, path in sets.items() if name != "reference"}
@@ -337,11 +355,24 @@ def goals(rows: list[dict[str, Any]], floor: dict[str, float], budget: float) ->
     return out
 
 
+def expand_posthoc(train_jobs: list[Job]) -> list[Job]:
+    """A post-hoc EMA job stands for several: one per rebuilt EMA length (its own samples and features,
+    the training numbers of the run they came from), named ``<variant>_<sigma_rel>``."""
+    out = []
+    for job in train_jobs:
+        out.append(job)
+        for folder in sorted((Path(job.spec["out"]) / "posthoc").glob("*")):
+            info = json.loads((folder / "posthoc.json").read_text())
+            spec = job.spec | {"variant": f"{job.spec['variant']}_{folder.name}", "out": str(folder)}
+            out.append(Job(f"{job.name}-{folder.name}", "train", spec, 0.0, job.result | info))
+    return out
+
+
 def build_report(args: argparse.Namespace, jobs: list[Job], prepared: dict[str, np.ndarray], scratch: Scratch,
                  wall_s: float, estimate_s: float, load: dict[str, list[float]]) -> Report:  # fmt: skip
     from _quality_recipe import DEFAULTS as RECIPE
 
-    train_jobs = [job for job in jobs if job.kind == "train"]
+    train_jobs = expand_posthoc([job for job in jobs if job.kind == "train"])
     reference = load_features(scratch.work / "jobs" / "reference" / "reference-features.npz")
     floors = [name for name in scratch.sets if name != "reference"]
     floor_rows = []
@@ -565,6 +596,11 @@ def main() -> None:
     )
     parser.add_argument("--report-dir", type=Path, default=Path("reports"))
     parser.add_argument(
+        "--report-name",
+        default=None,
+        help="report name without extension (default: bench_quality, or bench_quality_levers with --levers)",
+    )
+    parser.add_argument(
         "--work-dir", type=Path, default=None, help="scratch folder (default: a new temp dir)"
     )
     parser.add_argument("--keep-work", action="store_true", help="keep the scratch folder (samples, logs)")
@@ -604,8 +640,8 @@ def main() -> None:
         load = {"before": load_before, "after": [round(v, 2) for v in os.getloadavg()]}
         wall = time.perf_counter() - started
         report = build_report(args, jobs, prepared, scratch, wall, estimate, load)
-        name = "bench_quality_levers.html" if args.levers else "bench_quality.html"
-        paths = write_report(report, args.report_dir / name)
+        name = args.report_name or ("bench_quality_levers" if args.levers else "bench_quality")
+        paths = write_report(report, args.report_dir / f"{name}.html")
         for row in report.data["rows"]:
             label = row.get("variant", row.get("contender"))
             print(f"{label:>16s} B={row['budget_s']:g}s: FD inception {row['fd_inception']:.2f} "

@@ -31,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 REPORTS = ROOT / "reports"
 CLI_DIR = ROOT / "docs" / "cli"
-COMMANDS = ("scrape", "dedupe", "train", "sample", "eval", "export", "report", "demo")
+COMMANDS = ("scrape", "dedupe", "train", "phema", "sample", "eval", "export", "report", "demo")
 HELP_WIDTH = 100
 
 # `diffkit ...` through its real entry point, with argv[0] set so the usage line says "diffkit".
@@ -258,10 +258,14 @@ _HEADLINES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
         _quality_headline,
     ),
     "quality_levers": ("diffkit's defaults, in the same run", _levers_headline),
+    "quality_levers_2": ("diffkit's defaults, in the same run", _levers_headline),
     "train_profile": ("diffusers `UNet2DModel`, matched size", _train_profile_headline),
 }
 # Reports written by another script's mode: the command that writes them.
-_COMMANDS = {"quality_levers": "python benchmarks/bench_quality.py --levers"}
+_COMMANDS = {
+    "quality_levers": "python benchmarks/bench_quality.py --levers",
+    "quality_levers_2": "python benchmarks/bench_quality.py --levers --lever-names ... --report-name ..._2",
+}
 
 
 def readme_bench_table(reports: Path = REPORTS) -> str:
@@ -514,8 +518,8 @@ def _bench_train_profile_block(reports: Path) -> str:
     return "\n\n".join([setup, split, _table(header, limit_rows)])
 
 
-def _bench_levers_block(reports: Path) -> str:
-    report = load_report("quality_levers", reports)
+def _bench_levers_block(reports: Path, name: str = "quality_levers") -> str:
+    report = load_report(name, reports)
     s, rows = report["summary"], report["data"]["rows"]
     b, b3 = s["budget_s"], s["budget_3x_s"]
     setup = (
@@ -554,6 +558,7 @@ def benchmark_blocks(reports: Path = REPORTS) -> dict[str, str]:
         "bench-eval": _bench_eval_block(reports),
         "bench-train-profile": _bench_train_profile_block(reports),
         "bench-quality-levers": _bench_levers_block(reports),
+        "bench-quality-levers-2": _bench_levers_block(reports, "quality_levers_2"),
     }
 
 

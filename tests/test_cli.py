@@ -19,7 +19,7 @@ from diffkit.cli import app
 from diffkit.dedupe.config import ACTIONS, DEFAULT_THRESHOLDS, HASH_KINDS, Action, DedupeConfig, HashKind
 from diffkit.scrape.config import ScrapeConfig
 
-SUBCOMMANDS = ["scrape", "dedupe", "train", "sample", "eval", "report", "demo"]
+SUBCOMMANDS = ["scrape", "dedupe", "train", "phema", "sample", "eval", "export", "report", "demo"]
 
 
 def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

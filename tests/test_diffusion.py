@@ -88,7 +88,7 @@ def test_unknown_schedule_and_prediction_are_user_errors() -> None:
         GaussianDiffusion.create(prediction="x")
 
 
-@pytest.mark.parametrize("prediction", ["v", "eps"])
+@pytest.mark.parametrize("prediction", ["v", "eps", "edm"])
 def test_prediction_targets_convert_back_to_x0_and_eps(prediction: str) -> None:
     diffusion = GaussianDiffusion.create("cosine", prediction)
     generator = torch.Generator().manual_seed(0)
@@ -106,7 +106,7 @@ def test_prediction_targets_convert_back_to_x0_and_eps(prediction: str) -> None:
         )
 
 
-@pytest.mark.parametrize("prediction", ["v", "eps"])
+@pytest.mark.parametrize("prediction", ["v", "eps", "edm"])
 def test_min_snr_weight_turns_every_objective_into_clipped_snr_times_x0_error(prediction: str) -> None:
     """Hang et al.: weight * |target error|^2 == min(snr, 5) * |x0 error|^2 for any network output."""
     diffusion = GaussianDiffusion.create("cosine", prediction, min_snr_gamma=5.0)
@@ -121,7 +121,9 @@ def test_min_snr_weight_turns_every_objective_into_clipped_snr_times_x0_error(pr
     snr = diffusion.schedule.snr[t]
     weighted = diffusion.loss_weight(t).double() * target_error
     assert torch.allclose(weighted, snr.clamp(max=5.0) * x0_error, rtol=2e-3)
-    expected = snr.clamp(max=5.0) / (snr + 1.0 if prediction == "v" else snr)
+    # edm: c_out^2 = 0.25 / (1 + 0.25 snr), from EDM's c_out = sigma sigma_data / sqrt(sigma^2 + sigma_data^2)
+    denominators = {"v": snr + 1.0, "eps": snr, "edm": (1.0 + 0.25 * snr) / 0.25}
+    expected = snr.clamp(max=5.0) / denominators[prediction]
     assert torch.allclose(min_snr_weight(snr, prediction, 5.0), expected)
     assert torch.equal(min_snr_weight(snr, prediction, None), torch.ones_like(snr))
 
@@ -187,19 +189,26 @@ def test_sampler_shapes_and_determinism(sampler_cls: type) -> None:
     assert torch.equal(ddim[0], ddim[1])
 
 
-@pytest.mark.parametrize("prediction", ["v", "eps"])
+@pytest.mark.parametrize("prediction", ["v", "eps", "edm"])
 @pytest.mark.parametrize("schedule", SCHEDULE_NAMES)
 @pytest.mark.parametrize("sampler_name", ["ddim", "ddpm", "dpmpp"])
 def test_samplers_recover_x0_from_an_oracle_model(prediction: str, schedule: str, sampler_name: str) -> None:
     diffusion = GaussianDiffusion.create(schedule, prediction)
     generator = torch.Generator().manual_seed(4)
     x0 = torch.rand(4, 3, 8, 8, generator=generator) * 1.8 - 0.9
-    abar = diffusion.schedule.alphas_cumprod.float()
+    abar = diffusion.schedule.alphas_cumprod.double()
 
-    def oracle(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def oracle(x_in: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         a = abar[t.long()].view(-1, 1, 1, 1)
+        # edm: the network sees c_in x_t / sqrt(abar) = x_t / sqrt(sigma^2 + 0.25) / sqrt(abar) (EDM's form)
+        sigma = ((1 - a) / a).sqrt()
+        scale = (sigma.square() + 0.25).sqrt() * a.sqrt() if prediction == "edm" else 1.0
+        x_t = x_in.double() * scale
         eps = (x_t - a.sqrt() * x0) / (1 - a).sqrt()
-        return eps if prediction == "eps" else a.sqrt() * eps - (1 - a).sqrt() * x0
+        if prediction == "edm":  # F = (x0 - c_skip x~) / c_out with x~ = x_t / sqrt(abar)
+            c_skip, c_out = 0.25 / (sigma.square() + 0.25), sigma * 0.5 / (sigma.square() + 0.25).sqrt()
+            return ((x0 - c_skip * x_t / a.sqrt()) / c_out).float()
+        return (eps if prediction == "eps" else a.sqrt() * eps - (1 - a).sqrt() * x0).float()
 
     noise = torch.randn(x0.shape, generator=generator)
     sampler = make_sampler(sampler_name, diffusion)
@@ -313,3 +322,49 @@ def test_uniform_timesteps_are_unchanged_and_an_unknown_sampling_is_a_user_error
     assert torch.equal(draws, torch.randint(0, 1000, (64,), generator=torch.Generator().manual_seed(1)))
     with pytest.raises(DiffkitError, match="unknown timestep sampling 'logit'"):
         GaussianDiffusion.create("cosine", "v", 1000, 5.0, "logit")
+
+
+def test_edm_preconditioning_matches_karras_table_1_and_is_v_at_sigma_data_one() -> None:
+    """prediction="edm" against EDM's own sigma-form formulas in float64 (Karras et al. 2022, Table 1):
+    x~ = x_t / sqrt(abar), sigma = sqrt((1 - abar) / abar); the network sees c_in x~, D = c_skip x~ + c_out F,
+    the target is (x0 - c_skip x~) / c_out, and the unweighted loss is EDM's lambda(sigma) c_out^2 = 1. The
+    loss feeds the network c_in x~. At sigma_data = 1 it is v-prediction with F = -v."""
+    diffusion = GaussianDiffusion.create("cosine", "edm", min_snr_gamma=None)
+    assert diffusion.sigma_data == 0.5
+    generator = torch.Generator().manual_seed(11)
+    t = torch.tensor([0, 1, 10, 250, 500, 750, 990, 999])
+    x0 = torch.rand(8, 3, 4, 4, generator=generator) * 2 - 1
+    eps = torch.randn(x0.shape, generator=generator)
+    out = torch.randn(x0.shape, generator=generator)
+    abar = diffusion.schedule.alphas_cumprod[t].view(-1, 1, 1, 1)  # float64
+    sigma, sd = ((1 - abar) / abar).sqrt(), 0.5
+    x_tilde = x0.double() + sigma * eps.double()
+    x_t = diffusion.q_sample(x0, t, eps)
+    c_in = 1 / (sigma.square() + sd**2).sqrt()
+    c_skip = sd**2 / (sigma.square() + sd**2)
+    c_out = sigma * sd / (sigma.square() + sd**2).sqrt()
+    assert torch.allclose(diffusion.model_input(x_t, t).double(), c_in * x_tilde, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(
+        diffusion.split_prediction(out, x_t, t)[0].double(),
+        c_skip * x_tilde + c_out * out.double(),
+        atol=1e-4,
+    )
+    target = diffusion.target(x0, eps, t).double()
+    assert torch.allclose(target[1:], ((x0.double() - c_skip * x_tilde) / c_out)[1:], rtol=1e-3, atol=1e-3)
+    assert torch.equal(diffusion.loss_weight(t), torch.ones(8))
+    seen: list[torch.Tensor] = []
+
+    def spy(x_in: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        seen.append(x_in)
+        return torch.zeros_like(x_in)
+
+    diffusion.loss(spy, x0, inputs=(t, eps))
+    assert torch.allclose(seen[0].double(), c_in * x_tilde, rtol=1e-4, atol=1e-5)
+    # sigma_data = 1: the input is x_t itself and F = -v gives v-prediction's x0 and eps
+    unit = GaussianDiffusion.create("cosine", "edm", sigma_data=1.0)
+    v = GaussianDiffusion.create("cosine", "v")
+    assert torch.allclose(unit.model_input(x_t, t), x_t, atol=1e-6)
+    pairs = zip(unit.split_prediction(-out, x_t, t), v.split_prediction(out, x_t, t), strict=True)
+    for mine, theirs in pairs:
+        assert torch.allclose(mine[1:], theirs[1:], atol=1e-4)
+    assert torch.allclose(unit.target(x0, eps, t)[1:], -v.target(x0, eps, t)[1:], atol=1e-4)

@@ -313,3 +313,26 @@ def test_norm_groups_must_divide_every_width() -> None:
     for groups in (1, 3, 48):  # any divisor of channels divides every width (all are multiples of it)
         norms, _ = norms_and_heads(UNetConfig.from_dict({**base, "norm_groups": groups}))
         assert {g for _, g in norms} == {groups}
+
+
+def test_preset_shape_overrides_change_only_width_and_depth() -> None:
+    """--channels / --num-res-blocks: the preset with that base width or depth, every other field kept,
+    equal to a UNetConfig written out by hand; a width the preset's groups cannot split is refused."""
+    tiny = preset_config("tiny", 32)
+    for overrides in ({"channels": 40}, {"num_res_blocks": 2}, {"channels": 24, "num_res_blocks": 3}):
+        config = preset_config("tiny", 32, **overrides)
+        assert config == UNetConfig(**(tiny.to_dict() | overrides))
+        with torch.device("meta"):
+            model = UNet(config)
+        width = overrides.get("channels", 32)
+        assert model.input_conv.out_channels == width
+        # blocks per level on the way down: num_res_blocks each (the count the override sets)
+        assert [len(level) for level in model.down] == [overrides.get("num_res_blocks", 1)] * 4
+    assert preset_config("tiny", 32, channels=None, num_res_blocks=None) == tiny
+    with pytest.raises(DiffkitError, match="norm_groups 16 must be a positive divisor of channels"):
+        preset_config("small", 32, channels=40)  # small's 16 groups
+    for bad in (0, -8, True, 2.5):
+        with pytest.raises(DiffkitError, match="channels must be a positive integer"):
+            preset_config("tiny", 32, channels=bad)  # type: ignore[arg-type]
+    with pytest.raises(DiffkitError, match="num_res_blocks must be a positive integer"):
+        preset_config("tiny", 32, num_res_blocks=0)

@@ -401,3 +401,59 @@ def test_learning_rate_defaults_to_the_presets_and_is_recorded(faces: Path, tmp_
     assert losses["preset"][0] == losses["given"][0] and losses["preset"][2] != losses["given"][2]
     with pytest.raises(DiffkitError, match="--lr must be positive"):
         TrainConfig(lr=0.0)
+
+
+def test_width_and_depth_options_build_record_and_resume_the_network(faces: Path, tmp_path: Path) -> None:
+    """--channels / --num-res-blocks: the run trains that network, config.json and the snapshots record
+    it, sampling and --resume rebuild it, and a resume that asks for another width is refused."""
+    from diffkit.runs import load_snapshot
+    from diffkit.sample import generate_images
+
+    run = tmp_path / "run"
+    shape = {"channels": 24, "num_res_blocks": 2}
+    train(TrainConfig(data=faces, out=run, steps=2, **FAST, **shape))
+    saved = json.loads((run / "config.json").read_text())
+    assert {k: saved["model"][k] for k in shape} == shape and {k: saved["train"][k] for k in shape} == shape
+    model, _, _ = load_snapshot(sorted(run.glob("ema-*.safetensors"))[-1], torch.device("cpu"))
+    assert model.input_conv.out_channels == 24 and [len(level) for level in model.down] == [2] * 4
+    assert generate_images(run, 2, steps=2, device="cpu", progress=False).shape == (2, 16, 16, 3)
+    train(TrainConfig(data=faces, out=run, steps=3, resume=True, **FAST))  # the saved shape, not tiny's
+    assert json.loads((run / "config.json").read_text())["model"]["channels"] == 24
+    with pytest.raises(DiffkitError, match="channels differ from its config.json"):
+        train(TrainConfig(data=faces, out=run, steps=4, resume=True, **FAST, channels=40))
+    with pytest.raises(DiffkitError, match="--num-res-blocks must be a positive integer"):
+        TrainConfig(num_res_blocks=0)
+    result = CliRunner().invoke(
+        app, ["train", "--data", str(faces), "--preset", "small", "--channels", "40", "--dry-run"]
+    )
+    assert result.exit_code != 0 and "norm_groups 16 must be a positive divisor of channels" in result.output
+
+
+def test_edm_prediction_trains_samples_resumes_and_refuses_export(faces: Path, tmp_path: Path) -> None:
+    """--prediction edm: every training step feeds the network EDM's c_in-scaled input, config.json and
+    the snapshots record sigma_data, sampling and --resume rebuild it, and the export refuses rather than
+    approximate (diffusers' UNet2DModel and DDIMScheduler have no input scaling)."""
+    from diffkit.export import ExportConfig, export
+    from diffkit.sample import generate_images
+
+    inputs: list[float] = []
+    original = GaussianDiffusion.model_input
+
+    def spy(self: GaussianDiffusion, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = original(self, x_t, t)
+        inputs.append(float((out.std() / x_t.std()).item()))
+        return out
+
+    run = tmp_path / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(GaussianDiffusion, "model_input", spy)
+        train(TrainConfig(data=faces, out=run, steps=2, prediction="edm", **FAST))
+    assert len(inputs) >= 2 and all(ratio > 1.0 for ratio in inputs[:2])  # c_in / sqrt(abar) = 1/r >= 1
+    diffusion = json.loads((run / "config.json").read_text())["diffusion"]
+    assert diffusion["prediction"] == "edm" and diffusion["sigma_data"] == 0.5
+    assert generate_images(run, 2, steps=4, device="cpu", progress=False).shape == (2, 16, 16, 3)
+    train(TrainConfig(data=faces, out=run, steps=3, resume=True, **FAST))
+    assert json.loads((run / "config.json").read_text())["train"]["prediction"] == "edm"
+    with pytest.raises(DiffkitError, match="--prediction edm.*cannot be exported exactly"):
+        export(ExportConfig(run=run, out=tmp_path / "exported"))
+    assert not (tmp_path / "exported").exists()

@@ -3,7 +3,13 @@
 Forward process (Ho et al. 2020, eq. 4): ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps``.
 The network predicts either ``eps`` or ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0`` (Salimans & Ho
 2022); v stays well-scaled at both ends of the schedule, where eps-prediction has to divide by
-``sqrt(abar_t) -> 0`` to recover x_0. The loss is weighted with min-SNR-gamma (Hang et al. 2023).
+``sqrt(abar_t) -> 0`` to recover x_0. ``edm`` is EDM's preconditioning (Karras et al. 2022, eq. 7 and
+Table 1) in VP units: with ``a = sqrt(abar_t)``, ``s = sqrt(1 - abar_t)``, ``sigma = s / a`` and
+``r = sqrt(s^2 + sigma_data^2 a^2)``, the network sees ``c_in x_t/a = x_t / r`` and its output F gives
+``D = c_skip x_t/a + c_out F`` with ``c_skip x_t/a = sigma_data^2 a x_t / r^2`` and
+``c_out = s sigma_data / r``. At ``sigma_data = 1`` this is v-prediction with F = -v (r = 1); EDM's
+0.5 (the spread of images in [-1, 1]) scales the input up at low noise and trusts the skip more there.
+The loss is weighted with min-SNR-gamma (Hang et al. 2023).
 Timesteps are drawn uniformly, or (``timestep_sampling="lognormal"``) from EDM's noise-level
 distribution (Karras et al. 2022, eq. 7 / Table 1): ``ln sigma ~ N(P_mean, P_std^2)`` with the VP
 schedule's ``sigma_t = sqrt((1 - abar_t) / abar_t)`` (x_t / sqrt(abar_t) = x_0 + sigma_t eps), each
@@ -31,16 +37,22 @@ DEFAULT_MIN_SNR_GAMMA = 5.0
 # EDM's training noise levels (Karras et al. 2022, Table 1), tuned there for data in [-1, 1].
 LOGNORMAL_P_MEAN = -1.2
 LOGNORMAL_P_STD = 1.2
+# EDM's sigma_data for images in [-1, 1] (Karras et al. 2022, Table 1), used by prediction="edm".
+EDM_SIGMA_DATA = 0.5
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def min_snr_weight(snr: torch.Tensor, prediction: str, gamma: float | None) -> torch.Tensor:
+def min_snr_weight(
+    snr: torch.Tensor, prediction: str, gamma: float | None, sigma_data: float = EDM_SIGMA_DATA
+) -> torch.Tensor:
     """Per-timestep loss weight that makes each objective equal to ``min(snr, gamma) * |x0 error|^2``.
 
-    ``|eps error|^2 = snr * |x0 error|^2`` and ``|v error|^2 = (snr + 1) * |x0 error|^2``, hence
-    ``min(snr, gamma) / snr`` for eps and ``min(snr, gamma) / (snr + 1)`` for v. ``gamma=None`` gives the
-    unweighted loss (all ones).
+    ``|eps error|^2 = snr * |x0 error|^2``, ``|v error|^2 = (snr + 1) * |x0 error|^2`` and
+    ``|F error|^2 = |x0 error|^2 / c_out^2`` with ``c_out^2 = sigma_data^2 / (1 + sigma_data^2 snr)``, hence
+    ``min(snr, gamma) / snr`` for eps, ``min(snr, gamma) / (snr + 1)`` for v and ``min(snr, gamma) c_out^2``
+    for edm. ``gamma=None`` gives the unweighted loss (all ones; for edm that is EDM's own
+    ``lambda(sigma) = 1 / c_out^2`` on the x0 error).
     """
     if gamma is None:
         return torch.ones_like(snr)
@@ -49,6 +61,8 @@ def min_snr_weight(snr: torch.Tensor, prediction: str, gamma: float | None) -> t
         return clipped / snr
     if prediction == "v":
         return clipped / (snr + 1.0)
+    if prediction == "edm":
+        return clipped * sigma_data**2 / (1.0 + sigma_data**2 * snr)
     raise DiffkitError(f"unknown prediction type {prediction!r}; use one of: {', '.join(PREDICTIONS)}")
 
 
@@ -60,6 +74,7 @@ class GaussianDiffusion:
     prediction: str = "v"
     min_snr_gamma: float | None = DEFAULT_MIN_SNR_GAMMA
     timestep_sampling: str = "uniform"
+    sigma_data: float = EDM_SIGMA_DATA  # prediction="edm" only
     _device_tables: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -81,8 +96,11 @@ class GaussianDiffusion:
         num_timesteps: int = 1000,
         min_snr_gamma: float | None = DEFAULT_MIN_SNR_GAMMA,
         timestep_sampling: str = "uniform",
+        sigma_data: float = EDM_SIGMA_DATA,
     ) -> GaussianDiffusion:
-        return cls(make_schedule(schedule, num_timesteps), prediction, min_snr_gamma, timestep_sampling)
+        return cls(
+            make_schedule(schedule, num_timesteps), prediction, min_snr_gamma, timestep_sampling, sigma_data
+        )
 
     @property
     def num_timesteps(self) -> int:
@@ -95,10 +113,15 @@ class GaussianDiffusion:
         if key not in self._device_tables:
             abar = self.schedule.alphas_cumprod
             snr = self.schedule.snr
+            sd2 = self.sigma_data**2
+            r = ((1.0 - abar) + sd2 * abar).sqrt()  # EDM's sqrt(sigma^2 + sigma_data^2), times sqrt(abar)
             f64 = {
                 "sqrt_abar": abar.sqrt(),
                 "sqrt_one_minus_abar": (1.0 - abar).sqrt(),
-                "weight": min_snr_weight(snr, self.prediction, self.min_snr_gamma),
+                "weight": min_snr_weight(snr, self.prediction, self.min_snr_gamma, self.sigma_data),
+                "edm_in": 1.0 / r,  # c_in / sqrt(abar): x_t -> the network's input
+                "edm_skip": sd2 * abar.sqrt() / r.square(),  # c_skip / sqrt(abar): x_t -> D's skip part
+                "edm_out": (1.0 - abar).sqrt() * self.sigma_data / r,  # c_out
                 # ln sigma_t = -ln(snr) / 2, increasing in t: the lognormal draw's lookup table
                 "log_sigma": -0.5 * snr.log(),
             }
@@ -118,7 +141,21 @@ class GaussianDiffusion:
 
     def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """What the network is trained to output at (x_t, t)."""
-        return noise if self.prediction == "eps" else self.v_target(x0, noise, t)
+        if self.prediction == "eps":
+            return noise
+        if self.prediction == "edm":  # F* = (x0 - c_skip x_t/a) / c_out
+            x_t = self.q_sample(x0, t, noise)
+            return (x0 - self._coef("edm_skip", t, x0) * x_t) / self._coef("edm_out", t, x0)
+        return self.v_target(x0, noise, t)
+
+    def model_input(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the network sees at (x_t, t): x_t itself, or EDM's ``c_in x_t / a`` for ``edm``.
+
+        Every caller of the network goes through here (the loss and :func:`run_sampler`).
+        """
+        if self.prediction != "edm":
+            return x_t
+        return x_t * self._coef("edm_in", t.long(), x_t).to(x_t.dtype)
 
     def split_prediction(
         self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
@@ -129,6 +166,9 @@ class GaussianDiffusion:
         s = self._coef("sqrt_one_minus_abar", t, x_t)
         if self.prediction == "eps":
             return (x_t - s * out) / a, out
+        if self.prediction == "edm":
+            x0 = self._coef("edm_skip", t, x_t) * x_t + self._coef("edm_out", t, x_t) * out
+            return x0, (x_t - a * x0) / s
         return a * x_t - s * out, s * x_t + a * out
 
     def loss_weight(self, t: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
@@ -193,6 +233,7 @@ class GaussianDiffusion:
             t, noise = inputs[0].to(x0.device), inputs[1].to(x0.device)
         x_t = self.q_sample(x0, t, noise)
         timesteps = t.to(torch.float32)
-        output = model(x_t, timesteps) if labels is None else model(x_t, timesteps, labels)
+        x_in = self.model_input(x_t, t)
+        output = model(x_in, timesteps) if labels is None else model(x_in, timesteps, labels)
         per_sample = (output.float() - self.target(x0, noise, t)).square().mean(dim=tuple(range(1, x0.ndim)))
         return (self.loss_weight(t, x0.device) * per_sample).mean()

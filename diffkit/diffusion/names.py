@@ -28,10 +28,12 @@ class ScheduleName(str, Enum):
 
 
 class PredictionName(str, Enum):
-    """``--prediction`` choices: the network predicts the noise (eps) or the velocity (v)."""
+    """``--prediction`` choices: the network predicts the noise (eps), the velocity (v), or EDM's
+    preconditioned output (edm: c_skip/c_out/c_in with sigma_data 0.5; v is the same at sigma_data 1)."""
 
     v = "v"
     eps = "eps"
+    edm = "edm"
 
 
 class SamplerName(str, Enum):

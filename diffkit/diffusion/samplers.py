@@ -240,7 +240,8 @@ def run_sampler(
     x = noise.float()
     for index, t in enumerate(sampler.timesteps.tolist()):
         t_batch = torch.full((x.shape[0],), float(t), device=x.device)
-        output = sampler.step(model(x, t_batch), t, x, generator)
+        x_in = sampler.diffusion.model_input(x, t_batch)  # x itself, except for EDM preconditioning
+        output = sampler.step(model(x_in, t_batch), t, x, generator)
         if on_output is not None:
             on_output(t, x, output)
         x = output.prev_sample

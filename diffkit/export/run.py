@@ -24,6 +24,7 @@ from diffkit.errors import DiffkitError
 from diffkit.export.card import CardInputs, model_card, newest_evaluation
 from diffkit.export.config import ExportConfig
 from diffkit.export.mapping import (
+    PREDICTION_TYPES,
     model_index,
     scheduler_config,
     unet_config,
@@ -79,6 +80,13 @@ def export(config: ExportConfig) -> ExportResult:
     snapshot = resolve_snapshot(run, config.snapshot)
     _check_out(config.out, config.force)
     model, diffusion, payload = load_snapshot(snapshot, torch.device("cpu"))
+    if diffusion.prediction not in PREDICTION_TYPES:
+        raise DiffkitError(
+            f"{snapshot} was trained with --prediction {diffusion.prediction}: EDM's preconditioning scales "
+            "the U-Net's input by a per-step factor, which diffusers' UNet2DModel and DDIMScheduler cannot "
+            "hold, so it cannot be exported exactly. diffkit does not approximate; runs trained with "
+            "--prediction v or eps export"
+        )
     reasons = unsupported_reasons(model.config)
     if reasons:
         raise DiffkitError(

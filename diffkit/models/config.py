@@ -302,11 +302,25 @@ class PresetName(str, Enum):
     base = "base"
 
 
-def preset_config(name: str, resolution: int) -> UNetConfig:
-    """The named preset at ``resolution``; a ``DiffkitError`` for unknown names or bad resolutions."""
+def preset_config(
+    name: str, resolution: int, *, channels: int | None = None, num_res_blocks: int | None = None
+) -> UNetConfig:
+    """The named preset at ``resolution``; a ``DiffkitError`` for unknown names or bad resolutions.
+
+    ``channels`` (the base width) and ``num_res_blocks`` (residual blocks per level, the depth) replace
+    the preset's when given, keeping everything else (channel multipliers, attention, GroupNorm groups,
+    head size); a width the preset's groups or heads cannot split fails here, with the reason.
+    """
     if name not in PRESETS:
         raise DiffkitError(f"Unknown model preset {name!r}; choose one of {', '.join(PRESETS)}.")
     preset = PRESETS[name]
+    for option, value in (("channels", channels), ("num_res_blocks", num_res_blocks)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise DiffkitError(f"Invalid U-Net config: {option} must be a positive integer (got {value!r}).")
+    if channels is not None:
+        preset = dataclasses.replace(preset, channels=channels)
+    if num_res_blocks is not None:
+        preset = dataclasses.replace(preset, num_res_blocks=num_res_blocks)
     factor = 2 ** (len(preset.channel_mults) - 1)
     if resolution < factor or resolution % factor:
         raise DiffkitError(

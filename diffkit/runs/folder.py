@@ -37,13 +37,30 @@ RUN_FORMAT = "diffkit-run-v1"
 _RUN_NAME = re.compile(r"^(\d{5})-")
 _GRID_NAME = re.compile(r"^grid-(\d+)\.png$")
 SNAPSHOT_NAME = re.compile(r"^ema-(\d{6,})\.safetensors$")
+# Post-hoc EMA (--phema-every-kimg): phema/pema-<sigma_rel>-<nimg>.safetensors, the stored profiles.
+PHEMA_DIR = "phema"
+PHEMA_NAME = re.compile(r"^pema-(\d\.\d{3})-(\d{9,})\.safetensors$")
 # Files and folders a training run writes, and the patterns of those it writes many of.
-_WRITTEN = (CONFIG_FILE, STATE_FILE, STATS_FILE, PROGRESSION_FILE, SAMPLES_DIR)
+_WRITTEN = (CONFIG_FILE, STATE_FILE, STATS_FILE, PROGRESSION_FILE, SAMPLES_DIR, PHEMA_DIR)
 _WRITTEN_PATTERNS = (re.compile(r"^ema-\d+\.safetensors$"),)
 
 
 def snapshot_name(nimg: int) -> str:
     return f"ema-{nimg // 1000:06d}.safetensors"
+
+
+def phema_path(run_dir: Path, sigma_rel: float, nimg: int) -> Path:
+    return run_dir / PHEMA_DIR / f"pema-{sigma_rel:.3f}-{nimg:09d}.safetensors"
+
+
+def list_phema(run_dir: Path) -> list[tuple[float, int, Path]]:
+    """The stored post-hoc EMA profiles as (sigma_rel, nimg, path), oldest first."""
+    found = [
+        (float(m.group(1)), int(m.group(2)), p)
+        for p in (run_dir / PHEMA_DIR).glob("pema-*.safetensors")
+        if (m := PHEMA_NAME.match(p.name))
+    ]
+    return sorted(found, key=lambda item: (item[1], item[0]))
 
 
 def grid_path(run_dir: Path, nimg: int) -> Path:
@@ -202,10 +219,9 @@ def check_run_dir(run_dir: Path, runs_dir: Path | None = None) -> None:
                 "pass the real folder with --out"
             )
     linked = _symlinked_entries(run_dir, _WRITTEN, _WRITTEN_PATTERNS)
-    if SAMPLES_DIR not in linked:
-        linked += [
-            f"{SAMPLES_DIR}/{name}" for name in _symlinked_entries(run_dir / SAMPLES_DIR, (), (_GRID_NAME,))
-        ]
+    for folder, pattern in ((SAMPLES_DIR, _GRID_NAME), (PHEMA_DIR, PHEMA_NAME)):
+        if folder not in linked:
+            linked += [f"{folder}/{name}" for name in _symlinked_entries(run_dir / folder, (), (pattern,))]
     if linked:
         more = f" (and {len(linked) - 1} more)" if len(linked) > 1 else ""
         raise DiffkitError(

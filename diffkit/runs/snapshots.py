@@ -20,6 +20,7 @@ from torch import nn
 
 from diffkit.atomic import atomic_write_bytes
 from diffkit.diffusion import PREDICTIONS, SCHEDULES, GaussianDiffusion
+from diffkit.diffusion.gaussian import EDM_SIGMA_DATA
 from diffkit.errors import DiffkitError
 from diffkit.models import UNet, UNetConfig
 from diffkit.runs.folder import SNAPSHOT_NAME, class_names, read_run_config, snapshot_name
@@ -31,18 +32,42 @@ DIFFUSION_KEYS = ("schedule", "prediction", "timesteps", "min_snr_gamma")
 _FLOAT_DTYPES = frozenset({"F16", "BF16", "F32", "F64"})
 
 
-def save_ema_snapshot(run_dir: Path, model: nn.Module, nimg: int, step: int, config: dict[str, Any]) -> Path:
-    """EMA weights as safetensors (contiguous, CPU) with the run config in the metadata."""
-    tensors = {name: value.detach().to("cpu").contiguous() for name, value in model.state_dict().items()}
+def save_ema_snapshot(
+    run_dir: Path,
+    model: nn.Module | dict[str, torch.Tensor],
+    nimg: int,
+    step: int,
+    config: dict[str, Any],
+    *,
+    path: Path | None = None,
+    extra: dict[str, str] | None = None,
+) -> Path:
+    """EMA weights as safetensors (contiguous, CPU) with the run config in the metadata.
+
+    ``path``: where (default ``run_dir/ema-<kimg>.safetensors``); ``extra``: more metadata (a post-hoc
+    EMA profile's sigma_rel). ``model`` may be a state dict (a reconstructed post-hoc EMA).
+    """
+    state = model if isinstance(model, dict) else model.state_dict()
+    tensors = {name: value.detach().to("cpu").contiguous() for name, value in state.items()}
     metadata = {
         "format": SNAPSHOT_FORMAT,
         "nimg": str(nimg),
         "step": str(step),
         "config": json.dumps(config, sort_keys=False),
-    }
-    path = run_dir / snapshot_name(nimg)
+    } | (extra or {})
+    path = path if path is not None else run_dir / snapshot_name(nimg)
+    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, safetensors_save(tensors, metadata=metadata))
     return path
+
+
+def snapshot_step(snapshot: Path) -> int | None:
+    """The step a snapshot was taken after, from its metadata (None when it does not say)."""
+    try:
+        with safe_open(str(snapshot), framework="pt") as handle:
+            return int((handle.metadata() or {})["step"])
+    except Exception:  # not safetensors, truncated, or no step in the metadata
+        return None
 
 
 def list_snapshots(run_dir: Path) -> list[Path]:
@@ -107,6 +132,9 @@ def _diffusion_problems(d: dict[str, Any]) -> list[str]:
     gamma = d["min_snr_gamma"]
     if gamma is not None and (isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or gamma <= 0):
         problems.append(f"diffusion.min_snr_gamma must be a positive number or null (got {gamma!r})")
+    sigma_data = d.get("sigma_data", EDM_SIGMA_DATA)  # written by edm runs only
+    if isinstance(sigma_data, bool) or not isinstance(sigma_data, (int, float)) or not 0 < sigma_data < 1e3:
+        problems.append(f"diffusion.sigma_data must be a positive number (got {sigma_data!r})")
     return problems
 
 
@@ -174,5 +202,8 @@ def load_snapshot(snapshot: Path, device: torch.device) -> tuple[UNet, GaussianD
     model.load_state_dict(tensors)
     model.to(device).eval().requires_grad_(False)
     d = payload["diffusion"]
-    diffusion = GaussianDiffusion.create(d["schedule"], d["prediction"], d["timesteps"], d["min_snr_gamma"])
+    diffusion = GaussianDiffusion.create(
+        d["schedule"], d["prediction"], d["timesteps"], d["min_snr_gamma"],
+        sigma_data=float(d.get("sigma_data", EDM_SIGMA_DATA)),
+    )  # fmt: skip
     return model, diffusion, payload

@@ -55,6 +55,10 @@ class TrainConfig:
     preset: str = "small"
     resolution: int = 64
     dropout: float | None = None  # None: the preset's dropout
+    # The U-Net's base width and residual blocks per level; None: the preset's (width vs depth is a lever
+    # benchmarks/bench_quality.py measures; see docs/train.md).
+    channels: int | None = None
+    num_res_blocks: int | None = None
     batch_size: int = 64  # images per optimiser step (global batch)
     grad_accum: int = 1  # micro-batches per step; batch_size must divide by it
     steps: int | None = None
@@ -70,6 +74,9 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
     ema_halflife_kimg: float = 50.0
     ema_rampup: float | None = 0.05  # half-life <= rampup * images seen, so short runs get a usable EMA
+    # Post-hoc EMA (Karras et al. 2024): save the sigma_rel 0.05 and 0.10 power-function EMAs every K kimg
+    # under phema/, so `diffkit phema` can make the EMA of any length afterwards; 0: off.
+    phema_every_kimg: float = 0.0
     schedule: str = "cosine"
     prediction: str = "v"
     min_snr_gamma: float | None = 5.0
@@ -130,6 +137,10 @@ class TrainConfig:
                 f"--batch-size ({self.batch_size}) must be a positive multiple of "
                 f"grad_accum ({self.grad_accum})"
             )
+        for name in ("channels", "num_res_blocks"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                problems.append(f"--{name.replace('_', '-')} must be a positive integer (got {value!r})")
         if self.lr is not None and not self.lr > 0:  # also refuses NaN
             problems.append("--lr must be positive")
         choices = {
@@ -146,6 +157,8 @@ class TrainConfig:
             problems.append(f"--device must be one of {device_choices()} (got {self.device!r})")
         if self.sample_every_kimg < 0 or self.snapshot_every_kimg < 0:
             problems.append("--sample-every-kimg and snapshot_every_kimg must be >= 0")
+        if not self.phema_every_kimg >= 0:  # also refuses NaN
+            problems.append("--phema-every-kimg must be >= 0")
         if self.eval_every_kimg < 0:
             problems.append("--eval-every-kimg must be >= 0")
         if self.eval_samples < 2 or self.eval_steps < 1:

@@ -39,6 +39,7 @@ from diffkit.train.monitor import (
     write_progression,
     write_sample_grid,
 )
+from diffkit.train.phema import PowerEMA
 from diffkit.train.report import write_train_report
 from diffkit.train.result import TrainResult
 
@@ -98,6 +99,8 @@ def train_loop(
     model.to(device=device, memory_format=memory_format).train()
     # Only rank 0 writes snapshots and grids, so only it keeps the EMA.
     ema = EMA(model, config.ema_halflife_kimg, config.ema_rampup) if main else None
+    # Post-hoc EMA (--phema-every-kimg): the two power-function profiles, saved under phema/
+    phema = PowerEMA(model) if main and config.phema_every_kimg > 0 else None
     optimizer = torch.optim.AdamW(
         model.parameters(),
         lr=config.resolved_lr,
@@ -135,6 +138,8 @@ def train_loop(
         model.load_state_dict(state["model"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
+        if phema is not None:
+            phema.load_state_dict(state["phema"])
         optimizer.load_state_dict(state["optimizer"])
         if state["scaler"]:  # empty when saved without fp16
             precision.scaler.load_state_dict(state["scaler"])
@@ -180,6 +185,7 @@ def train_loop(
                 "train_seconds": train_seconds,
                 "model": model.state_dict(),
                 "ema": ema.state_dict(),
+                "phema": phema.state_dict() if phema is not None else None,
                 "optimizer": optimizer.state_dict(),
                 "scaler": precision.scaler.state_dict(),
                 "batcher": batcher.state_dict(),
@@ -192,6 +198,13 @@ def train_loop(
                 "config": payload,
             },
         )
+
+    def save_phema() -> None:
+        assert phema is not None
+        for sigma_rel, average in zip(phema.sigma_rels, phema.models, strict=True):
+            path = runs.phema_path(run_dir, sigma_rel, nimg)
+            extra = {"sigma_rel": str(sigma_rel)}
+            runs.save_ema_snapshot(run_dir, average, nimg, step, payload, path=path, extra=extra)
 
     def sample_grid() -> None:
         assert ema is not None
@@ -219,6 +232,7 @@ def train_loop(
 
     sample_every = round(config.sample_every_kimg * 1000)
     snapshot_every = round(config.snapshot_every_kimg * 1000)
+    phema_every = round(config.phema_every_kimg * 1000)
     last_state_time = time.monotonic()
     session_images, session_seconds = 0, 0.0
     bar = Bar("train", total=plan.total_steps, enabled=config.progress and main)
@@ -277,6 +291,8 @@ def train_loop(
                     precision.scaler.update()
                     if ema is not None:
                         ema.update(model, config.batch_size, nimg)
+                    if phema is not None:
+                        phema.update(model, step + 1)
                 else:
                     precision.scaler.update()  # fp16: lowers the scale and clears the unscale_ record
                     guard.raise_if_exhausted(step, nimg)
@@ -301,6 +317,8 @@ def train_loop(
                     due = evaluator is not None and evaluator.due(nimg, config.batch_size)
                     if due and step < plan.total_steps:
                         evaluate()
+                    if phema is not None and _crossed(phema_every, nimg, config.batch_size):
+                        save_phema()  # before the state, like the EMA snapshot below
                     if _crossed(snapshot_every, nimg, config.batch_size) and step < plan.total_steps:
                         assert ema is not None
                         runs.save_ema_snapshot(run_dir, ema.model, nimg, step, payload)
@@ -333,6 +351,8 @@ def train_loop(
         result.interrupted = stopping and step < plan.total_steps
         if main:
             assert ema is not None
+            if phema is not None and not _crossed(phema_every, nimg, config.batch_size):
+                save_phema()  # the profiles at the end (or where Ctrl-C stopped the run)
             save_state()
             result.snapshot = runs.save_ema_snapshot(run_dir, ema.model, nimg, step, payload)
             if not result.interrupted:

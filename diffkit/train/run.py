@@ -22,6 +22,7 @@ from diffkit import runs
 from diffkit.console import err_console, printable, shown
 from diffkit.data import DatasetLabels, load_image_dataset, read_labels
 from diffkit.device import Precision, resolve_device
+from diffkit.diffusion.gaussian import EDM_SIGMA_DATA
 from diffkit.errors import DiffkitError
 from diffkit.lock import folder_lock
 from diffkit.models import UNet, UNetConfig, count_parameters, flops_per_image, preset_config
@@ -76,10 +77,20 @@ def _config_payload(
         "timesteps": config.timesteps,
         "min_snr_gamma": config.min_snr_gamma,
     }
+    if config.prediction == "edm":  # the preconditioning's constant, so a later default cannot change it
+        diffusion["sigma_data"] = EDM_SIGMA_DATA
     labelling = None if labels is None else labels.to_dict() | {"label_dropout": config.label_dropout}
     return runs.run_config_payload(
         train=train, model=model.config.to_dict(), diffusion=diffusion, plan=plan.to_dict(), labels=labelling
     )
+
+
+def _shape_overrides(config: TrainConfig) -> str:
+    """" (channels 48, 2 res blocks)" where --channels / --num-res-blocks replace the preset's shape."""
+    parts = [f"channels {config.channels}"] if config.channels is not None else []
+    if config.num_res_blocks is not None:
+        parts.append(f"{config.num_res_blocks} res blocks")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _labels(config: TrainConfig, dataset: Any, state: dict[str, Any] | None) -> DatasetLabels | None:
@@ -159,7 +170,10 @@ def _train_locked(config: TrainConfig, locks: _RunLocks, world: World) -> TrainR
     config, run_dir, state = world.from_main(resolve, lambda value: (*value[:2], _without_ema(value[2])))
     device = distributed.place(resolve_device(config.device), world)
     precision = Precision.create(config.precision, device)
-    model_config = preset_config(config.preset, config.resolution)  # fail fast, before decoding images
+    # fail fast, before decoding images
+    model_config = preset_config(
+        config.preset, config.resolution, channels=config.channels, num_res_blocks=config.num_res_blocks
+    )
     if state is not None and "model" in state.get("config", {}):
         # The network the run was trained as: a preset may change between versions (small's GroupNorm
         # groups did), and the same tensor shapes would load silently into a different network.
@@ -183,7 +197,8 @@ def _train_locked(config: TrainConfig, locks: _RunLocks, world: World) -> TrainR
     model = UNet(model_config)
     params, flops = count_parameters(model), flops_per_image(model, config.resolution)
     err_console.print(
-        f"model {shown(config.preset)} at {config.resolution} px: {params / 1e6:.2f}M params, "
+        f"model {shown(config.preset)}{_shape_overrides(config)} at {config.resolution} px: "
+        f"{params / 1e6:.2f}M params, "
         f"{flops / 1e9:.3f} GFLOPs/image forward (~{3 * flops / 1e9:.3f} per training image)",
         highlight=False,
     )
