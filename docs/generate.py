@@ -205,8 +205,9 @@ def _quality_headline(report: dict[str, Any]) -> str:
         f"{pair('pixels', 'diffkit')} vs {pair('pixels', 'recipe_fp32')} "
         f"(bf16 {pair('pixels', 'recipe_bf16')}), "
         f"floor {s['floor_fd_pixels']:.2g}; random-weight Inception FD {pair('inception', 'diffkit')} vs "
-        f"{pair('inception', 'recipe_fp32')}, floor {s['floor_fd_inception']:.3g} (that space misranks "
-        "noise: see the report)"
+        f"{pair('inception', 'recipe_fp32')}, floor {s['floor_fd_inception']:.3g}; diffkit's distance to the "
+        f"floor over the recipe's: pixels {s['gap_ratio_pixels_B']:.2f} / {s['gap_ratio_pixels_3B']:.2f}, "
+        f"Inception {s['gap_ratio_inception_B']:.2f} / {s['gap_ratio_inception_3B']:.2f}"
     )
 
 
@@ -518,6 +519,36 @@ def _bench_train_profile_block(reports: Path) -> str:
     return "\n\n".join([setup, split, _table(header, limit_rows)])
 
 
+def _bench_quality_block(reports: Path) -> str:
+    report = load_report("quality", reports)
+    s, rows = report["summary"], report["data"]["rows"]
+    b, b3 = s["budget_s"], s["budget_3x_s"]
+    setup = (
+        f"Setup: {s['n_train']:,} procedural {s['resolution']} px faces, budgets {b:g} s and {b3:g} s, seeds "
+        f"{', '.join(str(x) for x in s['seeds'])}, {s['n_samples']} DDIM-50 samples per job, {s['workers']} "
+        f"jobs at a time (1 thread each), 1-minute load {s['load_avg_before'][0]:.1f} before; floor: pixels "
+        f"{s['floor_fd_pixels']:.2f}, Inception {s['floor_fd_inception']:.1f}; "
+        f"report created {report['created']}."
+    )
+
+    def cell(row: dict[str, Any], key: str) -> str:
+        return f"{row[key]:.3g} ({row[f'{key}_min']:.3g}-{row[f'{key}_max']:.3g})"
+
+    table = _table(
+        ["contender", "budget", "steps", "images seen", "pixel FD", "Inception FD"],
+        [[f"`{r['contender']}`", f"{r['budget_s']:g} s", f"{r['steps_median']:g}",
+          f"{r['images_seen_median']:,.0f}", cell(r, "fd_pixels"), cell(r, "fd_inception")] for r in rows],
+    )  # fmt: skip
+    goals = (
+        f"diffkit's distance to the floor over the recipe's (fp32), at {b:g} s / {b3:g} s: pixels "
+        f"{s['gap_ratio_pixels_B']:.2f} / {s['gap_ratio_pixels_3B']:.2f}, Inception "
+        f"{s['gap_ratio_inception_B']:.2f} / {s['gap_ratio_inception_3B']:.2f}. diffkit at {b:g} s reaches "
+        f"the recipe at {b3:g} s: pixels {s['diffkit_at_B_reaches_recipe_fp32_at_3B_pixels']}, Inception "
+        f"{s['diffkit_at_B_reaches_recipe_fp32_at_3B_inception']}. Cells: median over seeds (min-max)."
+    )
+    return "\n\n".join([setup, table, goals])
+
+
 def _bench_levers_block(reports: Path, name: str = "quality_levers") -> str:
     report = load_report(name, reports)
     s, rows = report["summary"], report["data"]["rows"]
@@ -557,6 +588,7 @@ def benchmark_blocks(reports: Path = REPORTS) -> dict[str, str]:
         "bench-train": _bench_train_block(reports),
         "bench-eval": _bench_eval_block(reports),
         "bench-train-profile": _bench_train_profile_block(reports),
+        "bench-quality": _bench_quality_block(reports),
         "bench-quality-levers": _bench_levers_block(reports),
         "bench-quality-levers-2": _bench_levers_block(reports, "quality_levers_2"),
     }
