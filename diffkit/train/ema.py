@@ -23,6 +23,15 @@ def ema_beta(batch_size: int, nimg: int, halflife_kimg: float, rampup: float | N
     return 0.5 ** (batch_size / max(halflife_nimg, 1e-8))
 
 
+@torch.no_grad()
+def blend_into(average: nn.Module, model: nn.Module, weight: float) -> None:
+    """``average <- average + weight (model - average)`` for every parameter (one foreach lerp); buffers
+    are copied. The one update that both this EMA and the post-hoc EMA profiles (phema.py) apply."""
+    torch._foreach_lerp_(list(average.parameters()), [p.detach() for p in model.parameters()], weight)
+    for average_buffer, buffer in zip(average.buffers(), model.buffers(), strict=True):
+        average_buffer.copy_(buffer)
+
+
 class EMA:
     """Holds an eval-mode copy of the model; ``update`` blends the live weights in after each step."""
 
@@ -34,11 +43,7 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module, batch_size: int, nimg: int) -> float:
         beta = ema_beta(batch_size, nimg, self.halflife_kimg, self.rampup)
-        ema_params = list(self.model.parameters())
-        live_params = [p.detach() for p in model.parameters()]
-        torch._foreach_lerp_(ema_params, live_params, 1.0 - beta)
-        for ema_buffer, buffer in zip(self.model.buffers(), model.buffers(), strict=True):
-            ema_buffer.copy_(buffer)
+        blend_into(self.model, model, 1.0 - beta)
         return beta
 
     def state_dict(self) -> dict[str, Any]:

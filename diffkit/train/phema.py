@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from diffkit.errors import DiffkitError
+from diffkit.train.ema import blend_into
 
 # The two profiles kept while training (EDM2's choice): a short and a long one bracket the usual optimum.
 TRAINING_SIGMA_RELS = (0.05, 0.10)
@@ -99,11 +100,8 @@ class PowerEMA:
     @torch.no_grad()
     def update(self, model: nn.Module, t: int) -> None:
         """Blend the live weights in after step ``t`` (1-based: the number of steps taken so far)."""
-        live = [p.detach() for p in model.parameters()]
         for gamma, average in zip(self.gammas, self.models, strict=True):
-            torch._foreach_lerp_(list(average.parameters()), live, 1.0 - power_beta(gamma, t))
-            for ema_buffer, buffer in zip(average.buffers(), model.buffers(), strict=True):
-                ema_buffer.copy_(buffer)
+            blend_into(average, model, 1.0 - power_beta(gamma, t))
 
     def state_dict(self) -> dict[str, Any]:
         return {"sigma_rels": list(self.sigma_rels), "models": [m.state_dict() for m in self.models]}
