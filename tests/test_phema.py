@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save
 from typer.testing import CliRunner
 
 from diffkit.cli import app
@@ -149,6 +150,15 @@ def test_training_stores_profiles_resumes_exactly_and_phema_rebuilds_an_ema(
         app, ["phema", str(tmp_path / "whole"), "--sigma-rel", "0.1", "--kimg", "0.03"]
     )
     assert earlier.exit_code == 0 and "at step 2 (0.016 kimg)" in earlier.stdout, earlier.output
+    damaged = sorted((tmp_path / "split" / "phema").glob("pema-0.100-*.safetensors"))[0]
+    with safe_open(str(damaged), framework="pt") as handle:
+        metadata = handle.metadata()
+    tensors = load_file(damaged)
+    next(iter(tensors.values())).fill_(float("nan"))  # a diverged average: whole file, readable header
+    damaged.write_bytes(save(tensors, metadata=metadata))
+    broken = CliRunner().invoke(app, ["phema", str(tmp_path / "split"), "--sigma-rel", "0.07"])
+    assert isinstance(broken.exception, SystemExit) and broken.exit_code == DiffkitError.exit_code
+    assert damaged.name in broken.output and "NaN" in broken.output
     plain = tmp_path / "plain"
     train(TrainConfig(data=faces, out=plain, steps=1, **FAST))
     refused = CliRunner().invoke(app, ["phema", str(plain), "--sigma-rel", "0.07"])

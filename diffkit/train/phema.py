@@ -212,8 +212,6 @@ class PhemaResult:
 
 def posthoc_snapshot(config: PhemaConfig) -> PhemaResult:
     """Write the EMA of ``config.sigma_rel`` at a stored time as an EMA snapshot (``diffkit phema``)."""
-    from safetensors.torch import load_file
-
     from diffkit import runs
 
     run = config.run
@@ -235,8 +233,12 @@ def posthoc_snapshot(config: PhemaConfig) -> PhemaResult:
     if not times:
         raise DiffkitError(f"no post-hoc EMA profile at or before {config.kimg:g} kimg in {run}")
     nimg, step = times[-1]
-    result = reconstruct(stored, config.sigma_rel, step, lambda path: load_file(str(path), device="cpu"))
-    runs.load_snapshot(result.used[-1].path, torch.device("cpu"))  # the payload and tensors are checked
+    def load(path: Path) -> dict[str, torch.Tensor]:
+        # every profile checked as sampling checks a snapshot (config, names, shapes, finite values), so a
+        # damaged or foreign file is a one-line error, not a failed tensor sum
+        return runs.load_snapshot(path, torch.device("cpu"))[0].state_dict()
+
+    result = reconstruct(stored, config.sigma_rel, step, load)
     payload = runs.snapshot_payload(result.used[-1].path)
     out = config.out or run / runs.PHEMA_DIR / f"posthoc-{config.sigma_rel:.3f}-{nimg:09d}.safetensors"
     extra = {"sigma_rel": str(config.sigma_rel), "posthoc": "1"}
