@@ -10,11 +10,14 @@ the features of given image arrays (the reference set and the floor sets).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import shutil
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +93,7 @@ def _diffkit_config(spec: dict[str, Any], out: Path, steps: int) -> TrainConfig:
         "sample_every_kimg": 0.0, "sample_grid": 1, "sample_steps": 1,
     }  # fmt: skip
     overrides = dict(spec.get("overrides") or {})
+    overrides.pop("preset_shape", None)  # not a TrainConfig field: applied by _train_diffkit
     if overrides.pop("posthoc_sigma_rels", None):  # the post-hoc EMA lever: store the profiles
         batch = overrides.get("batch_size", TrainConfig.batch_size)
         options["phema_every_kimg"] = steps * batch / 1000 / PHEMA_STORES
@@ -97,7 +101,29 @@ def _diffkit_config(spec: dict[str, Any], out: Path, steps: int) -> TrainConfig:
     return TrainConfig(**options)
 
 
+@contextlib.contextmanager
+def preset_shape(preset: str, shape: dict[str, Any] | None) -> Iterator[None]:
+    """Within the block, the named preset has ``shape``'s fields (a U-Net shape that is no preset any
+    more, such as ``small`` before its alignment); restored afterwards. The run's config.json records the
+    network it trained, so sampling rebuilds it without the patch."""
+    from diffkit.models.config import PRESETS
+
+    original = PRESETS[preset]
+    if shape:
+        PRESETS[preset] = dataclasses.replace(original, **shape)
+    try:
+        yield
+    finally:
+        PRESETS[preset] = original
+
+
 def _train_diffkit(spec: dict[str, Any], work: Path) -> tuple[dict[str, Any], np.ndarray]:
+    overrides = spec.get("overrides") or {}
+    with preset_shape(overrides.get("preset", "tiny"), overrides.get("preset_shape")):
+        return _train_and_sample(spec, work)
+
+
+def _train_and_sample(spec: dict[str, Any], work: Path) -> tuple[dict[str, Any], np.ndarray]:
     pilot_dir = work / "pilot"
     shutil.rmtree(pilot_dir, ignore_errors=True)
     pilot = train(_diffkit_config(spec, pilot_dir, spec["pilot_steps"]))
@@ -111,6 +137,7 @@ def _train_diffkit(spec: dict[str, Any], work: Path) -> tuple[dict[str, Any], np
     shutil.rmtree(run_dir, ignore_errors=True)
     config = _diffkit_config(spec, run_dir, steps)
     result = train(config)
+    model = json.loads((run_dir / "config.json").read_text())["model"]
     started = time.perf_counter()
     images = generate(
         run_dir, spec["n_samples"], sampler="ddim", steps=SAMPLE_STEPS, seed=spec["sample_seed"],
@@ -124,6 +151,8 @@ def _train_diffkit(spec: dict[str, Any], work: Path) -> tuple[dict[str, Any], np
         "params": result.params, "flops_forward_per_image": result.flops_per_image,
         "sample_s": round(sample_s, 2), "pilot_train_seconds": round(pilot.train_seconds, 2),
         "config": {k: v for k, v in config.to_dict().items() if k in _REPORTED_FIELDS},
+        # the network that trained (config.json's): GroupNorm groups (absent: gcd(32, width)), head size
+        "model": {k: model.get(k) for k in ("channels", "num_res_blocks", "head_dim", "norm_groups")},
     }  # fmt: skip
     for sigma_rel in (spec.get("overrides") or {}).get("posthoc_sigma_rels", []):
         _posthoc_samples(spec, run_dir, work / POSTHOC_DIR / f"{sigma_rel:.3f}", sigma_rel)

@@ -34,6 +34,12 @@ same spaces with the same N, which is as close as a perfect model could get at t
     # the second committed lever run (~80 min):
     .venv/bin/python benchmarks/bench_quality.py --levers --budget 120 \
         --lever-names prediction_edm depth_2 width_40 phema --report-name bench_quality_levers_2
+    # the third (~45 min): batch 32 at the default lr, and the defaults when the issue was filed (lr 2e-4)
+    .venv/bin/python benchmarks/bench_quality.py --levers --budget 120 \
+        --lever-names batch_32 lr_2e-4 --report-name bench_quality_levers_3
+    # the small preset aligned with UNet2DModel against its old shape (~55 min)
+    .venv/bin/python benchmarks/bench_quality.py --levers --budget 180 --baseline preset_small \
+        --lever-names small_unaligned --report-name bench_quality_small_aligned
     .venv/bin/python benchmarks/bench_quality.py --plan           # the jobs and the wall-time estimate
     .venv/bin/python benchmarks/bench_quality.py --budget 10 --n-samples 32 --report-dir /tmp/q   # smoke
     .venv/bin/python benchmarks/bench_quality.py --self-test      # checks of the harness (seconds)
@@ -112,8 +118,14 @@ LEVERS: dict[str, dict[str, Any]] = {
     "prediction_eps": {"prediction": "eps"},
     "preset_small": {"preset": "small"},
     "preset_base": {"preset": "base"},
+    # The small preset as it was before it was aligned with diffusers' UNet2DModel (issue 15): GroupNorm
+    # gcd(32, width) groups (16 or 32) and width // 64 attention heads, where today's has 16 groups and
+    # 48-channel heads everywhere; the same parameters. Run with --baseline preset_small, it shows whether
+    # the alignment kept the training results. "preset_shape" is not a TrainConfig field: the job applies
+    # it to the preset inside its own process (_quality_job.preset_shape).
+    "small_unaligned": {"preset": "small", "preset_shape": {"norm_groups": None, "head_dim": 64}},
 }
-BASELINE = "defaults"
+BASELINE = "defaults"  # the variant every lever is compared with, unless --baseline names another
 # Per-image costs measured on this machine (one thread, tiny preset at 32 px, fp32): one U-Net forward
 # ~6.3 ms, so a DDIM-50 sample ~0.32 s; one InceptionV3 pass at 299 px ~0.155 s. Start-up, data, pilot
 # steps and the Inception weights load: ~25 s per job. Used only for the up-front wall-time estimate.
@@ -191,7 +203,7 @@ def sample_cost_factor(overrides: dict[str, Any]) -> float:
 
 def plan_jobs(args: argparse.Namespace, scratch: Scratch) -> list[Job]:
     """Rounds of (budget, seed), longest budget first; the contenders' order flips every round."""
-    names = [BASELINE, *args.lever_names] if args.levers else list(CONTENDERS)
+    names = list(dict.fromkeys([args.baseline, *args.lever_names])) if args.levers else list(CONTENDERS)
     budgets = sorted({args.budget * 3, args.budget}, reverse=True)
     jobs: list[Job] = []
     for index, (budget, seed) in enumerate((b, s) for b in budgets for s in args.seeds):
@@ -391,9 +403,9 @@ def build_report(args: argparse.Namespace, jobs: list[Job], prepared: dict[str, 
     rows = aggregate(train_jobs, key)
     if args.levers:
         for row in rows:
-            base = _row_lookup(rows, key, BASELINE, row["budget_s"])
+            base = _row_lookup(rows, key, args.baseline, row["budget_s"])
             for space in SPACES:
-                row[f"fd_{space}_vs_defaults"] = round(row[f"fd_{space}"] / base[f"fd_{space}"], 3)
+                row[f"fd_{space}_vs_baseline"] = round(row[f"fd_{space}"] / base[f"fd_{space}"], 3)
     per_job = [
         {"job": job.name, key: job.spec[key], "budget_s": job.spec["budget_s"], "seed": job.spec["seed"],
          **{k: v for k, v in job.result.items() if not isinstance(v, (dict, list))},
@@ -411,6 +423,7 @@ def build_report(args: argparse.Namespace, jobs: list[Job], prepared: dict[str, 
             )
     summary: dict[str, Any] = {
         "mode": "levers" if args.levers else "contenders", "budget_s": args.budget,
+        **({"baseline": args.baseline} if args.levers else {}),
         "budget_3x_s": 3 * args.budget,
         "seeds": list(args.seeds), "n_train": args.n_train, "n_reference": args.n_reference,
         "n_samples": args.n_samples, "sampler": "DDIM, 50 steps, eta 0, fp32", "resolution": 32,
@@ -593,6 +606,12 @@ def main() -> None:
         choices=list(LEVERS),
         metavar="LEVER",
         help=f"levers to run with --levers (default: all of {', '.join(LEVERS)})",
+    )
+    parser.add_argument(
+        "--baseline",
+        default=BASELINE,
+        choices=[BASELINE, *LEVERS],
+        help=f"with --levers: the variant the others are compared with (default: {BASELINE}, no change)",
     )
     parser.add_argument("--report-dir", type=Path, default=Path("reports"))
     parser.add_argument(

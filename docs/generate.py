@@ -222,27 +222,35 @@ def _train_profile_headline(report: dict[str, Any]) -> str:
     )
 
 
-def _gap_ratio(rows: list[dict[str, Any]], name: str, budget: float, space: str = "pixels") -> float:
-    """A lever's distance to the floor over the defaults' (median FD minus the floor, same run)."""
+def _gap_ratio(
+    rows: list[dict[str, Any]], name: str, budget: float, space: str = "pixels", baseline: str = "defaults"
+) -> float:
+    """A lever's distance to the floor over the baseline's (median FD minus the floor, same run)."""
 
     def gap(variant: str) -> float:
         row = next(r for r in rows if r["variant"] == variant and r["budget_s"] == budget)
         return row[f"gap_fd_{space}"]
 
-    return gap(name) / gap("defaults")
+    return gap(name) / gap(baseline)
+
+
+def _baseline(report: dict[str, Any]) -> str:
+    """The variant a lever run compares with (reports before ``--baseline`` existed: the defaults)."""
+    return report["summary"].get("baseline", "defaults")
 
 
 def _levers_headline(report: dict[str, Any]) -> str:
     s, rows = report["summary"], report["data"]["rows"]
     b, b3 = s["budget_s"], s["budget_3x_s"]
-    names = sorted(dict.fromkeys(r["variant"] for r in rows), key=lambda name: name != "defaults")
+    baseline = _baseline(report)
+    names = sorted(dict.fromkeys(r["variant"] for r in rows), key=lambda name: name != baseline)
 
     def fd(name: str, budget: float) -> float:
         return next(r["fd_pixels"] for r in rows if r["variant"] == name and r["budget_s"] == budget)
 
     cells = "; ".join(f"{name} {fd(name, b):.3g} / {fd(name, b3):.3g}" for name in names)
     return (
-        f"one change each from the defaults, {b:g} s / {b3:g} s of training, {len(s['seeds'])} seeds; FD on "
+        f"one change each from `{baseline}`, {b:g} s / {b3:g} s of training, {len(s['seeds'])} seeds; FD on "
         f"8x8 pixels (floor {s['floor_fd_pixels']:.2g}): {cells}"
     )
 
@@ -260,12 +268,18 @@ _HEADLINES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     ),
     "quality_levers": ("diffkit's defaults, in the same run", _levers_headline),
     "quality_levers_2": ("diffkit's defaults, in the same run", _levers_headline),
+    "quality_levers_3": ("diffkit's defaults, in the same run", _levers_headline),
+    "quality_small_aligned": ("`small` before its alignment, in the same run", _levers_headline),
     "train_profile": ("diffusers `UNet2DModel`, matched size", _train_profile_headline),
 }
 # Reports written by another script's mode: the command that writes them.
 _COMMANDS = {
     "quality_levers": "python benchmarks/bench_quality.py --levers",
     "quality_levers_2": "python benchmarks/bench_quality.py --levers --lever-names ... --report-name ..._2",
+    "quality_levers_3": "python benchmarks/bench_quality.py --levers --lever-names ... --report-name ..._3",
+    "quality_small_aligned": (
+        "python benchmarks/bench_quality.py --levers --baseline preset_small --lever-names small_unaligned ..."
+    ),
 }
 
 
@@ -553,20 +567,22 @@ def _bench_levers_block(reports: Path, name: str = "quality_levers") -> str:
     report = load_report(name, reports)
     s, rows = report["summary"], report["data"]["rows"]
     b, b3 = s["budget_s"], s["budget_3x_s"]
+    baseline = _baseline(report)
     setup = (
-        f"Setup: {s['n_train']:,} procedural {s['resolution']} px faces, tiny preset, budgets {b:g} s and "
-        f"{b3:g} s, seeds {', '.join(str(x) for x in s['seeds'])}, {s['n_samples']} DDIM-50 samples per job, "
-        f"{s['workers']} jobs at a time (1 thread each); floor: pixels {s['floor_fd_pixels']:.2f}, Inception "
-        f"{s['floor_fd_inception']:.1f}; report created {report['created']}."
+        f"Setup: {s['n_train']:,} procedural {s['resolution']} px faces, baseline `{baseline}`, budgets "
+        f"{b:g} s and {b3:g} s, seeds {', '.join(str(x) for x in s['seeds'])}, {s['n_samples']} DDIM-50 "
+        f"samples per job, {s['workers']} jobs at a time (1 thread each); floor: pixels "
+        f"{s['floor_fd_pixels']:.2f}, Inception {s['floor_fd_inception']:.1f}; "
+        f"report created {report['created']}."
     )
 
     def cell(name: str, budget: float, key: str) -> str:
         r = next(r for r in rows if r["variant"] == name and r["budget_s"] == budget)
         spread = f"{r[f'{key}_min']:.3g}-{r[f'{key}_max']:.3g}"
-        ratio = _gap_ratio(rows, name, budget, key.removeprefix("fd_"))
+        ratio = _gap_ratio(rows, name, budget, key.removeprefix("fd_"), baseline)
         return f"{r[key]:.3g} ({spread}; {ratio:.2f})"
 
-    names = sorted(dict.fromkeys(r["variant"] for r in rows), key=lambda name: name != "defaults")
+    names = sorted(dict.fromkeys(r["variant"] for r in rows), key=lambda name: name != baseline)
     table = _table(
         ["variant", f"pixel FD, {b:g} s", f"pixel FD, {b3:g} s", f"Inception FD, {b:g} s",
          f"Inception FD, {b3:g} s"],
@@ -574,7 +590,7 @@ def _bench_levers_block(reports: Path, name: str = "quality_levers") -> str:
           cell(n, b3, "fd_inception")] for n in names],
     )  # fmt: skip
     note = (
-        "Each cell: median FD over seeds (min-max; the distance to the floor relative to the defaults' "
+        f"Each cell: median FD over seeds (min-max; the distance to the floor relative to `{baseline}`'s "
         "in the same run, below 1 is better)."
     )
     return "\n\n".join([setup, table, note])
@@ -591,6 +607,8 @@ def benchmark_blocks(reports: Path = REPORTS) -> dict[str, str]:
         "bench-quality": _bench_quality_block(reports),
         "bench-quality-levers": _bench_levers_block(reports),
         "bench-quality-levers-2": _bench_levers_block(reports, "quality_levers_2"),
+        "bench-quality-levers-3": _bench_levers_block(reports, "quality_levers_3"),
+        "bench-quality-small-aligned": _bench_levers_block(reports, "quality_small_aligned"),
     }
 
 

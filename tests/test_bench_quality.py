@@ -6,11 +6,18 @@ Run as a subprocess so the benchmark stays a script; seconds, not a benchmark ru
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
+from diffkit.models import preset_config
+
 ROOT = Path(__file__).resolve().parent.parent
+PRESETS_SMALL_32 = preset_config("small", 32)
 
 
 def test_bench_quality_self_test_passes() -> None:
@@ -22,3 +29,54 @@ def test_bench_quality_self_test_passes() -> None:
         cwd=ROOT,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def _shape(model: torch.nn.Module) -> dict[str, list[int]]:
+    """Per GroupNorm: its width and groups; per attention block: its width and heads (module order)."""
+    from diffkit.models.blocks import AttentionBlock
+
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+    attention = [m for m in model.modules() if isinstance(m, AttentionBlock)]
+    return {
+        "norm_widths": [m.num_channels for m in norms],
+        "groups": [m.num_groups for m in norms],
+        "attention_widths": [m.norm.num_channels for m in attention],
+        "heads": [m.heads for m in attention],
+        "params": [sum(p.numel() for p in model.parameters())],
+    }
+
+
+def test_small_unaligned_lever_trains_and_samples_the_pre_alignment_shape(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lever that checks issue 15's alignment must train the old `small` (gcd(32, width) groups,
+    width // 64 heads) and leave the preset as it is for everything else."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from _quality_job import _diffkit_config, preset_shape
+    from bench_quality import LEVERS
+
+    from diffkit.fakesite.faces import write_face_folder
+    from diffkit.models import UNet
+    from diffkit.runs import latest_snapshot, load_snapshot
+    from diffkit.train import train
+
+    lever = LEVERS["small_unaligned"]
+    aligned = _shape(UNet(preset_config("small", 32)))
+    write_face_folder(tmp_path / "faces", 4, size=32, seed=0)
+    spec = {"train_dir": str(tmp_path / "faces"), "seed": 0, "overrides": lever}
+    with preset_shape("small", lever["preset_shape"]):
+        config = _diffkit_config(spec, tmp_path / "run", steps=1)
+        train(config)
+    assert preset_config("small", 32) == PRESETS_SMALL_32  # restored after the block
+    model, _, _ = load_snapshot(latest_snapshot(tmp_path / "run"), torch.device("cpu"))
+    old = _shape(model)  # rebuilt from the run's own config.json, outside the block
+    for key in ("norm_widths", "attention_widths", "params"):  # the same network but for groups and heads
+        assert old[key] == aligned[key]
+    # at 32 px small attends at 16, 8 and 4 px (widths 96, 144, 192) and in the middle block
+    assert set(aligned["attention_widths"]) == {96, 144, 192}
+    assert aligned["heads"] == [width // 48 for width in aligned["attention_widths"]]
+    assert old["heads"] == [max(1, width // 64) for width in old["attention_widths"]]
+    assert set(aligned["groups"]) == {16}
+    assert old["groups"] == [math.gcd(32, width) for width in old["norm_widths"]]
+    assert set(old["groups"]) == {16, 32}
+    assert config.preset == "small" and "preset_shape" not in config.to_dict()
