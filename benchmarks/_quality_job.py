@@ -94,11 +94,12 @@ def _diffkit_config(spec: dict[str, Any], out: Path, steps: int) -> TrainConfig:
     }  # fmt: skip
     overrides = dict(spec.get("overrides") or {})
     overrides.pop("preset_shape", None)  # not a TrainConfig field: applied by _train_diffkit
-    if overrides.pop("posthoc_sigma_rels", None):  # the post-hoc EMA lever: store the profiles
-        batch = overrides.get("batch_size", TrainConfig.batch_size)
-        options["phema_every_kimg"] = steps * batch / 1000 / PHEMA_STORES
-    options.update(overrides)
-    return TrainConfig(**options)
+    posthoc = overrides.pop("posthoc_sigma_rels", None)
+    config = TrainConfig(**(options | overrides))
+    if posthoc:  # the post-hoc EMA lever: store the profiles PHEMA_STORES times over the run
+        every = steps * config.resolved_batch_size / 1000 / PHEMA_STORES
+        config = dataclasses.replace(config, phema_every_kimg=every)
+    return config
 
 
 @contextlib.contextmanager
@@ -129,7 +130,7 @@ def _train_and_sample(spec: dict[str, Any], work: Path) -> tuple[dict[str, Any],
     pilot = train(_diffkit_config(spec, pilot_dir, spec["pilot_steps"]))
     # With fewer than 20 steps, stats.jsonl has one line per step: per-step images/s.
     records = read_stats(pilot_dir / "stats.jsonl")[PILOT_WARMUP:]
-    batch = _diffkit_config(spec, pilot_dir, 1).batch_size
+    batch = _diffkit_config(spec, pilot_dir, 1).resolved_batch_size
     step_s = statistics.median(batch / r["img_per_s"] for r in records)
     shutil.rmtree(pilot_dir, ignore_errors=True)
     steps = _steps_for(spec["budget_s"], step_s)
@@ -146,7 +147,7 @@ def _train_and_sample(spec: dict[str, Any], work: Path) -> tuple[dict[str, Any],
     sample_s = time.perf_counter() - started
     info = {
         "precision": result.precision, "pilot_step_s": round(step_s, 4), "steps": result.step,
-        "batch_size": config.batch_size, "images_seen": round(result.kimg * 1000),
+        "batch_size": config.resolved_batch_size, "images_seen": round(result.kimg * 1000),
         "train_seconds": round(result.train_seconds, 2), "final_loss": result.final_loss,
         "params": result.params, "flops_forward_per_image": result.flops_per_image,
         "sample_s": round(sample_s, 2), "pilot_train_seconds": round(pilot.train_seconds, 2),

@@ -96,7 +96,9 @@ LEVERS: dict[str, dict[str, Any]] = {
     # 50 kimg ema_halflife_kimg cap, so the ramp-up is the length that matters
     "ema_rampup_0.02": {"ema_rampup": 0.02},
     "ema_rampup_0.2": {"ema_rampup": 0.2},
+    # the tiny preset's default batch is 32 (kept from the third lever run, where 64 was the default)
     "batch_32": {"batch_size": 32},
+    "batch_64": {"batch_size": 64},
     "batch_128": {"batch_size": 128},
     "min_snr_off": {"min_snr_gamma": None},
     # EDM's noise-level sampling (Karras et al. 2022): ln sigma ~ N(-1.2, 1.2^2), with diffkit's min-SNR

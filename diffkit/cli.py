@@ -44,7 +44,7 @@ from diffkit.models.config import PresetName
 from diffkit.report.index import IndexConfig
 from diffkit.sample.config import DEFAULT_GUIDANCE, SampleConfig
 from diffkit.scrape.config import ScrapeConfig
-from diffkit.train.config import DEFAULT_EPOCHS, PRESET_LR, TrainConfig
+from diffkit.train.config import DEFAULT_EPOCHS, PRESET_BATCH, PRESET_LR, TrainConfig
 
 
 def _reflow(help_text: str | None) -> str | None:
@@ -352,8 +352,12 @@ def train(
         "--num-res-blocks",
         help="Residual blocks per U-Net level (depth). Not given: the preset's.",
     ),
-    batch_size: int = typer.Option(
-        default(TrainConfig, "batch_size"), "--batch-size", help="Images per optimiser step."
+    batch_size: int | None = typer.Option(
+        default(TrainConfig, "batch_size"),
+        "--batch-size",
+        help="Images per optimiser step (global batch). Not given: the preset's ("
+        + ", ".join(f"{name} {value}" for name, value in PRESET_BATCH.items())
+        + ").",
     ),
     grad_accum: int = typer.Option(
         default(TrainConfig, "grad_accum"), "--grad-accum", help="Micro-batches per step (same global batch)."

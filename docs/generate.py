@@ -278,7 +278,8 @@ _COMMANDS = {
     "quality_levers_2": "python benchmarks/bench_quality.py --levers --lever-names ... --report-name ..._2",
     "quality_levers_3": "python benchmarks/bench_quality.py --levers --lever-names ... --report-name ..._3",
     "quality_small_aligned": (
-        "python benchmarks/bench_quality.py --levers --baseline preset_small --lever-names small_unaligned ..."
+        "python benchmarks/bench_quality.py --levers --baseline preset_small "
+        "--lever-names small_unaligned ..."
     ),
 }
 
@@ -563,7 +564,11 @@ def _bench_quality_block(reports: Path) -> str:
     return "\n\n".join([setup, table, goals])
 
 
-def _bench_levers_block(reports: Path, name: str = "quality_levers") -> str:
+def _bench_levers_block(
+    reports: Path, name: str = "quality_levers", against: tuple[str, str] | None = None
+) -> str:
+    """The lever table; ``against`` = (variant, other) adds one line: variant's distance to the floor
+    over other's, per space and budget (e.g. today's defaults against the issue-time ones)."""
     report = load_report(name, reports)
     s, rows = report["summary"], report["data"]["rows"]
     b, b3 = s["budget_s"], s["budget_3x_s"]
@@ -593,7 +598,18 @@ def _bench_levers_block(reports: Path, name: str = "quality_levers") -> str:
         f"Each cell: median FD over seeds (min-max; the distance to the floor relative to `{baseline}`'s "
         "in the same run, below 1 is better)."
     )
-    return "\n\n".join([setup, table, note])
+    blocks = [setup, table, note]
+    if against is not None:
+        variant, other = against
+        ratios = {
+            space: " / ".join(f"{_gap_ratio(rows, variant, budget, space, other):.2f}" for budget in (b, b3))
+            for space in ("pixels", "inception")
+        }
+        blocks.append(
+            f"`{variant}`'s distance to the floor over `{other}`'s, at {b:g} s / {b3:g} s: pixels "
+            f"{ratios['pixels']}, Inception {ratios['inception']}."
+        )
+    return "\n\n".join(blocks)
 
 
 def benchmark_blocks(reports: Path = REPORTS) -> dict[str, str]:
@@ -607,8 +623,10 @@ def benchmark_blocks(reports: Path = REPORTS) -> dict[str, str]:
         "bench-quality": _bench_quality_block(reports),
         "bench-quality-levers": _bench_levers_block(reports),
         "bench-quality-levers-2": _bench_levers_block(reports, "quality_levers_2"),
-        "bench-quality-levers-3": _bench_levers_block(reports, "quality_levers_3"),
-        "bench-quality-small-aligned": _bench_levers_block(reports, "quality_small_aligned"),
+        "bench-quality-levers-3": _bench_levers_block(reports, "quality_levers_3", ("batch_32", "lr_2e-4")),
+        "bench-quality-small-aligned": _bench_levers_block(
+            reports, "quality_small_aligned", ("preset_small", "small_unaligned")
+        ),
     }
 
 

@@ -403,6 +403,34 @@ def test_learning_rate_defaults_to_the_presets_and_is_recorded(faces: Path, tmp_
         TrainConfig(lr=0.0)
 
 
+def test_batch_size_defaults_to_the_presets_and_a_resume_keeps_the_saved_one(
+    faces: Path, tmp_path: Path
+) -> None:
+    """No --batch-size: the preset's (tiny 32, measured by bench_quality's third lever run; small/base 64);
+    config.json records the number, and a run saved with another batch resumes with its own."""
+    from diffkit.train.config import PRESET_BATCH
+
+    assert PRESET_BATCH == {"tiny": 32, "small": 64, "base": 64}
+    assert TrainConfig(preset="tiny").resolved_batch_size == 32
+    assert TrainConfig(preset="small").resolved_batch_size == 64
+    assert TrainConfig(preset="tiny", batch_size=8).resolved_batch_size == 8
+    unbatched = {k: v for k, v in FAST.items() if k != "batch_size"}
+    result = train(TrainConfig(data=faces, out=tmp_path / "new", steps=2, **unbatched))
+    assert json.loads((tmp_path / "new" / "config.json").read_text())["train"]["batch_size"] == 32
+    assert result.kimg * 1000 == 2 * 32
+    old = tmp_path / "old"  # as trained when 64 was every preset's default (config.json holds 64)
+    train(TrainConfig(data=faces, out=old, steps=2, batch_size=64, **unbatched))
+    result = train(TrainConfig(data=faces, out=old, steps=3, resume=True, **unbatched))
+    assert json.loads((old / "config.json").read_text())["train"]["batch_size"] == 64
+    assert result.kimg * 1000 == 3 * 64
+    with pytest.raises(DiffkitError, match="batch_size differ from its config.json"):
+        train(TrainConfig(data=faces, out=old, steps=4, resume=True, batch_size=32, **unbatched))
+    with pytest.raises(DiffkitError, match=r"--batch-size \(32\) must be a positive multiple of grad_accum"):
+        TrainConfig(preset="tiny", grad_accum=3)
+    help_text = CliRunner().invoke(app, ["train", "--help"], terminal_width=200).output
+    assert "tiny 32, small 64, base 64" in " ".join(help_text.replace("│", " ").split())  # rich's box
+
+
 def test_width_and_depth_options_build_record_and_resume_the_network(faces: Path, tmp_path: Path) -> None:
     """--channels / --num-res-blocks: the run trains that network, config.json and the snapshots record
     it, sampling and --resume rebuild it, and a resume that asks for another width is refused."""

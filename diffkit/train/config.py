@@ -45,6 +45,12 @@ def plain(value: Any) -> Any:
 # 120 s and 0.45x at 360 s, reports/bench_quality_levers.json); small and base keep 2e-4 (DDPM's), not
 # yet measured at their size.
 PRESET_LR: dict[str, float] = {"tiny": 4e-4, "small": 2e-4, "base": 2e-4}
+# The default global batch per preset. tiny: 32, kept from the third lever run
+# (reports/bench_quality_levers_3.json: at 4e-4 and equal CPU seconds, batch 32's distance to the floor was
+# 0.46x / 0.65x batch 64's in 8x8-pixel FD at 120 s / 360 s, 0.80x / 0.93x in Inception space). On a CPU
+# images per second barely depend on the batch, so halving it doubles the optimiser steps; on a GPU a
+# smaller batch costs throughput, so small and base (the GPU presets) keep 64, not measured at their size.
+PRESET_BATCH: dict[str, int] = {"tiny": 32, "small": 64, "base": 64}
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,9 @@ class TrainConfig:
     # benchmarks/bench_quality.py measures; see docs/train.md).
     channels: int | None = None
     num_res_blocks: int | None = None
-    batch_size: int = 64  # images per optimiser step (global batch)
+    # Images per optimiser step (global batch). None: the preset's (PRESET_BATCH); train() fills it in before
+    # anything reads it, so config.json records the value used and a resume keeps the saved one.
+    batch_size: int | None = None
     grad_accum: int = 1  # micro-batches per step; batch_size must divide by it
     steps: int | None = None
     kimg: float | None = None
@@ -132,10 +140,10 @@ class TrainConfig:
         for name in given:
             if getattr(self, name) <= 0:
                 problems.append(f"--{name} must be positive")
-        if self.batch_size < 1 or self.grad_accum < 1 or self.batch_size % self.grad_accum:
+        batch = self.resolved_batch_size  # None only for an unknown preset, which preset_config refuses
+        if self.grad_accum < 1 or (batch is not None and (batch < 1 or batch % self.grad_accum)):
             problems.append(
-                f"--batch-size ({self.batch_size}) must be a positive multiple of "
-                f"grad_accum ({self.grad_accum})"
+                f"--batch-size ({batch}) must be a positive multiple of grad_accum ({self.grad_accum})"
             )
         for name in ("channels", "num_res_blocks"):
             value = getattr(self, name)
@@ -176,6 +184,11 @@ class TrainConfig:
             problems.append("ema_halflife_kimg must be positive")
         if problems:
             raise DiffkitError("invalid training options: " + "; ".join(problems))
+
+    @property
+    def resolved_batch_size(self) -> int | None:
+        """The global batch: ``batch_size``, or the preset's default (:data:`PRESET_BATCH`)."""
+        return self.batch_size if self.batch_size is not None else PRESET_BATCH.get(self.preset)
 
     @property
     def resolved_lr(self) -> float:

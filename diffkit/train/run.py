@@ -37,8 +37,11 @@ from diffkit.train.result import TrainResult
 def _resolve_config(config: TrainConfig) -> tuple[TrainConfig, Path | None]:
     """Apply ``--resume``: find the run folder and merge the saved config with the allowed overrides."""
     if not config.resume:
-        # An absolute data path in config.json lets eval/sample find the training data from any folder.
-        config = dataclasses.replace(config, data=config.data.absolute())
+        # An absolute data path in config.json lets eval/sample find the training data from any folder;
+        # the preset's batch is filled in, so config.json records the batch the run trains with.
+        config = dataclasses.replace(
+            config, data=config.data.absolute(), batch_size=config.resolved_batch_size
+        )
         if config.out is not None and config.out.exists() and not config.out.is_dir():
             raise DiffkitError(f"--out {config.out} is a file, not a folder; choose another --out")
         if config.out is not None and not config.dry_run:
@@ -51,6 +54,7 @@ def _resolve_config(config: TrainConfig) -> tuple[TrainConfig, Path | None]:
     # A run found by scanning runs/ must be a real folder in it; --out may be a link the user chose.
     check_run_dir(run_dir, runs_dir=None if config.out else config.runs_dir)
     saved = load_run_config(run_dir)
+    # batch_size not given (None) keeps the saved batch, whatever today's preset default is
     return merge_for_resume(saved, config), run_dir
 
 
