@@ -35,7 +35,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 
-from diffkit.models import UNetConfig
+from diffkit.models.config import UNetConfig
 from diffkit.report.grid import to_uint8
 
 

@@ -36,14 +36,15 @@ import numpy as np
 
 from diffkit.dataset.phash import DRAFT_SIZE, phash_image
 from diffkit.dataset.verify import thumbnail
-from diffkit.dedupe import DEFAULT_THRESHOLDS, DedupeConfig, dedupe
 from diffkit.dedupe import search as search_module
-from diffkit.dedupe.config import CACHE_NAME, DECODE_DRAFT, DECODE_FULL
+from diffkit.dedupe.config import CACHE_NAME, DECODE_DRAFT, DECODE_FULL, DEFAULT_THRESHOLDS, DedupeConfig
 from diffkit.dedupe.hashing import HashCache
+from diffkit.dedupe.run import dedupe
 from diffkit.dedupe.search import band_plan, mih_pairs, search_pairs
 from diffkit.fakesite.faces import draw_face
 from diffkit.fakesite.transforms import TRANSFORMS, encode_image, transformed_copy
-from diffkit.report import Report, Section, write_report
+from diffkit.report.model import Report, Section
+from diffkit.report.render import write_report
 
 KINDS = ("exact", *TRANSFORMS)
 PLANT_EVERY = 10

@@ -29,10 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from diffkit.dedupe import DedupeConfig, dedupe
+from diffkit.dedupe.config import DedupeConfig
+from diffkit.dedupe.run import dedupe
 from diffkit.fakesite.faces import draw_face
 from diffkit.fakesite.transforms import TRANSFORMS, encode_image, transformed_copy
-from diffkit.report import Report, Section, write_report
+from diffkit.report.model import Report, Section
+from diffkit.report.render import write_report
 
 KINDS = ("exact", *TRANSFORMS)
 PLANT_EVERY = 10

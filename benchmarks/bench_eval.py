@@ -30,13 +30,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from diffkit.eval import EvalConfig, evaluate
+from diffkit.eval.config import EvalConfig
+from diffkit.eval.run import evaluate
 from diffkit.fakesite.faces import write_face_folder
 from diffkit.metrics.features import build_inception, extract_features
 from diffkit.metrics.fid import feature_statistics, frechet_distance_from_stats
 from diffkit.metrics.images import describe_set, select_images
 from diffkit.metrics.weights import ResolvedWeights, file_sha256
-from diffkit.report import Report, Section, write_report
+from diffkit.report.model import Report, Section
+from diffkit.report.render import write_report
 from diffkit.testing.inception import make_inception_weights
 
 

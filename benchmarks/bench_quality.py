@@ -71,12 +71,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from diffkit.data import load_image_dataset
 from diffkit.fakesite.faces import write_face_folder
 from diffkit.metrics.fid import frechet_distance
 from diffkit.metrics.kid import kernel_distance
-from diffkit.report import Report, ReportImage, Section, write_report
 from diffkit.report.grid import make_grid
+from diffkit.report.model import Report, ReportImage, Section
+from diffkit.report.render import write_report
+from diffkit.train.cache import load_image_dataset
 
 CONTENDERS = ("diffkit", "recipe-fp32", "recipe-bf16")
 SPACES = ("inception", "pixels")
@@ -193,7 +194,9 @@ def prepare(scratch: Scratch, n_train: int, n_reference: int, n_samples: int) ->
 
 def sample_cost_factor(overrides: dict[str, Any]) -> float:
     """A lever's sampling cost relative to the tiny preset's (forward FLOPs; for the estimate only)."""
-    from diffkit.models import UNet, flops_per_image, preset_config
+    from diffkit.models.config import preset_config
+    from diffkit.models.stats import flops_per_image
+    from diffkit.models.unet import UNet
 
     shape = {name: overrides[name] for name in ("channels", "num_res_blocks") if name in overrides}
     preset = overrides.get("preset", "tiny")
@@ -534,7 +537,7 @@ def self_test() -> None:
     from _quality_recipe import DEFAULTS, RecipeTrainer, ddim_sample
     from diffusers import DDIMPipeline
 
-    from diffkit.models import preset_config
+    from diffkit.models.config import preset_config
     from diffkit.sample.generate import initial_noise
 
     torch.manual_seed(0)

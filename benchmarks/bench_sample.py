@@ -33,13 +33,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffkit.data import load_image_dataset
 from diffkit.fakesite.faces import write_face_folder
 from diffkit.metrics.fid import frechet_distance
-from diffkit.report import Report, Section, write_report
+from diffkit.report.model import Report, Section
+from diffkit.report.render import write_report
 from diffkit.sample.animation import encode_animation
 from diffkit.sample.generate import generate
-from diffkit.train import TrainConfig, train
+from diffkit.train.cache import load_image_dataset
+from diffkit.train.config import TrainConfig
+from diffkit.train.run import train
 
 CONTENDERS = [("ddpm", 1000), ("ddim", 10), ("ddim", 20), ("ddim", 50), ("dpmpp", 10), ("dpmpp", 20)]
 RES = 8

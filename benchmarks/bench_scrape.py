@@ -44,9 +44,12 @@ from PIL import Image
 from diffkit.atomic import atomic_open, atomic_write_bytes, fsync_dir
 from diffkit.dataset.phash import DRAFT_DECODE, open_for_hash, phash_image
 from diffkit.dataset.verify import open_for_hash_and_thumbnail
-from diffkit.report import Report, Section, bar_chart, write_report
-from diffkit.scrape import ScrapeConfig, scrape
+from diffkit.report.model import Report, Section
+from diffkit.report.plots import bar_chart
+from diffkit.report.render import write_report
 from diffkit.scrape.client import Fetcher
+from diffkit.scrape.config import ScrapeConfig
+from diffkit.scrape.run import scrape
 from diffkit.scrape.validate import decode_image, phash_of
 
 

@@ -45,8 +45,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from diffkit.models import UNet, UNetConfig, count_parameters, flops_per_image, preset_config
-from diffkit.report import Report, Section, write_report
+from diffkit.models.config import UNetConfig, preset_config
+from diffkit.models.stats import count_parameters, flops_per_image
+from diffkit.models.unet import UNet
+from diffkit.report.model import Report, Section
+from diffkit.report.render import write_report
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 

@@ -43,8 +43,9 @@ from torch.profiler import ProfilerActivity, profile, record_function
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import PRECISIONS, SHIPPED, Trainer, _build  # noqa: E402
 
-from diffkit.models import preset_config  # noqa: E402
-from diffkit.report import Report, Section, write_report  # noqa: E402
+from diffkit.models.config import preset_config  # noqa: E402
+from diffkit.report.model import Report, Section  # noqa: E402
+from diffkit.report.render import write_report
 
 GROUPS = ("convolution", "matmul_attention", "normalization", "optimizer", "elementwise_other", "untracked")
 DENSE = ("convolution", "matmul_attention")

@@ -33,7 +33,8 @@ from diffkit import device as dev
 from diffkit.fakesite.faces import write_face_folder
 from diffkit.sample.config import SampleConfig
 from diffkit.sample.run import sample
-from diffkit.train import TrainConfig, train
+from diffkit.train.config import TrainConfig
+from diffkit.train.run import train
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 CPU_NOTE = "CPU run: fp16 is emulated, compile uses inductor's CPU backend; nothing here measures a GPU"

@@ -32,11 +32,11 @@ except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_exceptions
     from click.exceptions import Abort
 from diffkit.console import err_console, print_result, progress_default, shown
-from diffkit.data.labels import LabelsMode
+from diffkit.dataset.labels import LabelsMode
 from diffkit.dedupe.config import DEFAULT_THRESHOLDS, Action, DedupeConfig, HashKind
 from diffkit.demo import DemoConfig
 from diffkit.device import PrecisionName
-from diffkit.diffusion import PredictionName, SamplerName, ScheduleName, TimestepSamplingName
+from diffkit.diffusion.names import PredictionName, SamplerName, ScheduleName, TimestepSamplingName
 from diffkit.errors import DiffkitError
 from diffkit.eval.config import EngineName, EvalConfig
 from diffkit.export.config import ExportConfig, ExportFormat
@@ -224,8 +224,8 @@ def scrape(
 
     Example: diffkit scrape --n 30000 --out data/faces --rps 1
     """
-    from diffkit.scrape import scrape as run_scrape
     from diffkit.scrape.config import parse_size
+    from diffkit.scrape.run import scrape as run_scrape
 
     def call() -> Any:
         config = ScrapeConfig(
@@ -307,7 +307,7 @@ def dedupe(
 
     Example: diffkit dedupe data/faces --action move --to data/faces-duplicates
     """
-    from diffkit.dedupe import dedupe as run_dedupe
+    from diffkit.dedupe.run import dedupe as run_dedupe
 
     def call() -> Any:  # the config checks the folder: its errors go through _run too
         config = DedupeConfig(
@@ -448,7 +448,7 @@ def train(
 
     Example: diffkit train --data data/faces --preset small --resolution 64 --kimg 2000
     """
-    from diffkit.train import train as run_training
+    from diffkit.train.run import train as run_training
 
     def call() -> Any:
         # None (--out, --steps/--kimg/--epochs): derived in TrainConfig. On --resume an option left at
@@ -586,7 +586,7 @@ def sample(
 
     Example: diffkit sample --run runs/00000-small --n 64 --steps 50 --grid
     """
-    from diffkit.sample import sample as run_sampling
+    from diffkit.sample.run import sample as run_sampling
 
     def call() -> Any:
         config = SampleConfig(
@@ -644,7 +644,7 @@ def export(
 
     Example: diffkit export runs/00000-tiny --format diffusers exported/faces-tiny
     """
-    from diffkit.export import export as run_export
+    from diffkit.export.run import export as run_export
 
     def call() -> Any:
         config = ExportConfig(
@@ -715,8 +715,8 @@ def eval_(
 
     Example: diffkit eval --generated samples/ --reference data/faces --samples 500 --json
     """
-    from diffkit.eval import evaluate
     from diffkit.eval.config import parse_metrics
+    from diffkit.eval.run import evaluate
 
     def call() -> Any:
         config = EvalConfig(
@@ -758,7 +758,7 @@ def report(
 
     Example: diffkit report reports
     """
-    from diffkit.report import build_index
+    from diffkit.report.index import build_index
 
     _run(lambda: build_index(IndexConfig(reports_dir=reports_dir)), json_output)
 

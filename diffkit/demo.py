@@ -122,16 +122,21 @@ def run_demo(config: DemoConfig) -> DemoResult:
 
     # The commands are imported here, not at the top: the CLI imports this module for DemoConfig's
     # defaults, and every ``diffkit`` start (``--help``, TAB completion) would otherwise load torch.
-    from diffkit.dedupe import DedupeConfig, dedupe
-    from diffkit.eval import EvalConfig, evaluate
+    from diffkit.dedupe.config import DedupeConfig
+    from diffkit.dedupe.run import dedupe
+    from diffkit.eval.config import EvalConfig
+    from diffkit.eval.run import evaluate
     from diffkit.fakesite.site import FaceSite, SiteConfig
     from diffkit.metrics.weights import INCEPTION_ENV
-    from diffkit.report import IndexConfig, build_index
-    from diffkit.runs import STATE_FILE, STATS_FILE
-    from diffkit.sample import SampleConfig, sample
-    from diffkit.scrape import ScrapeConfig, scrape
-    from diffkit.train import TrainConfig, train
+    from diffkit.report.index import IndexConfig, build_index
+    from diffkit.runs.folder import STATE_FILE, STATS_FILE
+    from diffkit.sample.config import SampleConfig
+    from diffkit.sample.run import sample
+    from diffkit.scrape.config import ScrapeConfig
+    from diffkit.scrape.run import scrape
+    from diffkit.train.config import TrainConfig
     from diffkit.train.monitor import eval_records, read_stats
+    from diffkit.train.run import train
 
     site_config = SiteConfig(
         seed=config.seed,

@@ -635,8 +635,9 @@ def benchmark_blocks(reports: Path = REPORTS) -> dict[str, str]:
 
 def presets_table() -> str:
     """The U-Net presets: shape from the config, parameters and forward FLOPs counted from the code."""
-    from diffkit.models import UNet, count_parameters, flops_per_image, preset_config
-    from diffkit.models.config import PRESETS
+    from diffkit.models.config import PRESETS, preset_config
+    from diffkit.models.stats import count_parameters, flops_per_image
+    from diffkit.models.unet import UNet
 
     rows = []
     for name, preset in PRESETS.items():

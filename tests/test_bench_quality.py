@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffkit.models import preset_config
+from diffkit.models.config import preset_config
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS_SMALL_32 = preset_config("small", 32)
@@ -56,9 +56,9 @@ def test_small_unaligned_lever_trains_and_samples_the_pre_alignment_shape(
     from bench_quality import LEVERS
 
     from diffkit.fakesite.faces import write_face_folder
-    from diffkit.models import UNet
-    from diffkit.runs import latest_snapshot, load_snapshot
-    from diffkit.train import train
+    from diffkit.models.unet import UNet
+    from diffkit.runs.snapshots import latest_snapshot, load_snapshot
+    from diffkit.train.run import train
 
     lever = LEVERS["small_unaligned"]
     aligned = _shape(UNet(preset_config("small", 32)))

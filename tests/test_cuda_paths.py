@@ -16,9 +16,10 @@ import pytest
 import torch
 
 from diffkit import device as dev
-from diffkit.data import DeviceBatcher
-from diffkit.diffusion import GaussianDiffusion
-from diffkit.train import TrainConfig, train
+from diffkit.diffusion.gaussian import GaussianDiffusion
+from diffkit.train.batcher import DeviceBatcher
+from diffkit.train.config import TrainConfig
+from diffkit.train.run import train
 
 FAST: dict[str, Any] = dict(
     preset="tiny",

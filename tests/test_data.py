@@ -14,11 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
-import diffkit.data.cache as cache_module
-from diffkit.data import DeviceBatcher, ImageCache, load_image_dataset
-from diffkit.data.folder import ImageFile, content_key
+import diffkit.train.cache as cache_module
 from diffkit.errors import DiffkitError
 from diffkit.fakesite.faces import write_face_folder
+from diffkit.train.batcher import DeviceBatcher
+from diffkit.train.cache import ImageCache, load_image_dataset
+from diffkit.train.cache_key import ImageFile, content_key
 
 RES = 16
 
@@ -366,7 +367,7 @@ def test_batcher_labels_follow_their_images_across_epochs_and_resume() -> None:
 
 
 def test_labels_from_subfolders_need_every_image_in_one_of_two_or_more(tmp_path: Path) -> None:
-    from diffkit.data import read_labels
+    from diffkit.dataset.labels import read_labels
 
     labels = read_labels(tmp_path, ["b/1.png", "a/2.png", "b/3/4.png"])
     assert labels is not None and labels.names == ("a", "b") and labels.indices.tolist() == [1, 0, 1]

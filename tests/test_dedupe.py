@@ -19,9 +19,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from diffkit.cli import app
-from diffkit.dedupe import DEFAULT_THRESHOLDS, DedupeConfig, DedupeResult, dedupe
 from diffkit.dedupe.actions import MOVE_LOG_NAME
-from diffkit.dedupe.config import CACHE_NAME, DECODE_FULL
+from diffkit.dedupe.config import CACHE_NAME, DECODE_FULL, DEFAULT_THRESHOLDS, DedupeConfig
+from diffkit.dedupe.result import DedupeResult
+from diffkit.dedupe.run import dedupe
 from diffkit.errors import DiffkitError
 from diffkit.fakesite.faces import draw_face, write_face_folder
 from diffkit.fakesite.transforms import TRANSFORMS, encode_image, transformed_copy

@@ -25,9 +25,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffkit.dedupe import DedupeConfig, DedupeResult, dedupe
 from diffkit.dedupe.actions import MOVE_LOG_NAME
-from diffkit.dedupe.config import CACHE_NAME
+from diffkit.dedupe.config import CACHE_NAME, DedupeConfig
+from diffkit.dedupe.result import DedupeResult
+from diffkit.dedupe.run import dedupe
 from diffkit.fakesite.faces import draw_face, write_face_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -293,7 +294,8 @@ def rename(src, dst, *args, **kwargs):  # kill -9 (os._exit: no cleanup) around 
         os._exit(137)
 
 os.rename = rename
-from diffkit.dedupe import DedupeConfig, dedupe
+from diffkit.dedupe.config import DedupeConfig
+from diffkit.dedupe.run import dedupe
 dedupe(DedupeConfig(Path(folder), action="move", quarantine=Path(quarantine), workers=1,
                     write_report=False, progress=False))
 """

@@ -16,8 +16,10 @@ from typer.testing import CliRunner
 from diffkit.cli import app
 from diffkit.dataset.phash import phash
 from diffkit.dataset.verify import THUMB_BYTES, open_for_hash_and_thumbnail, similarity
-from diffkit.dedupe import DedupeConfig, DedupeResult, dedupe, search
-from diffkit.dedupe.config import CACHE_NAME
+from diffkit.dedupe import search
+from diffkit.dedupe.config import CACHE_NAME, DedupeConfig
+from diffkit.dedupe.result import DedupeResult
+from diffkit.dedupe.run import dedupe
 from diffkit.fakesite.faces import draw_face
 from diffkit.fakesite.transforms import encode_image, transformed_copy
 from diffkit.scrape.storage import KeptIndex, Store

@@ -13,7 +13,7 @@ from diffkit.cli import app
 from diffkit.errors import DiffkitError
 from diffkit.eval.config import EvalConfig
 from diffkit.fakesite.faces import write_face_folder
-from diffkit.train import TrainConfig
+from diffkit.train.config import TrainConfig
 
 NO_GPU = not torch.cuda.is_available()
 NO_MPS = not torch.backends.mps.is_available()

@@ -7,16 +7,9 @@ import math
 import pytest
 import torch
 
-from diffkit.diffusion import (
-    DDIMSampler,
-    DDPMSampler,
-    GaussianDiffusion,
-    make_sampler,
-    make_schedule,
-    min_snr_weight,
-    run_sampler,
-    trailing_timesteps,
-)
+from diffkit.diffusion.gaussian import GaussianDiffusion, min_snr_weight
+from diffkit.diffusion.samplers import DDIMSampler, DDPMSampler, make_sampler, run_sampler, trailing_timesteps
+from diffkit.diffusion.schedules import make_schedule
 from diffkit.errors import DiffkitError
 
 SCHEDULE_NAMES = ["linear", "cosine"]

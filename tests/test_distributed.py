@@ -21,8 +21,9 @@ import pytest
 import torch
 
 from diffkit.fakesite.faces import write_face_folder
-from diffkit.train import TrainConfig, train
 from diffkit.train import distributed as dist_mod
+from diffkit.train.config import TrainConfig
+from diffkit.train.run import train
 
 FAST: dict[str, Any] = dict(
     preset="tiny",

@@ -283,7 +283,8 @@ def test_fid_curve_intercept_and_the_html_report(tmp_path, tiny_clean_fid_weight
 
 
 def test_eval_run_samples_pngs_once_and_uses_the_training_data_as_reference(tmp_path, inception_weights):
-    from diffkit.train import TrainConfig, train
+    from diffkit.train.config import TrainConfig
+    from diffkit.train.run import train
 
     write_face_folder(tmp_path / "faces", 8, size=32, seed=2)
     train(TrainConfig(data=tmp_path / "faces", out=tmp_path / "run", preset="tiny", resolution=16,

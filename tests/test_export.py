@@ -20,14 +20,18 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from diffkit.cli import app
-from diffkit.diffusion import make_schedule, trailing_timesteps
+from diffkit.diffusion.samplers import trailing_timesteps
+from diffkit.diffusion.schedules import make_schedule
 from diffkit.errors import DiffkitError
-from diffkit.export import ExportConfig, export
-from diffkit.models import UNet, UNetConfig, preset_config
-from diffkit.runs import load_snapshot, read_run_config, save_ema_snapshot, write_run_config
-from diffkit.sample import generate_images
-from diffkit.sample.generate import _SEED_STRIDE, initial_noise
-from diffkit.train import TrainConfig, train
+from diffkit.export.config import ExportConfig
+from diffkit.export.run import export
+from diffkit.models.config import UNetConfig, preset_config
+from diffkit.models.unet import UNet
+from diffkit.runs.folder import read_run_config, write_run_config
+from diffkit.runs.snapshots import load_snapshot, save_ema_snapshot
+from diffkit.sample.generate import _SEED_STRIDE, generate_images, initial_noise
+from diffkit.train.config import TrainConfig
+from diffkit.train.run import train
 
 diffusers = pytest.importorskip("diffusers")  # in the `test` extra; skipped only where it is missing
 
@@ -354,7 +358,7 @@ def test_a_small_run_from_before_norm_groups_is_refused(trained: Path, tmp_path:
 def test_every_preset_exports_at_every_resolution() -> None:
     """One group count and head size per preset (tests/test_models.py); older configs are refused."""
     from diffkit.export.mapping import unet_config, unsupported_reasons
-    from diffkit.models import PRESETS
+    from diffkit.models.config import PRESETS
 
     for name in PRESETS:
         for resolution in (8, 16, 32, 64):

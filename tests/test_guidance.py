@@ -12,12 +12,15 @@ import pytest
 import torch
 from PIL import Image
 
-from diffkit.data import load_image_dataset
-from diffkit.diffusion import GaussianDiffusion, guided_model, make_sampler, run_sampler
+from diffkit.diffusion.gaussian import GaussianDiffusion
+from diffkit.diffusion.guidance import guided_model
+from diffkit.diffusion.samplers import make_sampler, run_sampler
 from diffkit.fakesite.faces import draw_face
-from diffkit.runs import load_snapshot, snapshot_payload
+from diffkit.runs.snapshots import load_snapshot, snapshot_payload
 from diffkit.sample.generate import generate_images
-from diffkit.train import TrainConfig, train
+from diffkit.train.cache import load_image_dataset
+from diffkit.train.config import TrainConfig
+from diffkit.train.run import train
 
 RES = 8
 COLOURS = {"red": (220, 40, 40), "blue": (40, 40, 220)}
@@ -175,7 +178,7 @@ def test_label_errors_are_one_line(labelled: dict[str, Path], tmp_path: Path) ->
 
 
 def test_label_column_in_metadata_jsonl(tmp_path: Path) -> None:
-    from diffkit.data import read_labels
+    from diffkit.dataset.labels import read_labels
     from diffkit.errors import DiffkitError
 
     _faces_on(tmp_path / "d" / "images", (0, 200, 0), 3, seed=1)

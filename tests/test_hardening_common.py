@@ -16,10 +16,12 @@ from PIL import Image
 
 from diffkit.atomic import check_writable_dir
 from diffkit.console import printable, shown
-from diffkit.dataset import UndecodableImage, open_rgb, to_8bit
+from diffkit.dataset.decode import UndecodableImage, open_rgb, to_8bit
 from diffkit.errors import DiffkitError
 from diffkit.lock import FolderInUseError, folder_lock
-from diffkit.report import IndexConfig, Report, build_index, write_report
+from diffkit.report.index import IndexConfig, build_index
+from diffkit.report.model import Report
+from diffkit.report.render import write_report
 from diffkit.safepath import contained, is_real_file, unsafe_reason
 
 

@@ -12,8 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffkit.errors import DiffkitError
-from diffkit.models import PRESETS, UNet, UNetConfig, count_parameters, flops_per_image, preset_config
 from diffkit.models.blocks import AttentionBlock
+from diffkit.models.config import PRESETS, UNetConfig, preset_config
+from diffkit.models.stats import count_parameters, flops_per_image
+from diffkit.models.unet import UNet
 
 TINY16 = UNetConfig(
     channels=16,

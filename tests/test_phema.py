@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from diffkit.cli import app
 from diffkit.errors import DiffkitError
 from diffkit.fakesite.faces import write_face_folder
-from diffkit.train import TrainConfig, train
+from diffkit.train.config import TrainConfig
 from diffkit.train.phema import (
     PowerEMA,
     StoredProfile,
@@ -26,6 +26,7 @@ from diffkit.train.phema import (
     sigma_rel_to_gamma,
     solve_coefficients,
 )
+from diffkit.train.run import train
 
 FAST = dict(
     preset="tiny", resolution=16, batch_size=8, device="cpu", precision="fp32", progress=False, report=False,
@@ -119,7 +120,7 @@ def test_training_stores_profiles_resumes_exactly_and_phema_rebuilds_an_ema(
 ) -> None:
     """--phema-every-kimg: both profiles are stored at every crossing and at the end; a resumed run stores
     the same tensors as one run straight through; `diffkit phema` writes a snapshot that sample loads."""
-    from diffkit.sample import generate_images
+    from diffkit.sample.generate import generate_images
 
     options = FAST | {"phema_every_kimg": 0.016}  # every 2 steps of 8 images
     train(TrainConfig(data=faces, out=tmp_path / "whole", steps=5, **options))

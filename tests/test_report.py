@@ -8,17 +8,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from diffkit.report import (
-    IndexConfig,
-    Report,
-    ReportImage,
-    Section,
-    build_index,
-    format_value,
-    line_plot,
-    write_report,
-)
-from diffkit.report.render import label
+from diffkit.report.index import IndexConfig, build_index
+from diffkit.report.model import Report, ReportImage, Section
+from diffkit.report.plots import line_plot
+from diffkit.report.render import format_value, label, write_report
 
 HOSTILE = '<script>alert("x")</script>&.jpg'
 HOSTILE_FILE_NAME = '<script>alert("x")&.jpg'  # a file name cannot hold "/", so no closing tag here

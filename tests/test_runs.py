@@ -14,7 +14,8 @@ from diffkit import runs
 from diffkit.cli import app
 from diffkit.errors import DiffkitError
 from diffkit.fakesite.faces import write_face_folder
-from diffkit.models import UNet, preset_config
+from diffkit.models.config import preset_config
+from diffkit.models.unet import UNet
 from diffkit.train.config import TrainConfig, load_run_config
 
 DIFFUSION = {"schedule": "cosine", "prediction": "v", "timesteps": 1000, "min_snr_gamma": 5.0}

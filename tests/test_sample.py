@@ -16,10 +16,11 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from diffkit.cli import app
-from diffkit.models import UNet, UNetConfig
-from diffkit.sample import generate_images
-from diffkit.train import TrainConfig, train
-from diffkit.train.config import load_run_config
+from diffkit.models.config import UNetConfig
+from diffkit.models.unet import UNet
+from diffkit.sample.generate import generate_images
+from diffkit.train.config import TrainConfig, load_run_config
+from diffkit.train.run import train
 
 RED, BLUE = (220, 40, 40), (40, 40, 220)
 RES = 8
@@ -192,7 +193,7 @@ def test_sample_options_are_checked_before_the_run_is_read(
 
 def test_sample_config_validates_when_made() -> None:
     from diffkit.errors import DiffkitError
-    from diffkit.sample import SampleConfig
+    from diffkit.sample.config import SampleConfig
 
     with pytest.raises(DiffkitError, match=r"--n must be at least 1 \(got -3\); --eta must be >= 0"):
         SampleConfig(n=-3, eta=float("nan"))

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from diffkit.cli import app
 from diffkit.sample.animation import FRAME_MS, HOLD_MS, MAX_FRAMES
-from diffkit.train import TrainConfig, train
+from diffkit.train.config import TrainConfig
+from diffkit.train.run import train
 
 RES = 8
 

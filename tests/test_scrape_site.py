@@ -15,7 +15,9 @@ from PIL import Image
 
 from diffkit.errors import DiffkitError
 from diffkit.fakesite.site import FAULT_KINDS, FaceSite, SiteConfig
-from diffkit.scrape import DEFAULT_USER_AGENT, ScrapeConfig, ScrapeResult, scrape
+from diffkit.scrape.config import DEFAULT_USER_AGENT, ScrapeConfig
+from diffkit.scrape.result import ScrapeResult
+from diffkit.scrape.run import scrape
 from diffkit.scrape.storage import Store
 
 # What the site does -> the reason diffkit must count it under.

@@ -13,13 +13,13 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from diffkit.cli import app
-from diffkit.diffusion import GaussianDiffusion
+from diffkit.diffusion.gaussian import GaussianDiffusion
 from diffkit.errors import DiffkitError
 from diffkit.fakesite.faces import write_face_folder
-from diffkit.train import TrainConfig, TrainPlan, train
-from diffkit.train.config import merge_for_resume
+from diffkit.train.config import TrainConfig, TrainPlan, merge_for_resume
 from diffkit.train.ema import ema_beta
 from diffkit.train.monitor import NonFiniteGuard
+from diffkit.train.run import train
 
 # Small and fast on CPU: tiny U-Net at 16 px, fp32, no report, a 4-image grid with 3 DDIM steps.
 FAST = dict(
@@ -309,7 +309,7 @@ def test_train_report_has_a_forward_diffusion_strip_and_a_too_early_note(
 ) -> None:
     from PIL import Image
 
-    from diffkit.data import load_image_dataset
+    from diffkit.train.cache import load_image_dataset
     from diffkit.train.report import STRIP_FRACTIONS, forward_strip, too_early_note
 
     monkeypatch.chdir(tmp_path)  # the report goes to ./reports
@@ -340,7 +340,7 @@ def test_train_report_has_a_forward_diffusion_strip_and_a_too_early_note(
 def test_resume_builds_the_network_the_run_was_trained_as(faces: Path, tmp_path: Path) -> None:
     """A preset may change between versions (small's GroupNorm groups did) while every tensor keeps its
     shape: resume must rebuild the saved network, not today's preset, or it trains a different model."""
-    from diffkit.runs import save_state
+    from diffkit.runs.state import save_state
 
     run = tmp_path / "run"
     train(TrainConfig(data=faces, out=run, steps=1, **FAST))
@@ -352,7 +352,7 @@ def test_resume_builds_the_network_the_run_was_trained_as(faces: Path, tmp_path:
     train(TrainConfig(data=faces, out=run, steps=2, resume=True, **FAST))
     assert json.loads((run / "config.json").read_text())["model"]["norm_groups"] == 16
     snapshot = sorted(run.glob("ema-*.safetensors"))[-1]
-    from diffkit.runs import load_snapshot
+    from diffkit.runs.snapshots import load_snapshot
 
     model, _, _ = load_snapshot(snapshot, torch.device("cpu"))
     assert {m.num_groups for m in model.modules() if isinstance(m, torch.nn.GroupNorm)} == {16}
@@ -434,8 +434,8 @@ def test_batch_size_defaults_to_the_presets_and_a_resume_keeps_the_saved_one(
 def test_width_and_depth_options_build_record_and_resume_the_network(faces: Path, tmp_path: Path) -> None:
     """--channels / --num-res-blocks: the run trains that network, config.json and the snapshots record
     it, sampling and --resume rebuild it, and a resume that asks for another width is refused."""
-    from diffkit.runs import load_snapshot
-    from diffkit.sample import generate_images
+    from diffkit.runs.snapshots import load_snapshot
+    from diffkit.sample.generate import generate_images
 
     run = tmp_path / "run"
     shape = {"channels": 24, "num_res_blocks": 2}
@@ -461,8 +461,9 @@ def test_edm_prediction_trains_samples_resumes_and_refuses_export(faces: Path, t
     """--prediction edm: every training step feeds the network EDM's c_in-scaled input, config.json and
     the snapshots record sigma_data, sampling and --resume rebuild it, and the export refuses rather than
     approximate (diffusers' UNet2DModel and DDIMScheduler have no input scaling)."""
-    from diffkit.export import ExportConfig, export
-    from diffkit.sample import generate_images
+    from diffkit.export.config import ExportConfig
+    from diffkit.export.run import export
+    from diffkit.sample.generate import generate_images
 
     inputs: list[float] = []
     original = GaussianDiffusion.model_input

@@ -13,20 +13,23 @@ import pytest
 import torch
 from PIL import Image
 
-from diffkit.data import load_image_dataset
 from diffkit.device import Precision
-from diffkit.diffusion import GaussianDiffusion
-from diffkit.eval import EvalConfig, evaluate
+from diffkit.diffusion.gaussian import GaussianDiffusion
+from diffkit.eval.config import EvalConfig
+from diffkit.eval.run import evaluate
 from diffkit.fakesite.faces import write_face_folder
 from diffkit.metrics.fid import feature_statistics, frechet_distance_from_stats
 from diffkit.metrics.weights import INCEPTION_ENV, OFFLINE_ENV
-from diffkit.models import UNet, preset_config
+from diffkit.models.config import preset_config
+from diffkit.models.unet import UNet
 from diffkit.testing.inception import make_inception_weights
-from diffkit.train import TrainConfig, train
+from diffkit.train.cache import load_image_dataset
+from diffkit.train.config import TrainConfig
 from diffkit.train.evaluation import TrainingEvaluator
 from diffkit.train.monitor import StatsWriter, eval_records, read_stats
 from diffkit.train.report import write_train_report
 from diffkit.train.result import TrainResult
+from diffkit.train.run import train
 
 OFF_MESSAGE = "FID/KID during training (--eval-every-kimg) is off"
 # Tiny U-Net at 16 px on CPU, fp32; one FID/KID of 2 samples (2 DPM-Solver++ steps) every 2 steps. Few

@@ -24,8 +24,11 @@ from typer.testing import CliRunner, Result
 from diffkit import runs
 from diffkit.cli import app
 from diffkit.fakesite.faces import write_face_folder
-from diffkit.models import UNet, preset_config
-from diffkit.train import TrainConfig, loop, train
+from diffkit.models.config import preset_config
+from diffkit.models.unet import UNet
+from diffkit.train import loop
+from diffkit.train.config import TrainConfig
+from diffkit.train.run import train
 
 REPO = Path(__file__).resolve().parents[1]
 # The tiny U-Net at 16 px on CPU in fp32, no grids mid-run: a step takes a fraction of a second.

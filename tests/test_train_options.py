@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from diffkit.cli import app
 from diffkit.demo import DemoConfig
 from diffkit.device import PRECISIONS, PrecisionName
-from diffkit.diffusion import (
+from diffkit.diffusion.names import (
     PREDICTIONS,
     SAMPLERS,
     SCHEDULES,

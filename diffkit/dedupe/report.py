@@ -14,7 +14,9 @@ from PIL import Image, ImageDraw
 from diffkit.console import printable
 from diffkit.dataset.decode import open_rgb
 from diffkit.dedupe.stages import SIMILARITY_BINS
-from diffkit.report import Report, ReportImage, ReportPaths, Section, histogram, write_report
+from diffkit.report.model import Report, ReportImage, ReportPaths, Section
+from diffkit.report.plots import histogram
+from diffkit.report.render import write_report
 
 if TYPE_CHECKING:
     from diffkit.dedupe.result import DedupeResult

@@ -15,8 +15,9 @@ from diffkit.eval.config import EvalConfig
 from diffkit.eval.result import EvalResult
 from diffkit.metrics.images import ImageSet, load_images
 from diffkit.metrics.memorization import MemorizationResult, pair_image
-from diffkit.report import Report, ReportImage, ReportPaths, Section, format_value, write_report
+from diffkit.report.model import Report, ReportImage, ReportPaths, Section
 from diffkit.report.plots import PLOT_SIZE
+from diffkit.report.render import format_value, write_report
 
 LIBRARIES = ("diffkit", "torch", "torchvision", "torch-fidelity", "clean-fid", "numpy", "scipy", "pillow")
 GRID_IMAGES = 64

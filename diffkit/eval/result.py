@@ -8,7 +8,7 @@ from typing import Any
 
 from diffkit.console import CommandResult, shown
 from diffkit.metrics import caveats as cav
-from diffkit.report import format_value
+from diffkit.report.render import format_value
 
 
 def _interval(bounds: list[float] | None) -> str:

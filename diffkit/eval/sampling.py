@@ -17,7 +17,8 @@ from diffkit.atomic import atomic_write_bytes, atomic_write_text, check_writable
 from diffkit.errors import DiffkitError
 from diffkit.eval.config import EvalConfig
 from diffkit.metrics.images import list_images
-from diffkit.runs import eval_samples_dir, list_snapshots, run_data_dir
+from diffkit.runs.folder import eval_samples_dir, run_data_dir
+from diffkit.runs.snapshots import list_snapshots
 from diffkit.sample.generate import generate_images
 
 MARKER = "samples.json"

@@ -3,15 +3,3 @@
 config, run (the entry), result; ``mapping`` renames the weights and writes the configs, ``card`` the
 model card.
 """
-
-from diffkit.lazy import attach
-
-__getattr__, __dir__, __all__ = attach(
-    __name__,
-    {
-        "ExportConfig": "config",
-        "ExportFormat": "config",
-        "ExportResult": "result",
-        "export": "run",
-    },
-)

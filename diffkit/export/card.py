@@ -17,7 +17,7 @@ from typing import Any
 
 from diffkit.metrics import caveats as cav
 from diffkit.report.sidecars import Sidecar, folder_key, load_sidecars, run_of
-from diffkit.runs import EVAL_KIND, class_names
+from diffkit.runs.folder import EVAL_KIND, class_names
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from diffkit.diffusion import GaussianDiffusion
-from diffkit.models import UNet, UNetConfig
+from diffkit.diffusion.gaussian import GaussianDiffusion
 from diffkit.models.blocks import AttentionBlock
+from diffkit.models.config import UNetConfig
+from diffkit.models.unet import UNet
 
 __all__ = [
     "DIFFUSERS_VERSION",

@@ -32,7 +32,8 @@ from diffkit.export.mapping import (
     unsupported_reasons,
 )
 from diffkit.export.result import ExportResult
-from diffkit.runs import STATS_FILE, load_snapshot, read_stats, resolve_snapshot
+from diffkit.runs.folder import STATS_FILE, read_stats
+from diffkit.runs.snapshots import load_snapshot, resolve_snapshot
 
 UNET_DIR, SCHEDULER_DIR = "unet", "scheduler"
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"

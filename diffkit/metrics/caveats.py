@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from diffkit.metrics.fid import FastFrechet
-from diffkit.report import format_value
+from diffkit.report.render import format_value
 
 FEATURE_DIM = 2048
 STANDARD_N = 50_000

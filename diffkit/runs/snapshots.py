@@ -19,10 +19,11 @@ from safetensors.torch import save as safetensors_save
 from torch import nn
 
 from diffkit.atomic import atomic_write_bytes
-from diffkit.diffusion import PREDICTIONS, SCHEDULES, GaussianDiffusion
-from diffkit.diffusion.gaussian import EDM_SIGMA_DATA
+from diffkit.diffusion.gaussian import EDM_SIGMA_DATA, GaussianDiffusion
+from diffkit.diffusion.names import PREDICTIONS, SCHEDULES
 from diffkit.errors import DiffkitError
-from diffkit.models import UNet, UNetConfig
+from diffkit.models.config import UNetConfig
+from diffkit.models.unet import UNet
 from diffkit.runs.folder import SNAPSHOT_NAME, class_names, read_run_config, snapshot_name
 
 SNAPSHOT_FORMAT = "diffkit-ema-v1"

@@ -3,16 +3,3 @@
 Snapshots are read by :mod:`diffkit.runs` (``load_snapshot`` is re-exported here for convenience);
 grids are drawn by :mod:`diffkit.report.grid`.
 """
-
-from diffkit.lazy import attach
-
-__getattr__, __dir__, __all__ = attach(
-    __name__,
-    {
-        "load_snapshot": "diffkit.runs.snapshots",
-        "SampleConfig": "config",
-        "generate_images": "generate",
-        "SampleResult": "result",
-        "sample": "run",
-    },
-)

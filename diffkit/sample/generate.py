@@ -20,10 +20,12 @@ import torch
 
 from diffkit.console import Bar, shown
 from diffkit.device import Precision, resolve_device
-from diffkit.diffusion import SamplerOutput, guided_model, make_sampler, run_sampler
+from diffkit.diffusion.guidance import guided_model
+from diffkit.diffusion.samplers import SamplerOutput, make_sampler, run_sampler
 from diffkit.errors import DiffkitError
 from diffkit.report.grid import to_uint8
-from diffkit.runs import class_names, load_snapshot, resolve_snapshot
+from diffkit.runs.folder import class_names
+from diffkit.runs.snapshots import load_snapshot, resolve_snapshot
 from diffkit.sample.config import DEFAULT_GUIDANCE
 
 _SEED_STRIDE = 1_000_003  # image i of seed s uses generator seed s * stride + i

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from diffkit.report import Report, ReportImage, ReportPaths, Section, write_report
 from diffkit.report.grid import make_grid
+from diffkit.report.model import Report, ReportImage, ReportPaths, Section
+from diffkit.report.render import write_report
 from diffkit.sample.result import SampleResult
 
 GRID_IMAGES = 64  # the report shows at most this many of the samples

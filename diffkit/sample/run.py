@@ -16,7 +16,8 @@ from diffkit.atomic import atomic_open, check_writable_dir
 from diffkit.errors import DiffkitError
 from diffkit.report.grid import make_grid
 from diffkit.report.render import DEFAULT_REPORTS_DIR
-from diffkit.runs import GENERATED_DIR, resolve_snapshot, snapshot_payload
+from diffkit.runs.folder import GENERATED_DIR
+from diffkit.runs.snapshots import resolve_snapshot, snapshot_payload
 from diffkit.safepath import unsafe_reason
 from diffkit.sample.animation import write_animation
 from diffkit.sample.config import DEFAULT_GUIDANCE, SampleConfig

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from diffkit.report import ReportImage, ReportPaths, Section, format_value, line_plot, write_report
-from diffkit.report.model import Report
+from diffkit.report.model import Report, ReportImage, ReportPaths, Section
+from diffkit.report.plots import line_plot
+from diffkit.report.render import format_value, write_report
 from diffkit.scrape.result import ScrapeResult
 from diffkit.scrape.storage import Store
 

@@ -17,11 +17,11 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from diffkit.data.labels import LabelsMode
+from diffkit.dataset.labels import LabelsMode
 from diffkit.device import PRECISIONS, device_choices, is_device_name
-from diffkit.diffusion import PREDICTIONS, SCHEDULES, TIMESTEP_SAMPLINGS
+from diffkit.diffusion.names import PREDICTIONS, SCHEDULES, TIMESTEP_SAMPLINGS
 from diffkit.errors import DiffkitError
-from diffkit.runs import train_options
+from diffkit.runs.folder import train_options
 
 DEFAULT_EPOCHS = 50.0
 LENGTH_FIELDS = ("steps", "kimg", "epochs")

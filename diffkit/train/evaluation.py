@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from diffkit.console import Bar, err_console, shown
-from diffkit.data import ImageCache
 from diffkit.device import Precision
-from diffkit.diffusion import GaussianDiffusion, make_sampler, run_sampler
+from diffkit.diffusion.gaussian import GaussianDiffusion
+from diffkit.diffusion.samplers import make_sampler, run_sampler
 from diffkit.errors import DiffkitError
 from diffkit.metrics import caveats as cav
 from diffkit.metrics.features import (
@@ -42,8 +42,9 @@ from diffkit.metrics.fid import FastFrechet, frechet_distance
 from diffkit.metrics.images import describe_set
 from diffkit.metrics.kid import DEFAULT_SUBSETS, kernel_distance
 from diffkit.metrics.weights import TORCH_FIDELITY_INCEPTION, resolve_weights
-from diffkit.models import UNet
+from diffkit.models.unet import UNet
 from diffkit.report.grid import to_uint8
+from diffkit.train.cache import ImageCache
 from diffkit.train.config import TrainConfig
 
 EVAL_SEED_OFFSET = 3  # fixed eval noise from seed + 3 (batcher: seed, loss: seed + 1, grid: seed + 2)

@@ -22,12 +22,13 @@ import torch
 
 from diffkit import runs
 from diffkit.console import Bar, err_console, shown
-from diffkit.data import DatasetLabels, DeviceBatcher
+from diffkit.dataset.labels import DatasetLabels
 from diffkit.device import Precision, apply_backend_settings, channels_last_default, fused_adamw
-from diffkit.diffusion import GaussianDiffusion
+from diffkit.diffusion.gaussian import GaussianDiffusion
 from diffkit.errors import DiffkitError
-from diffkit.models import UNet
+from diffkit.models.unet import UNet
 from diffkit.train import distributed
+from diffkit.train.batcher import DeviceBatcher
 from diffkit.train.config import TrainConfig, TrainPlan
 from diffkit.train.distributed import World
 from diffkit.train.ema import EMA

@@ -16,10 +16,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from diffkit.diffusion import GaussianDiffusion
-from diffkit.report import Report, ReportImage, ReportPaths, Section, line_plot, write_report
+from diffkit.diffusion.gaussian import GaussianDiffusion
 from diffkit.report.grid import PADDING, make_grid, to_uint8
-from diffkit.runs import STATS_FILE, list_grids
+from diffkit.report.model import Report, ReportImage, ReportPaths, Section
+from diffkit.report.plots import line_plot
+from diffkit.report.render import write_report
+from diffkit.runs.folder import STATS_FILE, list_grids
 from diffkit.train.monitor import eval_records, read_stats
 from diffkit.train.result import TrainResult
 

@@ -20,14 +20,17 @@ import torch
 
 from diffkit import runs
 from diffkit.console import err_console, printable, shown
-from diffkit.data import DatasetLabels, load_image_dataset, read_labels
+from diffkit.dataset.labels import DatasetLabels, read_labels
 from diffkit.device import Precision, resolve_device
 from diffkit.diffusion.gaussian import EDM_SIGMA_DATA
 from diffkit.errors import DiffkitError
 from diffkit.lock import folder_lock
-from diffkit.models import UNet, UNetConfig, count_parameters, flops_per_image, preset_config
-from diffkit.runs import check_run_dir, latest_run_dir, next_run_dir
+from diffkit.models.config import UNetConfig, preset_config
+from diffkit.models.stats import count_parameters, flops_per_image
+from diffkit.models.unet import UNet
+from diffkit.runs.folder import check_run_dir, latest_run_dir, next_run_dir
 from diffkit.train import distributed
+from diffkit.train.cache import load_image_dataset
 from diffkit.train.config import TrainConfig, TrainPlan, load_run_config, merge_for_resume
 from diffkit.train.distributed import World
 from diffkit.train.loop import train_loop

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from diffkit.data.cache import ImageCache
 from diffkit.errors import DiffkitError
+from diffkit.train.cache import ImageCache
 
 __all__ = ["DeviceBatcher"]
 

@@ -1,4 +1,4 @@
-"""Finding the images of a data folder and fingerprinting them for the cache key."""
+"""What identifies a training cache: the data folder's images, their fingerprint and the decoder version."""
 
 from __future__ import annotations
 
@@ -10,9 +10,14 @@ from pathlib import Path
 from diffkit.dataset.listing import IMAGE_EXTENSIONS, image_root, scan_images
 from diffkit.errors import DiffkitError
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFile", "content_key", "find_images", "image_root"]
+__all__ = ["CACHE_DIR_NAME", "DECODER_VERSION", "IMAGE_EXTENSIONS", "ImageFile", "content_key", "find_images"]
 
 CACHE_DIR_NAME = ".diffkit-cache"
+
+# Bump when the pixels produced for the same file change (invalidates every cache). Decoding through
+# open_rgb left every 8-bit image byte-identical; only 16-bit images (formerly clamped to white) and
+# float/32-bit ones (now skipped) changed.
+DECODER_VERSION = 2  # 2: 16-bit images scaled (version 1 clamped them to white)
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from diffkit.atomic import TMP_SUFFIX, atomic_open, atomic_write_text
-from diffkit.console import Bar
-from diffkit.data.decode import DECODER_VERSION, decode_or_reason
-from diffkit.data.folder import CACHE_DIR_NAME, content_key, find_images
+from diffkit.console import Bar, printable
+from diffkit.dataset.decode import square_pixels
 from diffkit.errors import DiffkitError
+from diffkit.train.cache_key import CACHE_DIR_NAME, DECODER_VERSION, content_key, find_images
 
 __all__ = ["CACHE_FORMAT", "ImageCache", "default_cache_dirs", "load_image_dataset"]
 
@@ -225,3 +225,17 @@ def _remove_stale_tmp(directory: Path, name: str) -> None:
                 tmp.unlink()
         except OSError:
             pass
+
+
+def decode_or_reason(job: tuple[int, str, int]) -> tuple[int, np.ndarray | None, str]:
+    """Pool worker: ``(index, pixels, "")`` or ``(index, None, reason)`` for a file that cannot be used.
+
+    The pixels are :func:`diffkit.dataset.decode.square_pixels` (the decoder dedupe and eval use too):
+    centre-cropped, Lanczos-resized to the training resolution, HWC uint8 RGB.
+    """
+    index, path, resolution = job
+    try:
+        return index, square_pixels(Path(path), resolution), ""
+    except Exception as error:  # any decoder failure means "skip and list", never a crash
+        reason = printable(f"{type(error).__name__}: {error}").strip().splitlines()[0][:200]
+        return index, None, reason
