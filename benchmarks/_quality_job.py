@@ -28,10 +28,10 @@ from diffkit.metrics.features import Extractor, build_inception
 from diffkit.metrics.weights import ResolvedWeights, file_sha256
 from diffkit.models.config import preset_config
 from diffkit.models.stats import count_parameters
+from diffkit.runs.folder import read_stats
 from diffkit.sample.generate import generate, initial_noise
 from diffkit.train.cache import load_image_dataset
 from diffkit.train.config import TrainConfig
-from diffkit.train.monitor import read_stats
 from diffkit.train.run import train
 
 RESOLUTION = 32

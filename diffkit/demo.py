@@ -129,13 +129,12 @@ def run_demo(config: DemoConfig) -> DemoResult:
     from diffkit.fakesite.site import FaceSite, SiteConfig
     from diffkit.metrics.weights import INCEPTION_ENV
     from diffkit.report.index import IndexConfig, build_index
-    from diffkit.runs.folder import STATE_FILE, STATS_FILE
+    from diffkit.runs.folder import STATE_FILE, STATS_FILE, eval_records, read_stats
     from diffkit.sample.config import SampleConfig
     from diffkit.sample.run import sample
     from diffkit.scrape.config import ScrapeConfig
     from diffkit.scrape.run import scrape
     from diffkit.train.config import TrainConfig
-    from diffkit.train.monitor import eval_records, read_stats
     from diffkit.train.run import train
 
     site_config = SiteConfig(

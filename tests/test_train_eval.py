@@ -22,11 +22,12 @@ from diffkit.metrics.fid import feature_statistics, frechet_distance_from_stats
 from diffkit.metrics.weights import INCEPTION_ENV, OFFLINE_ENV
 from diffkit.models.config import preset_config
 from diffkit.models.unet import UNet
+from diffkit.runs.folder import eval_records, read_stats
 from diffkit.testing.inception import make_inception_weights
 from diffkit.train.cache import load_image_dataset
 from diffkit.train.config import TrainConfig
 from diffkit.train.evaluation import TrainingEvaluator
-from diffkit.train.monitor import StatsWriter, eval_records, read_stats
+from diffkit.train.monitor import StatsWriter
 from diffkit.train.report import write_train_report
 from diffkit.train.result import TrainResult
 from diffkit.train.run import train

@@ -21,8 +21,7 @@ from diffkit.report.grid import PADDING, make_grid, to_uint8
 from diffkit.report.model import Report, ReportImage, ReportPaths, Section
 from diffkit.report.plots import line_plot
 from diffkit.report.render import write_report
-from diffkit.runs.folder import STATS_FILE, list_grids
-from diffkit.train.monitor import eval_records, read_stats
+from diffkit.runs.folder import STATS_FILE, eval_records, list_grids, read_stats
 from diffkit.train.result import TrainResult
 
 # Grids of 16-64 px samples are tiny on screen; scale them up (nearest: no smoothing) to about this width.
