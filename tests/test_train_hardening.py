@@ -21,11 +21,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner, Result
 
-from diffkit import runs
 from diffkit.cli import app
 from diffkit.fakesite.faces import write_face_folder
 from diffkit.models.config import preset_config
 from diffkit.models.unet import UNet
+from diffkit.runs.folder import SAMPLES_DIR, STATE_FILE, STATS_FILE, write_run_config
+from diffkit.runs.snapshots import save_ema_snapshot
 from diffkit.train import loop
 from diffkit.train.config import TrainConfig
 from diffkit.train.run import train
@@ -97,7 +98,7 @@ def test_second_train_into_a_training_run_folder_exits_2_naming_the_holder(
     )  # fmt: skip
     try:
         # stats.jsonl is started just before the training loop (and its Ctrl-C handler) begins.
-        _wait_for(lambda: (out / runs.STATS_FILE).exists() or first.poll() is not None)
+        _wait_for(lambda: (out / STATS_FILE).exists() or first.poll() is not None)
         assert first.poll() is None, first.communicate()
         second = cli("train", "--data", faces, "--out", out, "--steps", "2", *TRAIN_FAST)
         line = one_error_line(second)
@@ -107,13 +108,13 @@ def test_second_train_into_a_training_run_folder_exits_2_naming_the_holder(
         first.send_signal(signal.SIGINT)  # Ctrl-C: it saves its state and exits 130
         _, stderr = first.communicate(timeout=120)
     assert first.returncode == 130, stderr
-    state = torch.load(out / runs.STATE_FILE, weights_only=True)
+    state = torch.load(out / STATE_FILE, weights_only=True)
     assert state["step"] >= 0 and (out / "ema-000000.safetensors").is_file()  # saved cleanly on Ctrl-C
 
 
 def test_resume_of_a_locked_run_exits_2_and_leaves_it_alone(faces: Path, tmp_path: Path) -> None:
     run = one_step_run(faces, tmp_path / "run")
-    before = (run / runs.STATE_FILE).read_bytes()
+    before = (run / STATE_FILE).read_bytes()
     holder_code = (
         "import sys\nfrom pathlib import Path\nfrom diffkit.lock import folder_lock\n"
         "with folder_lock(Path(sys.argv[1]), 'train'):\n"
@@ -131,7 +132,7 @@ def test_resume_of_a_locked_run_exits_2_and_leaves_it_alone(faces: Path, tmp_pat
         assert f"`diffkit train` (pid {holder.pid}," in line
     finally:
         holder.communicate("", timeout=60)
-    assert (run / runs.STATE_FILE).read_bytes() == before
+    assert (run / STATE_FILE).read_bytes() == before
     resumed = cli("train", "--out", run, "--resume", "--steps", "2", "--no-progress", "--json")
     assert resumed.exit_code == 0, resumed.output  # the lock dies with its holder
     assert json.loads(resumed.stdout)["step"] == 2
@@ -153,7 +154,7 @@ def test_resume_refuses_a_run_folder_that_is_a_symlink_out_of_runs(
     assert {p.name: p.read_bytes() for p in elsewhere.iterdir() if p.is_file()} == before
 
 
-@pytest.mark.parametrize("link", [runs.STATE_FILE, runs.SAMPLES_DIR, runs.STATS_FILE])
+@pytest.mark.parametrize("link", [STATE_FILE, SAMPLES_DIR, STATS_FILE])
 def test_run_files_that_are_symlinks_are_refused_not_written_through(
     faces: Path, tmp_path: Path, link: str
 ) -> None:
@@ -161,7 +162,7 @@ def test_run_files_that_are_symlinks_are_refused_not_written_through(
     outside = tmp_path / "outside"
     outside.mkdir()
     target = outside / link
-    if link == runs.SAMPLES_DIR:
+    if link == SAMPLES_DIR:
         target.mkdir()
         (run / link).rename(tmp_path / "old-samples")
     else:
@@ -172,7 +173,7 @@ def test_run_files_that_are_symlinks_are_refused_not_written_through(
     assert f"{run / link} is a symlink" in line
     assert (run / link).is_symlink()
     assert (sorted(p.name for p in outside.rglob("*")), target.is_file() and target.read_bytes()) == before
-    if link == runs.SAMPLES_DIR:  # a new run into a folder holding the link is refused as well
+    if link == SAMPLES_DIR:  # a new run into a folder holding the link is refused as well
         fresh = tmp_path / "fresh"
         fresh.mkdir()
         (fresh / link).symlink_to(target)
@@ -228,8 +229,8 @@ def snapshot_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "diffusion": {"schedule": "cosine", "prediction": "v", "timesteps": 1000, "min_snr_gamma": 5.0},
         "plan": {},
     }
-    runs.write_run_config(run, payload)
-    runs.save_ema_snapshot(run, model, 0, 0, payload)
+    write_run_config(run, payload)
+    save_ema_snapshot(run, model, 0, 0, payload)
     return run
 
 
@@ -379,8 +380,8 @@ class _Payload:
 def test_a_pickled_resume_state_is_refused_without_running_it(faces: Path, tmp_path: Path) -> None:
     run = one_step_run(faces, tmp_path / "run")
     marker = tmp_path / "pwned"
-    state = torch.load(run / runs.STATE_FILE, weights_only=True)
-    torch.save(state | {"payload": _Payload(marker)}, run / runs.STATE_FILE)
+    state = torch.load(run / STATE_FILE, weights_only=True)
+    torch.save(state | {"payload": _Payload(marker)}, run / STATE_FILE)
     line = one_error_line(cli("train", "--out", run, "--resume", "--steps", "2", "--no-progress"))
-    assert f"cannot read {run / runs.STATE_FILE}" in line and "resume state is damaged" in line
+    assert f"cannot read {run / STATE_FILE}" in line and "resume state is damaged" in line
     assert not marker.exists()

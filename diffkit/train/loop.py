@@ -20,13 +20,14 @@ from typing import Any
 
 import torch
 
-from diffkit import runs
 from diffkit.console import Bar, err_console, shown
 from diffkit.dataset.labels import DatasetLabels
 from diffkit.device import Precision, apply_backend_settings, channels_last_default, fused_adamw
 from diffkit.diffusion.gaussian import GaussianDiffusion
 from diffkit.errors import DiffkitError
 from diffkit.models.unet import UNet
+from diffkit.runs.folder import PROGRESSION_FILE, STATE_FILE, STATS_FILE, phema_path, write_run_config
+from diffkit.runs.snapshots import save_ema_snapshot
 from diffkit.train import distributed
 from diffkit.train.batcher import DeviceBatcher
 from diffkit.train.config import TrainConfig, TrainPlan
@@ -134,7 +135,7 @@ def train_loop(
     guard = NonFiniteGuard(config.max_bad_steps, tolerate_inf_grads=precision.name == "fp16")
     step = nimg = 0
     train_seconds = 0.0
-    state_path = run_dir / runs.STATE_FILE
+    state_path = run_dir / STATE_FILE
     if state is not None:
         model.load_state_dict(state["model"])
         if ema is not None:
@@ -171,14 +172,14 @@ def train_loop(
         message = f"resuming {shown(run_dir)} at step {step} ({nimg / 1000:.2f} kimg)"
         err_console.print(message, highlight=False, soft_wrap=True)
     if main:
-        runs.write_run_config(run_dir, payload)
+        write_run_config(run_dir, payload)
     ddp_model = distributed.wrap(model, world, device)
     train_model = torch.compile(ddp_model) if config.compile else ddp_model
     apply_backend_settings(device)
 
     def save_state() -> None:
         assert ema is not None
-        runs.save_state(
+        save_state(
             state_path,
             {
                 "step": step,
@@ -203,9 +204,9 @@ def train_loop(
     def save_phema() -> None:
         assert phema is not None
         for sigma_rel, average in zip(phema.sigma_rels, phema.models, strict=True):
-            path = runs.phema_path(run_dir, sigma_rel, nimg)
+            path = phema_path(run_dir, sigma_rel, nimg)
             extra = {"sigma_rel": str(sigma_rel)}
-            runs.save_ema_snapshot(run_dir, average, nimg, step, payload, path=path, extra=extra)
+            save_ema_snapshot(run_dir, average, nimg, step, payload, path=path, extra=extra)
 
     def sample_grid() -> None:
         assert ema is not None
@@ -213,7 +214,7 @@ def train_loop(
         write_progression(run_dir, config.resolution)
 
     # Rank 0 writes stats.jsonl; the others count nothing.
-    stats = StatsWriter(run_dir / runs.STATS_FILE, resume_step=step if config.resume else 0) if main else None
+    stats = StatsWriter(run_dir / STATS_FILE, resume_step=step if config.resume else 0) if main else None
     # At least ~MIN_LOG_POINTS lines per run, so a short run still gets a loss curve (not one point).
     log_every = max(1, min(config.log_every_steps, plan.total_steps // MIN_LOG_POINTS))
 
@@ -322,7 +323,7 @@ def train_loop(
                         save_phema()  # before the state, like the EMA snapshot below
                     if _crossed(snapshot_every, nimg, config.batch_size) and step < plan.total_steps:
                         assert ema is not None
-                        runs.save_ema_snapshot(run_dir, ema.model, nimg, step, payload)
+                        save_ema_snapshot(run_dir, ema.model, nimg, step, payload)
                         save_state()
                         last_state_time = time.monotonic()
                     elif time.monotonic() - last_state_time > config.state_every_minutes * 60:
@@ -355,7 +356,7 @@ def train_loop(
             if phema is not None and not _crossed(phema_every, nimg, config.batch_size):
                 save_phema()  # the profiles at the end (or where Ctrl-C stopped the run)
             save_state()
-            result.snapshot = runs.save_ema_snapshot(run_dir, ema.model, nimg, step, payload)
+            result.snapshot = save_ema_snapshot(run_dir, ema.model, nimg, step, payload)
             if not result.interrupted:
                 bar.update(info="sampling the grid")
                 sample_grid()
@@ -376,7 +377,7 @@ def train_loop(
         return result
     assert stats is not None
     result.first_loss, result.final_loss = stats.first_and_last_loss()
-    progression = run_dir / runs.PROGRESSION_FILE
+    progression = run_dir / PROGRESSION_FILE
     result.progression = progression if progression.exists() else None
     if config.report:
         result.report = write_train_report(run_dir, result, payload, dataset.images, diffusion).html

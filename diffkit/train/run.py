@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 
-from diffkit import runs
 from diffkit.console import err_console, printable, shown
 from diffkit.dataset.labels import DatasetLabels, read_labels
 from diffkit.device import Precision, resolve_device
@@ -28,7 +27,15 @@ from diffkit.lock import folder_lock
 from diffkit.models.config import UNetConfig, preset_config
 from diffkit.models.stats import count_parameters, flops_per_image
 from diffkit.models.unet import UNet
-from diffkit.runs.folder import check_run_dir, latest_run_dir, next_run_dir
+from diffkit.runs.folder import (
+    STATE_FILE,
+    check_run_dir,
+    class_names,
+    latest_run_dir,
+    next_run_dir,
+    run_config_payload,
+)
+from diffkit.runs.state import load_state
 from diffkit.train import distributed
 from diffkit.train.cache import load_image_dataset
 from diffkit.train.config import TrainConfig, TrainPlan, load_run_config, merge_for_resume
@@ -51,9 +58,9 @@ def _resolve_config(config: TrainConfig) -> tuple[TrainConfig, Path | None]:
             _refuse_existing_run(config.out)
             check_run_dir(config.out)
         return config, config.out
-    run_dir = config.out or latest_run_dir(config.runs_dir, runs.STATE_FILE)
+    run_dir = config.out or latest_run_dir(config.runs_dir, STATE_FILE)
     if run_dir is None:
-        raise DiffkitError(f"--resume: no run with {runs.STATE_FILE} under {config.runs_dir}; pass --out RUN")
+        raise DiffkitError(f"--resume: no run with {STATE_FILE} under {config.runs_dir}; pass --out RUN")
     # A run found by scanning runs/ must be a real folder in it; --out may be a link the user chose.
     check_run_dir(run_dir, runs_dir=None if config.out else config.runs_dir)
     saved = load_run_config(run_dir)
@@ -62,7 +69,7 @@ def _resolve_config(config: TrainConfig) -> tuple[TrainConfig, Path | None]:
 
 
 def _refuse_existing_run(run_dir: Path) -> None:
-    if (run_dir / runs.STATE_FILE).exists():
+    if (run_dir / STATE_FILE).exists():
         raise DiffkitError(
             f"{run_dir} already holds a run; add --resume to continue it or choose another --out"
         )
@@ -87,7 +94,7 @@ def _config_payload(
     if config.prediction == "edm":  # the preconditioning's constant, so a later default cannot change it
         diffusion["sigma_data"] = EDM_SIGMA_DATA
     labelling = None if labels is None else labels.to_dict() | {"label_dropout": config.label_dropout}
-    return runs.run_config_payload(
+    return run_config_payload(
         train=train, model=model.config.to_dict(), diffusion=diffusion, plan=plan.to_dict(), labels=labelling
     )
 
@@ -105,7 +112,7 @@ def _labels(config: TrainConfig, dataset: Any, state: dict[str, Any] | None) -> 
     labels = read_labels(dataset.data_dir, dataset.files, config.labels)
     names = list(labels.names) if labels is not None else []
     if state is not None:
-        saved = runs.class_names(state["config"])
+        saved = class_names(state["config"])
         if saved != names:
             raise DiffkitError(
                 f"the run was trained with classes {saved or 'none'}, the data now gives {names or 'none'}; "
@@ -144,7 +151,7 @@ class _RunLocks:
         if config.out is not None:
             target, runs_dir = config.out, None
         elif config.resume:
-            target, runs_dir = latest_run_dir(config.runs_dir, runs.STATE_FILE), config.runs_dir
+            target, runs_dir = latest_run_dir(config.runs_dir, STATE_FILE), config.runs_dir
         else:
             return
         if target is not None and target.is_dir():
@@ -171,7 +178,7 @@ def _train_locked(config: TrainConfig, locks: _RunLocks, world: World) -> TrainR
         locks.take_existing(config)
         resolved, found = _resolve_config(config)
         # Read (never unpickled: weights_only) before decoding data, so a damaged state fails in a second.
-        loaded = runs.load_state(found / runs.STATE_FILE) if resolved.resume and found is not None else None
+        loaded = load_state(found / STATE_FILE) if resolved.resume and found is not None else None
         return resolved, found, loaded
 
     config, run_dir, state = world.from_main(resolve, lambda value: (*value[:2], _without_ema(value[2])))
