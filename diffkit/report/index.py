@@ -8,8 +8,9 @@ from pathlib import Path
 from diffkit.atomic import atomic_write_text, check_writable_dir
 from diffkit.console import CommandResult, printable, shown
 from diffkit.errors import DiffkitError
-from diffkit.report.render import render_index, write_run_pages
-from diffkit.report.sidecars import folder_key
+from diffkit.report.render import relative_href, render_template, report_metadata
+from diffkit.report.runpage import RUN_PAGE_COMMAND, RunPage, write_run_pages
+from diffkit.report.sidecars import folder_key, load_sidecars
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,43 @@ class IndexResult(CommandResult):
         lines = [f"{self.n_reports} reports listed in [bold]{shown(self.index)}[/]"]
         lines += [f"run page: {shown(page)}" for page in self.run_pages]
         return lines
+
+
+def render_index(reports_dir: Path, run_pages: list[RunPage] | None = None) -> tuple[str, int]:
+    """HTML listing every run page and every report in ``reports_dir``, newest first; how many reports."""
+    entries = [
+        {
+            "created": sidecar.created,
+            "command": sidecar.command,
+            "title": sidecar.title,
+            "href": relative_href(sidecar.html_path.name),
+            "headline_text": sidecar.headline,
+            "headline": list(sidecar.summary.items())[:6],
+        }
+        for sidecar in load_sidecars(reports_dir)
+        if sidecar.command != RUN_PAGE_COMMAND
+    ]
+    runs = [
+        {
+            "href": relative_href(page.html.name),
+            "run": page.group.run,
+            "dataset": page.group.dataset,
+            "commands": page.group.commands(),
+            "headline": page.headline,
+        }
+        for page in run_pages or []
+    ]
+    html = render_template(
+        "index.html",
+        title=f"diffkit reports in {printable(reports_dir)}",
+        command="report",
+        meta=report_metadata(),
+        json_name="",
+        json_href="",
+        entries=entries,
+        runs=runs,
+    )
+    return html, len(entries)
 
 
 def build_index(config: IndexConfig) -> IndexResult:

@@ -13,7 +13,6 @@ import math
 import platform
 import re
 import urllib.parse
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,16 +24,7 @@ from diffkit import __version__
 from diffkit.atomic import atomic_write_text
 from diffkit.console import printable, to_jsonable
 from diffkit.report.model import Report, ReportImage, ReportPaths, Section
-from diffkit.report.runpage import (
-    RUN_PAGE_COMMAND,
-    STAGES,
-    RunGroup,
-    group_runs,
-    run_headline,
-    run_title,
-    stage_view,
-)
-from diffkit.report.sidecars import SCHEMA, load_sidecars
+from diffkit.report.sidecars import SCHEMA
 
 DEFAULT_REPORTS_DIR = Path("reports")
 
@@ -172,7 +162,8 @@ def image_to_data_uri(image: Image.Image | Path | str, max_size: int = 1024) -> 
     return _data_uri(buffer.getvalue(), "image/png")
 
 
-def _metadata() -> dict[str, str]:
+def report_metadata() -> dict[str, str]:
+    """Who wrote a page, when and where: the same block on every page and in every sidecar."""
     return {
         "diffkit_version": __version__,
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
@@ -216,6 +207,11 @@ def default_report_path(command: str, reports_dir: Path = DEFAULT_REPORTS_DIR) -
     return candidate
 
 
+def render_template(name: str, **context: Any) -> str:
+    """One of the package's templates (report, index, run page), with the filters every page shares."""
+    return _env.get_template(name).render(**context)
+
+
 def report_json(report: Report, meta: dict[str, str]) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
@@ -238,8 +234,9 @@ def write_report(report: Report, path: Path | str | None = None) -> ReportPaths:
     if html_path.suffix.lower() not in {".html", ".htm"}:
         html_path = html_path.with_name(html_path.name + ".html")
     json_path = html_path.with_suffix(".json")
-    meta = _metadata()
-    html = _env.get_template("report.html").render(
+    meta = report_metadata()
+    html = render_template(
+        "report.html",
         title=report.title,
         command=report.command,
         headline=report.headline,
@@ -253,98 +250,3 @@ def write_report(report: Report, path: Path | str | None = None) -> ReportPaths:
     # printable(): a non-UTF-8 file name in the report must not make the page unwritable.
     atomic_write_text(html_path, printable(html), durable=False)
     return ReportPaths(html=html_path, json=json_path)
-
-
-def render_index(reports_dir: Path, run_pages: list[RunPage] | None = None) -> tuple[str, int]:
-    """HTML listing every run page and every report in ``reports_dir``, newest first; how many reports."""
-    entries = [
-        {
-            "created": sidecar.created,
-            "command": sidecar.command,
-            "title": sidecar.title,
-            "href": relative_href(sidecar.html_path.name),
-            "headline_text": sidecar.headline,
-            "headline": list(sidecar.summary.items())[:6],
-        }
-        for sidecar in load_sidecars(reports_dir)
-        if sidecar.command != RUN_PAGE_COMMAND
-    ]
-    runs = [
-        {
-            "href": relative_href(page.html.name),
-            "run": page.group.run,
-            "dataset": page.group.dataset,
-            "commands": page.group.commands(),
-            "headline": page.headline,
-        }
-        for page in run_pages or []
-    ]
-    html = _env.get_template("index.html").render(
-        title=f"diffkit reports in {printable(reports_dir)}",
-        command="report",
-        meta=_metadata(),
-        json_name="",
-        json_href="",
-        entries=entries,
-        runs=runs,
-    )
-    return html, len(entries)
-
-
-@dataclass(frozen=True)
-class RunPage:
-    group: RunGroup
-    html: Path
-    json: Path
-    headline: str
-
-
-def write_run_pages(reports_dir: Path) -> list[RunPage]:
-    """One page (plus its sidecar) per dataset + run found in the folder's reports; see runpage.py."""
-    sidecars = load_sidecars(reports_dir)
-    pages = []
-    for group in group_runs(sidecars, reports_dir.resolve().parent):
-        html_path = reports_dir / group.page_name()
-        if html_path.is_symlink() or html_path.with_suffix(".json").is_symlink():
-            continue  # never write through a link to somewhere else
-        pages.append(_write_run_page(group, html_path))
-    return pages
-
-
-def _write_run_page(group: RunGroup, html_path: Path) -> RunPage:
-    json_path = html_path.with_suffix(".json")
-    stages = [stage_view(command, group.reports[command], relative_href) for command in group.commands()]
-    newest = {stage["command"]: stage["href"] for stage in stages}
-    chain = [{"command": command, "href": newest.get(command)} for command in STAGES]
-    headline = run_headline(group)
-    meta = _metadata()
-    title = run_title(group)
-    html = _env.get_template("run.html").render(
-        title=title,
-        command=RUN_PAGE_COMMAND,
-        meta=meta,
-        json_name=printable(json_path.name),
-        json_href=relative_href(json_path.name),
-        headline=headline,
-        dataset=group.dataset,
-        run=group.run,
-        chain=chain,
-        stages=stages,
-    )
-    sidecar = {
-        "schema": SCHEMA,
-        "title": title,
-        "command": RUN_PAGE_COMMAND,
-        **meta,
-        "headline": headline,
-        "summary": {"dataset": group.dataset, "run": group.run, "stages": " → ".join(group.commands())},
-        "sections": [],
-        "data": {
-            "dataset": group.dataset,
-            "run": group.run,
-            "reports": {c: [s.html_path.name for s in group.reports[c]] for c in group.commands()},
-        },
-    }
-    atomic_write_text(json_path, json.dumps(to_jsonable(sidecar), indent=2) + "\n", durable=False)
-    atomic_write_text(html_path, printable(html), durable=False)
-    return RunPage(group=group, html=html_path, json=json_path, headline=headline)

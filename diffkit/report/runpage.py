@@ -9,13 +9,17 @@ and links to every report of the run; a dataset that has no run yet gets a page 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from diffkit.report.sidecars import Sidecar, dataset_of, folder_key, run_of
+from diffkit.atomic import atomic_write_text
+from diffkit.console import printable, to_jsonable
+from diffkit.report.render import relative_href, render_template, report_metadata
+from diffkit.report.sidecars import SCHEMA, Sidecar, dataset_of, folder_key, load_sidecars, run_of
 
 STAGES = ("scrape", "dedupe", "train", "sample", "eval")
 RUN_PAGE_COMMAND = "run"
@@ -212,3 +216,63 @@ def run_title(group: RunGroup) -> str:
     if group.run is None:
         return f"Dataset {group.dataset}"
     return f"Run {group.run}" + (f" on {group.dataset}" if group.dataset else "")
+
+
+@dataclass(frozen=True)
+class RunPage:
+    group: RunGroup
+    html: Path
+    json: Path
+    headline: str
+
+
+def write_run_pages(reports_dir: Path) -> list[RunPage]:
+    """One page (plus its sidecar) per dataset + run found in the folder's reports."""
+    sidecars = load_sidecars(reports_dir)
+    pages = []
+    for group in group_runs(sidecars, reports_dir.resolve().parent):
+        html_path = reports_dir / group.page_name()
+        if html_path.is_symlink() or html_path.with_suffix(".json").is_symlink():
+            continue  # never write through a link to somewhere else
+        pages.append(_write_run_page(group, html_path))
+    return pages
+
+
+def _write_run_page(group: RunGroup, html_path: Path) -> RunPage:
+    json_path = html_path.with_suffix(".json")
+    stages = [stage_view(command, group.reports[command], relative_href) for command in group.commands()]
+    newest = {stage["command"]: stage["href"] for stage in stages}
+    chain = [{"command": command, "href": newest.get(command)} for command in STAGES]
+    headline = run_headline(group)
+    meta = report_metadata()
+    title = run_title(group)
+    html = render_template(
+        "run.html",
+        title=title,
+        command=RUN_PAGE_COMMAND,
+        meta=meta,
+        json_name=printable(json_path.name),
+        json_href=relative_href(json_path.name),
+        headline=headline,
+        dataset=group.dataset,
+        run=group.run,
+        chain=chain,
+        stages=stages,
+    )
+    sidecar = {
+        "schema": SCHEMA,
+        "title": title,
+        "command": RUN_PAGE_COMMAND,
+        **meta,
+        "headline": headline,
+        "summary": {"dataset": group.dataset, "run": group.run, "stages": " → ".join(group.commands())},
+        "sections": [],
+        "data": {
+            "dataset": group.dataset,
+            "run": group.run,
+            "reports": {c: [s.html_path.name for s in group.reports[c]] for c in group.commands()},
+        },
+    }
+    atomic_write_text(json_path, json.dumps(to_jsonable(sidecar), indent=2) + "\n", durable=False)
+    atomic_write_text(html_path, printable(html), durable=False)
+    return RunPage(group=group, html=html_path, json=json_path, headline=headline)
