@@ -267,6 +267,54 @@ def test_dpmpp_restarts_cleanly_and_is_deterministic() -> None:
     assert torch.allclose(halves, first, atol=1e-6)
 
 
+def _drive(sampler, noise: torch.Tensor, start: int = 0) -> torch.Tensor:
+    """The diffusers-style loop written out (no run_sampler): ``step`` from ``timesteps[start]`` to the end."""
+    x = noise
+    for t in sampler.timesteps.tolist()[start:]:
+        x = sampler.step(_toy_model(x, torch.full((x.shape[0],), float(t))), t, x).prev_sample
+    return x
+
+
+def test_dpmpp_step_forgets_the_previous_trajectory_at_the_first_timestep() -> None:
+    """Bug caught: DPM-Solver++ ``step`` keeps the last trajectory's x0 history when a new loop starts
+    (run_sampler calls set_timesteps, which also clears it, so the runner-level test cannot see this).
+
+    Driven through set_timesteps + step directly, every loop must equal a fresh sampler's: a second
+    set_timesteps loop, a second pass over the same timesteps without set_timesteps, and a loop that
+    starts part-way (as an image-to-image run does) right after set_timesteps."""
+    diffusion = GaussianDiffusion.create("cosine", "v")
+    noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    other = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(6))
+
+    def fresh(x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        sampler = make_sampler("dpmpp", diffusion)
+        sampler.set_timesteps(12)
+        return _drive(sampler, x, start)
+
+    sampler = make_sampler("dpmpp", diffusion)
+    sampler.set_timesteps(12)
+    assert torch.equal(_drive(sampler, noise), fresh(noise))
+    sampler.set_timesteps(12)  # a new set_timesteps loop on another starting point
+    assert torch.equal(_drive(sampler, other), fresh(other))
+    assert torch.equal(_drive(sampler, noise), fresh(noise))  # again, without set_timesteps
+    _drive(sampler, other)
+    sampler.set_timesteps(12)
+    assert torch.equal(_drive(sampler, noise, start=4), fresh(noise, start=4))
+    # the history matters at all: a second-order step differs from a first-order one
+    assert not torch.equal(fresh(noise), _first_order_only(diffusion, noise))
+
+
+def _first_order_only(diffusion: GaussianDiffusion, noise: torch.Tensor) -> torch.Tensor:
+    """DPM-Solver++ with its history cleared before every step: first order throughout (DDIM-like)."""
+    sampler = make_sampler("dpmpp", diffusion)
+    sampler.set_timesteps(12)
+    x = noise
+    for t in sampler.timesteps.tolist():
+        sampler._previous = None
+        x = sampler.step(_toy_model(x, torch.full((x.shape[0],), float(t))), t, x).prev_sample
+    return x
+
+
 def test_ddim_with_eta_one_is_the_ddpm_posterior_step() -> None:
     """DDIM at eta = 1 has the DDPM posterior mean and variance; with the same noise they agree."""
     diffusion = GaussianDiffusion.create("linear", "eps")
