@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from diffkit.diffusion.gaussian import GaussianDiffusion, min_snr_weight
-from diffkit.diffusion.samplers import DDIMSampler, DDPMSampler, make_sampler, run_sampler, trailing_timesteps
+from diffkit.diffusion.samplers import (
+    DDIMSampler,
+    DDPMSampler,
+    DPMSolverPlusPlus,
+    make_sampler,
+    run_sampler,
+    trailing_timesteps,
+)
 from diffkit.diffusion.schedules import make_schedule
 from diffkit.errors import DiffkitError
 
@@ -267,8 +274,8 @@ def test_dpmpp_restarts_cleanly_and_is_deterministic() -> None:
     assert torch.allclose(halves, first, atol=1e-6)
 
 
-def _drive(sampler, noise: torch.Tensor, start: int = 0) -> torch.Tensor:
-    """The diffusers-style loop written out (no run_sampler): ``step`` from ``timesteps[start]`` to the end."""
+def _drive(sampler: DPMSolverPlusPlus, noise: torch.Tensor, start: int = 0) -> torch.Tensor:
+    """The diffusers-style loop written out (no run_sampler): ``step`` from ``timesteps[start]`` on."""
     x = noise
     for t in sampler.timesteps.tolist()[start:]:
         x = sampler.step(_toy_model(x, torch.full((x.shape[0],), float(t))), t, x).prev_sample
@@ -287,11 +294,11 @@ def test_dpmpp_step_forgets_the_previous_trajectory_at_the_first_timestep() -> N
     other = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(6))
 
     def fresh(x: torch.Tensor, start: int = 0) -> torch.Tensor:
-        sampler = make_sampler("dpmpp", diffusion)
+        sampler = DPMSolverPlusPlus(diffusion)
         sampler.set_timesteps(12)
         return _drive(sampler, x, start)
 
-    sampler = make_sampler("dpmpp", diffusion)
+    sampler = DPMSolverPlusPlus(diffusion)
     sampler.set_timesteps(12)
     assert torch.equal(_drive(sampler, noise), fresh(noise))
     sampler.set_timesteps(12)  # a new set_timesteps loop on another starting point
@@ -306,7 +313,7 @@ def test_dpmpp_step_forgets_the_previous_trajectory_at_the_first_timestep() -> N
 
 def _first_order_only(diffusion: GaussianDiffusion, noise: torch.Tensor) -> torch.Tensor:
     """DPM-Solver++ with its history cleared before every step: first order throughout (DDIM-like)."""
-    sampler = make_sampler("dpmpp", diffusion)
+    sampler = DPMSolverPlusPlus(diffusion)
     sampler.set_timesteps(12)
     x = noise
     for t in sampler.timesteps.tolist():
