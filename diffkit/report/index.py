@@ -10,7 +10,10 @@ from diffkit.console import CommandResult, printable, shown
 from diffkit.errors import DiffkitError
 from diffkit.report.render import relative_href, render_template, report_metadata
 from diffkit.report.runpage import RUN_PAGE_COMMAND, RunPage, write_run_pages
-from diffkit.report.sidecars import folder_key, load_sidecars
+from diffkit.report.sidecars import Sidecar, Skipped, folder_key, scan_sidecars
+
+# The terminal names this many skipped files; --json and the index page list them all.
+SKIPPED_SHOWN = 10
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,8 @@ class IndexResult(CommandResult):
     run_pages: list[Path] = field(default_factory=list)
     # each run page's run folder, as one comparable string (sidecars.folder_key), for page_for_run
     run_keys: dict[str, Path] = field(default_factory=dict, repr=False)
+    # files that look like reports but could not be read (a pipe, too large, invalid JSON)
+    skipped: list[Skipped] = field(default_factory=list)
 
     def page_for_run(self, run_dir: Path) -> Path | None:
         """The page of the run in ``run_dir`` (a path as the commands were given it), if one was written."""
@@ -34,19 +39,33 @@ class IndexResult(CommandResult):
         return [self.index, *self.run_pages]
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "index": str(self.index),
             "n_reports": self.n_reports,
             "run_pages": [str(p) for p in self.run_pages],
         }
+        if self.skipped:  # only when there is something to say: the usual answer stays as it was
+            out["skipped"] = [skipped.to_dict() for skipped in self.skipped]
+        return out
 
     def summary_lines(self) -> list[str]:
         lines = [f"{self.n_reports} reports listed in [bold]{shown(self.index)}[/]"]
         lines += [f"run page: {shown(page)}" for page in self.run_pages]
+        lines += [
+            f"[yellow]skipped[/] {shown(skipped.name)}: {shown(skipped.reason)}"
+            for skipped in self.skipped[:SKIPPED_SHOWN]
+        ]
+        if len(self.skipped) > SKIPPED_SHOWN:
+            lines.append(f"[yellow]skipped[/] {len(self.skipped) - SKIPPED_SHOWN} more (see the index page)")
         return lines
 
 
-def render_index(reports_dir: Path, run_pages: list[RunPage] | None = None) -> tuple[str, int]:
+def render_index(
+    reports_dir: Path,
+    sidecars: list[Sidecar],
+    run_pages: list[RunPage] | None = None,
+    skipped: list[Skipped] | None = None,
+) -> tuple[str, int]:
     """HTML listing every run page and every report in ``reports_dir``, newest first; how many reports."""
     entries = [
         {
@@ -57,7 +76,7 @@ def render_index(reports_dir: Path, run_pages: list[RunPage] | None = None) -> t
             "headline_text": sidecar.headline,
             "headline": list(sidecar.summary.items())[:6],
         }
-        for sidecar in load_sidecars(reports_dir)
+        for sidecar in sidecars
         if sidecar.command != RUN_PAGE_COMMAND
     ]
     runs = [
@@ -79,6 +98,7 @@ def render_index(reports_dir: Path, run_pages: list[RunPage] | None = None) -> t
         json_href="",
         entries=entries,
         runs=runs,
+        skipped=[{"name": printable(s.name), "reason": s.reason} for s in skipped or []],
     )
     return html, len(entries)
 
@@ -90,9 +110,10 @@ def build_index(config: IndexConfig) -> IndexResult:
     index_path = config.reports_dir / "index.html"
     if index_path.is_symlink():  # never write through a link to somewhere else
         raise DiffkitError(f"{index_path} is a symlink; remove it and rerun")
-    pages = write_run_pages(config.reports_dir)
-    html, n_reports = render_index(config.reports_dir, pages)
+    scan = scan_sidecars(config.reports_dir)  # read once: the run pages and the index see one folder
+    pages = write_run_pages(config.reports_dir, scan.sidecars)
+    html, n_reports = render_index(config.reports_dir, scan.sidecars, pages, scan.skipped)
     atomic_write_text(index_path, printable(html), durable=False)
     base = config.reports_dir.resolve().parent
     run_keys = {folder_key(page.group.run, base): page.html for page in pages if page.group.run}
-    return IndexResult(index_path, n_reports, [page.html for page in pages], run_keys)
+    return IndexResult(index_path, n_reports, [page.html for page in pages], run_keys, scan.skipped)

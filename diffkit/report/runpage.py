@@ -19,7 +19,16 @@ from typing import Any
 from diffkit.atomic import atomic_write_text
 from diffkit.console import printable, to_jsonable
 from diffkit.report.render import relative_href, render_template, report_metadata
-from diffkit.report.sidecars import SCHEMA, Sidecar, dataset_of, folder_key, load_sidecars, run_of
+from diffkit.report.sidecars import (
+    PAGE_MAX_BYTES,
+    SCHEMA,
+    Sidecar,
+    UnreadableFile,
+    dataset_of,
+    folder_key,
+    read_regular_file,
+    run_of,
+)
 
 STAGES = ("scrape", "dedupe", "train", "sample", "eval")
 RUN_PAGE_COMMAND = "run"
@@ -123,9 +132,9 @@ class _Pictures(HTMLParser):
 def pictures_of(html_path: Path) -> list[dict[str, Any]]:
     """``[{"heading", "pictures": [{"src", "caption"}], "more"}]`` for the sections that have pictures."""
     parser = _Pictures()
-    try:
-        parser.feed(html_path.read_text(encoding="utf-8", errors="replace"))
-    except OSError:
+    try:  # the page was a regular file when its sidecar was read; it may have been swapped since
+        parser.feed(read_regular_file(html_path, PAGE_MAX_BYTES).decode("utf-8", errors="replace"))
+    except UnreadableFile:
         return []
     out = []
     for section in parser.sections:
@@ -226,9 +235,8 @@ class RunPage:
     headline: str
 
 
-def write_run_pages(reports_dir: Path) -> list[RunPage]:
-    """One page (plus its sidecar) per dataset + run found in the folder's reports."""
-    sidecars = load_sidecars(reports_dir)
+def write_run_pages(reports_dir: Path, sidecars: list[Sidecar]) -> list[RunPage]:
+    """One page (plus its sidecar) per dataset + run found among ``sidecars``, the folder's reports."""
     pages = []
     for group in group_runs(sidecars, reports_dir.resolve().parent):
         html_path = reports_dir / group.page_name()

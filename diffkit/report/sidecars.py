@@ -2,17 +2,32 @@
 
 The index and the run pages are built from these alone; a sidecar names the dataset and the run it
 belongs to in its ``data`` (each command records its own folders), which links the stages of one run.
+
+The folder is the user's: anything may sit in it under a report's name. Only regular files are read
+(opened non-blocking, so a named pipe never hangs the command), up to a size cap, and JSON nested
+deeper than any report is refused; whatever cannot be read is skipped, with its reason, for the
+command to say so.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-from dataclasses import dataclass
+import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 SCHEMA = "diffkit.report/1"
+
+# A sidecar holds numbers and short tables (the largest, a dedupe of 100k images, is a few MB); a
+# report page embeds its pictures (tens of MB at most). Anything larger is not a diffkit report.
+SIDECAR_MAX_BYTES = 64 * 1024 * 1024
+PAGE_MAX_BYTES = 256 * 1024 * 1024
+# Reports nest a handful of levels (data.config.train.model...): deeper JSON is not a report, and
+# would overflow the recursion of whatever renders it.
+MAX_NESTING = 100
 
 # Where each command's sidecar names its dataset folder and its run folder (first match wins).
 DATASET_KEYS: dict[str, list[tuple[str, ...]]] = {
@@ -63,21 +78,155 @@ class Sidecar:
         return str(self.content.get("headline") or "")
 
 
-def load_sidecars(reports_dir: Path) -> list[Sidecar]:
-    """Every readable report sidecar whose HTML page lives in ``reports_dir`` (no symlinks), newest first."""
-    found = []
+@dataclass(frozen=True)
+class Skipped:
+    """A file in the reports folder that looks like a report but could not be read, and why."""
+
+    name: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"file": self.name, "reason": self.reason}
+
+
+@dataclass
+class SidecarScan:
+    """What a reports folder holds: the readable reports (newest first) and the files skipped."""
+
+    sidecars: list[Sidecar] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+class UnreadableFile(Exception):
+    """A file that is not read: not a regular file, too large, or not openable. ``str()`` says why."""
+
+
+_KINDS = (
+    (stat.S_ISLNK, "a symlink (not followed)"),
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+)
+
+
+def _not_regular(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return None
+    return next((kind for test, kind in _KINDS if test(mode)), "not a regular file")
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:g} MiB"
+
+
+def read_regular_file(path: Path, limit: int) -> bytes:
+    """The bytes of ``path`` if it is a regular file (not a link) of at most ``limit`` bytes.
+
+    Opened with O_NONBLOCK and checked with fstat on the open descriptor: a named pipe swapped in
+    after the lstat can neither block the open nor be read. Raises :class:`UnreadableFile`.
+    """
+    try:
+        kind = _not_regular(os.lstat(path).st_mode)
+    except OSError as error:
+        raise UnreadableFile(error.strerror or type(error).__name__) from None
+    if kind is not None:
+        raise UnreadableFile(kind)
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as error:
+        reason = "a symlink (not followed)" if error.errno == errno.ELOOP else error.strerror
+        raise UnreadableFile(reason or type(error).__name__) from None
+    try:
+        info = os.fstat(fd)
+        kind = _not_regular(info.st_mode)
+        if kind is not None:
+            raise UnreadableFile(kind)
+        if info.st_size > limit:
+            raise UnreadableFile(f"{info.st_size:,} bytes, over the {_mib(limit)} limit")
+        chunks, size = [], 0
+        while size <= limit:  # read to the cap, not to st_size: the file may grow meanwhile
+            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise UnreadableFile(f"grew past the {_mib(limit)} limit while read")
+        return b"".join(chunks)
+    except OSError as error:
+        raise UnreadableFile(error.strerror or type(error).__name__) from None
+    finally:
+        os.close(fd)
+
+
+def _too_deep(value: Any, limit: int = MAX_NESTING) -> bool:
+    """Whether ``value`` nests lists and dicts deeper than ``limit`` (iterative: no recursion to overflow)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+def parse_sidecar(data: bytes) -> Any:
+    """A sidecar's JSON; :class:`UnreadableFile` for invalid UTF-8 or JSON, or JSON nested too deep."""
+    try:
+        content = json.loads(data.decode("utf-8"))
+    except RecursionError:  # the decoder's own limit (~1,000 levels) is hit before any check of ours
+        raise UnreadableFile(f"JSON nested deeper than {MAX_NESTING} levels") from None
+    except UnicodeDecodeError as error:
+        raise UnreadableFile(f"not UTF-8 (byte {error.start:,})") from None
+    except ValueError as error:
+        raise UnreadableFile(f"not valid JSON ({getattr(error, 'msg', error)})") from None
+    if isinstance(content, (dict, list)) and _too_deep(content):
+        raise UnreadableFile(f"JSON nested deeper than {MAX_NESTING} levels")
+    return content
+
+
+def _page_problem(html_path: Path) -> str | None:
+    """Why the page beside a sidecar is not a report page in this folder, or None when it is one."""
+    try:
+        kind = _not_regular(os.lstat(html_path).st_mode)
+    except OSError as error:
+        return error.strerror or type(error).__name__
+    return None if kind is None else f"its page {html_path.name} is {kind}"
+
+
+def scan_sidecars(reports_dir: Path) -> SidecarScan:
+    """Every readable report sidecar whose HTML page lives in ``reports_dir`` (no symlinks), newest first.
+
+    A ``.json`` with no page beside it is not a report (a benchmark's data, a user's file) and is left
+    out silently; one with a page that cannot be read (a pipe, a link, too large, invalid or too deeply
+    nested JSON) is listed in ``skipped``.
+    """
+    scan = SidecarScan()
     for json_path in sorted(reports_dir.glob("*.json")):
         html_path = json_path.with_suffix(".html")
-        if json_path.is_symlink() or html_path.is_symlink() or not html_path.is_file():
+        if not os.path.lexists(html_path):
             continue  # only pages that live in this folder are listed
+        problem = _page_problem(html_path)
         try:
-            content = json.loads(json_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            if problem is not None:
+                raise UnreadableFile(problem)
+            content = parse_sidecar(read_regular_file(json_path, SIDECAR_MAX_BYTES))
+        except UnreadableFile as error:
+            scan.skipped.append(Skipped(json_path.name, str(error)))
             continue
         if isinstance(content, dict) and content.get("schema") == SCHEMA:
-            found.append(Sidecar(json_path, html_path, content))
-    found.sort(key=lambda sidecar: sidecar.created, reverse=True)
-    return found
+            scan.sidecars.append(Sidecar(json_path, html_path, content))
+    scan.sidecars.sort(key=lambda sidecar: sidecar.created, reverse=True)
+    return scan
+
+
+def load_sidecars(reports_dir: Path) -> list[Sidecar]:
+    """The readable reports of ``reports_dir``, newest first (see :func:`scan_sidecars`)."""
+    return scan_sidecars(reports_dir).sidecars
 
 
 def _lookup(content: dict[str, Any], path: tuple[str, ...]) -> str | None:
