@@ -13,10 +13,16 @@ import re
 
 __all__ = ["redact"]
 
-# scheme://<user-info>@ up to the last "@" before the path, as urlsplit reads it (so "p@ss" hides too).
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/?#\s]*@")
+# The user-info is what the HTTP client (httpx, RFC 3986) sends as credentials: after "//", everything
+# up to the last "@" before the first "/", "?" or "#". Any other character belongs to it, whitespace
+# included: httpx percent-encodes a space, a no-break space or U+2028 in a password and still sends it,
+# so a rule that stops at whitespace would leave such a password in plain text. The scheme is not
+# required: text quoting a URL with a mistyped scheme ("htp://u:p@h", "1http://...") hides it too.
+# Each match starts at a "://" and stops at the next "/" (every following URL begins with one), so the
+# scan is linear in the text's length.
+_USERINFO = re.compile(r"://[^/?#]*@")
 
 
 def redact(text: str) -> str:
     """``text`` with the credentials of every URL in it replaced by ``***``."""
-    return _USERINFO.sub(r"\1***@", text)
+    return _USERINFO.sub("://***@", text)
