@@ -53,11 +53,20 @@ class Extractor:
         }
 
 
+# torch's weights-only refusal wraps one fact in advice; the advice (including "re-run with
+# weights_only=False", which is exactly what must not be done with a file from elsewhere) is dropped
+_TORCH_ADVICE = r"Weights only load failed\..*?trusted source\.|Check the documentation of torch\.load.*"
+
+
 def _first_line(exc: BaseException, limit: int = 160) -> str:
     """The reason in one line: torch's weights-only refusal is many lines of advice around one fact."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
-    found = re.search(r"WeightsUnpickler error: ([^\n]*?\.)(?:\s|$)", text)
-    line = found.group(1) if found else (text.splitlines()[0] if text else type(exc).__name__)
+    found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+    if found:  # the fact, up to its first sentence end (the rest is how to allowlist the global)
+        line = re.split(r"(?<=\.)\s", found.group(1).strip(), maxsplit=1)[0]
+    else:
+        lines = [part.strip() for part in re.sub(_TORCH_ADVICE, "\n", text, flags=re.DOTALL).splitlines()]
+        line = next((part for part in lines if part), type(exc).__name__)
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
@@ -72,7 +81,10 @@ def _safe_state_dict(data: bytes, path: Path) -> dict[str, torch.Tensor]:
 
         state = load_safetensors(data)
     else:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        # a raw pickle makes torch warn about its protocol before refusing it: the refusal is the message
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or not all(
         isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in state.items()
     ):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from diffkit.console import printable
 from diffkit.dataset.decode import UndecodableImage, square_pixels
@@ -74,12 +74,31 @@ def select_images(folder: Path, n: int | None, role: str, hint: str = "") -> lis
     return files[:n]
 
 
+def _unreadable(path: Path, exc: BaseException, size: int | None = None) -> DiffkitError:
+    """One line naming the file and why, without PIL's repr of a path or a BytesIO object.
+
+    Every image that cannot be read stops the evaluation (see the module docstring), an empty file too.
+    """
+    if size is None:
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = None
+    if size == 0:
+        reason = "the file is empty (0 bytes)"
+    elif isinstance(exc, UnidentifiedImageError):
+        reason = f"not an image PIL can identify ({size:,} bytes)" if size else "not an image PIL can identify"
+    else:
+        reason = str(exc).replace(repr(str(path)), "the file")
+    return DiffkitError(f"cannot read image {printable(path)}: {reason}; fix or remove it")
+
+
 def image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
             return image.size
     except (OSError, Image.DecompressionBombError) as exc:
-        raise DiffkitError(f"cannot read image {printable(path)}: {exc}") from None
+        raise _unreadable(path, exc) from None
 
 
 def describe_set(root: Path, files: list[Path], resolution: int) -> ImageSet:
@@ -95,7 +114,7 @@ def describe_set(root: Path, files: list[Path], resolution: int) -> ImageSet:
             with Image.open(io.BytesIO(data)) as image:  # header only: no second read, no full decode
                 width, height = image.size
         except (OSError, Image.DecompressionBombError) as exc:
-            raise DiffkitError(f"cannot read image {printable(path)}: {exc}") from None
+            raise _unreadable(path, exc, len(data)) from None
         sizes[f"{width}x{height}"] += 1
     n_lossy = sum(path.suffix.lower() in LOSSY_EXTENSIONS for path in files)
     return ImageSet(root, tuple(files), resolution, digest.hexdigest(), n_lossy, dict(sizes))
@@ -108,8 +127,9 @@ def load_images(files: list[Path] | tuple[Path, ...], resolution: int) -> np.nda
         try:
             out[index] = square_pixels(path, resolution)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:  # UndecodableImage: ValueError
-            kind = "cannot evaluate image" if isinstance(exc, UndecodableImage) else "cannot read image"
-            raise DiffkitError(f"{kind} {printable(path)}: {exc}") from None
+            if not isinstance(exc, UndecodableImage):
+                raise _unreadable(path, exc) from None
+            raise DiffkitError(f"cannot evaluate image {printable(path)}: {exc}") from None
     return out
 
 

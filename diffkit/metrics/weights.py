@@ -32,6 +32,7 @@ from diffkit.errors import DiffkitError
 
 INCEPTION_ENV = "DIFFKIT_INCEPTION_WEIGHTS"
 VGG16_ENV = "DIFFKIT_VGG16_WEIGHTS"
+DINOV2_ENV = "DIFFKIT_DINOV2_WEIGHTS"
 OFFLINE_ENV = "DIFFKIT_OFFLINE"  # "1" skips the download attempt entirely
 
 
@@ -52,11 +53,12 @@ class WeightsSpec:
 
     label: str
     filename: str
-    sha256: str
+    sha256: str | None  # None: no verified pin yet, so no file counts as official (and none is downloaded)
     url: str
-    size_bytes: int
+    size_bytes: int | None
     env_var: str
     cache: str  # "torch-hub" or "clean-fid"
+    flag: str = "--weights"  # the eval option that passes this file
 
     def cache_dir(self) -> Path:
         return _torch_hub_checkpoints() if self.cache == "torch-hub" else _cleanfid_dir()
@@ -94,6 +96,21 @@ VGG16 = WeightsSpec(
     size_bytes=553_433_881,
     env_var=VGG16_ENV,
     cache="torch-hub",
+    flag="--vgg-weights",
+)
+# Meta's DINOv2 ViT-L/14 backbone, the file torch.hub's ``dinov2_vitl14`` (and so dgm-eval) caches. Its
+# sha256 could not be verified from where this was written (no download possible), and a pin copied
+# from memory would be worse than none: until one is filled in here, every DINOv2 file is used as an
+# unpinned file (hashed, loaded without unpickling, its sha256 recorded) and marked not comparable.
+DINOV2_VITL14 = WeightsSpec(
+    label="DINOv2 ViT-L/14 (Meta, LVD-142M)",
+    filename="dinov2_vitl14_pretrain.pth",
+    sha256=None,
+    url="https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_pretrain.pth",
+    size_bytes=None,
+    env_var=DINOV2_ENV,
+    cache="torch-hub",
+    flag="--dinov2-weights",
 )
 
 
@@ -130,10 +147,15 @@ def file_sha256(path: Path) -> str:
 
 
 def missing_message(spec: WeightsSpec, why: str) -> str:
+    if spec.sha256 is None:
+        pin = "sha256 not yet pinned by diffkit: its sha256 is recorded with every result"
+    else:
+        pin = f"sha256 {spec.sha256}"
+    size = f", {spec.size_bytes:,} bytes" if spec.size_bytes else ""
     return (
-        f"{spec.label} weights not found ({why}): need {spec.filename} (sha256 {spec.sha256}, "
-        f"{spec.size_bytes:,} bytes, from {spec.url}); put it at {spec.cache_path()} "
-        f"or pass its path with --weights / {spec.env_var}"
+        f"{spec.label} weights not found ({why}): need {spec.filename} ({pin}{size}, "
+        f"from {spec.url}); put it at {spec.cache_path()} "
+        f"or pass its path with {spec.flag} / {spec.env_var}"
     )
 
 
@@ -162,7 +184,7 @@ def resolve_weights(
             continue
         path = Path(candidate).expanduser()
         if not path.is_file():
-            flag = "--weights" if source == "option" else spec.env_var
+            flag = spec.flag if source == "option" else spec.env_var
             raise DiffkitError(
                 f"{flag} points to {path}, which is not a file; " + missing_message(spec, "bad path")
             )
@@ -172,6 +194,8 @@ def resolve_weights(
     cached = spec.cache_path()
     if cached.is_file():
         sha = file_sha256(cached)
+        if spec.sha256 is None:  # nothing to check it against: used, hashed, marked not official
+            return ResolvedWeights(cached, sha, "cache", False)
         if sha != spec.sha256:
             raise DiffkitError(
                 f"{cached} has sha256 {sha}, expected {spec.sha256} (corrupt or partial download?); "
@@ -183,6 +207,8 @@ def resolve_weights(
         allow_download = os.environ.get(OFFLINE_ENV, "") not in ("1", "true", "yes")
     if not allow_download:
         raise DiffkitError(missing_message(spec, f"offline: {OFFLINE_ENV}=1"))
+    if spec.sha256 is None:  # a download that cannot be verified is not made
+        raise DiffkitError(missing_message(spec, "no pinned sha256 to verify a download against"))
     try:
         path = _download(spec)
     except DiffkitError:
