@@ -35,8 +35,8 @@ from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 
+from diffkit.diffusion.pixels import to_uint8
 from diffkit.models.config import UNetConfig
-from diffkit.report.grid import to_uint8
 
 
 @dataclass(frozen=True)

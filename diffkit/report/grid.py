@@ -1,7 +1,7 @@
-"""Image grids: model output tensors to uint8, contact sheets, and the training progression image.
+"""Image grids: contact sheets of uint8 images, and the training progression image.
 
-Used by training (the fixed-noise grids) and ``diffkit sample --grid``; it needs torch, numpy and PIL
-only, so any command may use it without reaching into another command's package.
+Used by training (the fixed-noise grids) and ``diffkit sample --grid``; it needs numpy and PIL only, so
+any command may use it without reaching into another command's package.
 """
 
 from __future__ import annotations
@@ -11,16 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
 
 PADDING = 2
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """NCHW floats in [-1, 1] -> NHWC uint8 (values outside the range are clipped)."""
-    scaled = ((images.detach().float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
-    return scaled.permute(0, 2, 3, 1).cpu().numpy()
 
 
 def grid_columns(n: int) -> int:

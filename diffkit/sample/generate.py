@@ -21,9 +21,9 @@ import torch
 from diffkit.console import Bar, shown
 from diffkit.device import Precision, resolve_device
 from diffkit.diffusion.guidance import guided_model
+from diffkit.diffusion.pixels import to_uint8
 from diffkit.diffusion.samplers import SamplerOutput, make_sampler, run_sampler
 from diffkit.errors import DiffkitError
-from diffkit.report.grid import to_uint8
 from diffkit.runs.folder import class_names
 from diffkit.runs.snapshots import load_snapshot, resolve_snapshot
 from diffkit.sample.config import DEFAULT_GUIDANCE

@@ -28,6 +28,7 @@ import torch
 from diffkit.console import Bar, err_console, shown
 from diffkit.device import Precision
 from diffkit.diffusion.gaussian import GaussianDiffusion
+from diffkit.diffusion.pixels import to_uint8
 from diffkit.diffusion.samplers import make_sampler, run_sampler
 from diffkit.errors import DiffkitError
 from diffkit.metrics import caveats as cav
@@ -43,7 +44,6 @@ from diffkit.metrics.images import describe_set
 from diffkit.metrics.kid import DEFAULT_SUBSETS, kernel_distance
 from diffkit.metrics.weights import TORCH_FIDELITY_INCEPTION, resolve_weights
 from diffkit.models.unet import UNet
-from diffkit.report.grid import to_uint8
 from diffkit.train.cache import ImageCache
 from diffkit.train.config import TrainConfig
 

@@ -18,9 +18,10 @@ from diffkit.atomic import atomic_open, atomic_write_text
 from diffkit.console import err_console
 from diffkit.device import Precision
 from diffkit.diffusion.gaussian import GaussianDiffusion
+from diffkit.diffusion.pixels import to_uint8
 from diffkit.diffusion.samplers import DDIMSampler, run_sampler
 from diffkit.errors import DiffkitError
-from diffkit.report.grid import make_grid, progression_image, to_uint8
+from diffkit.report.grid import make_grid, progression_image
 from diffkit.runs.folder import (
     EVAL_KIND,
     PROGRESSION_FILE,

@@ -17,7 +17,8 @@ import torch
 from PIL import Image
 
 from diffkit.diffusion.gaussian import GaussianDiffusion
-from diffkit.report.grid import PADDING, make_grid, to_uint8
+from diffkit.diffusion.pixels import to_uint8
+from diffkit.report.grid import PADDING, make_grid
 from diffkit.report.model import Report, ReportImage, ReportPaths, Section
 from diffkit.report.plots import line_plot
 from diffkit.report.render import write_report
