@@ -208,7 +208,7 @@ def test_config_validation_and_metric_parsing(tmp_path):
 def test_eval_prepares_images_exactly_as_the_training_cache(tmp_path):
     """The reference set is 'the training data': eval must see the same pixels the model trained on
     (EXIF orientation, JPEG draft decode, centre crop, Lanczos), for a rotated, non-square JPEG."""
-    from diffkit.data.decode import decode_image
+    from diffkit.dataset.decode import square_pixels as decode_image
 
     pixels = np.random.default_rng(1).integers(0, 256, (300, 420, 3), dtype=np.uint8)
     exif = Image.Exif()
