@@ -5,7 +5,7 @@ budget at that speed (so the recipe's cosine schedule can be planned for it), dr
 samples from the EMA weights and writes their features in both spaces. A ``features`` job only writes
 the features of given image arrays (the reference set and the floor sets).
 
-    .venv/bin/python benchmarks/bench_quality.py --job SPEC.json    (bench_quality starts these itself)
+    .venv/bin/python -m benchmarks.bench_quality --job SPEC.json    (bench_quality starts these itself)
 """
 
 from __future__ import annotations
@@ -194,8 +194,8 @@ _REPORTED_FIELDS = (
 
 
 def _train_recipe(spec: dict[str, Any], images: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
-    from _quality_recipe import DEFAULTS, RecipeTrainer, ddim_sample
-    from bench_train import counted_flops
+    from benchmarks._quality_recipe import DEFAULTS, RecipeTrainer, ddim_sample
+    from benchmarks.twins import counted_flops
 
     config = preset_config("tiny", RESOLUTION)
     bf16 = spec["contender"] == "recipe-bf16"

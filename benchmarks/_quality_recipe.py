@@ -15,7 +15,7 @@ arrive as the same uint8 array diffkit trains on; ``ToTensor`` + ``Normalize(0.5
   ``--mixed_precision bf16``.
 
 The script's network is far larger; here ``UNet2DModel`` gets diffkit's tiny-preset shape
-(``bench_train.diffusers_twin``) so parameters and FLOPs match. The run length: the script plans its
+(``benchmarks.twins.diffusers_twin``) so parameters and FLOPs match. The run length: the script plans its
 cosine schedule for ``len(dataloader) * num_epochs`` steps; here for the step count that fills the time
 budget, so the schedule ends when the budget does, as a user who sized ``--num_epochs`` to it would get.
 
@@ -30,11 +30,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from bench_train import diffusers_twin
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 
+from benchmarks.twins import diffusers_twin
 from diffkit.diffusion.pixels import to_uint8
 from diffkit.models.config import UNetConfig
 

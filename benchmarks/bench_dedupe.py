@@ -15,8 +15,8 @@ search and verification; it times the search alone on 1,000,000 random hashes at
 hashing) and checks on 50,000 clustered hashes that it finds exactly the pairs of all-pairs search. The
 machine's load average is recorded before and after. Results: ``reports/bench_dedupe.html``/``.json``.
 
-    .venv/bin/python benchmarks/bench_dedupe.py --n 2000   # the committed run
-    .venv/bin/python benchmarks/bench_dedupe.py --quick    # N = 300, 1 round, 100k search: a minute
+    .venv/bin/python -m benchmarks.bench_dedupe --n 2000   # the committed run
+    .venv/bin/python -m benchmarks.bench_dedupe --quick    # N = 300, 1 round, 100k search: a minute
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ holding that kind's copy and a distinct face); overall: pair precision over ever
 false clusters, the most distinct faces in one cluster. Results: ``reports/bench_dedupe_quality.html``
 and ``.json``.
 
-    .venv/bin/python benchmarks/bench_dedupe_quality.py                 # 2,000 / 10,000 / 30,000
-    .venv/bin/python benchmarks/bench_dedupe_quality.py --sizes 2000    # a minute
+    .venv/bin/python -m benchmarks.bench_dedupe_quality                 # 2,000 / 10,000 / 30,000
+    .venv/bin/python -m benchmarks.bench_dedupe_quality --sizes 2000    # a minute
 """
 
 from __future__ import annotations

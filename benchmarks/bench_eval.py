@@ -14,7 +14,7 @@ torch-fidelity's ``fid_statistics_to_metric``, from the same statistics), and th
 extraction alone (diffkit's ``extract_features`` without cache vs torch-fidelity's
 ``extract_featuresdict_from_input_id`` on the same folder, same network and weights).
 
-    .venv/bin/python benchmarks/bench_eval.py [--quick] [--n 64] [--m 64] [--big-n 2100]
+    .venv/bin/python -m benchmarks.bench_eval [--quick] [--n 64] [--m 64] [--big-n 2100]
 """
 
 from __future__ import annotations

@@ -29,20 +29,20 @@ sampler (diffkit's ``generate``; ``DDIMScheduler`` from the recipe's scheduler c
 The floor: N training images (which every model tries to reproduce) against the same reference, in the
 same spaces with the same N, which is as close as a perfect model could get at this N.
 
-    .venv/bin/python benchmarks/bench_quality.py                  # the comparison (~33 min, idle 2 cores)
-    .venv/bin/python benchmarks/bench_quality.py --levers         # every lever, one at a time (hours: --plan)
+    .venv/bin/python -m benchmarks.bench_quality                  # the comparison (~33 min, idle 2 cores)
+    .venv/bin/python -m benchmarks.bench_quality --levers         # every lever, one at a time (hours: --plan)
     # the second committed lever run (~80 min):
-    .venv/bin/python benchmarks/bench_quality.py --levers --budget 120 \
+    .venv/bin/python -m benchmarks.bench_quality --levers --budget 120 \
         --lever-names prediction_edm depth_2 width_40 phema --report-name bench_quality_levers_2
     # the third (~45 min): batch 32 at the default lr, and the defaults when the issue was filed (lr 2e-4)
-    .venv/bin/python benchmarks/bench_quality.py --levers --budget 120 \
+    .venv/bin/python -m benchmarks.bench_quality --levers --budget 120 \
         --lever-names batch_32 lr_2e-4 --report-name bench_quality_levers_3
     # the small preset aligned with UNet2DModel against its old shape (~55 min)
-    .venv/bin/python benchmarks/bench_quality.py --levers --budget 180 --baseline preset_small \
+    .venv/bin/python -m benchmarks.bench_quality --levers --budget 180 --baseline preset_small \
         --lever-names small_unaligned --report-name bench_quality_small_aligned
-    .venv/bin/python benchmarks/bench_quality.py --plan           # the jobs and the wall-time estimate
-    .venv/bin/python benchmarks/bench_quality.py --budget 10 --n-samples 32 --report-dir /tmp/q   # smoke
-    .venv/bin/python benchmarks/bench_quality.py --self-test      # checks of the harness (seconds)
+    .venv/bin/python -m benchmarks.bench_quality --plan           # the jobs and the wall-time estimate
+    .venv/bin/python -m benchmarks.bench_quality --budget 10 --n-samples 32 --report-dir /tmp/q   # smoke
+    .venv/bin/python -m benchmarks.bench_quality --self-test      # checks of the harness (seconds)
 
 Sizing: 12 training jobs (3 contenders x 2 budgets x 2 seeds) plus 2 feature jobs on 2 slots. A job costs
 its budget + N x (0.32 s DDIM-50 sampling + 0.155 s Inception) + ~25 s of start-up and pilot steps
@@ -247,7 +247,7 @@ def estimate_wall(jobs: list[Job], workers: int) -> float:
 # -------------------------------------------------------------------------------------------- run
 
 
-def run_queue(jobs: list[Job], workers: int, script: Path) -> None:
+def run_queue(jobs: list[Job], workers: int) -> None:
     """Each job in its own process with one thread; at most ``workers`` at a time, in queue order.
 
     Jobs run in their own sessions, so Ctrl-C reaches only this process, which then stops them all
@@ -264,7 +264,8 @@ def run_queue(jobs: list[Job], workers: int, script: Path) -> None:
                 out.mkdir(parents=True, exist_ok=True)
                 (out / "spec.json").write_text(json.dumps(job.spec, indent=1))
                 log = (out / "log.txt").open("wb")
-                command = [sys.executable, str(script), "--job", str(out / "spec.json")]
+                # this module again (as a module: its siblings import as benchmarks.x), from the same folder
+                command = [sys.executable, "-m", "benchmarks.bench_quality", "--job", str(out / "spec.json")]
                 process = subprocess.Popen(
                     command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
                 )
@@ -387,7 +388,7 @@ def expand_posthoc(train_jobs: list[Job]) -> list[Job]:
 
 def build_report(args: argparse.Namespace, jobs: list[Job], prepared: dict[str, np.ndarray], scratch: Scratch,
                  wall_s: float, estimate_s: float, load: dict[str, list[float]]) -> Report:  # fmt: skip
-    from _quality_recipe import DEFAULTS as RECIPE
+    from benchmarks._quality_recipe import DEFAULTS as RECIPE
 
     train_jobs = expand_posthoc([job for job in jobs if job.kind == "train"])
     reference = load_features(scratch.work / "jobs" / "reference" / "reference-features.npz")
@@ -533,10 +534,10 @@ def self_test() -> None:
     """Fast checks of the harness's own parts against independent computations (seconds, no training)."""
     import torch
     import torch.nn.functional as F
-    from _quality_job import pooled_pixels, shared_noise
-    from _quality_recipe import DEFAULTS, RecipeTrainer, ddim_sample
     from diffusers import DDIMPipeline
 
+    from benchmarks._quality_job import pooled_pixels, shared_noise
+    from benchmarks._quality_recipe import DEFAULTS, RecipeTrainer, ddim_sample
     from diffkit.models.config import preset_config
     from diffkit.sample.generate import initial_noise
 
@@ -633,7 +634,7 @@ def main() -> None:
     parser.add_argument("--job", type=Path, help=argparse.SUPPRESS)  # one job, started by this script
     args = parser.parse_args()
     if args.job is not None:
-        from _quality_job import run_job
+        from benchmarks._quality_job import run_job
 
         run_job(args.job)
         return
@@ -660,7 +661,7 @@ def main() -> None:
             return
         prepared = prepare(scratch, args.n_train, args.n_reference, args.n_samples)
         load_before = [round(v, 2) for v in os.getloadavg()]
-        run_queue(jobs, args.workers, Path(__file__).resolve())
+        run_queue(jobs, args.workers)
         load = {"before": load_before, "after": [round(v, 2) for v in os.getloadavg()]}
         wall = time.perf_counter() - started
         report = build_report(args, jobs, prepared, scratch, wall, estimate, load)

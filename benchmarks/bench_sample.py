@@ -16,7 +16,7 @@ average before and after. The question answered: how many steps does each fast s
 within 5 % of DDPM-1000's distance. The denoising animation is encoded in all three formats once, to
 back the GIF choice in docs/sample.md.
 
-    .venv/bin/python benchmarks/bench_sample.py [--quick] [--run RUN] [--n 256]
+    .venv/bin/python -m benchmarks.bench_sample [--quick] [--run RUN] [--n 256]
 """
 
 from __future__ import annotations

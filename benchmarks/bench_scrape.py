@@ -14,8 +14,8 @@ draft decode serving the check, the pHash and the near-duplicate thumbnail). Fur
 durable write costs, and the HTTP client's own CPU per request (httpx.AsyncClient as diffkit used it
 before, diffkit's Fetcher now, the peer's threads).
 
-    .venv/bin/python benchmarks/bench_scrape.py            # N=150, R=10/s, L=0.2 s, 512 px, 3 rounds
-    .venv/bin/python benchmarks/bench_scrape.py --quick    # N=40, 256 px, 3 rounds
+    .venv/bin/python -m benchmarks.bench_scrape            # N=150, R=10/s, L=0.2 s, 512 px, 3 rounds
+    .venv/bin/python -m benchmarks.bench_scrape --quick    # N=40, 256 px, 3 rounds
 """
 
 from __future__ import annotations

@@ -20,9 +20,9 @@ MFU (model FLOPs utilisation) = achieved FLOP/s / peak matmul FLOP/s, where achi
 FLOPs per image (FlopCounterMode, 1 MAC = 2 FLOPs) x images/s, and the peak is a large square matmul in
 the same precision measured in the same run (best of several, before and after the model runs).
 
-    .venv/bin/python benchmarks/bench_train.py            # tiny, batch 8, 32+64 px, fp32+bf16, 3x10 steps,
+    .venv/bin/python -m benchmarks.bench_train            # tiny, batch 8, 32+64 px, fp32+bf16, 3x10 steps,
                                                           # all levers, 1 vs 2 ranks (~40 min idle, 2 cores)
-    .venv/bin/python benchmarks/bench_train.py --quick    # smoke: 32 px, 3x2 steps, fused lever, 1 vs 2 ranks
+    .venv/bin/python -m benchmarks.bench_train --quick    # smoke: 32 px, 3x2 steps, fused lever, 1 vs 2 ranks
 
 Needs ``pip install diffusers`` (the ``bench`` extra). Results: ``reports/bench_train.html`` + ``.json``.
 """
@@ -30,28 +30,23 @@ Needs ``pip install diffusers`` (the ``bench`` extra). Results: ``reports/bench_
 from __future__ import annotations
 
 import argparse
-import math
 import multiprocessing
 import os
 import socket
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.twins import PRECISIONS, SHIPPED, Trainer, build_trainer, counted_flops
 from diffkit.models.config import UNetConfig, preset_config
 from diffkit.models.stats import count_parameters, flops_per_image
 from diffkit.models.unet import UNet
 from diffkit.report.model import Report, Section
 from diffkit.report.render import write_report
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -69,41 +64,6 @@ class Measurement:
     mfu: float
 
 
-def diffusers_twin(config: UNetConfig) -> nn.Module:
-    """``UNet2DModel`` with diffkit's level widths, blocks per level, attention levels and head size."""
-    from diffusers import UNet2DModel
-
-    widths = tuple(config.channels * m for m in config.channel_mults)
-    attend = [size in config.attention_resolutions for size in config.level_resolutions]
-    return UNet2DModel(
-        sample_size=config.resolution,
-        in_channels=config.in_channels,
-        out_channels=config.output_channels,
-        block_out_channels=widths,
-        layers_per_block=config.num_res_blocks,
-        down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attend),
-        up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attend)),
-        attention_head_dim=config.head_dim,
-        norm_num_groups=math.gcd(32, *widths),  # diffusers uses one group count for all layers
-        dropout=config.dropout,
-    )
-
-
-def forward_fn(model: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    if isinstance(model, UNet):
-        return model
-    return lambda x, t: model(x, t).sample
-
-
-def counted_flops(model: nn.Module, resolution: int) -> int:
-    if isinstance(model, UNet):
-        return flops_per_image(model, resolution)
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        forward_fn(model)(torch.zeros(1, 3, resolution, resolution), torch.zeros(1))
-    return int(counter.get_total_flops())
-
-
 def matmul_peak(dtype: torch.dtype, size: int, repeats: int = 5) -> float:
     """Best FLOP/s of a square matmul (the machine's practical ceiling for conv/attention work)."""
     a = torch.randn(size, size, dtype=dtype)
@@ -118,47 +78,6 @@ def matmul_peak(dtype: torch.dtype, size: int, repeats: int = 5) -> float:
     return 4 * 2 * size**3 / best
 
 
-class Trainer:
-    """One model's training step on fixed random inputs (the data pipeline is not under test)."""
-
-    def __init__(
-        self, name: str, model: nn.Module, batch: int, resolution: int, dtype: torch.dtype | None,
-        *, channels_last: bool = False, fused: bool = False, compiled: bool = False,
-    ) -> None:  # fmt: skip
-        memory = torch.channels_last if channels_last else torch.contiguous_format
-        self.name, self.model, self.dtype = name, model.to(memory_format=memory).train(), dtype
-        self.forward = forward_fn(self.model)
-        if compiled:
-            self.forward = torch.compile(self.forward)
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True if fused else None)
-        generator = torch.Generator().manual_seed(0)
-        self.x = torch.randn(batch, 3, resolution, resolution, generator=generator).to(memory_format=memory)
-        self.target = torch.randn(batch, 3, resolution, resolution, generator=generator)
-        self.t = torch.randint(0, 1000, (batch,), generator=generator).float()
-        self.times: list[float] = []
-        self.warmup_s = 0.0
-
-    def step(self, record: bool) -> None:
-        start = time.perf_counter()
-        self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=self.dtype or torch.bfloat16, enabled=self.dtype is not None):
-            out = self.forward(self.x, self.t)
-        loss = F.mse_loss(out.float(), self.target)
-        loss.backward()
-        self.optimizer.step()
-        if record:
-            self.times.append(time.perf_counter() - start)
-
-
-def _build(kind: str, config: UNetConfig, batch: int, dtype: torch.dtype | None) -> Trainer:
-    """``kind`` is "diffkit" or "diffusers" plus optional "+channels_last", "+fused", "+compile"."""
-    base, *levers = kind.split("+")
-    torch.manual_seed(0)
-    model = UNet(config) if base == "diffkit" else diffusers_twin(config)
-    return Trainer(kind, model, batch, config.resolution, dtype, channels_last="channels_last" in levers,
-                   fused="fused" in levers, compiled="compile" in levers)  # fmt: skip
-
-
 def interleaved(
     kinds: list[str],
     config: UNetConfig,
@@ -169,7 +88,7 @@ def interleaved(
     warmup: int,
 ) -> tuple[list[Trainer], list[dict[str, float]]]:
     """Every contender's step times; per round, each contender's median step time (order flips)."""
-    trainers = [_build(kind, config, batch, dtype) for kind in kinds]
+    trainers = [build_trainer(kind, config, batch, dtype) for kind in kinds]
     for trainer in trainers:
         start = time.perf_counter()
         for _ in range(warmup):  # compilation (if any) and allocator warm-up happen here, untimed
@@ -230,9 +149,6 @@ def run_config(
     ratio = ratio_row("diffkit", "diffusers", per_round)
     shipped = ratio_row(SHIPPED, "diffusers", per_round)
     return results, ratio | {f"shipped_{key}": value for key, value in shipped.items()}
-
-
-SHIPPED = "diffkit+fused"
 
 
 LEVERS = {
@@ -383,7 +299,7 @@ def estimate_minutes(args: argparse.Namespace) -> float:
     total = 0.0
     for resolution in args.resolutions:
         for precision in args.precisions:
-            trainer = _build(
+            trainer = build_trainer(
                 "diffkit", preset_config(args.preset, resolution), args.batch_size, PRECISIONS[precision]
             )
             trainer.step(record=False)

@@ -22,8 +22,8 @@ example runs it). Rounds alternate the order; each round profiles ``--steps`` st
 warm-up; the report gives the median over rounds of each group's milliseconds per step. Profiling adds a
 little per-op overhead, the same for both; the unprofiled ratio is ``bench_train.py``'s.
 
-    .venv/bin/python benchmarks/bench_train_profile.py          # 32+64 px, fp32+bf16, 5 rounds x 10 steps
-    .venv/bin/python benchmarks/bench_train_profile.py --quick  # smoke: 32 px fp32, 1 round x 2 steps
+    .venv/bin/python -m benchmarks.bench_train_profile          # 32+64 px, fp32+bf16, 5 rounds x 10 steps
+    .venv/bin/python -m benchmarks.bench_train_profile --quick  # smoke: 32 px fp32, 1 round x 2 steps
 
 Needs diffusers (the ``bench`` extra). Results: ``reports/bench_train_profile.{html,json}``.
 """
@@ -33,18 +33,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train import PRECISIONS, SHIPPED, Trainer, _build  # noqa: E402
-
-from diffkit.models.config import preset_config  # noqa: E402
-from diffkit.report.model import Report, Section  # noqa: E402
+from benchmarks.twins import PRECISIONS, SHIPPED, Trainer, build_trainer
+from diffkit.models.config import preset_config
+from diffkit.report.model import Report, Section
 from diffkit.report.render import write_report
 
 GROUPS = ("convolution", "matmul_attention", "normalization", "optimizer", "elementwise_other", "untracked")
@@ -112,7 +109,7 @@ def run_cell(preset: str, resolution: int, precision: str, batch: int, rounds: i
              warmup: int) -> dict[str, dict[str, float]]:  # fmt: skip
     """Per contender: each group's median ms per step over rounds, plus the step total."""
     config = preset_config(preset, resolution)
-    trainers = [_build(kind, config, batch, PRECISIONS[precision]) for kind in CONTENDERS]
+    trainers = [build_trainer(kind, config, batch, PRECISIONS[precision]) for kind in CONTENDERS]
     for trainer in trainers:
         for _ in range(warmup):
             trainer.step(record=False)

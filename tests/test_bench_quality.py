@@ -1,7 +1,8 @@
 """bench_quality's harness checks itself (``--self-test``): pooled pixels, shared noise, the diffusers
 recipe's loader, LR and EMA schedules, its DDIM loop against ``DDIMPipeline``, FD of a set with itself.
 
-Run as a subprocess so the benchmark stays a script; seconds, not a benchmark run.
+The self-test runs as ``python -m benchmarks.bench_quality --self-test`` from the repository root, as a user
+runs it; seconds, not a benchmark run.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ PRESETS_SMALL_32 = preset_config("small", 32)
 
 def test_bench_quality_self_test_passes() -> None:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_quality.py"), "--self-test"],
+        [sys.executable, "-m", "benchmarks.bench_quality", "--self-test"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -51,10 +52,10 @@ def test_small_unaligned_lever_trains_and_samples_the_pre_alignment_shape(
 ) -> None:
     """The lever that checks issue 15's alignment must train the old `small` (gcd(32, width) groups,
     width // 64 heads) and leave the preset as it is for everything else."""
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    from _quality_job import _diffkit_config, preset_shape
-    from bench_quality import LEVERS
-
+    # benchmarks/ is a package of the repository root (as `python -m benchmarks.x` sees it from there)
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks._quality_job import _diffkit_config, preset_shape
+    from benchmarks.bench_quality import LEVERS
     from diffkit.fakesite.faces import write_face_folder
     from diffkit.models.unet import UNet
     from diffkit.runs.snapshots import latest_snapshot, load_snapshot
