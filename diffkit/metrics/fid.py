@@ -80,6 +80,21 @@ def frechet_distance(
     return frechet_distance_from_stats(feature_statistics(features1), feature_statistics(features2))
 
 
+def frechet_distance_to_stats(
+    features: np.ndarray, stats: GaussianStats, reference: FastFrechet | None = None
+) -> float:
+    """FID between (N, D) features and a reference known only by its statistics.
+
+    The same routes as :func:`frechet_distance` with the reference's features: so a statistics file
+    gives the FID its folder gives (``tests/test_eval_stats.py`` holds them to 1e-6).
+    """
+    if len(features) <= np.shape(features)[1]:
+        diff = np.mean(features, axis=0) - stats.mu
+        frechet = reference if reference is not None else FastFrechet.from_stats(stats)
+        return float(diff.dot(diff)) + frechet.covariance_terms(features)
+    return frechet_distance_from_stats(feature_statistics(features), stats)
+
+
 def covariance_factor(
     features: np.ndarray, weights: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -109,11 +124,29 @@ def _nuclear_norm(matrix: np.ndarray) -> float:
 
 
 class FastFrechet:
-    """Many FIDs of generated (sub)sets against one fixed reference set."""
+    """Many FIDs of generated (sub)sets against one fixed reference set (its features or its statistics)."""
 
     def __init__(self, reference: np.ndarray):
         self.mu_ref, self.factor_ref = covariance_factor(reference)
         self.trace_ref = float((self.factor_ref**2).sum())
+
+    @classmethod
+    def from_stats(cls, stats: GaussianStats) -> FastFrechet:
+        """The reference as a mean and covariance only (a statistics file), no features.
+
+        ``F = V sqrt(L)`` over the covariance's eigenpairs gives ``F F^T = sigma``; the nuclear norm of
+        ``F^T G`` equals that of the features' own centred factor, so FIDs agree with the folder's.
+        Eigenvalues that are rounding noise (a rank-deficient covariance) are dropped: each would add
+        a spurious square root.
+        """
+        sigma = np.asarray(stats.sigma, dtype=np.float64)
+        values, vectors = np.linalg.eigh((sigma + sigma.T) / 2)
+        keep = values > max(float(values[-1]), 0.0) * len(values) * np.finfo(np.float64).eps
+        self = cls.__new__(cls)
+        self.mu_ref = np.asarray(stats.mu, dtype=np.float64)
+        self.factor_ref = vectors[:, keep] * np.sqrt(values[keep])
+        self.trace_ref = float(np.trace(sigma))
+        return self
 
     def __call__(self, generated: np.ndarray, weights: np.ndarray | None = None) -> float:
         mu, factor = covariance_factor(generated, weights)
