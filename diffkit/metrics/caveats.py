@@ -7,6 +7,10 @@
   removes the generated-side 1/N bias only.
 - KID subset size min(1000, N, M); when it equals N every subset is the whole set and std = 0.
 - IS is an ImageNet-class statistic: a sanity value only for faces.
+
+Every label names its feature space (:data:`SPACES`): ``FID`` is the Fréchet distance in Inception
+pool3 features, ``FD_DINOv2`` the same distance in DINOv2 ViT-L/14 features (Stein et al. 2023); the
+caveats are computed in whichever space was used, with that space's dimension.
 """
 
 from __future__ import annotations
@@ -32,6 +36,22 @@ MIN_BOOTSTRAP = 200
 
 
 @dataclass(frozen=True)
+class Space:
+    """A feature space: the names its distances go by, its dimension and its network."""
+
+    fd: str  # the Fréchet distance's name
+    kd: str  # the kernel distance's name
+    dims: int
+    network: str
+
+
+SPACES = {
+    "inception": Space("FID", "KID", FEATURE_DIM, "Inception-v3 pool3"),
+    "dinov2": Space("FD_DINOv2", "KD_DINOv2", 1024, "DINOv2 ViT-L/14"),
+}
+
+
+@dataclass(frozen=True)
 class FidCurve:
     sizes: list[int]
     fids: list[float]
@@ -52,22 +72,30 @@ class FidCurve:
         return found
 
 
-def fid_label(n: int, m: int) -> str:
-    return f"FID@{n} (reference {m})"
+def reference_text(m: int | None) -> str:
+    """``reference 300``, or for a statistics file of unknown N (pytorch-fid's) what is known."""
+    return f"reference {m}" if m else "reference statistics, N unknown"
+
+
+def fid_label(n: int, m: int | None, space: str = "inception") -> str:
+    return f"{SPACES[space].fd}@{n} ({reference_text(m)})"
 
 
 def weights_status(official: bool) -> str:
     return "official weights" if official else "unofficial weights"
 
 
-def fid_headline(n: int, m: int, fid: float | None, engine: str, weights: str) -> str:
+def fid_headline(
+    n: int, m: int | None, fid: float | None, engine: str, weights: str, space: str = "inception"
+) -> str:
     """``FID@100 31,727.1 (reference 300, torch-fidelity, official weights)``: how every FID is shown.
 
     ``diffkit eval`` and the evaluation during training both use it, so a number never travels without
-    its N, its reference N, its engine and its weights' status (``weights``: :func:`weights_status`).
+    its space, its N, its reference N, its engine (or network) and its weights' status (``weights``:
+    :func:`weights_status`).
     """
     value = "—" if fid is None else format_value(fid)
-    return f"FID@{n} {value} (reference {m}, {engine}, {weights})"
+    return f"{SPACES[space].fd}@{n} {value} ({reference_text(m)}, {engine}, {weights})"
 
 
 def subset_sizes(n: int, points: int = SUBSET_POINTS, lowest: float = LOWEST_FRACTION) -> list[int]:
@@ -122,45 +150,73 @@ def percentile_interval(
     return float(low), float(high)
 
 
+def clip_to_range(interval: tuple[float, float], lowest: float = 0.0) -> tuple[tuple[float, float], bool]:
+    """The interval cut at the metric's lowest possible value, and whether it was cut.
+
+    A Fréchet distance is never negative; re-centring the bootstrap spread on a small estimate can put
+    the lower end below zero, which is not a value the distance can take. The cut end is marked.
+    """
+    low, high = interval
+    if low >= lowest:
+        return interval, False
+    return (lowest, max(high, lowest)), True
+
+
 def kid_subset_size(n: int, m: int) -> int:
     return min(1000, n, m)
 
 
 def fid_caveats(
-    n: int, m: int, interval: tuple[float, float] | None, curve: FidCurve | None, fid: float
+    n: int,
+    m: int | None,
+    interval: tuple[float, float] | None,
+    curve: FidCurve | None,
+    fid: float,
+    space: str = "inception",
+    clipped: bool = False,
 ) -> list[str]:
+    info = SPACES[space]
+    name, label = info.fd, fid_label(n, m, space)
+    same = "engine" if space == "inception" else "network and weights"
     notes = [
-        f"FID is {fid_label(n, m)}: compare only with FIDs at the same N, the same reference set "
-        f"and the same engine; the usual standard is N = {STANDARD_N:,}."
+        f"{name} is {label} in {info.network} features: compare only with values at the same N, the "
+        f"same reference set and the same {same}; the usual standard is N = {STANDARD_N:,}."
     ]
-    if min(n, m) < FEATURE_DIM:
+    smallest = min(n, m) if m else n
+    if smallest < info.dims:
         notes.append(
-            f"{min(n, m)} samples < {FEATURE_DIM} feature dimensions: the covariance is rank-deficient "
-            f"(rank <= {min(n, m) - 1}), so FID@{n} is dominated by sample-size bias."
+            f"{smallest} samples < {info.dims} feature dimensions: the covariance is rank-deficient "
+            f"(rank <= {smallest - 1}), so {name}@{n} is dominated by sample-size bias."
         )
     if n < 10_000:
         notes.append(
-            f"FID is biased upwards roughly in proportion to 1/N: FID@{n} is not comparable with "
-            f"FID@{STANDARD_N:,}."
+            f"{name} is biased upwards roughly in proportion to 1/N: {name}@{n} is not comparable with "
+            f"{name}@{STANDARD_N:,}."
         )
     if interval is not None:
+        cut = (
+            f" (its lower end fell below 0, which {name} cannot take, and is clipped at 0: the estimate "
+            "is within sampling noise of 0)"
+            if clipped
+            else ""
+        )
         notes.append(
-            f"FID bootstrap 95% interval [{interval[0]:.4g}, {interval[1]:.4g}] (generated set "
+            f"{name} bootstrap 95% interval [{interval[0]:.4g}, {interval[1]:.4g}]{cut} (generated set "
             "resampled, reference held fixed, spread centred on the estimate): sampling noise only, "
             "not the 1/N bias."
         )
     if curve is None:
-        notes.append(f"No FID-infinity estimate: it needs N >= {MIN_CURVE_N} generated images.")
+        notes.append(f"No {name}-infinity estimate: it needs N >= {MIN_CURVE_N} generated images.")
     elif curve.problems():
         notes.append(
-            f"FID-infinity estimate {curve.intercept:.4g} cannot be trusted: {'; '.join(curve.problems())}. "
-            "Do not quote it; evaluate more samples."
+            f"{name}-infinity estimate {curve.intercept:.4g} cannot be trusted: "
+            f"{'; '.join(curve.problems())}. Do not quote it; evaluate more samples."
         )
     else:
         notes.append(
-            f"FID-infinity estimate {curve.intercept:.4g} (intercept of FID vs 1/N over {len(curve.sizes)} "
-            f"subset sizes {curve.sizes[0]}..{curve.sizes[-1]}, Chong & Forsyth 2020); an extrapolation "
-            f"that removes only the generated-side bias (the reference stays at M = {m})."
+            f"{name}-infinity estimate {curve.intercept:.4g} (intercept of {name} vs 1/N over "
+            f"{len(curve.sizes)} subset sizes {curve.sizes[0]}..{curve.sizes[-1]}, Chong & Forsyth 2020); "
+            f"an extrapolation that removes only the generated-side bias (the {reference_text(m)} stays)."
         )
     return notes
 
@@ -188,27 +244,34 @@ def bootstrap_caveats(
 
 
 def kid_caveats(
-    n: int, m: int, subset_size: int, interval: tuple[float, float] | None, max_points: int
+    n: int,
+    m: int,
+    subset_size: int,
+    interval: tuple[float, float] | None,
+    max_points: int,
+    space: str = "inception",
 ) -> list[str]:
+    name = SPACES[space].kd
     notes = [
-        f"KID@{n} (reference {m}) with {subset_size}-image subsets: KID is unbiased in N, the fair "
-        "small-N comparison metric; its std over subsets is not a confidence interval."
+        f"{name}@{n} (reference {m}) with {subset_size}-image subsets, in {SPACES[space].network} "
+        f"features: {name} is unbiased in N, the fair small-N comparison metric; its std over subsets "
+        "is not a confidence interval."
     ]
     if subset_size == n:
         notes.append(
-            f"KID subset size equals N = {n}: every subset holds all generated images, so the "
+            f"{name} subset size equals N = {n}: every subset holds all generated images, so the "
             "subset std shows only how the reference subsets vary (0 when M = N too), not the "
             "uncertainty; use the bootstrap interval."
         )
     elif subset_size == m:
         notes.append(
-            f"KID subset size equals M = {m} (fewer reference than generated images): every subset "
+            f"{name} subset size equals M = {m} (fewer reference than generated images): every subset "
             "holds all reference images, so the subset std shows only how the generated subsets vary, "
             "not the uncertainty; use the bootstrap interval."
         )
     if interval is not None:
         capped = f" (on at most {max_points} images per set)" if max(n, m) > max_points else ""
-        notes.append(f"KID bootstrap 95% interval [{interval[0]:.4g}, {interval[1]:.4g}]{capped}.")
+        notes.append(f"{name} bootstrap 95% interval [{interval[0]:.4g}, {interval[1]:.4g}]{capped}.")
     return notes
 
 

@@ -92,14 +92,8 @@ def _safe_state_dict(data: bytes, path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def weights_stream(weights: ResolvedWeights, what: str) -> io.BytesIO:
-    """The file's content for torch-fidelity's loader, which unpickles with ``weights_only=False``.
-
-    The bytes are read once and hashed again, so the file that is loaded is the file that was checked.
-    The pinned official file goes to torch-fidelity as it is; any other file is loaded here with
-    ``weights_only=True`` (or from safetensors) and re-saved from those plain tensors, so nothing
-    but tensors ever reaches the unsafe unpickler. Raises one-line DiffkitErrors.
-    """
+def checked_bytes(weights: ResolvedWeights, what: str) -> bytes:
+    """The file's bytes, read once and hashed again: the file that is loaded is the file that was checked."""
     shown_path = printable(weights.path)
     try:
         data = Path(weights.path).read_bytes()
@@ -107,15 +101,35 @@ def weights_stream(weights: ResolvedWeights, what: str) -> io.BytesIO:
         raise DiffkitError(f"cannot read {what} weights {shown_path}: {exc.strerror or exc}") from None
     if hashlib.sha256(data).hexdigest() != weights.sha256:
         raise DiffkitError(f"{what} weights {shown_path} changed while diffkit was reading it; run again")
-    if weights.official:
-        return io.BytesIO(data)
+    return data
+
+
+def safe_state_dict(
+    weights: ResolvedWeights, what: str, data: bytes | None = None
+) -> dict[str, torch.Tensor]:
+    """The checked file as tensors, loaded without unpickling anything else; one-line refusal otherwise."""
+    data = checked_bytes(weights, what) if data is None else data
     try:
-        state = _safe_state_dict(data, Path(weights.path))
+        return _safe_state_dict(data, Path(weights.path))
     except Exception as exc:  # any failure to load safely: refuse, never fall back to full unpickling
+        official = "the official file" if weights.official else "not the official file"
         raise DiffkitError(
-            f"refusing {what} weights {shown_path}: not the official file (sha256 {weights.sha256[:16]}…) "
+            f"refusing {what} weights {printable(weights.path)}: {official} (sha256 {weights.sha256[:16]}…) "
             f"and not a plain state dict of tensors (loaded with weights_only=True): {_first_line(exc)}"
         ) from None
+
+
+def weights_stream(weights: ResolvedWeights, what: str) -> io.BytesIO:
+    """The file's content for torch-fidelity's loader, which unpickles with ``weights_only=False``.
+
+    The pinned official file goes to torch-fidelity as it is; any other file is loaded here with
+    ``weights_only=True`` (or from safetensors) and re-saved from those plain tensors, so nothing
+    but tensors ever reaches the unsafe unpickler. Raises one-line DiffkitErrors.
+    """
+    data = checked_bytes(weights, what)
+    if weights.official:
+        return io.BytesIO(data)
+    state = safe_state_dict(weights, what, data)
     buffer = io.BytesIO()
     torch.save(state, buffer)
     buffer.seek(0)
