@@ -87,7 +87,7 @@ def _unreadable(path: Path, exc: BaseException, size: int | None = None) -> Diff
     if size == 0:
         reason = "the file is empty (0 bytes)"
     elif isinstance(exc, UnidentifiedImageError):
-        reason = f"not an image PIL can identify ({size:,} bytes)" if size else "not an image PIL can identify"
+        reason = "not an image PIL can identify" + (f" ({size:,} bytes)" if size else "")
     else:
         reason = str(exc).replace(repr(str(path)), "the file")
     return DiffkitError(f"cannot read image {printable(path)}: {reason}; fix or remove it")
