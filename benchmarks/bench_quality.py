@@ -71,6 +71,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from benchmarks.readings import quality as quality_reading
+from benchmarks.readings.figures import plain, trace
 from diffkit.fakesite.faces import write_face_folder
 from diffkit.metrics.fid import frechet_distance
 from diffkit.metrics.kid import kernel_distance
@@ -514,17 +516,14 @@ def build_report(args: argparse.Namespace, jobs: list[Job], prepared: dict[str, 
         else "bench_quality: diffkit vs diffusers' train_unconditional recipe at equal training seconds"
     )
     return Report(title=title, command="bench_quality", summary=summary, sections=sections, data=data,
-                  headline=headline(rows, key, floor, args))  # fmt: skip
+                  headline=report_headline(summary, data))  # fmt: skip
 
 
-def headline(rows: list[dict[str, Any]], key: str, floor: dict[str, float], args: argparse.Namespace) -> str:
-    """One sentence for the report index: Inception-space FD at both budgets against the floor."""
-    parts = []
-    for budget in (args.budget, 3 * args.budget):
-        fds = ", ".join(f"{r[key]} {r['fd_inception']:.1f}" for r in rows if r["budget_s"] == budget)
-        parts.append(f"{budget:g} s: {fds}")
-    space = f"FD (random-BN Inception, N={args.n_samples})"
-    return f"{space} at {'; '.join(parts)}; floor {floor['fd_inception']:.1f}"
+def report_headline(summary: dict[str, Any], data: dict[str, Any]) -> str:
+    """The index's headline is the README's: the report's one reading (benchmarks/readings/quality.py)."""
+    traced = trace({"summary": summary, "data": data}, "bench_quality")
+    reading = quality_reading.levers_headline if summary["mode"] == "levers" else quality_reading.headline
+    return plain(reading(traced))
 
 
 # -------------------------------------------------------------------------------------- self-test

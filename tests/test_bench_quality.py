@@ -7,6 +7,7 @@ runs it; seconds, not a benchmark run.
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -81,3 +82,15 @@ def test_small_unaligned_lever_trains_and_samples_the_pre_alignment_shape(
     assert old["groups"] == [math.gcd(32, width) for width in old["norm_widths"]]
     assert set(old["groups"]) == {16, 32}
     assert config.preset == "small" and "preset_shape" not in config.to_dict()
+
+
+def test_the_report_headline_is_the_readmes_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench_quality writes no headline of its own: the index shows the README's, for both modes."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks.bench_quality import report_headline
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name in ("quality", "quality_levers_3"):
+        report = json.loads((ROOT / "reports" / f"bench_{name}.json").read_text(encoding="utf-8"))
+        headline = report_headline(report["summary"], report["data"])
+        assert f"| {headline} | [bench_{name}](reports/bench_{name}.html) |" in readme

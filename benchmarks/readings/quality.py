@@ -1,0 +1,164 @@
+"""bench_quality's readings: quality per compute against diffusers' ``train_unconditional.py`` recipe, and
+the lever runs (one change each from a baseline, in the same harness).
+
+The gap ratio (diffkit's distance to the floor over the other's) is computed here from the rows' median
+distances to the floor, not read from the summary, where it is rounded to 3 digits: 0.745 there was
+0.74514 before rounding, so it reads 0.75 at two digits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.readings.figures import count, table
+
+REPORT = "quality"
+COMMAND = "python benchmarks/bench_quality.py"
+PEER = "diffusers `train_unconditional.py` recipe (fp32; bf16), matched size, equal seconds"
+LEVERS_PEER = "diffkit's defaults, in the same run"
+# Lever reports written by bench_quality's --levers mode: the command that writes each one.
+LEVER_COMMANDS = {
+    "quality_levers": "python benchmarks/bench_quality.py --levers",
+    "quality_levers_2": "python benchmarks/bench_quality.py --levers --lever-names ... --report-name ..._2",
+    "quality_levers_3": "python benchmarks/bench_quality.py --levers --lever-names ... --report-name ..._3",
+    "quality_small_aligned": "python benchmarks/bench_quality.py --levers --baseline preset_small "
+    "--lever-names small_unaligned ...",
+}
+SMALL_ALIGNED_PEER = "`small` before its alignment, in the same run"
+
+
+def _row(rows: list[dict[str, Any]], key: str, name: str, budget: float) -> dict[str, Any]:
+    return next(r for r in rows if r[key] == name and r["budget_s"] == budget)
+
+
+def gap_ratio(
+    report: dict[str, Any], name: str, budget: float, space: str = "pixels", baseline: str | None = None
+) -> Any:
+    """``name``'s distance to the floor over ``baseline``'s (median FD minus the floor, same run)."""
+    rows = report["data"]["rows"]
+    key = "variant" if "variant" in rows[0] else "contender"
+    other = baseline or (_baseline(report) if key == "variant" else "recipe-fp32")
+    gap = f"gap_fd_{space}"
+    return _row(rows, key, name, budget)[gap] / _row(rows, key, other, budget)[gap]
+
+
+def _baseline(report: dict[str, Any]) -> str:
+    """The variant a lever run compares with (reports before ``--baseline`` existed: the defaults)."""
+    return report["summary"].get("baseline", "defaults")
+
+
+def headline(report: dict[str, Any]) -> str:
+    s = report["summary"]
+    b, b3 = s["budget_s"], s["budget_3x_s"]
+
+    def pair(space: str, name: str) -> str:
+        return f"{s[f'fd_{space}_{name}_B']:.3g} / {s[f'fd_{space}_{name}_3B']:.3g}"
+
+    def gaps(space: str) -> str:
+        return f"{gap_ratio(report, 'diffkit', b, space):.2f} / {gap_ratio(report, 'diffkit', b3, space):.2f}"
+
+    return (
+        f"{s['n_train']:,} procedural {s['resolution']} px faces, {b:g} s / {b3:g} s of training, "
+        f"{count(s['seeds'])} seeds, {s['n_samples']} DDIM-50 samples: FD on 8x8 pixels "
+        f"{pair('pixels', 'diffkit')} vs {pair('pixels', 'recipe_fp32')} "
+        f"(bf16 {pair('pixels', 'recipe_bf16')}), "
+        f"floor {s['floor_fd_pixels']:.2g}; random-weight Inception FD {pair('inception', 'diffkit')} vs "
+        f"{pair('inception', 'recipe_fp32')}, floor {s['floor_fd_inception']:.3g}; diffkit's distance to the "
+        f"floor over the recipe's: pixels {gaps('pixels')}, Inception {gaps('inception')}"
+    )
+
+
+def block(report: dict[str, Any]) -> str:
+    s, rows = report["summary"], report["data"]["rows"]
+    b, b3 = s["budget_s"], s["budget_3x_s"]
+    setup = (
+        f"Setup: {s['n_train']:,} procedural {s['resolution']} px faces, budgets {b:g} s and {b3:g} s, seeds "
+        f"{', '.join(str(x) for x in s['seeds'])}, {s['n_samples']} DDIM-50 samples per job, {s['workers']} "
+        f"jobs at a time (1 thread each), 1-minute load {s['load_avg_before'][0]:.1f} before; floor: pixels "
+        f"{s['floor_fd_pixels']:.2f}, Inception {s['floor_fd_inception']:.1f}; "
+        f"report created {report['created']}."
+    )
+
+    def cell(row: dict[str, Any], key: str) -> str:
+        return f"{row[key]:.3g} ({row[f'{key}_min']:.3g}-{row[f'{key}_max']:.3g})"
+
+    contenders = table(
+        ["contender", "budget", "steps", "images seen", "pixel FD", "Inception FD"],
+        [[f"`{r['contender']}`", f"{r['budget_s']:g} s", f"{r['steps_median']:g}",
+          f"{r['images_seen_median']:,.0f}", cell(r, "fd_pixels"), cell(r, "fd_inception")] for r in rows],
+    )  # fmt: skip
+
+    def gaps(space: str) -> str:
+        return f"{gap_ratio(report, 'diffkit', b, space):.2f} / {gap_ratio(report, 'diffkit', b3, space):.2f}"
+
+    goals = (
+        f"diffkit's distance to the floor over the recipe's (fp32), at {b:g} s / {b3:g} s: pixels "
+        f"{gaps('pixels')}, Inception {gaps('inception')}. diffkit at {b:g} s reaches "
+        f"the recipe at {b3:g} s: pixels {s['diffkit_at_B_reaches_recipe_fp32_at_3B_pixels']}, Inception "
+        f"{s['diffkit_at_B_reaches_recipe_fp32_at_3B_inception']}. Cells: median over seeds (min-max)."
+    )
+    return "\n\n".join([setup, contenders, goals])
+
+
+def _variants(report: dict[str, Any]) -> list[Any]:
+    """The variants of a lever run, its baseline first."""
+    baseline = _baseline(report)
+    return sorted(dict.fromkeys(r["variant"] for r in report["data"]["rows"]), key=lambda n: n != baseline)
+
+
+def levers_headline(report: dict[str, Any]) -> str:
+    s, rows = report["summary"], report["data"]["rows"]
+    b, b3 = s["budget_s"], s["budget_3x_s"]
+
+    def fd(name: str, budget: float) -> Any:
+        return _row(rows, "variant", name, budget)["fd_pixels"]
+
+    cells = "; ".join(f"{name} {fd(name, b):.3g} / {fd(name, b3):.3g}" for name in _variants(report))
+    return (
+        f"one change each from `{_baseline(report)}`, {b:g} s / {b3:g} s of training, {count(s['seeds'])} "
+        f"seeds; FD on 8x8 pixels (floor {s['floor_fd_pixels']:.2g}): {cells}"
+    )
+
+
+def levers_block(report: dict[str, Any], against: tuple[str, str] | None = None) -> str:
+    """The lever table; ``against`` = (variant, other) adds one line: variant's distance to the floor
+    over other's, per space and budget (e.g. today's defaults against the issue-time ones)."""
+    s, rows = report["summary"], report["data"]["rows"]
+    b, b3 = s["budget_s"], s["budget_3x_s"]
+    baseline = _baseline(report)
+    setup = (
+        f"Setup: {s['n_train']:,} procedural {s['resolution']} px faces, baseline `{baseline}`, budgets "
+        f"{b:g} s and {b3:g} s, seeds {', '.join(str(x) for x in s['seeds'])}, {s['n_samples']} DDIM-50 "
+        f"samples per job, {s['workers']} jobs at a time (1 thread each); floor: pixels "
+        f"{s['floor_fd_pixels']:.2f}, Inception {s['floor_fd_inception']:.1f}; "
+        f"report created {report['created']}."
+    )
+
+    def cell(name: str, budget: float, key: str) -> str:
+        r = _row(rows, "variant", name, budget)
+        spread = f"{r[f'{key}_min']:.3g}-{r[f'{key}_max']:.3g}"
+        ratio = gap_ratio(report, name, budget, key.removeprefix("fd_"), baseline)
+        return f"{r[key]:.3g} ({spread}; {ratio:.2f})"
+
+    levers = table(
+        ["variant", f"pixel FD, {b:g} s", f"pixel FD, {b3:g} s", f"Inception FD, {b:g} s",
+         f"Inception FD, {b3:g} s"],
+        [[f"`{n}`", cell(n, b, "fd_pixels"), cell(n, b3, "fd_pixels"), cell(n, b, "fd_inception"),
+          cell(n, b3, "fd_inception")] for n in _variants(report)],
+    )  # fmt: skip
+    note = (
+        f"Each cell: median FD over seeds (min-max; the distance to the floor relative to `{baseline}`'s "
+        "in the same run, below 1 is better)."
+    )
+    blocks = [setup, levers, note]
+    if against is not None:
+        variant, other = against
+        ratios = {
+            space: " / ".join(f"{gap_ratio(report, variant, budget, space, other):.2f}" for budget in (b, b3))
+            for space in ("pixels", "inception")
+        }
+        blocks.append(
+            f"`{variant}`'s distance to the floor over `{other}`'s, at {b:g} s / {b3:g} s: pixels "
+            f"{ratios['pixels']}, Inception {ratios['inception']}."
+        )
+    return "\n\n".join(blocks)

@@ -1,0 +1,102 @@
+"""bench_train's reading: training steps of diffkit's U-Net against diffusers' ``UNet2DModel`` twin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.readings.figures import table, x
+
+REPORT = "train"
+COMMAND = "python benchmarks/bench_train.py"
+PEER = "diffusers `UNet2DModel`, matched size"
+
+
+def headline(report: dict[str, Any]) -> str:
+    ratios = report["data"]["ratios"]
+    values = [row["speed_ratio_diffkit_over_diffusers"] for row in ratios]
+    resolutions = "/".join(str(r) for r in sorted({row["resolution"] for row in ratios}))
+    precisions = "/".join(sorted({row["precision"] for row in ratios}, key=lambda p: p != "fp32"))
+    text = (
+        f"`{report['summary']['preset']}` preset: training img/s ratio {min(values):.2f}-{max(values):.2f} "
+        f"at {resolutions} px, {precisions} (eager, same AdamW)"
+    )
+    shipped = [row["shipped_ratio_over_diffusers"] for row in ratios if "shipped_ratio_over_diffusers" in row]
+    if shipped:
+        text += f"; as shipped (fused AdamW) vs its example {min(shipped):.2f}-{max(shipped):.2f}"
+    compiled = [row for row in report["data"].get("levers", []) if row["contender"] == "diffkit+compile"]
+    if compiled:
+        text += "; compiled vs compiled " + "/".join(
+            f"{row['vs diffusers+compile ratio_median']:.2f}" for row in compiled
+        )
+    efficiency = report["summary"].get("scaling_efficiency_2_ranks")
+    if efficiency is not None:
+        text += f"; 2 gloo ranks vs 1 (1 thread each): scaling efficiency {efficiency:.2f}"
+    return text
+
+
+def _levers(levers: list[dict[str, Any]]) -> str:
+    return table(
+        ["lever", "against", "resolution", "precision", "speed ratio (rounds)", "compile warm-up"],
+        [
+            [
+                f"`{r['contender']}`",
+                f"`{r['baseline']}`",
+                f"{r['resolution']} px",
+                r["precision"],
+                f"{x(r['ratio_median'], 2)} ({r['ratio_min']:.2f}-{r['ratio_max']:.2f})",
+                f"{r['warmup_s']:g} s" if "compile" in r["contender"] else "",
+            ]
+            for r in levers
+        ],
+    )
+
+
+def _scaling(scaling: list[dict[str, Any]]) -> str:
+    return table(
+        ["DDP on the CPU (gloo)", "img/s (rounds)", "scaling efficiency", "MFU"],
+        [
+            [
+                r["cell"],
+                f"{r['img_per_s']:.2f} ({r['img_per_s_min']:.2f}-{r['img_per_s_max']:.2f})",
+                "" if r["scaling_efficiency"] is None else f"{r['scaling_efficiency']:.2f}",
+                f"{r['mfu']:.0%}",
+            ]
+            for r in scaling
+        ],
+    )
+
+
+def block(report: dict[str, Any]) -> str:
+    s, data = report["summary"], report["data"]
+    setup = (
+        f"Setup: preset `{s['preset']}`, batch {s['batch_size']}, {s['timed_steps']} timed steps per cell, "
+        f"{s['torch_threads']} torch thread, {s['cpu_count']} CPUs, torch {s['torch']}; "
+        f"matmul peaks measured in the run: {s['peak_fp32_gflops']:g} GFLOP/s fp32, "
+        f"{s['peak_bf16_gflops']:g} GFLOP/s bf16; "
+        f"1-minute load average {s['load_avg_1min_before']:g} before, {s['load_avg_1min_after']:g} after; "
+        f"report created {report['created']}."
+    )
+    params = {(m["model"], m["resolution"]): m["params_m"] for m in data["measurements"]}
+    rows = [
+        [
+            f"{r['resolution']} px",
+            r["precision"],
+            f"{r['diffkit_img_s']:.2f}",
+            f"{r['diffusers_img_s']:.2f}",
+            x(r["speed_ratio_diffkit_over_diffusers"], 2),
+            x(r["shipped_ratio_over_diffusers"], 2) if "shipped_ratio_over_diffusers" in r else "",
+            f"{r['diffkit_mfu']:.0%}",
+            f"{r['diffusers_mfu']:.0%}",
+            f"{params[('diffkit', r['resolution'])]:.1f} M / {params[('diffusers', r['resolution'])]:.1f} M",
+        ]
+        for r in data["ratios"]
+    ]
+    header = ["resolution", "precision", "diffkit img/s", "diffusers img/s", "speed ratio",
+              "as shipped (fused AdamW)", "diffkit MFU", "diffusers MFU",
+              "params (diffkit / diffusers)"]  # fmt: skip
+    blocks = [setup, table(header, rows)]
+    if data.get("levers"):
+        blocks.append(_levers(data["levers"]))
+    if data.get("scaling"):
+        blocks.append(_scaling(data["scaling"]))
+    return "\n\n".join(blocks)
