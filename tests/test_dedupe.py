@@ -293,7 +293,8 @@ def test_kill_during_hashing_leaves_a_usable_cache(tmp_path: Path) -> None:
     write_face_folder(folder, 400, size=48, seed=12, fmt="png")
     for k in range(0, 400, 25):  # duplicates, so that the comparison below has clusters to compare
         shutil.copyfile(folder / f"face-{k:05d}.png", folder / f"dup-{k:05d}.png")
-    code = ("import sys; from pathlib import Path; from diffkit.dedupe import DedupeConfig, dedupe; "
+    code = ("import sys; from pathlib import Path; from diffkit.dedupe.config import DedupeConfig; "
+            "from diffkit.dedupe.run import dedupe; "
             "dedupe(DedupeConfig(Path(sys.argv[1]), workers=1, write_report=False, progress=False))")
     process = subprocess.Popen([sys.executable, "-c", code, str(folder)])
     cache = folder / CACHE_NAME

@@ -550,3 +550,140 @@ def test_cache_rows_of_pngs_from_before_16_bit_decoding_are_rehashed(tmp_path: P
     with contextlib.closing(sqlite3.connect(folder / CACHE_NAME)) as db:
         assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("3",)
     assert run(folder).n_hashed == 0
+
+
+# -- 24.8. a full quarantine disk ---------------------------------------------------------------------
+
+# The CLI with the move log's disk full from its Nth write (or its first fsync) on: part of that line
+# still lands (a torn line, as a real ENOSPC mid-write leaves), every later write to it fails too.
+_FULL_DISK = """
+import errno, os, sys
+from diffkit.dedupe.config import MOVE_LOG_NAME
+fail_at, what = int(sys.argv[1]), sys.argv[2]
+real_write, real_fsync, seen = os.write, os.fsync, [0]
+
+def is_log(fd):
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}").endswith(MOVE_LOG_NAME)
+    except OSError:
+        return False
+
+def full():
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+def write(fd, data):
+    if what == "write" and is_log(fd):
+        seen[0] += 1
+        if seen[0] == fail_at:
+            real_write(fd, bytes(data)[: len(data) // 2])
+        if seen[0] >= fail_at:
+            raise full()
+    return real_write(fd, data)
+
+def fsync(fd):
+    if what == "fsync" and is_log(fd):
+        seen[0] += 1
+        if seen[0] >= fail_at:
+            raise full()
+    return real_fsync(fd)
+
+os.write, os.fsync = write, fsync
+sys.argv = ["diffkit", *sys.argv[3:]]
+from diffkit.cli import main
+main()
+"""
+
+
+def _scraped_folder_with_copies(folder: Path, n_copies: int) -> None:
+    """A scrape output: n_copies faces each kept twice (q90 first, a later q70 re-encode) and 2 unique."""
+    from diffkit.fakesite.transforms import encode_image
+    from diffkit.scrape.storage import Store
+    from diffkit.scrape.validate import decode_image
+
+    store = Store(folder)
+    for k in range(n_copies + 2):
+        face = draw_face(np.random.default_rng([31, k]), 96)
+        store.add(decode_image(encode_image(face, "JPEG", 90), 10**8, None), None, f"2026-01-01T00:00:0{k}")
+        if k < n_copies:
+            later = decode_image(encode_image(face, "JPEG", 70), 10**8, None)
+            store.add(later, None, f"2026-01-02T00:00:0{k}")
+    store.write_metadata()
+    store.close()
+
+
+def _manifest_matches_the_disk(folder: Path) -> None:
+    with contextlib.closing(sqlite3.connect(folder / "manifest.sqlite")) as db:
+        rows = sorted(name for (name,) in db.execute("SELECT file_name FROM images"))
+    on_disk = sorted(p.relative_to(folder).as_posix() for p in (folder / "images").rglob("*.jpg"))
+    assert rows == on_disk
+    lines = (folder / "metadata.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["file_name"] for line in lines) == on_disk
+
+
+@pytest.mark.parametrize(
+    ("fail_at", "what", "moved_first"),
+    [
+        (1, "write", 0),  # the first intent does not fit: nothing moves
+        (7, "write", 2),  # 5 intents and 1 "moved" line fit; the 2nd file moved, its "moved" line did not
+        (1, "fsync", 0),  # the intents cannot be made durable: nothing moves
+    ],
+)
+def test_full_quarantine_disk_is_one_line_and_nothing_is_lost(
+    tmp_path: Path, fail_at: int, what: str, moved_first: int
+) -> None:
+    """Issue 24.8: a full disk under the move log was a traceback. Now one line, exit 2, every file in
+    the folder or the quarantine, the manifest naming exactly the files left; the rerun finishes."""
+    folder, quarantine = tmp_path / "d", tmp_path / "q"
+    _scraped_folder_with_copies(folder, 5)
+    before = digests(folder / "images")  # the manifest files change by design; the images may not
+    args = ["dedupe", str(folder), "--action", "move", "--to", str(quarantine), "--threshold", "8"]
+    failed = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK, str(fail_at), what, *args, "--workers", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    line = one_error_line(failed)
+    assert "move log" in line and "No space left on device" in line and "run again" in line
+    assert digests(folder / "images", quarantine) == before  # nothing lost, nothing doubled
+    assert len(list(quarantine.glob("images/*/*.jpg"))) == moved_first
+    _manifest_matches_the_disk(folder)  # the moves done before the stop left the manifest too
+
+    rerun = run(folder, action="move", quarantine=quarantine, threshold=8)
+    assert rerun.clusters and digests(folder / "images", quarantine) == before
+    assert len(list(quarantine.glob("images/*/*.jpg"))) == 5 and len(list(folder.glob("images/*/*.jpg"))) == 7
+    _manifest_matches_the_disk(folder)
+    log = _log(quarantine)
+    resolved = {e["id"] for e in log if e.get("event") in ("moved", "not-moved")}
+    assert {e["id"] for e in log if e.get("event") == "intent"} <= resolved  # no open intent left
+    assert run(folder, threshold=8).clusters == []
+
+
+def test_move_into_a_really_full_tmpfs_is_one_line_then_the_rerun_finishes(tmp_path: Path) -> None:
+    """The same on a real full file system (a 256 KiB tmpfs, another device: moves are copies)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a tmpfs")
+    folder, quarantine = tmp_path / "d", tmp_path / "q"
+    _scraped_folder_with_copies(folder, 5)
+    before = digests(folder / "images")
+    quarantine.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(quarantine)])
+    if mounted.returncode != 0:
+        pytest.skip("mount is not allowed here")
+    try:
+        with (quarantine / "filler").open("wb", buffering=0) as filler, contextlib.suppress(OSError):
+            while True:  # fill it to the last block
+                filler.write(b"\0" * 4096)
+        args = ["dedupe", str(folder), "--action", "move", "--to", str(quarantine), "-t", "8"]
+        line = one_error_line(cli(*args, "--workers", "1"))
+        assert "No space left on device" in line
+        assert digests(folder / "images", quarantine) == before + Counter({sha(quarantine / "filler"): 1})
+        _manifest_matches_the_disk(folder)
+        (quarantine / "filler").unlink()  # space freed: the rerun moves every copy
+        rerun = cli(*args, "--workers", "1", "--json")
+        assert rerun.returncode == 0, rerun.stderr
+        assert json.loads(rerun.stdout)["n_removed"] == 5
+        assert digests(folder / "images", quarantine) == before
+        _manifest_matches_the_disk(folder)
+    finally:
+        subprocess.run(["umount", str(quarantine)], check=False)

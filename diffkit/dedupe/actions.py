@@ -16,6 +16,7 @@ regular file. Anything else is left alone and listed, so a link never stands in 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -37,12 +38,13 @@ from diffkit.dataset.manifest import (
     unsafe_manifest_files,
 )
 from diffkit.dedupe.config import MOVE_LOG_NAME
-from diffkit.dedupe.movelog import MoveLog
+from diffkit.dedupe.movelog import MoveLog, MoveLogError
 from diffkit.errors import DiffkitError
 from diffkit.safepath import is_real_file, unsafe_reason
 
 __all__ = [
     "MOVE_LOG_NAME",
+    "ActionStopped",
     "Outcome",
     "Removal",
     "delete_duplicates",
@@ -74,6 +76,15 @@ class Outcome:
 
     def refuse(self, rel: str, reason: str) -> None:
         self.left_alone.append({"path": rel, "reason": reason})
+
+
+class ActionStopped(DiffkitError):
+    """A move or delete stopped part way (a full disk, a refused write): one line for the user, and what
+    was done until then, so the caller can still record those files in the scrape manifest."""
+
+    def __init__(self, message: str, outcome: Outcome) -> None:
+        super().__init__(message)
+        self.outcome = outcome
 
 
 def _now() -> str:
@@ -179,25 +190,34 @@ def _moved(intent: dict[str, Any]) -> dict[str, Any]:
 def move_duplicates(root: Path, quarantine: Path, removals: list[Removal], log: MoveLog) -> Outcome:
     """Move every non-keeper into ``quarantine`` under its relative path, logging intent first."""
     outcome = Outcome()
-    for start in range(0, len(removals), _INTENT_BATCH):
-        planned: list[tuple[Removal, dict[str, Any]]] = []
-        reserved: set[str] = set()
-        for removal in removals[start : start + _INTENT_BATCH]:
-            if not os.path.lexists(root / removal.rel):
-                continue  # gone since the scan: nothing to move
-            reason = _why_not(root, removal) or unsafe_reason(quarantine, removal.rel)
-            if reason is not None:
-                outcome.refuse(removal.rel, reason)
-                continue
-            to_rel = _free_rel(quarantine, root / removal.rel, removal.rel, reserved)
-            reserved.add(to_rel)
-            intent = _intent(log, root, quarantine, removal, to_rel)
-            log.write(intent)
-            planned.append((removal, intent))
-        log.sync()  # every intent is on disk before its file moves
-        for removal, intent in planned:
-            _move_one(root, quarantine, removal, intent, log, outcome)
-        log.sync()
+    try:
+        for start in range(0, len(removals), _INTENT_BATCH):
+            planned: list[tuple[Removal, dict[str, Any]]] = []
+            reserved: set[str] = set()
+            for removal in removals[start : start + _INTENT_BATCH]:
+                if not os.path.lexists(root / removal.rel):
+                    continue  # gone since the scan: nothing to move
+                reason = _why_not(root, removal) or unsafe_reason(quarantine, removal.rel)
+                if reason is not None:
+                    outcome.refuse(removal.rel, reason)
+                    continue
+                to_rel = _free_rel(quarantine, root / removal.rel, removal.rel, reserved)
+                reserved.add(to_rel)
+                intent = _intent(log, root, quarantine, removal, to_rel)
+                log.write(intent)
+                planned.append((removal, intent))
+            log.sync()  # every intent is on disk before its file moves
+            for removal, intent in planned:
+                _move_one(root, quarantine, removal, intent, log, outcome)
+            log.sync()
+    except MoveLogError as exc:
+        # A file moves only after its intent is synced, so each one is in the folder or, logged, in the
+        # quarantine; a move whose "moved" line did not fit is finished by the next run's recovery.
+        raise ActionStopped(
+            f"{exc}; {len(outcome.done)} file(s) were moved before it and no file was lost: free space"
+            " there (or pass --to another folder) and run again to finish",
+            outcome,
+        ) from None
     return outcome
 
 
@@ -208,16 +228,18 @@ def _move_one(
     try:
         target = move_file(source, quarantine / intent["to_rel"])
     except OSError as exc:
-        log.write({"event": "not-moved", "id": intent["id"], "reason": printable(exc)})
-        log.sync()
-        raise DiffkitError(
+        with contextlib.suppress(MoveLogError):  # on a full disk the intent stays open: the next run
+            log.write({"event": "not-moved", "id": intent["id"], "reason": printable(exc)})  # sees
+            log.sync()  # the file still in the folder and resolves it the same way
+        raise ActionStopped(
             f"could not move {printable(source)} to {printable(quarantine)} ({printable(exc)});"
             f" {len(outcome.done)} file(s) were moved and logged in {printable(log.path)}; fix the cause"
-            " and run again"
+            " and run again",
+            outcome,
         ) from None
-    log.write(_moved(intent))
-    outcome.done.append(removal)
+    outcome.done.append(removal)  # moved, whether or not its line fits on the disk (recovery logs it)
     outcome.moved_to[removal.rel] = str(target)
+    log.write(_moved(intent))
 
 
 def finish_interrupted_moves(root: Path, quarantine: Path, log: MoveLog) -> Outcome:
@@ -226,12 +248,17 @@ def finish_interrupted_moves(root: Path, quarantine: Path, log: MoveLog) -> Outc
     ``root`` are touched, and only through safe paths."""
     outcome = Outcome()
     foreign = 0
-    for intent in log.open_intents():
-        if intent.get("root") != str(root):
-            foreign += 1
-            continue
-        _resolve(root, quarantine, intent, log, outcome)
-    log.sync()
+    try:
+        for intent in log.open_intents():
+            if intent.get("root") != str(root):
+                foreign += 1
+                continue
+            _resolve(root, quarantine, intent, log, outcome)
+        log.sync()
+    except MoveLogError as exc:  # nothing moves while resolving: the files stay where they are found
+        raise ActionStopped(
+            f"{exc}; free space there (or pass --to another folder) and run again", outcome
+        ) from None
     if foreign:
         outcome.warnings.append(
             f"{foreign} interrupted move(s) in {printable(log.path)} belong to another folder; run"
@@ -298,9 +325,10 @@ def delete_duplicates(root: Path, removals: list[Removal]) -> Outcome:
         except FileNotFoundError:
             continue
         except OSError as exc:
-            raise DiffkitError(
+            raise ActionStopped(
                 f"could not delete {printable(path)} ({printable(exc)}); {len(outcome.done)} file(s) were"
-                " deleted; fix the cause and run again"
+                " deleted; fix the cause and run again",
+                outcome,
             ) from None
         outcome.done.append(removal)
     return outcome

@@ -27,9 +27,14 @@ from diffkit.dedupe.config import MOVE_LOG_NAME
 from diffkit.errors import DiffkitError
 from diffkit.safepath import unsafe_reason
 
-__all__ = ["MoveLog"]
+__all__ = ["MoveLog", "MoveLogError"]
 
 _RESOLUTIONS = frozenset({"moved", "not-moved"})
+
+
+class MoveLogError(DiffkitError):
+    """The log could not be written or synced (a full or read-only quarantine disk). The caller says how
+    far the moves got; every file is still in its folder or in the quarantine with an intent line."""
 
 
 class MoveLog:
@@ -54,14 +59,18 @@ class MoveLog:
             ) from None
         self._token = f"{time.time_ns() // 1_000_000:x}-{os.getpid()}"
         self._count = 0
-        self.records = self._read()
+        try:
+            self.records = self._read()
+        except BaseException:
+            self.close()
+            raise
 
     def _read(self) -> list[dict[str, Any]]:
         data = b""
         while chunk := os.pread(self._fd, 1 << 20, len(data)):
             data += chunk
         if data and not data.endswith(b"\n"):
-            os.write(self._fd, b"\n")  # a line torn by a kill stays a (skipped) line of its own
+            self._append(b"\n")  # a line torn by a kill or a full disk stays a (skipped) line of its own
         records = []
         for line in data.splitlines():
             try:
@@ -77,13 +86,27 @@ class MoveLog:
         return f"{self._token}-{self._count}"
 
     def write(self, record: dict[str, Any]) -> None:
-        line = (json.dumps(record) + "\n").encode("ascii")  # ensure_ascii: \udcxx escapes, exact names
-        while line:
-            line = line[os.write(self._fd, line) :]
+        """Append one line; raises :class:`MoveLogError` when the disk refuses it (the line may be torn:
+        the next open ends it with a newline, and readers skip it)."""
+        self._append((json.dumps(record) + "\n").encode("ascii"))  # ensure_ascii: exact \udcxx names
         self.records.append(record)
 
     def sync(self) -> None:
-        os.fsync(self._fd)
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise self._error(exc) from None
+
+    def _append(self, data: bytes) -> None:
+        try:
+            while data:
+                data = data[os.write(self._fd, data) :]
+        except OSError as exc:
+            raise self._error(exc) from None
+
+    def _error(self, exc: OSError) -> MoveLogError:
+        reason = printable(exc.strerror or exc)
+        return MoveLogError(f"cannot write the move log {printable(self.path)} ({reason})")
 
     def open_intents(self) -> list[dict[str, Any]]:
         """Intents with no ``moved`` / ``not-moved`` line: moves a kill interrupted."""

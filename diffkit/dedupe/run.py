@@ -13,6 +13,7 @@ import numpy as np
 
 from diffkit.console import Bar, printable
 from diffkit.dedupe.actions import (
+    ActionStopped,
     Outcome,
     Removal,
     delete_duplicates,
@@ -133,11 +134,15 @@ def _dedupe(config: DedupeConfig, root: Path, moves: _Moves | None) -> DedupeRes
 
     clusters, distances, removals, n_exact = _clusters(root, readable, hashes, verified)
 
-    outcome = Outcome()
-    if config.action == "move" and moves is not None and removals:
-        outcome = move_duplicates(root, quarantine, removals, moves.ensure())
-    elif config.action == "delete":
-        outcome = delete_duplicates(root, removals)
+    try:
+        outcome = Outcome()
+        if config.action == "move" and moves is not None and removals:
+            outcome = move_duplicates(root, quarantine, removals, moves.ensure())
+        elif config.action == "delete":
+            outcome = delete_duplicates(root, removals)
+    except ActionStopped as stopped:  # the files already removed leave the scrape manifest all the same
+        _record_partial(root, recovered, stopped, config.action)
+        raise
     outcome.done = recovered.done + outcome.done
     outcome.moved_to = {**recovered.moved_to, **outcome.moved_to}
     rows = update_manifest(root, outcome, config.action) if outcome.done else 0
@@ -184,6 +189,19 @@ def _dedupe(config: DedupeConfig, root: Path, moves: _Moves | None) -> DedupeRes
     if config.write_report:
         _write_report(result, root, config.report_path)
     return result
+
+
+def _record_partial(root: Path, recovered: Outcome, stopped: ActionStopped, action: str) -> None:
+    """Move the manifest rows of the files removed before an action stopped; the stop stays the error."""
+    done = Outcome(
+        done=recovered.done + stopped.outcome.done,
+        moved_to={**recovered.moved_to, **stopped.outcome.moved_to},
+    )
+    if done.done:
+        try:
+            update_manifest(root, done, action)
+        except DiffkitError as exc:
+            raise DiffkitError(f"{stopped} ({exc})") from None
 
 
 def _symlink_notes(symlinks: list[str]) -> list[str]:
