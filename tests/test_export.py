@@ -324,13 +324,18 @@ def test_a_non_empty_out_is_refused_unless_forced(trained: Path, tmp_path: Path)
     assert result.exit_code == 2 and "not empty" in result.output and "--force" in result.output
     assert sorted(p.name for p in out.rglob("*")) == ["notes.txt", "stale.bin", "unet"]
 
+    # --force replaces only what an export wrote: a unet/ holding a file of the user's is refused.
+    result = CliRunner().invoke(app, ["export", str(trained), str(out), "--force"])
+    assert result.exit_code == 2 and "holds what the export does not write (stale.bin)" in result.output
+    assert sorted(p.name for p in out.rglob("*")) == ["notes.txt", "stale.bin", "unet"]
+
+    (out / "unet" / "stale.bin").unlink()
     result = CliRunner().invoke(app, ["export", str(trained), str(out), "--force", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["files"] == [
         "model_index.json", "scheduler/scheduler_config.json", "unet/config.json",
         "unet/diffusion_pytorch_model.safetensors", "README.md",
     ]  # fmt: skip
-    assert not (out / "unet" / "stale.bin").exists()  # the old unet/ was replaced whole
     assert (out / "notes.txt").read_text() == "mine"  # what the export does not write stays
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
     diffusers.DDIMPipeline.from_pretrained(out)

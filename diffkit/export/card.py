@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from diffkit.metrics import caveats as cav
-from diffkit.report.sidecars import Sidecar, folder_key, load_sidecars, run_of
+from diffkit.report.render import visible
+from diffkit.report.sidecars import Sidecar, folder_key, run_of
 from diffkit.runs.folder import EVAL_KIND, class_names
 
 
@@ -34,18 +35,43 @@ class CardInputs:
 
 
 def md(value: object) -> str:
-    """User text as literal Markdown: one line, with the characters Markdown and HTML act on escaped."""
-    text = " ".join(str(value).split())
+    """User text as literal Markdown: one line, with the characters Markdown and HTML act on escaped.
+
+    Line breaks of any kind become spaces; bidi overrides, controls and undecodable bytes are written
+    out (``\\u202e``), so a class name cannot reverse or hide the card's text around it.
+    """
+    text = visible(" ".join(str(value).split()))
     return re.sub(r"([\\`*_{}\[\]<>()#+!|~])", r"\\\1", text)
 
 
-def newest_evaluation(run: Path, reports_dir: Path) -> Sidecar | None:
-    """The newest ``diffkit eval`` report whose ``--run`` is this run folder (relative to where it ran)."""
-    if not reports_dir.is_dir():
-        return None
+def code(value: object) -> str:
+    """User text as an inline code span: shown as it is (no escapes apply there), one line, visible.
+
+    The fence is one backtick longer than any run of backticks in the text, as CommonMark asks.
+    """
+    text = visible(" ".join(str(value).split()))
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    padded = f" {text} " if text.startswith("`") or text.endswith("`") else text
+    return f"{fence}{padded}{fence}"
+
+
+def py_str(value: str) -> str:
+    """``value`` as a Python string literal for the card's code, double-quoted where that is exact.
+
+    ``repr`` escapes quotes, line breaks and every non-printable character (bidi overrides included).
+    """
+    literal = repr(value)
+    if literal.startswith("'") and '"' not in value and "'" not in value:
+        literal = '"' + literal[1:-1] + '"'
+    return literal
+
+
+def newest_evaluation(run: Path, reports_dir: Path, sidecars: list[Sidecar]) -> Sidecar | None:
+    """The newest ``diffkit eval`` report among ``sidecars`` (newest first, read from ``reports_dir``)
+    whose ``--run`` is this run folder (relative to where it ran)."""
     base = reports_dir.resolve().parent  # the folder the commands ran in, for the default reports/
     target = run.resolve()
-    for sidecar in load_sidecars(reports_dir):  # newest first
+    for sidecar in sidecars:
         found = run_of(sidecar)
         if sidecar.command == "eval" and found and Path(folder_key(found, base)).resolve() == target:
             return sidecar
@@ -79,7 +105,7 @@ def _usage(inputs: CardInputs) -> list[str]:
             "```python",
             "from diffusers import DDIMPipeline",
             "",
-            f'pipe = DDIMPipeline.from_pretrained("{inputs.out_name}")',
+            f"pipe = DDIMPipeline.from_pretrained({py_str(inputs.out_name)})",
             f"images = pipe(batch_size=4, num_inference_steps={steps}, use_clipped_model_output=True).images",
             "```",
             "",
@@ -94,8 +120,8 @@ def _usage(inputs: CardInputs) -> list[str]:
             "import torch",
             "from diffusers import DDIMScheduler, UNet2DModel",
             "",
-            f'unet = UNet2DModel.from_pretrained("{inputs.out_name}", subfolder="unet")',
-            f'scheduler = DDIMScheduler.from_pretrained("{inputs.out_name}", subfolder="scheduler")',
+            f'unet = UNet2DModel.from_pretrained({py_str(inputs.out_name)}, subfolder="unet")',
+            f'scheduler = DDIMScheduler.from_pretrained({py_str(inputs.out_name)}, subfolder="scheduler")',
             "label, w = 0, 1.0  # class index, guidance weight (0: none)",
             "x = torch.randn(4, 3, unet.config.sample_size, unet.config.sample_size)",
             f"scheduler.set_timesteps({steps})",
@@ -128,7 +154,7 @@ def _data(inputs: CardInputs) -> list[str]:
     data = train.get("data")
     lines = ["## Data", ""]
     lines.append(
-        f"- folder: `{md(Path(data).name)}`" if isinstance(data, str) and data else "- folder: unknown"
+        f"- folder: {code(Path(data).name)}" if isinstance(data, str) and data else "- folder: unknown"
     )
     lines.append(f"- images: {_number(plan.get('dataset_size'))}, at {_number(train.get('resolution'))} px")
     lines.append(f"- horizontal flips: {'yes' if train.get('hflip') else 'no'}")
@@ -180,8 +206,8 @@ def _training(inputs: CardInputs) -> list[str]:
         lines.append(f"- loss (last logging window): {_number(last.get('loss'))}")
         seconds = last.get("train_seconds")
         if isinstance(seconds, (int, float)):
-            device = md(_section(inputs.payload, "train").get("device", "?"))
-            lines.append(f"- training time: {_duration(seconds)} (device `{device}`)")
+            device = code(_section(inputs.payload, "train").get("device", "?"))
+            lines.append(f"- training time: {_duration(seconds)} (device {device})")
     return [*lines, ""]
 
 
@@ -226,8 +252,9 @@ def _eval_report(sidecar: Sidecar) -> list[str]:
     ]
     if data.get("fid_headline"):
         lines.append(f"- {md(data['fid_headline'])}")
-    if data.get("fid_ci95"):
-        low, high = data["fid_ci95"]
+    interval = data.get("fid_ci95")
+    if isinstance(interval, list) and len(interval) == 2:  # the sidecar is a file: check its shape
+        low, high = interval
         lines.append(f"  - 95% bootstrap interval: {_number(low)} – {_number(high)}")
     if data.get("kid_mean") is not None:
         kid = f"{_number(data['kid_mean'])} ± {_number(data.get('kid_std'))}"
@@ -241,7 +268,8 @@ def _eval_report(sidecar: Sidecar) -> list[str]:
     memorization = data.get("memorization")
     if isinstance(memorization, dict) and "n_flagged" in memorization:
         lines.append(f"- near-copies of training images: {_number(memorization['n_flagged'])}")
-    caveats = [c for c in data.get("caveats") or [] if isinstance(c, str)]
+    listed = data.get("caveats")
+    caveats = [c for c in listed if isinstance(c, str)] if isinstance(listed, list) else []
     if caveats:
         lines += ["", "Caveats:", "", *[f"- {md(c)}" for c in caveats]]
     return [*lines, ""]
@@ -283,8 +311,8 @@ def model_card(inputs: CardInputs) -> str:
         "",
         f"# {title}",
         "",
-        f"Exported by `diffkit export --format diffusers` from `{md(inputs.snapshot.name)}` of the run "
-        f"`{md(inputs.run.name)}`: `unet/` is a `UNet2DModel`, `scheduler/` a `DDIMScheduler` with the "
+        f"Exported by `diffkit export --format diffusers` from {code(inputs.snapshot.name)} of the run "
+        f"{code(inputs.run.name)}: `unet/` is a `UNet2DModel`, `scheduler/` a `DDIMScheduler` with the "
         "run's noise schedule and prediction type.",
         "",
         *_usage(inputs),

@@ -3,15 +3,13 @@
 The folder is written beside OUT under a temporary name and renamed into place when complete, so a
 failed or interrupted export leaves no half-written model that diffusers would load; two exports into
 one OUT cannot mix their files either (the second rename finds OUT taken). With ``--force`` into a
-non-empty OUT, only the entries the export writes are replaced, one rename each.
+non-empty OUT, only the entries the export writes are replaced, after every one of them was checked
+to be the export's own (see :mod:`diffkit.export.publish`).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,6 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_save
 
-from diffkit.atomic import atomic_write_bytes, atomic_write_text, fsync_dir
 from diffkit.errors import DiffkitError
 from diffkit.export.card import CardInputs, model_card, newest_evaluation
 from diffkit.export.config import ExportConfig
@@ -31,30 +28,23 @@ from diffkit.export.mapping import (
     unet_state_dict,
     unsupported_reasons,
 )
+from diffkit.export.publish import FILES, SCHEDULER_DIR, UNET_DIR, WEIGHTS_FILE, check_targets, publish
 from diffkit.export.result import ExportResult
+from diffkit.report.sidecars import SidecarScan, scan_sidecars
 from diffkit.runs.folder import STATS_FILE, read_stats
 from diffkit.runs.snapshots import load_snapshot, resolve_snapshot
-
-UNET_DIR, SCHEDULER_DIR = "unet", "scheduler"
-WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
-FILES = (
-    "model_index.json",
-    f"{SCHEDULER_DIR}/scheduler_config.json",
-    f"{UNET_DIR}/config.json",
-    f"{UNET_DIR}/{WEIGHTS_FILE}",
-    "README.md",
-)
-TOP_LEVEL = ("model_index.json", SCHEDULER_DIR, UNET_DIR, "README.md")
 
 
 def _check_out(out: Path, force: bool) -> None:
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise DiffkitError(f"{out} exists and is not a folder; choose another OUT")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise DiffkitError(
-            f"{out} exists and is not empty; choose another OUT or pass --force to replace "
-            "the exported files in it"
-        )
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise DiffkitError(
+                f"{out} exists and is not empty; choose another OUT or pass --force to replace "
+                "the exported files in it"
+            )
+        check_targets(out)  # before the work: a folder in the way is refused at once
 
 
 def _progress(snapshot: Path) -> tuple[int | None, int | None]:
@@ -98,7 +88,9 @@ def export(config: ExportConfig) -> ExportResult:
             "train it again to export it"
         )
     nimg, step = _progress(snapshot)
-    evaluation = newest_evaluation(run, config.reports_dir)
+    # A pipe or a huge file among the reports is skipped (and said so), never read.
+    scan = scan_sidecars(config.reports_dir) if config.reports_dir.is_dir() else SidecarScan()
+    evaluation = newest_evaluation(run, config.reports_dir, scan.sidecars)
     card = model_card(
         CardInputs(
             run=run.resolve(),
@@ -120,7 +112,7 @@ def export(config: ExportConfig) -> ExportResult:
         f"{UNET_DIR}/{WEIGHTS_FILE}": safetensors_save(weights, metadata={"format": "pt"}),
         "README.md": card.encode(),
     }
-    _publish(config.out, contents)
+    removed = publish(config.out, contents)
     return ExportResult(
         run=run,
         snapshot=snapshot,
@@ -129,56 +121,6 @@ def export(config: ExportConfig) -> ExportResult:
         files=list(FILES),
         nimg=nimg,
         metrics_report=evaluation.json_path if evaluation is not None else None,
+        skipped_reports=scan.skipped,
+        removed_staging=removed,
     )
-
-
-def _publish(out: Path, contents: dict[str, bytes]) -> None:
-    """Write ``contents`` into a temporary sibling of ``out``, then rename it (or its entries) into place."""
-    parent = out.absolute().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.export-"))
-    except OSError as error:
-        raise DiffkitError(f"cannot create {out} ({error.strerror}); choose another OUT") from None
-    try:
-        for name, data in contents.items():
-            if name.endswith((".json", ".md")):
-                atomic_write_text(staging / name, data.decode())
-            else:
-                atomic_write_bytes(staging / name, data)
-        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it 0700; OUT is an ordinary folder
-        if out.is_dir() and any(out.iterdir()):
-            _replace_entries(staging, out)
-        else:
-            try:
-                os.rename(staging, out)  # POSIX: replaces an empty folder, fails on a non-empty one
-            except OSError as error:
-                raise DiffkitError(
-                    f"cannot move the export into {out} ({error.strerror}); was it filled meanwhile?"
-                ) from None
-        fsync_dir(parent)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-
-
-def _replace_entries(staging: Path, out: Path) -> None:
-    """``--force``: each exported entry replaces the one of that name in ``out`` (links are not followed)."""
-    for name in TOP_LEVEL:
-        target = out / name
-        if target.is_dir() and not target.is_symlink():
-            old = Path(tempfile.mkdtemp(dir=out, prefix=f".{name}.old-"))
-            os.rename(target, old / name)
-            os.rename(staging / name, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            if target.is_symlink():  # replace the link itself, never what it points to
-                target.unlink()
-            os.replace(staging / name, target)
-    fsync_dir(out)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

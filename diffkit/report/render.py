@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import markupsafe
 from PIL import Image
 
 from diffkit import __version__
@@ -28,12 +29,46 @@ from diffkit.report.sidecars import SCHEMA
 
 DEFAULT_REPORTS_DIR = Path("reports")
 
+# Characters that hide text or change the order it shows in (C0/C1 controls other than tab and line
+# breaks, bidi overrides, embeddings, isolates and marks, zero-width space, BOM, line separators) and
+# lone surrogates (a file name that is not UTF-8). Autoescape keeps markup literal; these stay literal
+# only when written out. ZWJ/ZWNJ stay: emoji and several scripts need them.
+_INVISIBLE = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200b\u200e\u200f\u2028-\u202e"
+    "\u2066-\u2069\ufeff\ud800-\udfff]"
+)
+
+
+def _escape_invisible(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8, as Python decodes file names
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\u{code:04x}" if code > 0xFF else f"\\x{code:02x}"
+
+
+def visible(text: str) -> str:
+    """``text`` with every invisible or reordering character written out (``\\u202e``, ``\\x1b``).
+
+    A class label or file name with a right-to-left override would otherwise show reversed text in a
+    page or a model card, and one with an escape code could rewrite a terminal line.
+    """
+    return _INVISIBLE.sub(_escape_invisible, text)
+
+
+def _finalize(value: Any) -> Any:
+    """Every ``{{ }}`` of every page: user strings made visible (already rendered markup is left)."""
+    if isinstance(value, str) and not isinstance(value, markupsafe.Markup):
+        return visible(value)
+    return value
+
+
 _env = jinja2.Environment(
     loader=jinja2.PackageLoader("diffkit.report", "templates"),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
+    finalize=_finalize,
 )
 
 
