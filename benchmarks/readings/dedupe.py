@@ -7,7 +7,7 @@ from typing import Any
 from benchmarks.readings.figures import table, x
 
 REPORT = "dedupe"
-COMMAND = "python benchmarks/bench_dedupe.py"
+COMMAND = "python -m benchmarks.bench_dedupe"
 PEER = "imagededup `PHash().find_duplicates`"
 
 _STEPS = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 REPORT = "dedupe_quality"
-COMMAND = "python benchmarks/bench_dedupe_quality.py"
+COMMAND = "python -m benchmarks.bench_dedupe_quality"
 PEER = "hash-only pHash at 4 bits (the earlier default)"
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from benchmarks.readings.figures import table
 
 REPORT = "eval"
-COMMAND = "python benchmarks/bench_eval.py"
+COMMAND = "python -m benchmarks.bench_eval"
 PEER = "`torch_fidelity.calculate_metrics`"
 
 

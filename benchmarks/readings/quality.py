@@ -13,15 +13,15 @@ from typing import Any
 from benchmarks.readings.figures import count, table
 
 REPORT = "quality"
-COMMAND = "python benchmarks/bench_quality.py"
+COMMAND = "python -m benchmarks.bench_quality"
 PEER = "diffusers `train_unconditional.py` recipe (fp32; bf16), matched size, equal seconds"
 LEVERS_PEER = "diffkit's defaults, in the same run"
 # Lever reports written by bench_quality's --levers mode: the command that writes each one.
 LEVER_COMMANDS = {
-    "quality_levers": "python benchmarks/bench_quality.py --levers",
-    "quality_levers_2": "python benchmarks/bench_quality.py --levers --lever-names ... --report-name ..._2",
-    "quality_levers_3": "python benchmarks/bench_quality.py --levers --lever-names ... --report-name ..._3",
-    "quality_small_aligned": "python benchmarks/bench_quality.py --levers --baseline preset_small "
+    "quality_levers": "python -m benchmarks.bench_quality --levers",
+    "quality_levers_2": "python -m benchmarks.bench_quality --levers --lever-names ... --report-name ..._2",
+    "quality_levers_3": "python -m benchmarks.bench_quality --levers --lever-names ... --report-name ..._3",
+    "quality_small_aligned": "python -m benchmarks.bench_quality --levers --baseline preset_small "
     "--lever-names small_unaligned ...",
 }
 SMALL_ALIGNED_PEER = "`small` before its alignment, in the same run"

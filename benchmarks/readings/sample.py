@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 REPORT = "sample"
-COMMAND = "python benchmarks/bench_sample.py"
+COMMAND = "python -m benchmarks.bench_sample"
 PEER = "DDPM with 1,000 steps (the reference sampler)"
 
 

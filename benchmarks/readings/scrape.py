@@ -7,7 +7,7 @@ from typing import Any
 from benchmarks.readings.figures import table
 
 REPORT = "scrape"
-COMMAND = "python benchmarks/bench_scrape.py"
+COMMAND = "python -m benchmarks.bench_scrape"
 PEER = "8 threads, one shared `httpx.Client`, sleeping on Retry-After"
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from benchmarks.readings.figures import table, x
 
 REPORT = "train"
-COMMAND = "python benchmarks/bench_train.py"
+COMMAND = "python -m benchmarks.bench_train"
 PEER = "diffusers `UNet2DModel`, matched size"
 
 

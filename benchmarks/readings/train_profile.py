@@ -7,7 +7,7 @@ from typing import Any
 from benchmarks.readings.figures import table, x
 
 REPORT = "train_profile"
-COMMAND = "python benchmarks/bench_train_profile.py"
+COMMAND = "python -m benchmarks.bench_train_profile"
 PEER = "diffusers `UNet2DModel`, matched size"
 _GROUPS = ("convolution", "matmul_attention", "normalization", "optimizer", "elementwise_other", "untracked")
 
