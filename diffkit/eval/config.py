@@ -16,6 +16,7 @@ from diffkit.errors import DiffkitError
 ALL_METRICS = ("fid", "kid", "is", "prc", "memorization")
 DEFAULT_METRICS = ("fid", "kid", "is")
 ENGINES = ("torch-fidelity", "clean-fid")
+FEATURE_SPACES = ("inception", "dinov2")
 
 
 class EngineName(str, Enum):
@@ -25,10 +26,17 @@ class EngineName(str, Enum):
     clean_fid = "clean-fid"
 
 
+class FeatureSpace(str, Enum):
+    """The ``--features`` choices: the space FID/KID and the k-NN metrics are computed in (IS: Inception)."""
+
+    inception = "inception"
+    dinov2 = "dinov2"
+
+
 def parse_metrics(text: str) -> tuple[str, ...]:
     """``"fid,kid"`` -> ``("fid", "kid")``; unknown names are a user error that lists the valid ones."""
     names = [part.strip().lower() for part in text.split(",") if part.strip()]
-    aliases = {"isc": "is", "pr": "prc", "memo": "memorization"}
+    aliases = {"isc": "is", "pr": "prc", "prdc": "prc", "memo": "memorization"}
     names = [aliases.get(name, name) for name in names]
     unknown = [name for name in names if name not in ALL_METRICS]
     if unknown:
@@ -49,8 +57,11 @@ class EvalConfig:
     reference: Path | None = None
     reference_samples: int | None = None  # None = every image of the reference folder
     engine: str = "torch-fidelity"
+    features: str = "inception"  # the space of fid/kid/prc (see FEATURE_SPACES); IS stays Inception's
     weights: Path | None = None
     vgg_weights: Path | None = None
+    dinov2_weights: Path | None = None
+    save_stats: Path | None = None  # write the reference's feature statistics here (.npz)
     batch_size: int = 64
     device: str = "auto"
     report: Path | None = None
@@ -66,7 +77,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         # The CLI hands over Enum members; keep plain strings (they go into JSON and messages).
-        for name in ("engine", "sampler"):
+        for name in ("engine", "sampler", "features"):
             value = getattr(self, name)
             object.__setattr__(self, name, value.value if isinstance(value, Enum) else value)
         self.validate()
@@ -78,6 +89,20 @@ class EvalConfig:
             raise DiffkitError("give exactly one of --run runs/NAME or --generated DIR")
         if self.engine not in ENGINES:
             raise DiffkitError(f"--engine must be one of {', '.join(ENGINES)} (got {self.engine!r})")
+        if self.features not in FEATURE_SPACES:
+            raise DiffkitError(
+                f"--features must be one of {', '.join(FEATURE_SPACES)} (got {self.features!r})"
+            )
+        if self.save_stats is not None and self.save_stats.suffix.lower() != ".npz":
+            raise DiffkitError(f"--save-stats must name an .npz file (got {self.save_stats})")
+        if (
+            self.save_stats is not None
+            and self.reference is not None
+            and self.reference.suffix.lower() == ".npz"
+        ):
+            raise DiffkitError(
+                "--save-stats needs reference images; --reference is already a statistics file"
+            )
         if not is_device_name(self.device):
             raise DiffkitError(f"--device must be one of {device_choices()} (got {self.device!r})")
         if self.batch_size < 1:

@@ -19,7 +19,17 @@ from diffkit.report.model import Report, ReportImage, ReportPaths, Section
 from diffkit.report.plots import PLOT_SIZE
 from diffkit.report.render import format_value, write_report
 
-LIBRARIES = ("diffkit", "torch", "torchvision", "torch-fidelity", "clean-fid", "numpy", "scipy", "pillow")
+LIBRARIES = (
+    "diffkit",
+    "torch",
+    "torchvision",
+    "torch-fidelity",
+    "clean-fid",
+    "timm",
+    "numpy",
+    "scipy",
+    "pillow",
+)
 GRID_IMAGES = 64
 GRID_WIDTH_PX = 768  # 8 columns of 32 px samples would show at ~270 px: too small to judge
 
@@ -39,9 +49,15 @@ def _key_values(mapping: dict[str, object]) -> list[dict[str, object]]:
     return [{"field": key, "value": value} for key, value in mapping.items()]
 
 
-def _interval(values: list[float] | None) -> str:
-    """``6,400.1 – 6,812.4``: the number format of every other cell; an en dash, as numbers carry commas."""
-    return f"{format_value(values[0])} – {format_value(values[1])}" if values else ""
+def _interval(values: list[float] | None, clipped: bool = False) -> str:
+    """``6,400.1 – 6,812.4``: the number format of every other cell; an en dash, as numbers carry commas.
+
+    ``clipped``: the lower end was cut at 0 (the metric cannot go below), and the cell says so.
+    """
+    if not values:
+        return ""
+    low = format_value(values[0]) + (" (clipped at 0)" if clipped else "")
+    return f"{low} – {format_value(values[1])}"
 
 
 def _plus_minus(mean: float, std: float | None) -> str:
@@ -50,8 +66,9 @@ def _plus_minus(mean: float, std: float | None) -> str:
 
 def _fid_infinity_row(result: EvalResult) -> dict[str, object]:
     problems = result.fid_infinity_problems
+    name = f"{result.space.fd}∞"
     return {
-        "metric": "FID∞ (untrusted fit)" if problems else "FID∞ (estimate)",
+        "metric": f"{name} (untrusted fit)" if problems else f"{name} (estimate)",
         "value": result.fid_infinity,
         "95% interval": "",
         "note": (
@@ -64,6 +81,30 @@ def _fid_infinity_row(result: EvalResult) -> dict[str, object]:
     }
 
 
+def _network_note(result: EvalResult) -> str:
+    return f"engine {result.engine}" if result.features == "inception" else "timm"
+
+
+def _prc_rows(result: EvalResult) -> list[dict[str, object]]:
+    """One row per k: the chosen k first, then the others (the small-N sensitivity to k)."""
+    by_k = result.prc_by_k or {str(result.prc_k): {"precision": result.precision, "recall": result.recall}}
+    order = [str(result.prc_k)] + [k for k in by_k if k != str(result.prc_k)]
+    rows = []
+    for k in order:
+        values = by_k[k]
+        names = " / ".join(values)
+        rows.append(
+            {
+                "metric": names,
+                "value": " / ".join(format_value(value) for value in values.values()),
+                "95% interval": "",
+                "note": f"{result.prc_network or 'VGG16 fc2'}, k={k}"
+                + ("" if k == str(result.prc_k) else " (sensitivity to k)"),
+            }
+        )
+    return rows
+
+
 def _metric_rows(result: EvalResult) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     if result.fid is not None:
@@ -71,8 +112,9 @@ def _metric_rows(result: EvalResult) -> list[dict[str, object]]:
             {
                 "metric": result.fid_label,
                 "value": result.fid,
-                "95% interval": _interval(result.fid_ci95),
-                "note": f"{result.engine}, {result.weights_status}; bootstrap, generated resampled",
+                "95% interval": _interval(result.fid_ci95, result.fid_ci95_clipped),
+                "note": f"{result.space.network} features ({_network_note(result)}), "
+                f"{result.weights_status}; bootstrap, generated resampled",
             }
         )
     if result.fid_infinity is not None:
@@ -80,7 +122,7 @@ def _metric_rows(result: EvalResult) -> list[dict[str, object]]:
     if result.kid_mean is not None:
         rows.append(
             {
-                "metric": f"KID@{result.n_generated}",
+                "metric": f"{result.space.kd}@{result.n_generated}",
                 "value": _plus_minus(result.kid_mean, result.kid_std),
                 "95% interval": _interval(result.kid_ci95),
                 "note": f"{result.kid_subsets} subsets of {result.kid_subset_size}; ± is subset std",
@@ -96,14 +138,7 @@ def _metric_rows(result: EvalResult) -> list[dict[str, object]]:
             }
         )
     if result.precision is not None:
-        rows.append(
-            {
-                "metric": "precision / recall",
-                "value": f"{format_value(result.precision)} / {format_value(result.recall)}",
-                "95% interval": "",
-                "note": f"VGG16, k={result.prc_k}",
-            }
-        )
+        rows += _prc_rows(result)
     if result.memorization is not None:
         rows.append(
             {
@@ -117,11 +152,15 @@ def _metric_rows(result: EvalResult) -> list[dict[str, object]]:
 
 
 def _badges(result: EvalResult) -> list[str]:
-    badges = [f"engine: {result.engine}"]
+    badges = [f"features: {result.space.network}", f"engine: {result.engine}"]
     if result.fid is not None:
-        badges.append(f"FID@{result.n_generated}")
-        if min(result.n_generated, result.n_reference) < 2048:
+        badges.append(f"{result.space.fd}@{result.n_generated}")
+        if min(result.n_generated, result.n_reference or result.n_generated) < result.space.dims:
             badges.append("rank-deficient covariance")
+        if result.fid_ci95_clipped:
+            badges.append(f"{result.space.fd} interval clipped at 0")
+    if result.reference_stats is not None:
+        badges.append(f"reference: {result.reference_stats['source']} statistics")
     if result.kid_subset_size is not None and result.kid_subset_size == result.n_generated:
         badges.append("KID subset = N")
     elif result.kid_subset_size is not None and result.kid_subset_size == result.n_reference:
@@ -137,18 +176,18 @@ def _badges(result: EvalResult) -> list[str]:
     return badges
 
 
-def _curve_figure(curve: dict, trusted: bool) -> Figure:
+def _curve_figure(curve: dict, trusted: bool, name: str = "FID") -> Figure:
     figure = Figure(figsize=PLOT_SIZE)
     axes = figure.add_subplot()
     inverse = [1.0 / size for size in curve["sizes"]]
-    axes.plot(inverse, curve["fids"], "o", label="FID of a random subset")
+    axes.plot(inverse, curve["fids"], "o", label=f"{name} of a random subset")
     line_x = np.linspace(0, max(inverse), 50)
     fit = f"linear fit, R² {curve['r2']:.2f}" if "r2" in curve else "linear fit"
     axes.plot(line_x, curve["intercept"] + curve["slope"] * line_x, "-", label=fit)
-    mark = "FID∞ ≈" if trusted else "untrusted FID∞ ≈"
+    mark = f"{name}∞ ≈" if trusted else f"untrusted {name}∞ ≈"
     axes.plot([0], [curve["intercept"]], "s", label=f"{mark} {format_value(curve['intercept'])}")
     axes.set_xlabel("1 / N (generated subset size)")
-    axes.set_ylabel("FID")
+    axes.set_ylabel(name)
     axes.legend()
     axes.grid(alpha=0.3)
     return figure
@@ -171,25 +210,30 @@ def _grid(image_set: ImageSet, count: int = GRID_IMAGES) -> Image.Image:
 
 
 def build_report(
-    config: EvalConfig, result: EvalResult, gen: ImageSet, ref: ImageSet, memo: MemorizationResult | None
+    config: EvalConfig,
+    result: EvalResult,
+    gen: ImageSet,
+    ref: ImageSet | None,
+    memo: MemorizationResult | None,
 ) -> ReportPaths:
     sections = [
         Section(heading="Metrics", table=_metric_rows(result), badges=_badges(result)),
         Section(heading="Caveats", table=[{"caveat": note} for note in result.caveats]),
     ]
     if result.fid_curve is not None:
+        name = result.space.fd
         sections.append(
             Section(
-                heading="FID vs 1/N",
-                figure=_curve_figure(result.fid_curve, trusted=not result.fid_infinity_problems),
-                text="FID grows roughly linearly in 1/N; the intercept is an estimate of the "
-                "FID an infinite generated set would get against this reference.",
+                heading=f"{name} vs 1/N",
+                figure=_curve_figure(result.fid_curve, not result.fid_infinity_problems, name),
+                text=f"{name} grows roughly linearly in 1/N; the intercept is an estimate of the "
+                f"{name} an infinite generated set would get against this reference.",
             )
         )
     sections.append(
         Section(heading="Generated samples", images=[ReportImage(_grid(gen), f"first {GRID_IMAGES}")])
     )
-    if memo is not None:
+    if memo is not None and ref is not None:
         pairs = memo.closest_pairs()
         images = [
             ReportImage(
@@ -216,7 +260,8 @@ def build_report(
         "resize": result.resize,
         "bootstrap_replicates": config.bootstrap,
         "generated_sha256": gen.content_sha256,
-        "reference_sha256": ref.content_sha256,
+        "reference_sha256": ref.content_sha256 if ref is not None else "(statistics file)",
+        "features": result.features,
         **{f"seed_{k}": str(v) for k, v in result.seeds.items()},  # identifiers: no "2,020"
         **{f"weights_{k}_sha256": w["sha256"] for k, w in result.weights.items()},
     }
@@ -228,7 +273,9 @@ def build_report(
         "engine": result.engine,
         "weights": result.weights_status,
     }
-    for key in ("fid", "fid_infinity", "kid_mean", "kid_std", "is_mean", "is_std", "precision", "recall"):
+    summary["features"] = result.features
+    keys = ("fid", "fid_infinity", "kid_mean", "kid_std", "is_mean", "is_std", "precision", "recall")
+    for key in (*keys, "density", "coverage"):
         if getattr(result, key) is not None:
             untrusted = key == "fid_infinity" and result.fid_infinity_problems
             summary[f"{key}_untrusted" if untrusted else key] = getattr(result, key)
@@ -239,6 +286,8 @@ def build_report(
             "samples": config.samples,
             "metrics": list(config.metrics),
             "bootstrap": config.bootstrap,
+            "features": config.features,
+            "prc_k": config.prc_k,
             "batch_size": config.batch_size,
             "device": config.device,
             "sampler": config.sampler,
