@@ -663,14 +663,17 @@ def eval_(
     metrics: str = typer.Option(
         ",".join(default(EvalConfig, "metrics")),
         "--metrics",
-        help="Comma list of fid,kid,is,prc,memorization.",
+        help="Comma list of fid,kid,is,prc,memorization (prc: precision, recall, density, coverage).",
     ),
     run: Path | None = typer.Option(None, "--run", help="Run folder: sample N images from its EMA snapshot."),
     generated: Path | None = typer.Option(
         None, "--generated", help="Folder of generated images (the first N are used)."
     ),
     reference: Path | None = typer.Option(
-        None, "--reference", help="Reference images. Not given with --run: the run's training data."
+        None,
+        "--reference",
+        help="Reference images, or a statistics file (.npz from --save-stats, or pytorch-fid's: FID only). "
+        "Not given with --run: the run's training data.",
     ),
     reference_samples: int | None = typer.Option(
         None, "--reference-samples", help="Use only the first M reference images. Not given: all."
@@ -697,6 +700,19 @@ def eval_(
         None, "--cache-dir", help="Feature cache folder. Not given: ~/.cache/diffkit/features."
     ),
     seed: int = typer.Option(
+    features: str = typer.Option(
+        default(EvalConfig, "features"),
+        "--features",
+        help="Space of fid, kid and prc: inception or dinov2 (DINOv2 ViT-L/14). IS stays Inception's.",
+    ),
+    dinov2_weights: Path | None = typer.Option(
+        None,
+        "--dinov2-weights",
+        help="DINOv2 ViT-L/14 weights for --features dinov2 (else $DIFFKIT_DINOV2_WEIGHTS, else torch hub).",
+    ),
+    save_stats: Path | None = typer.Option(
+        None, "--save-stats", help="Also write the reference's feature mean and covariance to this .npz."
+    ),
         default(EvalConfig, "seed"), "--seed", help="Sampling seed for --run; bootstrap seeds derive from it."
     ),
     sampler: SamplerName = typer.Option(
@@ -709,7 +725,7 @@ def eval_(
     progress: bool | None = PROGRESS_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
-    """FID, KID and IS (plus precision/recall, memorization) with the sample-size caveats in numbers.
+    """FID, KID and IS (plus precision/recall/density/coverage, memorization), caveats in numbers.
 
     Example: diffkit eval --run runs/00000-small --samples 1000 --metrics fid,kid,is
 
@@ -725,6 +741,10 @@ def eval_(
             run=run,
             generated=generated,
             reference=reference,
+
+    Example: diffkit eval --generated samples/ --reference data/faces --features dinov2 --metrics fid,kid,prc
+
+    Example: diffkit eval --generated samples/ --reference ref-stats.npz --metrics fid
             reference_samples=reference_samples,
             engine=engine,
             weights=weights,
@@ -738,8 +758,11 @@ def eval_(
             steps=steps,
             bootstrap=bootstrap,
             progress=_progress(progress),
+            features=features,
         )
         return evaluate(config)
+            dinov2_weights=dinov2_weights,
+            save_stats=save_stats,
 
     _run(call, json_output)
 
