@@ -19,6 +19,7 @@ from diffkit.scrape.config import DEFAULT_USER_AGENT, ScrapeConfig
 from diffkit.scrape.result import ScrapeResult
 from diffkit.scrape.run import scrape
 from diffkit.scrape.storage import Store
+from diffkit.scrape.validate import is_transient
 
 # What the site does -> the reason diffkit must count it under.
 REASON_OF_KIND = {
@@ -146,10 +147,11 @@ def test_probe_falls_back_along_the_known_endpoints(tmp_path: Path) -> None:
     with FaceSite(SiteConfig(size=64, image_path="/image")) as site:
         candidates = tuple(site.base_url + path for path in ("/random-person.jpeg", "/", "/image"))
         result = run_scrape(site, tmp_path / "faces", 3, url=None, candidate_urls=candidates)
-        paths = [record.path for record in site.requests[:3]]
+        paths = [record.path for record in site.requests[:5]]
     assert result.url == site.base_url + "/image"
-    assert [step["outcome"] for step in result.probe] == ["http_404", "block_page", "image"]
-    assert paths == ["/random-person.jpeg", "/", "/image"]
+    # A 404 says "not here" at once; an HTML page might be served once only: it gets every try.
+    assert [step["outcome"] for step in result.probe] == ["http_404", *["block_page"] * 3, "image"]
+    assert paths == ["/random-person.jpeg", "/", "/", "/", "/image"]
     assert_consistent_folder(tmp_path / "faces", 3)
 
     with FaceSite(SiteConfig(size=64, image_path="/moved.jpg")) as site:
@@ -157,6 +159,80 @@ def test_probe_falls_back_along_the_known_endpoints(tmp_path: Path) -> None:
         with pytest.raises(DiffkitError, match="none of the known image endpoints"):
             run_scrape(site, tmp_path / "nothing", 3, url=None, candidate_urls=candidates)
     assert not (tmp_path / "nothing").exists()  # nothing created for a failed probe
+
+
+class FaultsFirst(FaceSite):
+    """The fake site, but its next image requests get the faults in ``faults_first`` (in order) before
+    it serves as configured: a fault on exactly the first request(s) of a run, no timing luck."""
+
+    def __init__(self, config: SiteConfig, faults_first: list[str] | None = None) -> None:
+        super().__init__(config)
+        self.faults_first = list(faults_first or [])
+
+    def _plan_image(self):  # type: ignore[no-untyped-def]  # called with the site's lock held
+        plan = super()._plan_image()
+        if self.faults_first:
+            plan.kind, plan.payload = self.faults_first.pop(0), None
+            plan.params = {"fraction": 0.5, "length": 3000.0}  # what stall/truncated/not_image read
+        return plan
+
+
+# Issue 24.9: each of these, once at the first request, made the scrape refuse to start ("gave no image").
+FIRST_FAULTS = ["html_block", "redirect_offhost", "bad_length", "not_image", "truncated", "http_503"]
+
+
+@pytest.mark.parametrize("kind", FIRST_FAULTS)
+def test_one_fault_at_the_first_request_does_not_stop_the_start(tmp_path: Path, kind: str) -> None:
+    config = SiteConfig(size=64, retry_after_s=0.0)
+    with FaultsFirst(config, [kind]) as site:
+        result = run_scrape(site, tmp_path / "faces", 3, concurrency=1, max_retries=0)
+        kinds = [record.kind for record in site.requests]
+    assert kinds[0] == kind and kinds[1:] == ["image"] * 3
+    reason = REASON_OF_KIND[kind]
+    retried_inside = is_transient(reason)  # retried with backoff within one probe step (even at 0 retries)
+    assert [step["outcome"] for step in result.probe] == ([] if retried_inside else [reason]) + ["image"]
+    assert result.rejections == {REASON_OF_KIND[kind]: 1} and result.kept_new == 3
+    assert_consistent_folder(tmp_path / "faces", 3)
+
+
+def test_probe_gives_up_only_after_every_try_failed(tmp_path: Path) -> None:
+    config = SiteConfig(size=64, retry_after_s=0.0)
+    with FaultsFirst(config, ["html_block"] * 3) as site:
+        with pytest.raises(DiffkitError, match=r"gave no image in 3 tries \(block_page"):
+            run_scrape(site, tmp_path / "faces", 3, concurrency=1)
+        assert [record.kind for record in site.requests] == ["html_block"] * 3
+    assert not (tmp_path / "faces").exists()
+
+
+def test_a_resume_trusts_the_recorded_endpoint_and_still_counts_its_faults(tmp_path: Path) -> None:
+    """Seen after a kill -9: the resume met a faulty moment. It goes straight to the endpoint that filled
+    the folder (no probe: not even the first known endpoint is asked), and the faults count as usual."""
+    out = tmp_path / "faces"
+    with FaultsFirst(SiteConfig(size=64, retry_after_s=0.0, image_path="/image")) as site:
+        candidates = tuple(site.base_url + path for path in ("/random-person.jpeg", "/", "/image"))
+        run_scrape(site, out, 3, url=None, candidate_urls=candidates)
+        served = len(site.requests)
+        site.faults_first = ["html_block"] * 4  # more than the probe's tries, fewer than a stop's 5
+        resumed = run_scrape(site, out, 6, url=None, candidate_urls=candidates, concurrency=1)
+        after = site.requests[served:]
+        assert [record.path for record in after] == ["/image"] * 7
+        assert [record.kind for record in after] == ["html_block"] * 4 + ["image"] * 3
+        assert resumed.probe == [
+            {
+                "url": site.base_url + "/image",
+                "outcome": "recorded",
+                "detail": "recorded in the manifest by an earlier run: not probed again",
+            }
+        ]
+        assert resumed.rejections == {"block_page": 4} and resumed.kept_total == 6
+        assert_consistent_folder(out, 6)
+
+        site.config = dataclasses.replace(site.config, faults={"html_block": 1.0})  # now it really blocks
+        served = len(site.requests)
+        with pytest.raises(DiffkitError, match="5 block pages in a row"):
+            run_scrape(site, out, 9, url=None, candidate_urls=candidates, concurrency=1)
+        assert len(site.requests) - served == 5  # the usual stop condition, on the recorded endpoint
+    assert_consistent_folder(out, 6)
 
 
 def test_same_host_redirects_are_followed_and_an_unwritable_report_is_a_warning(tmp_path: Path) -> None:

@@ -191,12 +191,28 @@ def test_probe_falls_back_in_order_and_names_every_failure() -> None:
         tried.append(url)
         return answers[url]  # type: ignore[return-value]
 
-    found = asyncio.run(probe_endpoints(("a", "b", "c"), None, attempt))
-    assert (found.url, found.served_by, tried) == ("c", "c2", ["a", "b", "c"])
-    assert [step.outcome for step in found.steps] == ["http_404", "block_page", "image"]
+    paused: list[int] = []
+
+    async def pause(failed: int) -> None:
+        paused.append(failed)
+
+    found = asyncio.run(probe_endpoints(("a", "b", "c"), None, attempt, pause))
+    # a 404 is "not here": no second try; an HTML page may be a one-off: 3 tries, with backoff between
+    assert (found.url, found.served_by, tried) == ("c", "c2", ["a", "b", "b", "b", "c"])
+    assert [step.outcome for step in found.steps] == ["http_404", *["block_page"] * 3, "image"]
+    assert paused == [0, 1]
+    answers["f"] = Rejection("truncated")  # transient: already retried inside one attempt
+    tried.clear()
+    assert asyncio.run(probe_endpoints(("f", "c"), None, attempt)).url == "c" and tried == ["f", "c"]
+    flaky = [Rejection("block_page", "HTML"), Rejection("redirect_offhost"), (image, "g")]
+
+    async def flaky_attempt(url: str) -> tuple[ValidImage, str] | Rejection:
+        return flaky.pop(0)  # type: ignore[return-value]
+
+    assert asyncio.run(probe_endpoints((), "g", flaky_attempt)).url == "g"  # a user's URL gets 3 tries too
     with pytest.raises(DiffkitError, match="a -> http_404; b -> block_page"):
         asyncio.run(probe_endpoints(("a", "b"), None, attempt))
-    with pytest.raises(DiffkitError, match="HTML page"):
+    with pytest.raises(DiffkitError, match="b gave no image in 3 tries .*HTML page"):
         asyncio.run(probe_endpoints(("a", "c"), "b", attempt))  # a user's URL: no fallback
     answers.update(d=Rejection("connection_error"), e=Rejection("timeout"))
     with pytest.raises(DiffkitError, match="cannot reach any known image endpoint .*check your network"):

@@ -3,9 +3,10 @@
 A ``diffkit scrape`` output folder holds ``images/<sha[:2]>/<sha256>.<ext>``, ``manifest.sqlite`` (WAL)
 and ``metadata.jsonl`` (Hugging Face imagefolder convention, derived from the manifest and rewritten
 atomically). Tables: ``images`` (one row per kept file), ``counts`` (rejections by reason), ``meta``
-(schema version, the pHash decode path) and, created by the first ``diffkit dedupe`` that removes one of
-its files, ``dedupe_removed`` (the rows of removed files, with action, destination and keeper). Scrape
-reads ``dedupe_removed`` so it never fetches a removed duplicate again.
+(schema version, the pHash decode path, the endpoint the images come from, redacted) and, created by the
+first ``diffkit dedupe`` that removes one of its files, ``dedupe_removed`` (the rows of removed files,
+with action, destination and keeper). Scrape reads ``dedupe_removed`` so it never fetches a removed
+duplicate again.
 
 This module runs SQL and raises SQLite's and the OS's own errors; the commands decide what a failure
 means to the user (scrape: :func:`diffkit.scrape.storage.storage_error`). It never follows a symlink to
@@ -215,6 +216,16 @@ class Manifest:
             for s, f, b in self.db.execute("SELECT sha256, file_name, bytes FROM images")
         ]
 
+    def endpoint(self) -> str | None:
+        """The (redacted) URL this folder is scraped from: as recorded after a probe, else the URL of the
+        latest kept image (folders from before the record), else None."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'endpoint'").fetchone()
+        if row is None:
+            row = self.db.execute(
+                "SELECT url FROM images WHERE url IS NOT NULL ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        return None if row is None else str(row[0])
+
     def has_image(self, sha256: str) -> bool:
         return self.db.execute("SELECT 1 FROM images WHERE sha256 = ?", (sha256,)).fetchone() is not None
 
@@ -256,6 +267,17 @@ class Manifest:
                     fetched_at,
                 ),
             )
+
+    def record_endpoint(self, url: str) -> None:
+        """Remember the URL that answered the probe (credentials never stored), so that a resume does
+        not have to probe again; written only when it changed (a rerun on a full disk needs no write)."""
+        url = redact(url)
+        if (
+            self.db.execute("SELECT 1 FROM meta WHERE key = 'endpoint' AND value = ?", (url,)).fetchone()
+            is None
+        ):
+            with self.db:
+                self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('endpoint', ?)", (url,))
 
     def drop_image(self, sha256: str) -> None:
         with self.db:

@@ -84,7 +84,7 @@ class ScrapeResult(CommandResult):
             final_rate=run.limiter.rate,
             estimated_pool=estimate_pool(store.kept_count() - len(run.kept_new), valid, duplicates),
             reconcile=asdict(reconcile),
-            probe=[step.to_dict() for step in run.probe.steps] if run.probe else [],
+            probe=run.probe_steps(),
             stopped=redact(stopped),
             interrupted=run.interrupted,
             manifest=printable(store.manifest_path),

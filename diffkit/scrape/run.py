@@ -34,7 +34,7 @@ from diffkit.scrape.client import (
     parse_retry_after,
 )
 from diffkit.scrape.config import ScrapeConfig
-from diffkit.scrape.endpoints import ProbeResult, probe_endpoints
+from diffkit.scrape.endpoints import PROBE_ATTEMPTS, ProbeResult, ProbeStep, probe_endpoints
 from diffkit.scrape.report import write_scrape_report
 from diffkit.scrape.result import ScrapeResult
 from diffkit.scrape.storage import ReconcileReport, Store
@@ -84,6 +84,8 @@ class _Scrape:
         self.in_flight = 0
         self.url = config.url or ""
         self.probe: ProbeResult | None = None
+        self.probing = False  # the probe decides on its own answers: no stop condition counts them
+        self.trusted: str | None = None  # a resume's endpoint, taken from the manifest without a probe
         self.stop_message: str | None = None
         self.interrupted = False
         self.started = time.monotonic()
@@ -162,13 +164,15 @@ class _Scrape:
         self, url: str, probing: bool = False
     ) -> tuple[ValidImage, str] | Rejection:
         """Retry transient failures with backoff (or the announced Retry-After pause)."""
-        for retry in range(self.config.max_retries + 1):
+        # The probe tries a transient fault at least PROBE_ATTEMPTS times, even under --max-retries 0.
+        retries = max(self.config.max_retries, PROBE_ATTEMPTS - 1) if probing else self.config.max_retries
+        for retry in range(retries + 1):
             outcome = await self.attempt(url)
             if not isinstance(outcome, Rejection) or not is_transient(outcome.reason):
                 return outcome
             if probing and outcome.reason == CONNECTION_ERROR:
                 return outcome  # a URL that refuses connections at start is a typo, not a blip
-            if retry == self.config.max_retries:
+            if retry == retries:
                 if not probing:
                     self.stop(
                         f"a request failed {retry + 1} times in a row ({outcome.reason}: {outcome.detail}); "
@@ -187,6 +191,8 @@ class _Scrape:
             self.store.count(rejection.reason)
         self.rejections[rejection.reason] += 1
         self.events.append((time.monotonic() - self.started, "rejected"))
+        if self.probing:
+            return rejection  # counted, but a failed probe is the probe's own error, with its advice
         self.consecutive_failures += 1
         self.consecutive_blocks = self.consecutive_blocks + 1 if is_block(rejection.reason) else 0
         if self.consecutive_blocks >= self.config.max_block_pages:
@@ -282,25 +288,54 @@ class _Scrape:
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                 raise result
 
-    async def probe_and_fetch(self) -> None:
-        async def probe() -> None:
-            attempt = lambda url: self.attempt_with_retries(url, probing=True)  # noqa: E731
-            self.probe = await probe_endpoints(self.config.candidate_urls, self.config.url, attempt)
+    def recorded_endpoint(self) -> str | None:
+        """On a resume, the URL this folder was scraped from (one of the URLs this run may use, so the
+        credentials come from the command line): trusted without a probe. None on a new folder."""
+        recorded = self.store.endpoint() if self.store is not None and self.kept else None
+        urls = (self.config.url,) if self.config.url is not None else self.config.candidate_urls
+        return next((url for url in urls if recorded is not None and redact(url) == recorded), None)
 
+    def probe_steps(self) -> list[dict[str, str]]:
+        if self.trusted is not None:
+            note = "recorded in the manifest by an earlier run: not probed again"
+            return [ProbeStep(self.trusted, "recorded", note).to_dict()]
+        return [step.to_dict() for step in self.probe.steps] if self.probe else []
+
+    async def run_probe(self) -> None:
+        async def pause(failed: int) -> None:
+            if self.limiter.paused_for() <= 0:  # a Retry-After pause already holds the next try back
+                base, cap = self.config.backoff_base_s, self.config.backoff_cap_s
+                await asyncio.sleep(full_jitter_delay(failed, base, cap, self.rng))
+
+        attempt = lambda url: self.attempt_with_retries(url, probing=True)  # noqa: E731
+        self.probing = True
         try:
-            await self.until_stopped(probe())
-        except DiffkitError as exc:
-            self.stop(str(exc))
-            return
-        if self.probe is None:
-            return
-        self.url = self.probe.url
-        say(
-            f"endpoint: {shown(redact(self.probe.url))} answered with an image "
-            f"({shown(self.probe.steps[-1].detail)})"
-        )
+            self.probe = await probe_endpoints(self.config.candidate_urls, self.config.url, attempt, pause)
+        finally:
+            self.probing = False
+
+    async def probe_and_fetch(self) -> None:
+        self.trusted = self.recorded_endpoint()
+        if self.trusted is not None:  # a resume: the workers' own fault accounting judges the endpoint
+            self.url = self.trusted
+            say(f"endpoint: {shown(redact(self.trusted))} (recorded by the run that filled this folder)")
+        else:
+            try:
+                await self.until_stopped(self.run_probe())
+            except DiffkitError as exc:
+                self.stop(str(exc))
+                return
+            if self.probe is None:
+                return
+            self.url = self.probe.url
+            say(
+                f"endpoint: {shown(redact(self.probe.url))} answered with an image "
+                f"({shown(self.probe.steps[-1].detail)})"
+            )
         with self.bar:
-            self.keep_or_count(self.probe.image, self.probe.served_by)
+            if self.probe is not None:
+                self.keep_or_count(self.probe.image, self.probe.served_by)
+                self.open_store().record_endpoint(self.probe.url)
             self.show_progress(force=True)
             await self.until_stopped(*(self.worker() for _ in range(self.config.concurrency)))
             self.show_progress(force=True)
@@ -387,7 +422,8 @@ def _scrape_locked(config: ScrapeConfig) -> ScrapeResult:
             asyncio.run(run.main())
         else:
             say(f"{shown(config.out)} already holds {run.kept} images (--n {config.n}): nothing to fetch")
-        if run.store is None or (run.probe is None and run.kept < config.n and not run.interrupted):
+        started = run.probe is not None or run.trusted is not None
+        if run.store is None or (not started and run.kept < config.n and not run.interrupted):
             if run.interrupted:
                 raise KeyboardInterrupt
             raise DiffkitError(run.stop_message or "no endpoint answered")  # nothing was fetched

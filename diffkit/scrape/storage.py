@@ -261,6 +261,14 @@ class Store:
     def rows(self) -> list[dict[str, object]]:
         return self.manifest.rows()
 
+    def endpoint(self) -> str | None:
+        """The redacted URL this folder was scraped from (see :meth:`Manifest.endpoint`)."""
+        return self.manifest.endpoint()
+
+    def record_endpoint(self, url: str) -> None:
+        with self._writing():
+            self.manifest.record_endpoint(url)
+
     def load_index(self) -> None:
         """Kept images, plus those ``diffkit dedupe`` removed as duplicates: never fetch them again."""
         self.index = KeptIndex()
