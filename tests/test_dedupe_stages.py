@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from diffkit.cli import app
 from diffkit.dataset.phash import phash
 from diffkit.dataset.verify import THUMB_BYTES, open_for_hash_and_thumbnail, similarity
-from diffkit.dedupe import search
+from diffkit.dedupe import hashing, search
+from diffkit.dedupe.against import reference_cache
 from diffkit.dedupe.config import CACHE_NAME, DedupeConfig
 from diffkit.dedupe.result import DedupeResult
 from diffkit.dedupe.run import dedupe
@@ -150,6 +151,16 @@ def test_search_above_the_all_pairs_limit_uses_bands_or_falls_back_exactly(
     assert len(clustered.pairs_i) == len(expected_same) > 10_000
 
 
+def _listing(folder: Path) -> list[tuple[str, int, int, bytes]]:
+    """Every entry under ``folder``, hidden ones included: name, mode, mtime and content."""
+    entries = []
+    for path in sorted(folder.rglob("*")):
+        info = path.lstat()
+        data = path.read_bytes() if path.is_file() else b""
+        entries.append((path.relative_to(folder).as_posix(), info.st_mode, info.st_mtime_ns, data))
+    return entries
+
+
 def test_against_reports_leaks_from_the_reference_cache(tmp_path: Path) -> None:
     ref, train = tmp_path / "ref", tmp_path / "train"
     ref.mkdir()
@@ -165,6 +176,7 @@ def test_against_reports_leaks_from_the_reference_cache(tmp_path: Path) -> None:
     (train / "own4-again.png").write_bytes((train / "own4.png").read_bytes())  # not a leak: within train
 
     runner = CliRunner()
+    before = _listing(ref)
     out = runner.invoke(app, ["dedupe", str(train), "--against", str(ref), "--json", "--no-progress"])
     assert out.exit_code == 0, out.output
     data = json.loads(out.stdout)
@@ -173,11 +185,26 @@ def test_against_reports_leaks_from_the_reference_cache(tmp_path: Path) -> None:
         ("leak-exact.png", "r1.png"),
     ]
     assert data["n_duplicates"] == 2 and data["clusters"] == []
-    with contextlib.closing(sqlite3.connect(ref / CACHE_NAME)) as db:  # REF's own cache now holds REF
-        assert db.execute("SELECT count(*) FROM hashes WHERE thumb IS NOT NULL").fetchone() == (4,)
+    assert _listing(ref) == before  # issue 24.10: REF is read-only input, no cache is written into it
+    assert (data["n_hashed"], data["n_cached"]) == (5, 0)
+    ref_cache = reference_cache(train, ref)  # REF's hashes are cached in DIR, one file per reference
+    assert sorted(p.name for p in train.glob(".*")) == sorted([CACHE_NAME, ref_cache.name])
+    with contextlib.closing(sqlite3.connect(ref_cache)) as db:
+        assert db.execute("SELECT rel FROM hashes WHERE thumb IS NOT NULL ORDER BY rel").fetchall() == [
+            (f"r{i}.png",) for i in range(4)
+        ]
     (ref / "r3.png").touch()  # unchanged bytes, new mtime: only this one is hashed again
-    again = runner.invoke(app, ["dedupe", str(train), "--against", str(ref), "--json", "--no-progress"])
-    assert json.loads(again.stdout)["leaks"] == data["leaks"]
+    hashed = []
+    real_hash_file = hashing.hash_file
+
+    def counting(task: tuple[str, str, str]) -> hashing.HashOutput:
+        hashed.append(Path(task[0]).name)
+        return real_hash_file(task)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(hashing, "hash_file", counting)
+        again = runner.invoke(app, ["dedupe", str(train), "--against", str(ref), "--json", "--no-progress"])
+    assert json.loads(again.stdout)["leaks"] == data["leaks"] and hashed == ["r3.png"]
 
     refused = runner.invoke(app, ["dedupe", str(train), "--against", str(ref), "--action", "move"])
     assert (
@@ -187,6 +214,35 @@ def test_against_reports_leaks_from_the_reference_cache(tmp_path: Path) -> None:
     )
     inside = runner.invoke(app, ["dedupe", str(tmp_path), "--against", str(ref)])
     assert inside.exit_code == 2 and "overlaps" in inside.output
+
+
+def test_against_a_read_only_reference(tmp_path: Path) -> None:
+    """REF on a read-only mount: the check works and REF is left exactly as it was."""
+    import os
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root for a read-only bind mount")
+    ref, train = tmp_path / "ref", tmp_path / "train"
+    ref.mkdir()
+    train.mkdir()
+    for i in range(3):
+        (ref / f"r{i}.png").write_bytes(encode_image(draw_face(np.random.default_rng([10, i]), 64), "PNG"))
+    (train / "leak.png").write_bytes((ref / "r0.png").read_bytes())
+    (train / "own.png").write_bytes(encode_image(draw_face(np.random.default_rng([10, 9]), 64), "PNG"))
+    before = _listing(ref)
+    if subprocess.run(["mount", "--bind", str(ref), str(ref)]).returncode != 0:
+        pytest.skip("mount is not allowed here")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(ref)], check=True)
+        result = run(train, against=ref, workers=1)
+        again = run(train, against=ref, workers=1)
+    finally:
+        subprocess.run(["umount", str(ref)], check=False)
+    assert [(leak["path"], leak["reference"]) for leak in result.leaks] == [("leak.png", "r0.png")]
+    assert not result.warnings and again.leaks == result.leaks
+    assert _listing(ref) == before
 
 
 def _valid(data: bytes) -> ValidImage:

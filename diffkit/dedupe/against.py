@@ -1,16 +1,20 @@
 """``diffkit dedupe DIR --against REF``: images of DIR that duplicate an image of REF (the leak check
-between a training set and an FID reference set). Same two stages as a folder's own dedupe; REF's hashes
-and thumbnails come from (and go to) REF's own hash cache, so checking many folders against one
-reference hashes it once. Nothing is changed in either folder."""
+between a training set and an FID reference set). Same two stages as a folder's own dedupe. REF is
+read-only input: nothing is written into it (it may be a read-only mount or someone else's folder), so
+its hashes and thumbnails are cached in DIR, one file per reference
+(``DIR/.diffkit-hashcache-ref-<digest of REF's path>.sqlite``); a rerun against the same REF hashes only
+REF's new or changed files. No image of either folder is changed."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 
-from diffkit.dedupe.config import DedupeConfig
+from diffkit.dedupe.config import CACHE_NAME, DedupeConfig
 from diffkit.dedupe.hashing import HashCache, HashRecord, hash_images, scan_folder
 from diffkit.dedupe.result import DedupeResult
 from diffkit.dedupe.search import search_pairs
@@ -19,14 +23,25 @@ from diffkit.dedupe.stages import thumbnails, verify_candidates
 __all__ = ["dedupe_against"]
 
 
-def _hashed(config: DedupeConfig, folder: Path, warnings: list[str]) -> tuple[list[HashRecord], int, int]:
-    """Readable records of ``folder`` (cached in its own cache), files found, files hashed this run."""
+def reference_cache(root: Path, reference: Path) -> Path:
+    """Where REF's hash cache lives: in DIR, named after REF's resolved path (REF itself is never
+    written)."""
+    digest = hashlib.sha256(os.fsencode(reference.resolve())).hexdigest()[:16]
+    return root / f"{CACHE_NAME.removesuffix('.sqlite')}-ref-{digest}.sqlite"
+
+
+def _hashed(
+    config: DedupeConfig, folder: Path, warnings: list[str], cache_path: Path | None = None
+) -> tuple[list[HashRecord], int, int]:
+    """Readable records of ``folder`` (cached at ``cache_path``, by default in the folder), files found,
+    files hashed this run."""
     files = scan_folder(folder).files
-    cache = HashCache(folder, enabled=config.use_cache)
+    cache = HashCache(folder, enabled=config.use_cache, path=cache_path)
     try:
         records, n_hashed = hash_images(
             files, config.hash_kind, config.decode, config.effective_workers, cache
         )
+        cache.prune({f.rel for f in files})  # the cache stays the size of the folder it describes
     finally:
         cache.close()
     if cache.warning:
@@ -42,7 +57,7 @@ def dedupe_against(config: DedupeConfig, root: Path) -> DedupeResult:
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     ours, n_files, n_hashed = _hashed(config, root, warnings)
-    theirs, _, _ = _hashed(config, reference, warnings)
+    theirs, _, _ = _hashed(config, reference, warnings, reference_cache(root, reference))
     seconds["hash"] = time.perf_counter() - t0
     unreadable = [{"path": r.rel, "error": r.error or ""} for r in ours if r.error is not None]
     ours = [r for r in ours if r.error is None]

@@ -148,13 +148,16 @@ class HashCache:
     loses at most the last few seconds of work and never corrupts what is there. A folder that cannot
     hold the cache (read-only) or a damaged cache file only costs speed: it is reported, not fatal."""
 
-    def __init__(self, root: Path, enabled: bool = True) -> None:
-        self.path = root / CACHE_NAME
+    def __init__(self, root: Path, enabled: bool = True, path: Path | None = None) -> None:
+        """The cache of the images under ``root``, kept in ``root`` unless ``path`` puts it elsewhere
+        (``--against``: a reference folder is read-only input, so its cache lives in the folder checked)."""
+        self.root = root
+        self.path = path if path is not None else root / CACHE_NAME
         self.warning: str | None = None
         self._db: sqlite3.Connection | None = None
         if not enabled:
             return
-        reason = self._unsafe(root)
+        reason = self._unsafe(self.path)
         if reason is not None:  # SQLite would write through the link, outside the folder
             self.warning = (
                 f"hash cache not used: {reason} (never written through a symlink); every file is hashed"
@@ -175,9 +178,9 @@ class HashCache:
             self.warning = f"hash cache disabled ({exc}); every file is hashed"
 
     @staticmethod
-    def _unsafe(root: Path) -> str | None:
+    def _unsafe(path: Path) -> str | None:
         for suffix in ("", "-wal", "-shm", "-journal"):
-            reason = unsafe_reason(root, CACHE_NAME + suffix)
+            reason = unsafe_reason(path.parent, path.name + suffix)
             if reason is not None:
                 return printable(reason)
         return None
@@ -212,7 +215,7 @@ class HashCache:
     def _forget_png_rows(self, db: sqlite3.Connection) -> None:
         """Schema 1 -> 2: drop the rows of PNG files (by content), which may hold 16-bit pixels that
         schema 1 hashed as white. Files that cannot be read now are dropped too (rehashed if back)."""
-        root = self.path.parent
+        root = self.root
         stale = []
         for (key,) in db.execute("SELECT DISTINCT rel FROM hashes").fetchall():
             try:
