@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from diffkit.report.index import IndexConfig, build_index
-from diffkit.report.model import Report
+from diffkit.report.model import Report, Section
 from diffkit.report.render import write_report
 from diffkit.report.runpage import pictures_of
 from diffkit.report.sidecars import (
@@ -158,3 +158,24 @@ def test_a_page_swapped_for_a_pipe_gives_no_pictures_and_no_hang(tmp_path: Path)
     assert within_timeout(lambda: pictures_of(tmp_path / "page.html")) == []
     with pytest.raises(UnreadableFile, match="a named pipe"):
         within_timeout(lambda: read_regular_file(tmp_path / "page.html", 1000))
+
+
+def test_labels_with_bidi_overrides_and_controls_show_written_out_in_every_page(tmp_path: Path) -> None:
+    """A class label is user text: in the page it must not reverse or hide the text around it."""
+    label = "evil\u202egnp.exe\x1b[2J"
+    paths = write_report(
+        Report(
+            title=f"Train {label}",
+            command="train",
+            summary={"classes": label},
+            sections=[Section(heading="Classes", table=[{"class": 0, "name": label}])],
+            data={"classes": [label]},
+        ),
+        tmp_path / "train.html",
+    )
+    page = paths.html.read_text(encoding="utf-8")
+    assert "\u202e" not in page and "\x1b" not in page
+    assert '">evil\\u202egnp.exe\\x1b[2J</td>' in page
+    assert json.loads(paths.json.read_text())["data"]["classes"] == [label]  # the sidecar keeps it exact
+    index = build_index(IndexConfig(reports_dir=tmp_path)).index.read_text(encoding="utf-8")
+    assert "\u202e" not in index and "Train evil\\u202egnp.exe\\x1b[2J" in index
