@@ -17,11 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffkit.console import CommandResult, shown
+from diffkit.console import CommandResult, err_console, shown
 from diffkit.errors import DiffkitError
+from diffkit.train.config import TrainConfig  # light: the CLI imports it for its defaults too
 
 # Rare enough that the scrape keeps going, frequent enough that the report shows every kind of rejection.
 DEMO_FAULTS = {"http_503": 0.03, "truncated": 0.02, "not_image": 0.02, "bad_length": 0.02}
+# The stages in the order they run: the demo says which one it is in and where the time went.
+STAGES = ("scrape", "dedupe", "train", "sample", "eval")
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class DemoResult(CommandResult):
     steps: dict[str, Any] = field(default_factory=dict)
     reports: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    timeline: list[str] = field(default_factory=list)  # the stage lines printed while it ran
     index: Path | None = None
     run_page: Path | None = None  # the one page of this demo's run: every stage summarised and linked
     fid: str | None = None  # the FID line with its N, reference N, engine and weights' status
@@ -108,14 +112,52 @@ def _environment(name: str, value: str | None) -> Iterator[None]:
                 os.environ[name] = before
 
 
+def _train_config(config: DemoConfig, data_dir: Path, run_dir: Path, resume: bool) -> TrainConfig:
+    """The demo's training: the tiny preset, two grids and two FID/KID points on the way."""
+    train_kimg = config.train_steps * config.batch_size / 1000
+    return TrainConfig(
+        data=data_dir,
+        out=run_dir,
+        preset="tiny",
+        resolution=config.resolution,
+        batch_size=config.batch_size,
+        steps=config.train_steps,
+        # Two grids during the run and one at its end: the progression image shows learning
+        # without the grids costing more than the training itself on a CPU.
+        sample_every_kimg=train_kimg / 3,
+        sample_grid=16,
+        sample_steps=25,
+        # FID/KID halfway and at the end, at the eval step's N against the same reference, so the
+        # numbers line up with the eval's (they differ by sampler, steps and noise). The training
+        # data's features extracted here are what the eval step then finds in the feature cache.
+        eval_every_kimg=train_kimg / 2,
+        eval_samples=config.eval_samples,
+        seed=config.seed,
+        device=config.device,
+        resume=resume,
+        progress=config.progress,
+    )
+
+
 def run_demo(config: DemoConfig) -> DemoResult:
     result = DemoResult(out=config.out)
     data_dir, run_dir = config.out / "data", config.out / "run"
 
+    started = time.perf_counter()
+
+    def say(line: str) -> None:
+        # On stderr, so `--json` on stdout stays one object; each stage's own bar follows its line.
+        result.timeline.append(line)
+        err_console.print(f"[bold]demo[/] {shown(line)}", highlight=False)
+
     def timed(name: str, call: Any) -> Any:
+        number = f"[{STAGES.index(name) + 1}/{len(STAGES)}] {name}"
+        say(f"{number}: started")
         start = time.perf_counter()
         value = call()
         result.seconds[name] = time.perf_counter() - start
+        total = time.perf_counter() - started
+        say(f"{number}: {result.seconds[name]:.1f} s (demo so far {total:.1f} s)")
         if (path := _report_path(value)) is not None:
             result.reports[name] = path
         return value
@@ -134,7 +176,6 @@ def run_demo(config: DemoConfig) -> DemoResult:
     from diffkit.sample.run import sample
     from diffkit.scrape.config import ScrapeConfig
     from diffkit.scrape.run import scrape
-    from diffkit.train.config import TrainConfig
     from diffkit.train.run import train
 
     site_config = SiteConfig(
@@ -167,30 +208,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
     deduped = timed("dedupe", lambda: dedupe(DedupeConfig(directory=data_dir, progress=config.progress)))
     result.steps["dedupe"] = f"{len(deduped.clusters)} duplicate clusters left (report only)"
 
-    resume = (run_dir / STATE_FILE).exists()
-    train_kimg = config.train_steps * config.batch_size / 1000
-    train_config = TrainConfig(
-        data=data_dir,
-        out=run_dir,
-        preset="tiny",
-        resolution=config.resolution,
-        batch_size=config.batch_size,
-        steps=config.train_steps,
-        # Two grids during the run and one at its end: the progression image shows learning
-        # without the grids costing more than the training itself on a CPU.
-        sample_every_kimg=train_kimg / 3,
-        sample_grid=16,
-        sample_steps=25,
-        # FID/KID halfway and at the end, at the eval step's N against the same reference, so the
-        # numbers line up with the eval's (they differ by sampler, steps and noise). The training
-        # data's features extracted here are what the eval step then finds in the feature cache.
-        eval_every_kimg=train_kimg / 2,
-        eval_samples=config.eval_samples,
-        seed=config.seed,
-        device=config.device,
-        resume=resume,
-        progress=config.progress,
-    )
+    train_config = _train_config(config, data_dir, run_dir, resume=(run_dir / STATE_FILE).exists())
     # Training has no --weights: it finds Inception as `diffkit eval` does without one (environment,
     # cache, download), so the demo's --weights reach it through the environment.
     weights = None if config.weights is None else str(config.weights)

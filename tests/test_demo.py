@@ -105,6 +105,20 @@ def test_demo_ends_with_its_run_page_linking_every_stage(demo: DemoRun) -> None:
     assert set(sidecar["data"]["reports"]) == set(result.reports)
 
 
+def test_demo_says_which_stage_it_is_in_and_where_the_time_went(demo: DemoRun) -> None:
+    """A stage line when each stage starts and one with its seconds when it ends, in the order run."""
+    from diffkit.demo import STAGES
+
+    lines = demo.result.timeline
+    assert len(lines) == 2 * len(STAGES)
+    for index, name in enumerate(STAGES):
+        started, ended = lines[2 * index], lines[2 * index + 1]
+        assert started == f"[{index + 1}/{len(STAGES)}] {name}: started"
+        assert ended.startswith(f"[{index + 1}/{len(STAGES)}] {name}: {demo.result.seconds[name]:.1f} s")
+    totals = [float(line.split("so far ")[1].split(" s")[0]) for line in lines[1::2]]
+    assert totals == sorted(totals) and totals[-1] >= sum(demo.result.seconds.values()) - 0.2
+
+
 def test_demo_rejects_impossible_settings() -> None:
     with pytest.raises(DiffkitError, match="eval-samples"):
         DemoConfig(n_images=20, eval_samples=50).validate()
