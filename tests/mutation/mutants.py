@@ -69,6 +69,8 @@ LOOP = ("diffkit/train/step.py", "diffkit/train/state.py", "diffkit/train/loop.p
 DISTRIBUTED = "diffkit/train/distributed.py"
 BATCHER = "diffkit/train/batcher.py"
 MAPPING = "diffkit/export/mapping.py"
+PRC_TESTS = ("tests/test_metrics_arithmetic.py", "tests/test_density_coverage.py")
+PRC_K = "precision or density or collapse"  # not the eval CLI test of test_density_coverage.py
 
 DIFFUSION_MUTANTS = [
     Mutant(
@@ -212,6 +214,8 @@ DIFFUSION_MUTANTS = [
         "",
         "DDPM adds noise on the final step too (the clean image gets noise)",
         k="oracle",
+        equivalent_because="the posterior variance at t_prev = -1, beta (1 - abar_prev) / (1 - abar_t) with "
+        "abar_prev = 1: exactly 0.0, so the noise is multiplied by 0 (only a generator draw is wasted)",
     ),
     Mutant(
         "ddpm-posterior-xt-coef",
@@ -420,27 +424,63 @@ METRICS_MUTANTS = [
         "prc-radius-counts-self",
         "metrics",
         PRC,
-        ".kthvalue(k + 1, dim=1)",
-        ".kthvalue(k, dim=1)",
-        "k-NN radius counts the sample itself (the k-1-th neighbour)",
+        "return {k: sorted_distances[:, k] for k in ks}",
+        "return {k: sorted_distances[:, k - 1] for k in ks}",
+        "k-NN radius counts the sample itself (the (k-1)-th neighbour)",
+        tests=PRC_TESTS,
+        k=PRC_K,
     ),
     Mutant(
         "prc-strict-inside",
         "metrics",
         PRC,
-        "(torch.cdist(part, support) <= radii)",
-        "(torch.cdist(part, support) < radii)",
-        "a sample exactly on a k-NN sphere counts as outside",
+        "inside_ref[k] += int((distances <= ref_radii[k]).any(dim=1).sum())",
+        "inside_ref[k] += int((distances < ref_radii[k]).any(dim=1).sum())",
+        "a generated sample exactly on a reference k-NN sphere counts as outside (precision)",
+        tests=PRC_TESTS,
+        k=PRC_K,
         equivalent_because="a distance equals a radius only at an exact tie between float distances, "
-        "which continuous features never give; duplicates sit at distance 0 < radius of their twin",
+        "which continuous features never give; a duplicate sits at distance 0 < its twin's radius",
     ),
     Mutant(
-        "prc-precision-uses-generated-radii",
+        "prc-precision-over-reference-size",
         "metrics",
         PRC,
-        "precision = _coverage(gen, ref, _knn_radii(ref, k, chunk), chunk)",
-        "precision = _coverage(ref, gen, _knn_radii(ref, k, chunk), chunk)",
-        "precision and recall swapped",
+        "precision=inside_ref[k] / len(gen),",
+        "precision=inside_ref[k] / len(ref),",
+        "precision divided by the reference set's size",
+        tests=PRC_TESTS,
+        k=PRC_K,
+    ),
+    Mutant(
+        "density-counts-samples-not-balls",
+        "metrics",
+        PRC,
+        "balls_holding[k] += int((distances < ref_radii[k]).sum())",
+        "balls_holding[k] += int((distances < ref_radii[k]).any(dim=1).sum())",
+        "density counts generated samples inside some ball, not the balls holding each (precision-like)",
+        tests=PRC_TESTS,
+        k=PRC_K,
+    ),
+    Mutant(
+        "density-without-1-over-k",
+        "metrics",
+        PRC,
+        "density=balls_holding[k] / (k * len(gen)),",
+        "density=balls_holding[k] / len(gen),",
+        "density without Naeem et al.'s 1/k",
+        tests=PRC_TESTS,
+        k=PRC_K,
+    ),
+    Mutant(
+        "coverage-over-generated-size",
+        "metrics",
+        PRC,
+        "coverage=int((nearest_gen < ref_radii[k]).sum()) / len(ref),",
+        "coverage=int((nearest_gen < ref_radii[k]).sum()) / len(gen),",
+        "coverage divided by the generated set's size",
+        tests=PRC_TESTS,
+        k=PRC_K,
     ),
 ]
 

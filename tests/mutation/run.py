@@ -17,11 +17,13 @@ selection runs once unmutated: a selection that fails on its own cannot judge a 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import io
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -172,19 +174,25 @@ def pytest_command(test_files: tuple[str, ...], k: str | None) -> list[str]:
     return [*command, "-k", k] if k else command
 
 
+def pytest_env(root: Path) -> dict[str, str]:
+    """What a run adds to the environment: the copy first on the path (CLI subprocesses too)."""
+    return {
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH", "")])),
+        # An unchanged size and a write within the same second would let a stale .pyc of the mutant be
+        # imported after the original is put back: compile from source every time.
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+    }
+
+
 def run_pytest(root: Path, test_files: tuple[str, ...], k: str | None, timeout: float | None) -> Outcome:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH", "")]))
-    # An unchanged size and a write within the same second would let a stale .pyc of the mutant be
-    # imported after the original is put back: compile from source every time.
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env.setdefault("OMP_NUM_THREADS", "1")
+    """One pytest process from scratch (``--no-fork``)."""
     started = time.monotonic()
     # Own session: a timeout kills the whole group (CLI subprocesses, the fake site, torchrun ranks).
     process = subprocess.Popen(
         pytest_command(test_files, k),
         cwd=root,
-        env=env,
+        env=os.environ | pytest_env(root),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -200,6 +208,54 @@ def run_pytest(root: Path, test_files: tuple[str, ...], k: str | None, timeout: 
     return Outcome(code, time.monotonic() - started, output.decode("utf-8", "replace"))
 
 
+class Zygote:
+    """A fork server (zygote.py) for one job: each run is a child forked with torch already imported."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.process = subprocess.Popen(
+            [sys.executable, str(HERE / "zygote.py")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=os.environ | {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
+            text=True,
+        )
+
+    def _answer(self, timeout: float | None) -> dict[str, int] | None:
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        if not ready:
+            return None
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError("the pytest fork server ended unexpectedly")
+        return json.loads(line)
+
+    def run(self, root: Path, test_files: tuple[str, ...], k: str | None, timeout: float | None) -> Outcome:
+        assert self.process.stdin is not None
+        argv = pytest_command(test_files, k)[3:]  # without "python -m pytest"
+        request = {"root": str(root), "argv": argv, "log": str(self.log), "env": pytest_env(root)}
+        started = time.monotonic()
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        pid = self._answer(None)["pid"]  # type: ignore[index]
+        ended = self._answer(timeout)
+        code: int | None = None
+        if ended is None:  # the timeout: kill the child's whole group; the server reaps it
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            self._answer(None)
+        else:
+            code = ended["code"]
+        seconds = time.monotonic() - started
+        return Outcome(code, seconds, self.log.read_text(encoding="utf-8", errors="replace"))
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        self.process.wait(timeout=30)
+
+
 @dataclass
 class Runner:
     """Runs baselines and mutants in ``copies`` (one folder per job), sharing baselines between jobs."""
@@ -208,6 +264,7 @@ class Runner:
     timeout_factor: float
     min_timeout: float
     verbose: bool = False
+    zygotes: dict[Path, Zygote] = field(default_factory=dict)  # empty: a fresh process per run
     _free: list[Path] = field(default_factory=list)
     _baselines: dict[tuple[tuple[str, ...], str | None], Outcome] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -224,6 +281,12 @@ class Runner:
         with self._lock:
             self._free.append(root)
 
+    def _pytest(
+        self, root: Path, selection: tuple[tuple[str, ...], str | None], timeout: float | None
+    ) -> Outcome:
+        zygote = self.zygotes.get(root)
+        return zygote.run(root, *selection, timeout) if zygote else run_pytest(root, *selection, timeout)
+
     def baseline(self, selection: tuple[tuple[str, ...], str | None], root: Path) -> Outcome:
         """The selection run once without a mutant, in the caller's (still unmutated) copy; each
         selection once, whichever job asks first (the others wait for it)."""
@@ -231,7 +294,7 @@ class Runner:
             lock = self._selection_locks.setdefault(selection, threading.Lock())
         with lock:
             if selection not in self._baselines:
-                self._baselines[selection] = run_pytest(root, *selection, timeout=None)
+                self._baselines[selection] = self._pytest(root, selection, None)
             return self._baselines[selection]
 
     def run(self, mutant: Mutant) -> Result:
@@ -241,7 +304,11 @@ class Runner:
             if path is None or mutated is None:
                 return Result(mutant, status, file=path and path.relative_to(root).as_posix())
             file = path.relative_to(root).as_posix()
-            base = self.baseline(mutant.selection, root)
+            files = tuple(name for name in mutant.test_files if (root / name).is_file())
+            if not files:
+                return Result(mutant, "skipped", file=file, note="none of its test files exists")
+            selection = (files, mutant.k)  # a test file not written yet (or gone) is left out
+            base = self.baseline(selection, root)
             if base.returncode != 0:
                 note = f"the selection fails without the mutant: {base.first_failure}"
                 return Result(mutant, "skipped", file=file, note=note)
@@ -249,7 +316,7 @@ class Runner:
             path.write_text(mutated, encoding="utf-8")
             try:
                 timeout = max(self.min_timeout, self.timeout_factor * base.seconds)
-                outcome = run_pytest(root, *mutant.selection, timeout=timeout)
+                outcome = self._pytest(root, selection, timeout)
             finally:
                 path.write_text(original, encoding="utf-8")
             if self.verbose:
@@ -358,11 +425,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--report", type=Path, default=DEFAULT_REPORT, help="JSON report to merge results into"
     )
     parser.add_argument("--no-report", action="store_true", help="write no report")
+    parser.add_argument(
+        "--no-fork", action="store_true", help="a fresh python per pytest run (no fork server; slower)"
+    )
     parser.add_argument("--verbose", action="store_true", help="print pytest's output for every mutant")
     return parser.parse_args(argv)
 
 
-def select(args: argparse.Namespace) -> list[Mutant]:
+def choose(args: argparse.Namespace) -> list[Mutant]:
     chosen = [
         m
         for m in MUTANTS
@@ -393,7 +463,7 @@ def list_mutants(mutants: list[Mutant]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    mutants = select(args)
+    mutants = choose(args)
     if args.list:
         return list_mutants(mutants)
     started = time.monotonic()
@@ -403,16 +473,21 @@ def main(argv: list[str] | None = None) -> int:
         copy_tree(copies[0], args.source)
         for copy in copies[1:]:
             shutil.copytree(copies[0], copy, symlinks=True)
-        runner = Runner(copies, args.timeout_factor, args.min_timeout, args.verbose)
+        zygotes = {} if args.no_fork else {c: Zygote(workdir / f"{c.name}.log") for c in copies}
+        runner = Runner(copies, args.timeout_factor, args.min_timeout, args.verbose, zygotes)
         print(
             f"{len(mutants)} mutants, {len(copies)} job(s), copy of the {args.source} in {workdir}",
             flush=True,
         )
         results: list[Result] = []
-        with ThreadPoolExecutor(max_workers=len(copies)) as pool:
-            for result in pool.map(runner.run, mutants):
-                print(line_for(result), flush=True)
-                results.append(result)
+        try:
+            with ThreadPoolExecutor(max_workers=len(copies)) as pool:
+                for result in pool.map(runner.run, mutants):
+                    print(line_for(result), flush=True)
+                    results.append(result)
+        finally:
+            for zygote in zygotes.values():
+                zygote.close()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print_summary(summarise([r.record() for r in results]), f"this run ({time.monotonic() - started:.0f} s)")
