@@ -82,9 +82,9 @@ def manifold_scores(
         k: ManifoldScores(
             k,
             precision=inside_ref[k] / len(gen),
-            recall=float(recalled[k].float().mean()),
+            recall=int(recalled[k].sum()) / len(ref),  # counts / size in float64, not a float32 mean
             density=balls_holding[k] / (k * len(gen)),
-            coverage=float((nearest_gen < ref_radii[k]).float().mean()),
+            coverage=int((nearest_gen < ref_radii[k]).sum()) / len(ref),
         )
         for k in ks
     }
