@@ -179,3 +179,14 @@ def test_labels_with_bidi_overrides_and_controls_show_written_out_in_every_page(
     assert json.loads(paths.json.read_text())["data"]["classes"] == [label]  # the sidecar keeps it exact
     index = build_index(IndexConfig(reports_dir=tmp_path)).index.read_text(encoding="utf-8")
     assert "\u202e" not in index and "Train evil\\u202egnp.exe\\x1b[2J" in index
+
+
+def test_a_skipped_file_name_is_shown_written_out(tmp_path: Path) -> None:
+    reports = _reports(tmp_path / "reports")
+    name = "eval\u202enosj.json"
+    os.mkfifo(reports / name)
+    _page_beside(reports / name)
+    result = within_timeout(lambda: build_index(IndexConfig(reports_dir=reports)))
+    assert result.summary_lines()[-1] == "[yellow]skipped[/] eval\\u202enosj.json: a named pipe"
+    assert result.to_dict()["skipped"] == [{"file": name, "reason": "a named pipe"}]  # JSON: exact
+    assert "eval\\u202enosj.json" in result.index.read_text(encoding="utf-8")

@@ -58,7 +58,7 @@ MARKER = ".diffkit-export"
 MARKER_KIND = "diffkit export staging"
 STAGING_SUFFIX = ".export-"
 # tempfile.mkdtemp's names: the prefix, then 8 of [a-z0-9_]
-STAGING_NAME = re.compile(r"\..+\.export-[a-z0-9_]{8}")
+STAGING_NAME = re.compile(r"\..*\.export-[a-z0-9_]{8}")
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)  # markers are never links
 
 

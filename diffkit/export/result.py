@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from diffkit.console import CommandResult, shown
+from diffkit.report.render import visible
 from diffkit.report.sidecars import Skipped
 
 
@@ -52,7 +53,7 @@ class ExportResult(CommandResult):
         else:
             lines.append("model card: no eval report of this run found, so it claims no metrics")
         lines += [
-            f"[yellow]skipped[/] report {shown(skipped.name)}: {shown(skipped.reason)}"
+            f"[yellow]skipped[/] report {shown(visible(skipped.name))}: {shown(skipped.reason)}"
             for skipped in self.skipped_reports
         ]
         lines += [f"removed {shown(name)}, left by an interrupted export" for name in self.removed_staging]

@@ -8,7 +8,7 @@ from pathlib import Path
 from diffkit.atomic import atomic_write_text, check_writable_dir
 from diffkit.console import CommandResult, printable, shown
 from diffkit.errors import DiffkitError
-from diffkit.report.render import relative_href, render_template, report_metadata
+from diffkit.report.render import relative_href, render_template, report_metadata, visible
 from diffkit.report.runpage import RUN_PAGE_COMMAND, RunPage, write_run_pages
 from diffkit.report.sidecars import Sidecar, Skipped, folder_key, scan_sidecars
 
@@ -52,7 +52,7 @@ class IndexResult(CommandResult):
         lines = [f"{self.n_reports} reports listed in [bold]{shown(self.index)}[/]"]
         lines += [f"run page: {shown(page)}" for page in self.run_pages]
         lines += [
-            f"[yellow]skipped[/] {shown(skipped.name)}: {shown(skipped.reason)}"
+            f"[yellow]skipped[/] {shown(visible(skipped.name))}: {shown(skipped.reason)}"
             for skipped in self.skipped[:SKIPPED_SHOWN]
         ]
         if len(self.skipped) > SKIPPED_SHOWN:
