@@ -80,17 +80,22 @@ def _target_problem(out: Path, name: str) -> str | None:
         mode = os.lstat(target).st_mode
     except FileNotFoundError:
         return None
+    except OSError as error:
+        return f"{target} cannot be checked ({error.strerror})"
     if stat.S_ISLNK(mode):
         return None  # the link itself is replaced, never what it points to
     if name not in FOLDER_FILES:
         return None if stat.S_ISREG(mode) else f"{target} is {_kind(mode)}; the export writes a file there"
     if not stat.S_ISDIR(mode):
         return f"{target} is {_kind(mode)}; the export writes a folder there"
-    foreign = sorted(
-        entry.name
-        for entry in os.scandir(target)
-        if entry.name not in FOLDER_FILES[name] or not entry.is_file(follow_symlinks=False)
-    )
+    try:
+        foreign = sorted(
+            entry.name
+            for entry in os.scandir(target)
+            if entry.name not in FOLDER_FILES[name] or not entry.is_file(follow_symlinks=False)
+        )
+    except OSError as error:
+        return f"{target} cannot be listed ({error.strerror})"
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         return f"{target} holds what the export does not write ({shown})"
