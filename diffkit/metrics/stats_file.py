@@ -85,13 +85,18 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     shown = printable(path)
     if not path.is_file():
         raise DiffkitError(f"reference statistics {shown} is not a file")
+    if not zipfile.is_zipfile(path):  # np.load would take anything else for a pickle
+        raise DiffkitError(f"cannot read reference statistics {shown}: not an .npz file")
     try:
         with np.load(path, allow_pickle=False) as data:
             return {name: np.asarray(data[name]) for name in data.files}
     except (zipfile.BadZipFile, EOFError, OSError) as exc:
-        raise DiffkitError(f"cannot read reference statistics {shown}: not an .npz file ({exc})") from None
-    except ValueError as exc:  # an object array (pickle) inside: never loaded
-        raise DiffkitError(f"refusing reference statistics {shown}: {exc}") from None
+        raise DiffkitError(f"cannot read reference statistics {shown}: {exc}") from None
+    except ValueError:  # an object array inside: that is a pickle, never loaded
+        raise DiffkitError(
+            f"refusing reference statistics {shown}: it holds pickled (object) arrays, which diffkit "
+            "never loads; statistics are plain float arrays"
+        ) from None
 
 
 def load_stats(path: Path) -> ReferenceStats:
