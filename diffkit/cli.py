@@ -36,13 +36,14 @@ from diffkit.dataset.labels import LabelsMode
 from diffkit.dedupe.config import DEFAULT_THRESHOLDS, Action, DedupeConfig, HashKind
 from diffkit.demo import DemoConfig
 from diffkit.device import PrecisionName
+from diffkit.diffusion.guidance import MAX_GUIDANCE
 from diffkit.diffusion.names import PredictionName, SamplerName, ScheduleName, TimestepSamplingName
 from diffkit.errors import DiffkitError
 from diffkit.eval.config import EngineName, EvalConfig
 from diffkit.export.config import ExportConfig, ExportFormat
 from diffkit.models.config import PresetName
 from diffkit.report.index import IndexConfig
-from diffkit.sample.config import DEFAULT_GUIDANCE, SampleConfig
+from diffkit.sample.config import DEFAULT_GUIDANCE, GRID_MAX, SampleConfig
 from diffkit.scrape.config import ScrapeConfig
 from diffkit.train.config import DEFAULT_EPOCHS, PRESET_BATCH, PRESET_LR, TrainConfig
 
@@ -528,7 +529,11 @@ def phema(
 @app.command()
 def sample(
     run: Path = typer.Option(..., "--run", help="Training run folder (uses its latest EMA snapshot)."),
-    n: int = typer.Option(default(SampleConfig, "n"), "--n", help="Number of images."),
+    n: int = typer.Option(
+        default(SampleConfig, "n"),
+        "--n",
+        help="Number of images (written batch by batch; refused at once if they cannot fit on the disk).",
+    ),
     sampler: SamplerName = typer.Option(
         default(SampleConfig, "sampler"),
         "--sampler",
@@ -547,7 +552,9 @@ def sample(
         default(SampleConfig, "out"), "--out", help="Folder for the PNGs. Not given: RUN/generated/..."
     ),
     grid: bool = typer.Option(
-        default(SampleConfig, "grid"), "--grid", help="Also write grid.png with all images."
+        default(SampleConfig, "grid"),
+        "--grid",
+        help=f"Also write grid.png with all images (the first {GRID_MAX} when there are more).",
     ),
     batch_size: int = typer.Option(
         default(SampleConfig, "batch_size"), "--batch-size", help="Images per forward pass."
@@ -567,7 +574,8 @@ def sample(
     guidance: float | None = typer.Option(
         default(SampleConfig, "guidance"),
         "--guidance",
-        help=f"Classifier-free guidance W for --label: {DEFAULT_GUIDANCE:g} if not given; 0: no guidance.",
+        help=f"Classifier-free guidance W for --label, 0 to {MAX_GUIDANCE:g}: {DEFAULT_GUIDANCE:g} if not "
+        "given; 0: no guidance.",
     ),
     gif: Path | None = typer.Option(
         default(SampleConfig, "gif"),

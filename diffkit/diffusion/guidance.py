@@ -12,12 +12,25 @@ model (one forward of the batch, no unconditional half).
 from __future__ import annotations
 
 from collections.abc import Callable
-
-import torch
+from typing import TYPE_CHECKING
 
 from diffkit.errors import DiffkitError
 
-ConditionalModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+if TYPE_CHECKING:  # torch is imported where a model runs, so configs can check a weight without it
+    import torch
+
+ConditionalModel = Callable[["torch.Tensor", "torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+# Useful weights are small: Ho & Salimans (2022) sweep w up to 4, and Stable Diffusion's default scale
+# 7.5 is w = 6.5. The bound leaves room to experiment while keeping (1 + w) (cond - uncond) far from
+# float overflow, where an infinite w turned every image black.
+MAX_GUIDANCE = 100.0
+
+
+def guidance_problem(guidance: float) -> str | None:
+    """Why ``guidance`` is not a usable weight (finite, 0 to MAX_GUIDANCE), or None when it is."""
+    if not 0.0 <= guidance <= MAX_GUIDANCE:  # also refuses NaN and the infinities
+        return f"--guidance must be a number from 0 to {MAX_GUIDANCE:g} (got {guidance})"
+    return None
 
 
 def guide(cond: torch.Tensor, uncond: torch.Tensor, guidance: float) -> torch.Tensor:
@@ -29,8 +42,11 @@ def guide(cond: torch.Tensor, uncond: torch.Tensor, guidance: float) -> torch.Te
 def guided_model(
     model: ConditionalModel, label: int, guidance: float, null_label: int
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    if not guidance >= 0:  # also refuses NaN
-        raise DiffkitError(f"--guidance must be >= 0 (got {guidance})")
+    import torch
+
+    problem = guidance_problem(guidance)
+    if problem is not None:
+        raise DiffkitError(problem)
 
     def call(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         labels = torch.full((x.shape[0],), label, dtype=torch.long, device=x.device)

@@ -1,25 +1,26 @@
 """``diffkit eval --run``: sample N images from a run once, as PNG files in the run folder.
 
+It samples through :mod:`diffkit.sample` with the same :class:`SamplingOptions` as ``diffkit sample``
+(unconditional, eta = 0), one batch in memory at a time.
+
 The folder ``RUN/eval-samples-<n>-seed<s>/`` carries a ``samples.json`` written last; a later eval
 with the same N, seed, sampler, steps and EMA snapshots reuses the PNGs instead of sampling again.
 """
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
-from diffkit.atomic import atomic_write_bytes, atomic_write_text, check_writable_dir
+from diffkit.atomic import atomic_write_text, check_writable_dir
 from diffkit.errors import DiffkitError
 from diffkit.eval.config import EvalConfig
 from diffkit.metrics.images import list_images
 from diffkit.runs.folder import eval_samples_dir, run_data_dir
 from diffkit.runs.snapshots import list_snapshots
-from diffkit.sample.generate import generate_images
+from diffkit.sample.generate import generate_batches
+from diffkit.sample.options import SamplingOptions
+from diffkit.sample.pngs import check_disk_space, write_png
 
 MARKER = "samples.json"
 
@@ -60,31 +61,18 @@ def ensure_samples(config: EvalConfig) -> tuple[Path, bool]:
     }
     if _reusable(folder, wanted, config.samples):
         return folder, True
-    # Before sampling: an unwritable run folder is one line now, not a traceback after minutes of work.
+    options = SamplingOptions.resolve(
+        run, config.samples, sampler=config.sampler, steps=config.steps, eta=0.0, seed=config.seed,
+        batch_size=config.batch_size, device=config.device,
+    )  # fmt: skip
+    # Before sampling: a full disk or an unwritable run folder is one line now, not after minutes of work.
+    check_disk_space(folder, options.n, options.resolution, "lower --samples or free space in the run folder")
     check_writable_dir(folder, "the eval samples")
-    images = generate_images(
-        run,
-        config.samples,
-        sampler=config.sampler,
-        steps=config.steps,
-        eta=0.0,
-        seed=config.seed,
-        batch_size=config.batch_size,
-        device=config.device,
-        progress=config.progress,
-    )
-    _write_samples(folder, np.asarray(images), config.samples)
+    (folder / MARKER).unlink(missing_ok=True)  # invalid until every PNG of this sampling is written
+    index = 0
+    for batch in generate_batches(options, progress=config.progress):  # one batch in memory at a time
+        for image in batch:
+            write_png(folder / f"sample-{index:05d}.png", image)
+            index += 1
     atomic_write_text(folder / MARKER, json.dumps(wanted, indent=2) + "\n")
     return folder, False
-
-
-def _write_samples(folder: Path, images: np.ndarray, n: int) -> None:
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[0] != n or images.shape[-1] not in (1, 3):
-        raise DiffkitError(
-            f"generate_images returned {images.dtype} {images.shape}, expected uint8 ({n}, H, W, 3)"
-        )
-    (folder / MARKER).unlink(missing_ok=True)  # invalid until every PNG of this batch is written
-    for index, image in enumerate(images):
-        buffer = io.BytesIO()
-        Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buffer, format="PNG")
-        atomic_write_bytes(folder / f"sample-{index:05d}.png", buffer.getvalue(), durable=False)

@@ -7,13 +7,25 @@ from enum import Enum
 from pathlib import Path
 
 from diffkit.device import PRECISIONS, device_choices, is_device_name
+from diffkit.diffusion.guidance import guidance_problem
 from diffkit.diffusion.names import SAMPLERS
 from diffkit.errors import DiffkitError
 
 ANIMATION_SUFFIXES = (".gif", ".webp", ".png", ".apng")
+GRID_MAX = 256  # --grid shows at most this many images (the first): a grid of all N would grow with N
 # (1 + w) = 2: twice the conditional direction. Ho & Salimans 2022 find small w best for FID and
 # larger w best for class fidelity; a user who names a label wants that label.
 DEFAULT_GUIDANCE = 1.0
+
+
+def guidance_problems(label: str | None, guidance: float | None) -> list[str]:
+    """The guidance rules that need no run: a usable weight, and only with a label."""
+    if guidance is None:
+        return []
+    problems = [problem] if (problem := guidance_problem(guidance)) is not None else []
+    if label is None:
+        problems.append("--guidance needs --label NAME (unconditional samples use no guidance)")
+    return problems
 
 
 @dataclass(frozen=True)
@@ -56,10 +68,7 @@ class SampleConfig:
                 problems.append(f"{flag} must be at least 1 (got {getattr(self, name)})")
         if not self.eta >= 0:  # also refuses NaN
             problems.append(f"--eta must be >= 0 (got {self.eta})")
-        if self.guidance is not None and not self.guidance >= 0:  # also refuses NaN
-            problems.append(f"--guidance must be >= 0 (got {self.guidance})")
-        if self.guidance is not None and self.label is None:
-            problems.append("--guidance needs --label NAME (unconditional samples use no guidance)")
+        problems += guidance_problems(self.label, self.guidance)
         if self.gif is not None and self.gif.suffix.lower() not in ANIMATION_SUFFIXES:
             problems.append(f"--gif must end in {', '.join(ANIMATION_SUFFIXES)} (got {self.gif.name!r})")
         if self.sampler not in SAMPLERS:

@@ -11,6 +11,7 @@ A class-conditional run samples one class with ``label`` and classifier-free ``g
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,15 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffkit.console import Bar, shown
+from diffkit.console import Bar
 from diffkit.device import Precision, resolve_device
 from diffkit.diffusion.guidance import guided_model
 from diffkit.diffusion.pixels import to_uint8
 from diffkit.diffusion.samplers import SamplerOutput, make_sampler, run_sampler
-from diffkit.errors import DiffkitError
-from diffkit.runs.folder import class_names
-from diffkit.runs.snapshots import load_snapshot, resolve_snapshot
-from diffkit.sample.config import DEFAULT_GUIDANCE
+from diffkit.runs.snapshots import load_snapshot
+from diffkit.sample.options import SamplingOptions
 
 _SEED_STRIDE = 1_000_003  # image i of seed s uses generator seed s * stride + i
 _STEP_NOISE_OFFSET = 2**40  # per-step noise of a batch: a seed range the initial noise never uses
@@ -34,8 +33,9 @@ _STEP_NOISE_OFFSET = 2**40  # per-step noise of a batch: a seed range the initia
 
 @dataclass
 class Trajectory:
-    """The first few images' denoising: per step, the input x_t and the predicted x_0 (NHWC uint8)."""
+    """The first ``traced`` images' denoising: per step, the input x_t and the predicted x_0 (NHWC uint8)."""
 
+    traced: int = 0
     timesteps: list[int] = field(default_factory=list)
     x_t: list[np.ndarray] = field(default_factory=list)
     x0: list[np.ndarray] = field(default_factory=list)
@@ -58,38 +58,49 @@ def initial_noise(indices: range, channels: int, resolution: int, seed: int) -> 
     return torch.stack(noises)
 
 
-def resolve_label(payload: dict[str, Any], label: str | None, guidance: float | None) -> int | None:
-    """The class index of ``label`` in the run, with one clear error for every way it can be wrong."""
-    names = class_names(payload)
-    labels = payload.get("labels") or {}
-    dropout = labels.get("label_dropout") if isinstance(labels, dict) else None
-    if label is None:
-        if guidance is not None:
-            raise DiffkitError("--guidance needs --label NAME (unconditional samples use no guidance)")
-        if names and dropout == 0:
-            raise DiffkitError(
-                "this run was trained with --label-dropout 0, so its unconditional (null) label was never "
-                f"trained; pass --label NAME with one of: {', '.join(map(shown, names))}"
-            )
-        return None
-    if not names:
-        raise DiffkitError(
-            f"--label {shown(label)}: this run was trained without labels; train on labelled data "
-            "(one subfolder per class, or a label column in metadata.jsonl) to sample a class"
-        )
-    if label not in names:
-        raise DiffkitError(
-            f"--label {shown(label)} is not a class of this run; its classes: {', '.join(map(shown, names))}"
-        )
-    if dropout == 0 and (guidance is None or guidance > 0):
-        raise DiffkitError(
-            "this run was trained with --label-dropout 0 (no unconditional model), so it cannot be "
-            "guided; pass --guidance 0"
-        )
-    return names.index(label)
-
-
 @torch.no_grad()
+def generate_batches(
+    options: SamplingOptions, *, progress: bool = True, trajectory: Trajectory | None = None
+) -> Iterator[np.ndarray]:
+    """The ``options.n`` images in order, as (B, H, W, 3) uint8 batches of at most ``options.batch_size``.
+
+    One batch is held at a time, so memory does not grow with N. ``trajectory`` (when given) records
+    the denoising of the first batch's first ``trajectory.traced`` images.
+    """
+    torch_device = resolve_device(options.device)
+    autocast = Precision.create(options.precision, torch_device)
+    model, diffusion, _ = load_snapshot(options.snapshot, torch_device)
+    config = model.config
+    network = model
+    if options.label_index is not None:
+        assert options.guidance is not None  # resolve() gives a label its weight
+        network = guided_model(model, options.label_index, options.guidance, config.num_classes)
+    sampler = make_sampler(options.sampler, diffusion, eta=options.eta)
+    record = trajectory.traced if trajectory is not None else 0
+
+    def trace(t: int, x_t: torch.Tensor, output: SamplerOutput) -> None:
+        assert trajectory is not None
+        trajectory.timesteps.append(int(t))
+        trajectory.x_t.append(to_uint8(x_t[:record]))
+        trajectory.x0.append(to_uint8(output.pred_original_sample[:record]))
+
+    n, seed = options.n, options.seed
+    with Bar("sample", total=n, enabled=progress) as bar:
+        for start in range(0, n, options.batch_size):
+            indices = range(start, min(start + options.batch_size, n))
+            noise = initial_noise(indices, config.in_channels, config.resolution, seed).to(torch_device)
+            generator = torch.Generator().manual_seed(_STEP_NOISE_OFFSET + seed * _SEED_STRIDE + start)
+            on_output = trace if record > 0 and start == 0 else None
+            with autocast.autocast():
+                sampled = run_sampler(network, sampler, noise, options.steps, generator, on_output=on_output)
+            images = to_uint8(sampled)
+            if on_output is not None and trajectory is not None and trajectory.x_t:
+                # only the first batch is traced: it may hold fewer images than asked for
+                trajectory.final = images[: len(trajectory.x_t[0])].copy()
+            bar.update(advance=len(indices))
+            yield images
+
+
 def generate(
     run: Path | None,
     n: int,
@@ -107,42 +118,24 @@ def generate(
     guidance: float | None = None,
     record: int = 0,
 ) -> Generated:
-    """``n`` images from the run's latest EMA snapshot (or ``snapshot``); ``record`` first ones traced."""
-    if n < 1 or batch_size < 1:
-        raise DiffkitError(f"n and batch_size must be at least 1 (got n={n}, batch_size={batch_size})")
-    path = resolve_snapshot(run, snapshot)
-    torch_device = resolve_device(device)
-    autocast = Precision.create(precision, torch_device)
-    model, diffusion, payload = load_snapshot(path, torch_device)
-    label_index = resolve_label(payload, label, guidance)
-    weight = None if label_index is None else (DEFAULT_GUIDANCE if guidance is None else guidance)
-    network = (
-        model if label_index is None else guided_model(model, label_index, weight, model.config.num_classes)
-    )
-    sampler_impl = make_sampler(sampler, diffusion, eta=eta)
-    config = model.config
-    out = np.empty((n, config.resolution, config.resolution, config.output_channels), dtype=np.uint8)
-    trajectory = Trajectory() if record > 0 else None
+    """All ``n`` images in one array, for library use (``diffkit sample`` writes them batch by batch).
 
-    def trace(t: int, x_t: torch.Tensor, output: SamplerOutput) -> None:
-        assert trajectory is not None
-        trajectory.timesteps.append(int(t))
-        trajectory.x_t.append(to_uint8(x_t[:record]))
-        trajectory.x0.append(to_uint8(output.pred_original_sample[:record]))
-
-    with Bar("sample", total=n, enabled=progress) as bar:
-        for start in range(0, n, batch_size):
-            indices = range(start, min(start + batch_size, n))
-            noise = initial_noise(indices, config.in_channels, config.resolution, seed).to(torch_device)
-            generator = torch.Generator().manual_seed(_STEP_NOISE_OFFSET + seed * _SEED_STRIDE + start)
-            on_output = trace if trajectory is not None and start == 0 else None
-            with autocast.autocast():
-                images = run_sampler(network, sampler_impl, noise, steps, generator, on_output=on_output)
-            out[start : start + len(indices)] = to_uint8(images)
-            bar.update(advance=len(indices))
-    if trajectory is not None and trajectory.x_t:  # only the first batch is traced: it may hold fewer
-        trajectory.final = out[: len(trajectory.x_t[0])].copy()
-    return Generated(out, label_index, weight, trajectory)
+    ``record``: the first images traced for an animation.
+    """
+    options = SamplingOptions.resolve(
+        run, n, snapshot=snapshot, sampler=sampler, steps=steps, eta=eta, seed=seed, batch_size=batch_size,
+        device=device, precision=precision, label=label, guidance=guidance,
+    )  # fmt: skip
+    trajectory = Trajectory(traced=record) if record > 0 else None
+    out: np.ndarray | None = None
+    start = 0
+    for batch in generate_batches(options, progress=progress, trajectory=trajectory):
+        if out is None:
+            out = np.empty((n, *batch.shape[1:]), dtype=np.uint8)
+        out[start : start + len(batch)] = batch
+        start += len(batch)
+    assert out is not None and start == n
+    return Generated(out, options.label_index, options.guidance, trajectory)
 
 
 def generate_images(run: Path | None, n: int, **options: Any) -> np.ndarray:

@@ -2,11 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from diffkit.console import CommandResult, shown
+
+
+class NumberedNames(Sequence[str]):
+    """The names of ``count`` samples, ``000000.png`` on, made when asked for: no list that grows with N."""
+
+    def __init__(self, count: int) -> None:
+        self._indices = range(count)
+
+    @staticmethod
+    def name(index: int) -> str:
+        return f"{index:06d}.png"
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return [self.name(i) for i in self._indices[index]]
+        return self.name(self._indices[index])
 
 
 @dataclass
@@ -17,7 +41,7 @@ class SampleResult(CommandResult):
     sampler: str
     steps: int
     seed: int
-    files: list[str]
+    files: Sequence[str]
     grid: Path | None
     seconds: float
     label: str | None = None
@@ -46,7 +70,7 @@ class SampleResult(CommandResult):
             "seed": self.seed,
             "label": self.label,
             "guidance": self.guidance,
-            "files": self.files,
+            "files": list(self.files),
             "grid": str(self.grid) if self.grid else None,
             "animation": str(self.animation) if self.animation else None,
             "report": str(self.report) if self.report else None,

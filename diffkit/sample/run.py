@@ -6,34 +6,35 @@ import contextlib
 import re
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from diffkit.atomic import atomic_open, check_writable_dir
 from diffkit.errors import DiffkitError
 from diffkit.report.grid import make_grid
 from diffkit.report.render import DEFAULT_REPORTS_DIR
 from diffkit.runs.folder import GENERATED_DIR
-from diffkit.runs.snapshots import resolve_snapshot, snapshot_payload
 from diffkit.safepath import unsafe_reason
 from diffkit.sample.animation import write_animation
-from diffkit.sample.config import DEFAULT_GUIDANCE, SampleConfig
-from diffkit.sample.generate import generate, resolve_label
-from diffkit.sample.report import write_sample_report
-from diffkit.sample.result import SampleResult
+from diffkit.sample.config import GRID_MAX, SampleConfig
+from diffkit.sample.generate import Trajectory, generate_batches
+from diffkit.sample.options import SamplingOptions
+from diffkit.sample.pngs import check_disk_space, write_png
+from diffkit.sample.report import GRID_IMAGES, write_sample_report
+from diffkit.sample.result import NumberedNames, SampleResult
 
 GRID_FILE = "grid.png"
 ANIMATED_IMAGES = 4  # the first images are traced for the denoising animation
 
 
-def default_out_dir(snapshot: Path, config: SampleConfig, guidance: float | None = None) -> Path:
+def default_out_dir(options: SamplingOptions) -> Path:
     """``<run>/generated/<name>``; refused when a link inside the run folder would lead elsewhere."""
-    name = f"{snapshot.stem}-{config.sampler}{config.steps}-seed{config.seed}"
-    if config.label is not None:  # a label is user text: only name-safe characters go into the folder
-        name += f"-{re.sub(r'[^A-Za-z0-9_.-]', '_', config.label)[:40]}-w{guidance:g}"
+    snapshot = options.snapshot
+    name = f"{snapshot.stem}-{options.sampler}{options.steps}-seed{options.seed}"
+    if options.label is not None:  # a label is user text: only name-safe characters go into the folder
+        name += f"-{re.sub(r'[^A-Za-z0-9_.-]', '_', options.label)[:40]}-w{options.guidance:g}"
     relative = f"{GENERATED_DIR}/{name}"
     reason = unsafe_reason(snapshot.parent, relative)
     if reason is not None:
@@ -58,10 +59,10 @@ def _animation_file(config: SampleConfig, out_dir: Path) -> Iterator[Path | None
 def sample(config: SampleConfig) -> SampleResult:
     if config.run is None and config.snapshot is None:
         raise DiffkitError("pass --run RUN (a training run folder) to sample from")
-    snapshot = resolve_snapshot(config.run, config.snapshot)
-    # Checked before any folder is made or any image sampled: a wrong --label is one line at once.
-    resolve_label(snapshot_payload(snapshot), config.label, config.guidance)
-    out_dir = config.out or default_out_dir(snapshot, config, _guidance(config))
+    # Resolved before any folder is made or any image sampled: a wrong --label is one line at once.
+    options = SamplingOptions.from_config(config)
+    out_dir = config.out or default_out_dir(options)
+    check_disk_space(out_dir, options.n, options.resolution, "lower --n or pass --out on a larger disk")
     try:  # before sampling, so a bad --out fails at once instead of after minutes of work
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -73,49 +74,51 @@ def sample(config: SampleConfig) -> SampleResult:
     if config.write_report:
         check_writable_dir(config.report.parent if config.report else DEFAULT_REPORTS_DIR, "the report")
     with _animation_file(config, out_dir) as animation:
-        started = time.perf_counter()
-        generated = generate(
-            config.run,
-            config.n,
-            sampler=config.sampler,
-            steps=config.steps,
-            eta=config.eta,
-            seed=config.seed,
-            batch_size=config.batch_size,
-            device=config.device,
-            snapshot=snapshot,
-            progress=config.progress,
-            precision=config.precision,
-            label=config.label,
-            guidance=config.guidance,
-            record=ANIMATED_IMAGES if animation is not None else 0,
-        )
-        seconds = time.perf_counter() - started
-        if animation is not None and generated.trajectory is not None:
-            write_animation(generated.trajectory, animation)
+        trajectory = Trajectory(traced=ANIMATED_IMAGES) if animation is not None else None
+        clock = _Clock()
+        batches = clock.timed(generate_batches(options, progress=config.progress, trajectory=trajectory))
+        first = _write_images(out_dir, batches, GRID_MAX if config.grid else GRID_IMAGES)
+        if animation is not None and trajectory is not None:
+            write_animation(trajectory, animation)
         result = SampleResult(
-            snapshot, out_dir, config.n, config.sampler, config.steps, config.seed, [], None, seconds,
-            label=config.label, guidance=generated.guidance, animation=config.gif,
+            options.snapshot, out_dir, options.n, options.sampler, options.steps, options.seed,
+            NumberedNames(options.n), None, clock.seconds, label=options.label, guidance=options.guidance,
+            animation=config.gif,
         )  # fmt: skip
-        _write_images(result, generated.images, config.grid)
+        if config.grid:
+            result.grid = out_dir / GRID_FILE
+            with atomic_open(result.grid, "wb", durable=False) as handle:
+                make_grid(first[:GRID_MAX]).save(handle, format="PNG")
         if config.write_report:
-            result.report = write_sample_report(result, generated.images, animation, config.report).html
+            result.report = write_sample_report(result, first, animation, config.report).html
     return result
 
 
-def _guidance(config: SampleConfig) -> float | None:
-    if config.label is None:
-        return None
-    return DEFAULT_GUIDANCE if config.guidance is None else config.guidance
+class _Clock:
+    """Seconds spent producing batches (loading and sampling), without the writing in between."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def timed(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        iterator = iter(batches)
+        while True:
+            started = time.perf_counter()
+            batch = next(iterator, None)
+            self.seconds += time.perf_counter() - started
+            if batch is None:
+                return
+            yield batch
 
 
-def _write_images(result: SampleResult, images: np.ndarray, grid: bool) -> None:
-    for index, image in enumerate(images):
-        name = f"{index:06d}.png"
-        with atomic_open(result.out_dir / name, "wb", durable=False) as handle:
-            Image.fromarray(image).save(handle, format="PNG")
-        result.files.append(name)
-    if grid:
-        result.grid = result.out_dir / GRID_FILE
-        with atomic_open(result.grid, "wb", durable=False) as handle:
-            make_grid(images).save(handle, format="PNG")
+def _write_images(out_dir: Path, batches: Iterable[np.ndarray], keep: int) -> np.ndarray:
+    """Every image as ``NNNNNN.png``, batch by batch; returns the first ``keep`` (the grid, the report)."""
+    first: list[np.ndarray] = []
+    index = 0
+    for batch in batches:
+        for image in batch:
+            write_png(out_dir / NumberedNames.name(index), image)
+            index += 1
+        if sum(map(len, first)) < keep:
+            first.append(batch[: keep - sum(map(len, first))].copy())
+    return np.concatenate(first)
