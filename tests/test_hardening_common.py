@@ -141,6 +141,36 @@ def test_report_on_unwritable_folder_is_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("command", ["scrape", "dedupe"])
+def test_unwritable_report_of_scrape_and_dedupe_is_one_line_before_any_work(
+    tmp_path: Path, command: str
+) -> None:
+    """Issue 24.10: scrape and dedupe wrote their report last and only warned; now they fail first, as
+    eval, sample and report do (the README's fault table)."""
+    from diffkit.fakesite.faces import write_face_folder
+    from diffkit.fakesite.site import FaceSite, SiteConfig
+
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("")
+    report = ["--report", str(blocker / "r.html")]
+    folder = tmp_path / "faces"
+    if command == "scrape":
+        with FaceSite(SiteConfig(size=32)) as site:
+            result = _cli("scrape", "--n", "2", "--out", str(folder), "--url", site.url, *report)
+            assert site.requests == []  # not one request
+        assert not folder.exists()
+    else:
+        write_face_folder(folder, 3, size=32, seed=3, fmt="png")
+        (folder / "copy.png").write_bytes((folder / "face-00000.png").read_bytes())
+        before = sorted(p.name for p in folder.iterdir())
+        result = _cli("dedupe", str(folder), "--action", "move", "--to", str(tmp_path / "q"), *report)
+        assert sorted(p.name for p in folder.iterdir()) == before  # nothing hashed, cached or moved
+        assert not (tmp_path / "q").exists()
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: cannot write the report (--report) to"), lines
+
+
 # --- console -----------------------------------------------------------------------------------------
 
 

@@ -23,12 +23,19 @@ from diffkit.scrape.validate import is_transient
 
 # What the site does -> the reason diffkit must count it under.
 REASON_OF_KIND = {
-    "http_503": "http_503", "stall": "timeout", "truncated": "truncated", "bad_length": "truncated_image",
-    "html_block": "block_page", "not_image": "magic_bytes", "bomb": "decompression_bomb",
-    "redirect_offhost": "redirect_offhost", "429": "http_429",
+    "http_503": "http_503",
+    "stall": "timeout",
+    "truncated": "truncated",
+    "bad_length": "truncated_image",
+    "html_block": "block_page",
+    "not_image": "magic_bytes",
+    "bomb": "decompression_bomb",
+    "redirect_offhost": "redirect_offhost",
+    "429": "http_429",
 }
-FAST = dict(rps=200.0, concurrency=3, timeout_s=2.0, backoff_base_s=0.01, backoff_cap_s=0.1, progress=False,
-            seed=0)
+FAST = dict(
+    rps=200.0, concurrency=3, timeout_s=2.0, backoff_base_s=0.01, backoff_cap_s=0.1, progress=False, seed=0
+)
 
 
 def run_scrape(site: FaceSite, out: Path, n: int, **changes: object) -> ScrapeResult:
@@ -63,13 +70,22 @@ def assert_consistent_folder(out: Path, n: int, size: int | None = None) -> list
 
 def test_every_fault_kind_yields_exactly_n_unique_valid_images(tmp_path: Path) -> None:
     faults = dict.fromkeys(FAULT_KINDS, 0.04)
-    site_config = SiteConfig(seed=3, size=128, repeat_rate=0.08, near_dup_rate=0.08, retry_after_s=0.0,
-                             faults=faults, max_rps=12, stall_s=30.0)
+    site_config = SiteConfig(
+        seed=3,
+        size=128,
+        repeat_rate=0.08,
+        near_dup_rate=0.08,
+        retry_after_s=0.0,
+        faults=faults,
+        max_rps=12,
+        stall_s=30.0,
+    )
     out = tmp_path / "faces"
     with FaceSite(site_config) as site:
         # 6 bits: procedural 128 px faces re-encoded or resized move pHash by up to ~6 bits
-        result = run_scrape(site, out, 40, timeout_s=1.0, max_retries=30, max_consecutive_failures=40,
-                            near_dup_threshold=6)
+        result = run_scrape(
+            site, out, 40, timeout_s=1.0, max_retries=30, max_consecutive_failures=40, near_dup_threshold=6
+        )
         records = site.requests
     served = site.served()
     # every fault happened (429s too, most runs; they are not required: a loaded machine may be slower
@@ -235,19 +251,27 @@ def test_a_resume_trusts_the_recorded_endpoint_and_still_counts_its_faults(tmp_p
     assert_consistent_folder(out, 6)
 
 
-def test_same_host_redirects_are_followed_and_an_unwritable_report_is_a_warning(tmp_path: Path) -> None:
-    blocker = tmp_path / "not-a-folder"
-    blocker.write_text("a file where the report folder should be")
+def test_same_host_redirects_are_followed(tmp_path: Path) -> None:
     config = SiteConfig(size=64, seed=1, faults={"redirect_offhost": 0.3}, redirect_host="127.0.0.1")
     with FaceSite(config) as site:  # "off-host" redirects that point back to this host and port
-        result = run_scrape(site, tmp_path / "faces", 8, concurrency=1, report_path=blocker / "r.html")
+        result = run_scrape(site, tmp_path / "faces", 8, concurrency=1)
         records = site.requests
     redirects = [record for record in records if record.kind == "redirect_offhost"]
     assert redirects and not result.rejections
     assert len(records) == result.requests + len(redirects)  # each redirect: one more request, no failure
     assert_consistent_folder(tmp_path / "faces", 8)
-    assert result.report_html is None and "report not written" in result.warnings[0]
-    assert any("report not written" in line for line in result.summary_lines())
+    assert result.report_html is not None and not result.warnings
+
+
+def test_an_unwritable_report_fails_before_any_request(tmp_path: Path) -> None:
+    """Issue 24.10: it was a warning after the whole scrape; the README promises one line before."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the report folder should be")
+    with FaceSite(SiteConfig(size=64)) as site:
+        with pytest.raises(DiffkitError, match=r"cannot write the report \(--report\) to .*not-a-folder"):
+            run_scrape(site, tmp_path / "faces", 3, report_path=blocker / "r.html")
+        assert site.requests == []
+    assert not (tmp_path / "faces").exists()
 
 
 def test_resume_fetches_only_the_missing_and_extend_adds(tmp_path: Path) -> None:
@@ -291,8 +315,11 @@ def _turn_bad_after_first_request(site: FaceSite, bad: SiteConfig) -> threading.
         (dict(faults={"not_image": 1.0}), dict(max_consecutive_failures=4), "4 requests in a row failed"),
         (dict(faults={"html_block": 1.0}), dict(max_block_pages=3), "3 block pages in a row"),
         (dict(faults={"http_503": 1.0}), dict(max_retries=2), "failed 3 times in a row"),
-        (dict(faults={"http_503": 1.0}, retry_after_s=100.0), dict(retry_after_cap_s=5.0),
-         "asked to wait 100 s"),
+        (
+            dict(faults={"http_503": 1.0}, retry_after_s=100.0),
+            dict(retry_after_cap_s=5.0),
+            "asked to wait 100 s",
+        ),
         (dict(repeat_rate=1.0), dict(exhaustion_window=8), "exhausted: [5-8] of the last 8"),
     ],
 )

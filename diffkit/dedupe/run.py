@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diffkit.atomic import check_writable_dir
 from diffkit.console import Bar, printable
 from diffkit.dedupe.actions import (
     ActionStopped,
@@ -55,6 +56,11 @@ def dedupe(config: DedupeConfig) -> DedupeResult:
     ``--action move|delete`` holds the folder's lock (and the quarantine's) for the whole run, so two
     runs never decide on and remove the same files; a second run fails at once naming the holder."""
     root = config.directory.resolve()
+    if config.write_report and config.against is None:  # an unwritable --report fails before any work
+        from diffkit.report.render import DEFAULT_REPORTS_DIR
+
+        folder = config.report_path.parent if config.report_path else DEFAULT_REPORTS_DIR
+        check_writable_dir(folder, "the report (--report)")
     if config.against is not None:
         from diffkit.dedupe.against import dedupe_against
 
@@ -220,7 +226,7 @@ def _write_report(result: DedupeResult, root: Path, path: Path | None) -> None:
     try:
         paths = write_dedupe_report(result, root, path)
         result.report_html, result.report_json = str(paths.html), str(paths.json)
-    except (OSError, UnicodeError) as exc:  # the files were already handled: say so rather than fail
+    except (OSError, UnicodeError) as exc:  # checked writable at the start; the files are handled: say so
         result.warnings.append(f"report not written ({printable(exc)}); pass --report to a writable path")
 
 

@@ -19,11 +19,13 @@ from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
+from diffkit.atomic import check_writable_dir
 from diffkit.console import Bar, err_console, shown
 from diffkit.dataset.manifest import IMAGES_DIR, MANIFEST_NAME, check_manifest_header
 from diffkit.dataset.redact import redact
 from diffkit.errors import DiffkitError
 from diffkit.lock import LOCK_NAME, folder_lock
+from diffkit.report.render import DEFAULT_REPORTS_DIR
 from diffkit.scrape.client import (
     Fetcher,
     RateLimiter,
@@ -373,6 +375,10 @@ def scrape(config: ScrapeConfig) -> ScrapeResult:
     probe failed) is removed again. Credentials in the URL are used, never written or shown.
     """
     check_manifest_header(config.out)  # a damaged manifest: one line, and nothing in the folder touched
+    if config.report:  # an unwritable --report fails now, not after hours of scraping
+        check_writable_dir(
+            config.report_path.parent if config.report_path else DEFAULT_REPORTS_DIR, "the report (--report)"
+        )
     created = _make_folder(config.out)
     try:
         with folder_lock(config.out, "scrape"):
@@ -433,7 +439,7 @@ def _scrape_locked(config: ScrapeConfig) -> ScrapeResult:
             try:
                 paths = write_scrape_report(result, run.store, run.kept_new, config.report_path)
                 result.report_html, result.report_json = str(paths.html), str(paths.json)
-            except OSError as exc:  # the images are safe on disk: say so rather than fail
+            except OSError as exc:  # checked writable at the start; the images are safe on disk: say so
                 result.warnings.append(f"report not written ({exc}); pass --report a writable path")
     finally:
         if run.store is not None:
