@@ -37,3 +37,44 @@ def test_missing_folders_are_created_and_a_file_in_the_way_is_one_error(tmp_path
     (tmp_path / "blocker").write_bytes(b"")
     with pytest.raises(DiffkitError):
         atomic_write_bytes(tmp_path / "blocker" / "file.bin", b"abc")
+
+
+def _record_syscalls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
+    """Every fsync (named by what its descriptor points at) and every rename, in order."""
+    events: list[tuple[str, ...]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src: object, dst: object, *args: object, **kwargs: object) -> None:
+        events.append(("replace", os.fspath(src), os.fspath(dst)))  # type: ignore[arg-type]
+        real_replace(src, dst, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return events
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names descriptors through /proc")
+def test_durable_write_fsyncs_the_file_then_renames_then_fsyncs_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 24: skipping the folder's fsync after the rename passed the suite. Without it a power cut
+    can lose the rename (the old file, or none, comes back) although the write returned."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    target = folder / "state.json"
+    events = _record_syscalls(monkeypatch)
+    atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"new"
+    assert len(events) == 3, events
+    (kind_1, temp), (kind_2, renamed_from, renamed_to), (kind_3, synced_folder) = events
+    assert (kind_1, kind_2, kind_3) == ("fsync", "replace", "fsync")
+    assert renamed_from == temp and Path(temp).parent == folder and renamed_to == str(target)
+    assert synced_folder == str(folder)  # the folder holding the new name, after the rename
+
+    events.clear()
+    atomic_write_bytes(target, b"fast", durable=False)  # reports: no fsync at all, still a rename
+    assert [event[0] for event in events] == ["replace"] and target.read_bytes() == b"fast"

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from test_dedupe_search import brute_force, clustered_hashes  # noqa: I001  (tests/ is on sys.path)
 from typer.testing import CliRunner
 
 from diffkit.cli import app
 from diffkit.dataset.phash import phash
-from diffkit.dataset.verify import THUMB_BYTES, open_for_hash_and_thumbnail, similarity
+from diffkit.dataset.verify import THUMB_BYTES, open_for_hash_and_thumbnail, pair_similarities, similarity
 from diffkit.dedupe import hashing, search
 from diffkit.dedupe.against import reference_cache
 from diffkit.dedupe.config import CACHE_NAME, DedupeConfig
@@ -273,3 +274,65 @@ def test_scrape_inline_check_uses_the_same_two_stages(
     index.add("0" * 64, _valid(kept_a).phash, tmp_path / "missing.jpg")
     assert not index.near_duplicate(fresh.phash, fresh.data, 12)
     assert index.near_duplicate(_valid(kept_a).phash, kept_a, 12)
+
+
+# -- issue 24: the verifier at its edges ---------------------------------------------------------------
+
+
+def test_a_pair_exactly_at_min_similarity_is_a_duplicate(tmp_path: Path) -> None:
+    """``--min-similarity`` is "at least": a pair whose similarity equals it is accepted, one float step
+    above it is not; in dedupe's batch verifier and in scrape's inline check alike (">" passed the suite:
+    no pair sat at the boundary)."""
+    face = draw_face(np.random.default_rng([24, 1]), 96)
+    (tmp_path / "a.png").write_bytes(encode_image(face, "PNG"))
+    (tmp_path / "b.jpg").write_bytes(encode_image(face, "JPEG", 60))
+    thumbs = np.stack(
+        [
+            np.frombuffer(open_for_hash_and_thumbnail((tmp_path / name).read_bytes())[1], np.uint8)
+            for name in ("a.png", "b.jpg")
+        ]
+    )
+    exact = pair_similarities(thumbs, np.array([0]), np.array([1]))[0]  # dedupe's own arithmetic
+    above = float(np.nextafter(exact, np.float32(2)))
+    assert 0.9 < exact < 1.0
+    at = run(tmp_path, min_similarity=float(exact))
+    assert at.clusters == [["a.png", "b.jpg"]] and (at.n_candidates, at.n_rejected) == (1, 0)
+    over = run(tmp_path, min_similarity=above)
+    assert over.clusters == [] and (over.n_candidates, over.n_rejected) == (1, 1)
+
+    kept = KeptIndex()  # scrape: the same rule inline
+    a, b = (_valid((tmp_path / name).read_bytes()) for name in ("a.png", "b.jpg"))
+    kept.add(a.sha256, a.phash, tmp_path / "a.png", a.thumb)
+    score = similarity(b.thumb, a.thumb)  # type: ignore[arg-type]
+    assert kept.near_duplicate(b.phash, b.data, 12, min_similarity=score, thumb=b.thumb)
+    above_score = float(np.nextafter(np.float32(score), np.float32(2)))
+    assert not kept.near_duplicate(b.phash, b.data, 12, min_similarity=above_score, thumb=b.thumb)
+
+
+def _flat(y: int, cb: int = 128, cr: int = 128) -> bytes:
+    return bytes([y, cb, cr] * (THUMB_BYTES // 3))
+
+
+def test_solid_colour_thumbnails_compare_by_their_colour_difference() -> None:
+    """Flat in every channel: 1 - (largest channel difference) / 32, clipped to [-1, 1]. No test had a
+    flat image, so rescaling this branch passed the suite."""
+    cases = [
+        (_flat(100), _flat(100), 1.0),
+        (_flat(100), _flat(108), 0.75),
+        (_flat(100, cb=120), _flat(104, cb=136), 0.5),  # the largest difference (Cb, 16) decides
+        (_flat(0), _flat(200), -1.0),  # clipped
+    ]
+    for a, b, expected in cases:
+        assert similarity(a, b) == expected
+        both = np.frombuffer(a + b, np.uint8).reshape(2, THUMB_BYTES)
+        assert pair_similarities(both, np.array([0]), np.array([1]))[0] == expected  # dedupe's batch path
+
+
+def test_solid_colour_images_are_duplicates_only_when_their_colours_nearly_match(tmp_path: Path) -> None:
+    """End to end: flat greys hash alike (distance 0), so the colour rule alone decides. At the default
+    0.94: 1 grey level apart is a copy (0.969), 2 or 3 are not (0.9375, 0.906)."""
+    for level in (100, 101, 103):
+        Image.new("RGB", (64, 64), (level, level, level)).save(tmp_path / f"grey{level}.png")
+    result = run(tmp_path)
+    assert result.n_candidates == 3  # every pair is a hash candidate
+    assert result.clusters == [["grey100.png", "grey101.png"]] and result.n_rejected == 2

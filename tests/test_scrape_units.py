@@ -162,6 +162,33 @@ def test_rate_limiter_spacing_pause_and_aimd() -> None:
     assert limiter.rate == 8.0 and steps == 50  # additive: back up slowly
 
 
+def test_a_later_shorter_retry_after_never_shortens_the_shared_pause() -> None:
+    """Issue 24: ``pause`` overwriting instead of extending passed the suite. Workers answer in any
+    order: a 503's "Retry-After: 2" handled after a 429's "Retry-After: 30" must not let every worker
+    go again after 2 s."""
+    now = [1000.0]
+    limiter = RateLimiter(max_rate=10.0, clock=lambda: now[0])
+    limiter.pause(30.0)
+    now[0] += 1.0
+    limiter.pause(2.0)
+    assert limiter.paused_for() == 29.0
+    now[0] += 5.0
+    limiter.pause(0.0)
+    assert limiter.paused_for() == 24.0
+    limiter.pause(40.0)  # a longer one does extend it
+    assert limiter.paused_for() == 40.0
+
+    async def scenario() -> float:  # and acquire, which every worker calls, waits for the long one
+        limiter = RateLimiter(max_rate=1000.0)
+        limiter.pause(0.3)
+        limiter.pause(0.01)
+        started = time.monotonic()
+        await limiter.acquire()
+        return time.monotonic() - started
+
+    assert asyncio.run(scenario()) >= 0.3 - 0.002
+
+
 # -- config and probe logic ------------------------------------------------------------------------
 def test_config_rejects_bad_options() -> None:
     for bad in (
