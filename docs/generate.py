@@ -10,7 +10,15 @@ What it writes:
 - the block between ``<!-- bench-table:start -->`` and ``<!-- bench-table:end -->`` in README.md: the
   benchmark headline table, built from ``reports/bench_*.json`` only;
 - the ``bench-*`` blocks of docs/benchmarks.md (every benchmark table, from the same JSON files) and the
-  ``presets-table`` block of docs/train.md (parameters and FLOPs counted from the code).
+  ``presets-table`` block of docs/train.md (parameters and FLOPs counted from the code);
+- beside each report block, a ``<!-- figures ... -->`` map: every number of the block with its offset
+  and, for a figure, the report, the key (or the keys it is derived from) and the format that wrote it;
+- each figure in prose, written ``<!-- fig NAME -->0.75<!-- /fig -->`` in README.md or docs/*.md: its
+  text and its source (``<!-- fig NAME ["bench_quality", KEY, ".2f"] -->``), NAME being one of the
+  readings' named figures (``benchmarks/readings/catalog.py``).
+
+The figures themselves come from each report's reading in ``benchmarks/readings/`` (asked through
+``python -m benchmarks.readings.catalog``); this script only splices what they write.
 
 tests/test_docs.py fails when any of these differ from what this script would write, so a changed help
 text, report or preset cannot leave the documentation behind silently.
@@ -89,9 +97,9 @@ def help_texts() -> dict[str, str]:
 # ------------------------------------------------------------------------------------------ reports
 
 
-def report_blocks(reports: Path = REPORTS) -> dict[str, dict[str, Any]]:
-    """Marker name -> {"text", "figures"} of every report-derived block, from each report's reading
-    (``benchmarks/readings/``), run as ``python -m benchmarks.readings.catalog`` from the repository root so
+def readings(reports: Path = REPORTS) -> dict[str, Any]:
+    """Every reading of the committed reports: ``{"blocks": {marker: {"text", "figures"}}, "prose":
+    {name: figure}}``, from ``python -m benchmarks.readings.catalog``, run from the repository root so
     ``benchmarks`` imports as the package it is."""
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.readings.catalog", "--reports", str(reports)],
@@ -106,15 +114,54 @@ def report_blocks(reports: Path = REPORTS) -> dict[str, dict[str, Any]]:
     return json.loads(done.stdout)
 
 
+FIGURES_NOTE = (
+    "figures (docs/generate.py writes, tests/test_docs.py checks): [offset in the block, text, report, "
+    "key path or {op, args} of its keys, format] per figure; [offset, text] per number of the template's "
+    "own words"
+)
+
+
+def with_figures(block: dict[str, Any]) -> str:
+    """A block's text with its figure map below it, one JSON array per line."""
+    lines = [json.dumps(figure, ensure_ascii=False) for figure in block["figures"]]
+    return block["text"] + f"\n<!-- {FIGURES_NOTE}\n" + "\n".join(lines) + "\n-->"
+
+
 def readme_bench_table(reports: Path = REPORTS) -> str:
-    """The README's benchmark headline table; every figure in it is read from reports/bench_*.json."""
-    return report_blocks(reports)["bench-table"]["text"]
+    """The README's benchmark headline table and its figure map, from reports/bench_*.json."""
+    return with_figures(readings(reports)["blocks"]["bench-table"])
 
 
 def benchmark_blocks(reports: Path = REPORTS) -> dict[str, str]:
-    """Marker name in docs/benchmarks.md -> its content, all from reports/bench_*.json."""
-    blocks = report_blocks(reports)
-    return {name: block["text"] for name, block in blocks.items() if name != "bench-table"}
+    """Marker name in docs/benchmarks.md -> its content and figure map, from reports/bench_*.json."""
+    blocks = readings(reports)["blocks"]
+    return {name: with_figures(block) for name, block in blocks.items() if name != "bench-table"}
+
+
+PROSE_FIGURE = re.compile(r"<!-- fig ([\w.\-]+) -->(.*?)<!-- /fig -->")
+PROSE_NOTE = (
+    "prose figures (docs/generate.py writes, tests/test_docs.py checks): [name, text, report, key path or "
+    "{op, args} of its keys, format] of each figure marked fig in the text above"
+)
+
+
+def replace_prose_figures(text: str, prose: dict[str, list[Any]]) -> str:
+    """Each ``<!-- fig NAME -->TEXT<!-- /fig -->`` rewritten from the named figure, and the page's
+    ``prose-figures`` block (at its end) listing each one's source."""
+    used: dict[str, list[Any]] = {}
+
+    def figure(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in prose:
+            raise ValueError(f"no figure named {name!r} in benchmarks/readings/catalog.py")
+        used[name] = prose[name]
+        return f"<!-- fig {name} -->{prose[name][0]}<!-- /fig -->"
+
+    text = PROSE_FIGURE.sub(figure, text)
+    if not used:
+        return text
+    lines = [json.dumps([name, *figure], ensure_ascii=False) for name, figure in used.items()]
+    return replace_block(text, "prose-figures", f"<!-- {PROSE_NOTE}\n" + "\n".join(lines) + "\n-->")
 
 
 # ------------------------------------------------------------------------------------------ presets
@@ -181,18 +228,23 @@ def block(text: str, name: str) -> str:
     return match.group(1).rstrip("\n")
 
 
+def markdown_files() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
 def expected_files() -> dict[Path, str]:
     """Every generated file with the full text it must hold."""
     files = {CLI_DIR / name: text for name, text in help_texts().items()}
-    readme = ROOT / "README.md"
-    files[readme] = replace_block(readme.read_text(encoding="utf-8"), "bench-table", readme_bench_table())
-    bench = ROOT / "docs" / "benchmarks.md"
-    text = bench.read_text(encoding="utf-8")
-    for name, content in benchmark_blocks().items():
-        text = replace_block(text, name, content)
-    files[bench] = text
-    train = ROOT / "docs" / "train.md"
-    files[train] = replace_block(train.read_text(encoding="utf-8"), "presets-table", presets_table())
+    read = readings()
+    texts = {path: path.read_text(encoding="utf-8") for path in markdown_files()}
+    readme, bench, train = ROOT / "README.md", ROOT / "docs" / "benchmarks.md", ROOT / "docs" / "train.md"
+    texts[readme] = replace_block(texts[readme], "bench-table", with_figures(read["blocks"]["bench-table"]))
+    for name, block in read["blocks"].items():
+        if name != "bench-table":
+            texts[bench] = replace_block(texts[bench], name, with_figures(block))
+    texts[train] = replace_block(texts[train], "presets-table", presets_table())
+    for path, text in texts.items():
+        files[path] = replace_prose_figures(text, read["prose"])
     return files
 
 

@@ -3,8 +3,9 @@
 - docs/cli/<command>.txt equal the current ``--help`` of every command (and of the fake-face site);
 - the generated tables (README benchmark table, docs/benchmarks.md, the presets in docs/train.md) equal
   what docs/generate.py builds from the committed reports/bench_*.json and the code;
-- every number in the README's table and prose comes from a committed report, a code example of the
-  README, or a short list of conventions;
+- every figure in README.md and docs/*.md, in a generated block or in prose, matches the one report key
+  written beside it (the check re-reads the key and re-formats it), and a figure one unit off fails;
+- every other number of the README's prose is an example's argument or one of a short list of conventions;
 - every relative link in README.md and docs/*.md points to an existing file (and heading).
 
 After a deliberate change, ``python docs/generate.py`` rewrites the generated parts.
@@ -12,10 +13,11 @@ After a deliberate change, ``python docs/generate.py`` rewrites the generated pa
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
-import math
 import re
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -93,53 +95,184 @@ def test_generator_reads_the_reports_it_is_given(tmp_path: Path) -> None:
     assert "999.0 s" in changed and changed != generate.readme_bench_table()
 
 
-# ---------------------------------------------------------------------------------- README numbers
+# --------------------------------------------------------------------- every figure and its source
+# Each generated block from a report carries a figure map (``<!-- figures ...``): per number its offset
+# in the block and its text, and for a figure the report, the key (or keys and op it is derived from)
+# and the format. Prose figures are marked ``<!-- fig NAME -->0.75<!-- /fig -->`` and listed with their
+# sources in the page's ``prose-figures`` block. The check below reads only the Markdown and the
+# reports: it re-reads every key and re-formats every figure itself.
 
 # A number: not part of a word (fp32, UNet2DModel) or of a longer number; "2.6x", "97%", "4e-5" count.
 NUMBER = re.compile(r"(?<![\w.\-/])\d[\d,]*(?:\.\d+)?(?:e-?\d+)?(?![\d.,]\d|\w(?<!x))")
 # Phrases whose numbers are conventions, not measurements (removed before the prose is checked).
 CONVENTIONS = (r"exit code (?:2|130)\b", r"\bPython 3\.10\b")
+MAPPED_BLOCK = re.compile(
+    r"<!-- ([\w\-]+):start -->\n(.*?)\n<!-- figures [^\n]*\n(.*?)\n-->\n<!-- \1:end -->", re.S
+)
+PROSE_FIGURE = re.compile(r"<!-- fig ([\w.\-]+) -->(.*?)<!-- /fig -->")
+PROSE_MAP = re.compile(
+    r"<!-- prose-figures:start -->\n<!-- prose figures [^\n]*\n(.*?)\n-->\n<!-- prose-figures:end -->", re.S
+)
+
+
+@functools.cache
+def _report(name: str) -> Any:
+    return json.loads((ROOT / "reports" / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def _value(report: Any, source: Any) -> Any:
+    """What a source names: a key path, a number (a unit), or an op over sources of the same report."""
+    if isinstance(source, (int, float)):
+        return source
+    if isinstance(source, dict):
+        args = [_value(report, arg) for arg in source["args"]]
+        ops = {"/": lambda a, b: a / b, "+": lambda a, b: a + b, "len": len}
+        return ops[source["op"]](*args)
+    for key in source:
+        report = report[key]
+    return report
+
+
+def _formatted(report: str, source: Any, spec: str) -> str:
+    value = _value(_report(report), source)
+    if spec == "~e":  # one significant digit, short: 3.95e-05 -> 4e-5
+        mantissa, exponent = f"{value:.0e}".split("e")
+        return f"{mantissa}e{int(exponent)}"
+    return format(value, spec)
+
+
+@functools.cache
+def _expected(report: str, source: str, spec: str) -> str:
+    """``_formatted`` once per (report, source, format): the one-unit-off test checks pages ~1000 times."""
+    return _formatted(report, json.loads(source), spec)
+
+
+def _source_errors(where: str, text: str, report: str, source: Any, spec: str) -> list[str]:
+    try:
+        expected = _expected(report, json.dumps(source), spec)
+    except (KeyError, IndexError, TypeError, ValueError, FileNotFoundError) as error:
+        return [f"{where}: {text!r} names {report} {source}, which does not resolve ({error!r})"]
+    return [] if expected == text else [f"{where}: {text!r}, but {report} {source} formats to {expected!r}"]
+
+
+def trace_errors(page: str) -> list[str]:
+    """Every figure of a Markdown page that does not match the report key beside it (empty: all match)."""
+    errors = []
+    for name, content, table in MAPPED_BLOCK.findall(page):
+        spans = []
+        for line in table.splitlines():
+            at, text, *source = json.loads(line)
+            spans.append((at, at + len(text)))
+            if content[at : at + len(text)] != text:
+                errors.append(
+                    f"{name}: the map has {text!r} at {at}, the block {content[at : at + len(text)]!r}"
+                )
+            if source:
+                errors += _source_errors(f"{name} at {at}", text, *source)
+        for number in NUMBER.finditer(content):
+            token = number.group().rstrip(",")  # "12, " is the number 12
+            inside = (start <= number.start() and number.start() + len(token) <= end for start, end in spans)
+            if not any(inside):
+                errors.append(f"{name}: {token!r} at {number.start()} is in no figure of the map")
+    listed = {
+        entry[0]: entry[1:]
+        for match in PROSE_MAP.findall(page)
+        for entry in map(json.loads, match.splitlines())
+    }
+    for name, (text, *source) in listed.items():
+        errors += _source_errors(f"prose figure {name}", text, *source)
+    for name, text in PROSE_FIGURE.findall(page):
+        if name not in listed:
+            errors.append(f"prose figure {name} is not in the page's prose-figures block")
+        elif listed[name][0] != text:
+            errors.append(f"prose figure {name} reads {text!r}, its source {listed[name][0]!r}")
+    return errors
+
+
+def _figures(page: str) -> list[tuple[str, int, str]]:
+    """(the page, or the one block, that holds it; its position there; its text) of every number the
+    check covers: each block's (checked within its own block, which is self-contained) and the prose's."""
+    found = []
+    for match in MAPPED_BLOCK.finditer(page):
+        for line in match.group(3).splitlines():
+            at, text, *_ = json.loads(line)
+            found.append((match.group(0), match.start(2) - match.start(0) + at, text))
+    found += [(page, match.start(2), match.group(2)) for match in PROSE_FIGURE.finditer(page)]
+    return found
+
+
+def _one_unit_off(text: str) -> str:
+    """The figure with its last digit changed by one (9 goes down, so no digit is added)."""
+    index = max(i for i, char in enumerate(text) if char.isdigit())
+    digit = int(text[index])
+    return text[:index] + str(digit - 1 if digit == 9 else digit + 1) + text[index + 1 :]
+
+
+@pytest.mark.parametrize("path", [README, *sorted(DOCS.glob("*.md"))], ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_figure_matches_the_report_key_beside_it(path: Path) -> None:
+    errors = trace_errors(path.read_text(encoding="utf-8"))
+    assert not errors, f"{path.relative_to(ROOT)}: {errors[:10]}: {FIX}"
+
+
+def test_the_pages_with_measurements_trace_them() -> None:
+    # The check sees the figures: the README table, every benchmark block, the prose of benchmarks.md.
+    readme, bench = README.read_text(encoding="utf-8"), (DOCS / "benchmarks.md").read_text(encoding="utf-8")
+    assert {name for name, _, _ in MAPPED_BLOCK.findall(readme)} == {"bench-table"}
+    assert len(MAPPED_BLOCK.findall(bench)) == len(generate.benchmark_blocks())
+    assert len(_figures(readme)) > 150 and len(_figures(bench)) > 500
+    assert len(PROSE_FIGURE.findall(bench)) >= 30
+
+
+@pytest.mark.parametrize("path", [README, DOCS / "benchmarks.md"], ids=lambda p: str(p.relative_to(ROOT)))
+def test_any_figure_one_unit_off_fails_the_check(path: Path) -> None:
+    page = path.read_text(encoding="utf-8")
+    assert not trace_errors(page)
+    missed = []
+    for where, at, text in _figures(page):
+        wrong = _one_unit_off(text)
+        assert where[at : at + len(text)] == text and not trace_errors(where)
+        if not trace_errors(where[:at] + wrong + where[at + len(text) :]):
+            missed.append(f"{text} -> {wrong} at {at}")
+    assert not missed, f"figures changed by one unit that the check accepts: {missed[:10]}"
+
+
+def test_a_changed_report_value_fails_the_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The other side: the page stays, the report's key moves by a little more than the printed precision.
+    page = README.read_text(encoding="utf-8")
+    report = json.loads((ROOT / "reports" / "bench_quality.json").read_text(encoding="utf-8"))
+    report["summary"]["fd_pixels_diffkit_B"] += 0.02
+    committed = _report
+    _expected.cache_clear()  # figures formatted from the committed report must not be reused
+    monkeypatch.setattr(
+        sys.modules[__name__], "_report", lambda name: report if name == "bench_quality" else committed(name)
+    )
+    try:
+        assert any("fd_pixels_diffkit_B" in error for error in trace_errors(page))
+    finally:
+        _expected.cache_clear()
+
+
+def test_prose_figures_keep_the_text_around_them() -> None:
+    # Two figures on one line are two figures: the text between them stays, the map lists both.
+    prose = {
+        "a.x": ["0.75", "bench_a", ["summary", "x"], ".2f"],
+        "a.y": ["12", "bench_a", ["summary", "y"], "g"],
+    }
+    page = "at B <!-- fig a.x -->0.74<!-- /fig -->; at 3B <!-- fig a.y -->11<!-- /fig --> s.\n\n"
+    page += "<!-- prose-figures:start -->\n<!-- prose-figures:end -->\n"
+    out = generate.replace_prose_figures(page, prose)
+    assert out.startswith(
+        "at B <!-- fig a.x -->0.75<!-- /fig -->; at 3B <!-- fig a.y -->12<!-- /fig --> s.\n"
+    )
+    listed = PROSE_MAP.search(out)
+    assert listed and [json.loads(line)[:2] for line in listed.group(1).splitlines()] == [
+        ["a.x", "0.75"],
+        ["a.y", "12"],
+    ]
 
 
 def _numbers(text: str) -> list[str]:
     return [token.rstrip(",") for token in NUMBER.findall(text)]
-
-
-def _report_values() -> list[float]:
-    values: list[float] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, bool):
-            return
-        if isinstance(node, (int, float)):
-            values.append(float(node))
-        elif isinstance(node, dict):
-            for key, value in node.items():
-                values.extend(float(n) for n in re.findall(r"\d+(?:\.\d+)?", str(key)))
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-        elif isinstance(node, str):
-            values.extend(float(n) for n in re.findall(r"\d+(?:\.\d+)?", node))
-
-    for path in sorted((ROOT / "reports").glob("bench_*.json")):
-        walk(json.loads(path.read_text(encoding="utf-8")))
-    return values
-
-
-def _from_reports(token: str, values: list[float], percent: bool = False) -> bool:
-    """True if some report value, rounded as the token is written (x100 for a percentage), gives it."""
-    text = token.replace(",", "")
-    if "e" in text:
-        return any(v != 0 and f"{v:.0e}".replace("e-0", "e-") == text for v in values)
-    decimals = len(text.split(".")[1]) if "." in text else 0
-    target = float(text)
-    for value in values:
-        scaled = value * 100 if percent else value
-        if math.isclose(round(scaled, decimals), target, abs_tol=10**-decimals / 2 * 1.001):
-            return True
-    return False
 
 
 def _strip_code(text: str) -> tuple[str, str]:
@@ -152,16 +285,6 @@ def _strip_code(text: str) -> tuple[str, str]:
     prose = re.sub(r"<!--.*?-->", "", prose, flags=re.S)
     prose = re.sub(r"^\s*\d+\.\s", "", prose, flags=re.M)  # numbered list markers
     return prose, "\n".join(code_parts)
-
-
-def test_numbers_in_the_readme_table_come_from_the_reports() -> None:
-    values = _report_values()
-    table = generate.block(README.read_text(encoding="utf-8"), "bench-table")
-    prose, _ = _strip_code(table)
-    tokens = [(m.group().rstrip(","), prose[m.end() : m.end() + 1] == "%") for m in NUMBER.finditer(prose)]
-    assert len(tokens) > 20  # the check sees the figures
-    missing = [token for token, percent in tokens if not _from_reports(token, values, percent)]
-    assert not missing, f"README table figures not found in reports/bench_*.json: {missing}"
 
 
 def test_numbers_in_the_readme_prose_are_traceable() -> None:
@@ -183,7 +306,8 @@ def test_numbers_in_the_readme_prose_are_traceable() -> None:
 
 def test_readme_length_and_required_sections() -> None:
     text = README.read_text(encoding="utf-8")
-    assert len(text.splitlines()) <= 280
+    # the lines a reader sees: the figure maps are HTML comments, for the docs check only
+    assert len(re.sub(r"<!--.*?-->\n", "", text, flags=re.S).splitlines()) <= 280
     headings = ("## Set-up", "## Shared conventions", "## Reliability", "## Benchmarks", "## Known limits")
     for heading in headings:
         assert re.search(rf"^{re.escape(heading)}", text, re.M), heading

@@ -2,8 +2,9 @@
 
     .venv/bin/python -m benchmarks.readings.catalog [--reports DIR]
 
-prints one JSON object: for the README's ``bench-table`` and each ``bench-*`` block of docs/benchmarks.md,
-the block's text and its figures (``figures.collect``), all read from ``DIR/bench_*.json``.
+prints one JSON object: ``blocks``, for the README's ``bench-table`` and each ``bench-*`` block of
+docs/benchmarks.md, the block's text and its figures (``figures.collect``); ``prose``, each figure the docs
+quote in prose by name (``REPORT.NAME``) with its source; all read from ``DIR/bench_*.json``.
 """
 
 from __future__ import annotations
@@ -71,6 +72,18 @@ DOC_BLOCKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
 }
 
 
+# Report -> the reading that names the figures docs quote in prose (``<!-- fig REPORT.NAME -->``).
+PROSE: dict[str, Callable[[dict[str, Any]], dict[str, str]]] = {
+    scrape.REPORT: scrape.prose,
+    train_profile.REPORT: train_profile.prose,
+    eval.REPORT: eval.prose,
+    quality.REPORT: quality.prose,
+    "quality_levers_2": quality.levers_2_prose,
+    "quality_levers_3": quality.levers_3_prose,
+    "quality_small_aligned": quality.small_aligned_prose,
+}
+
+
 def readme_table(reports: Path = REPORTS) -> str:
     """The README's benchmark headline table (marked: ``figures.collect`` gives text and sources)."""
     rows = [
@@ -92,11 +105,23 @@ def blocks(reports: Path = REPORTS) -> dict[str, dict[str, Any]]:
     return out
 
 
+def prose(reports: Path = REPORTS) -> dict[str, list[Any]]:
+    """``REPORT.NAME`` -> [text, report, source, format] of each figure the docs quote in prose."""
+    out = {}
+    for report, reading in PROSE.items():
+        for name, marked in reading(load(report, reports)).items():
+            text, figures = collect(marked)
+            if len(figures) != 1 or len(figures[0]) != 5 or figures[0][1] != text:
+                raise ValueError(f"{report}.{name}: a prose figure is one traced number, got {marked!r}")
+            out[f"{report}.{name}"] = [text, *figures[0][2:]]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reports", type=Path, default=REPORTS, help="folder of bench_*.json")
     args = parser.parse_args(argv)
-    json.dump(blocks(args.reports), sys.stdout, ensure_ascii=False)
+    json.dump({"blocks": blocks(args.reports), "prose": prose(args.reports)}, sys.stdout, ensure_ascii=False)
     return 0
 
 

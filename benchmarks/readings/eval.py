@@ -51,3 +51,8 @@ def block(report: dict[str, Any]) -> str:
         f"{max(inception[:2]):.0f} s cold and {min(inception):.3f} s from its feature cache."
     )
     return "\n\n".join([setup, rounds, mean, values])
+
+
+def prose(report: dict[str, Any]) -> dict[str, str]:
+    """The figure docs/benchmarks.md quotes in its prose: the sample count of the FID-step timing."""
+    return {"big_n": f"{report['summary']['big_n']:,}"}

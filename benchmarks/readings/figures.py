@@ -7,7 +7,8 @@ into the clean text and its figure list: each figure's offset, text, report, sou
 remaining number of the template's own words (``8x8``, ``DDPM-1000``) as a literal ``[offset, text]``.
 
 A source is a key path (``["summary", "diffkit_s"]``, list items by index) or, for a figure derived from
-several keys of one report, ``{"op": "/" | "+" | "len", "args": [source, ...]}``. Formats are Python
+several keys of one report, ``{"op": "/" | "+" | "len", "args": [source, ...]}`` (an argument may also be
+a plain number: a unit, such as 1000000 for millions). Formats are Python
 format specs, plus ``~e``: one significant digit in the short form people write (3.95e-05 -> 4e-5).
 """
 
@@ -47,10 +48,15 @@ class Traced:
         return f"{_OPEN}{json.dumps([self.report, self.source, spec])}{_MID}{text}{_CLOSE}"
 
     def _derived(self, op: str, other: Any, value: Any, reverse: bool = False) -> Any:
-        """A figure computed from two traced values of one report keeps both sources."""
-        if not isinstance(other, Traced) or other.report != self.report:
+        """A figure computed from two traced values of one report, or from one and a constant (a number
+        in ``args``, e.g. 1e6 for "M parameters"), keeps its sources."""
+        if isinstance(other, Traced) and other.report == self.report:
+            theirs = other.source
+        elif isinstance(other, (int, float)) and not isinstance(other, (bool, Traced)):
+            theirs = other
+        else:
             return value
-        args = [other.source, self.source] if reverse else [self.source, other.source]
+        args = [theirs, self.source] if reverse else [self.source, theirs]
         kind = TInt if isinstance(value, int) else TFloat
         return kind(value, self.report, {"op": op, "args": args})
 
@@ -166,7 +172,7 @@ def collect(text: str) -> tuple[str, list[list[Any]]]:
     plain = "".join(clean)
     for match in NUMBER.finditer(plain):
         if not any(start <= match.start() < end for start, end in spans):
-            figures.append([match.start(), match.group()])
+            figures.append([match.start(), match.group().rstrip(",")])  # "12, " is the number 12
     return plain, sorted(figures, key=lambda figure: figure[0])
 
 

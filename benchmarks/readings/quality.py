@@ -162,3 +162,70 @@ def levers_block(report: dict[str, Any], against: tuple[str, str] | None = None)
             f"{ratios['pixels']}, Inception {ratios['inception']}."
         )
     return "\n\n".join(blocks)
+
+
+# ------------------------------------------------------------------------------ figures in the prose
+
+
+def _job(report: dict[str, Any], variant: str) -> dict[str, Any]:
+    """The first job of a variant (the network is the same in all of its jobs)."""
+    return next(job for job in report["data"]["jobs"] if job["spec"]["variant"] == variant)
+
+
+def prose(report: dict[str, Any]) -> dict[str, str]:
+    """The contender run's figures that docs/benchmarks.md quotes in its prose."""
+    s = report["summary"]
+    return {
+        "n_train": f"{s['n_train']:,}",
+        "gap_inception_B": f"{gap_ratio(report, 'diffkit', s['budget_s'], 'inception'):.2f}",
+        "gap_inception_3B": f"{gap_ratio(report, 'diffkit', s['budget_3x_s'], 'inception'):.2f}",
+    }
+
+
+def levers_2_prose(report: dict[str, Any]) -> dict[str, str]:
+    """The second lever run's figures in the prose: the defaults' seed spread, width against depth, the
+    post-hoc EMA run's training seconds."""
+    s, rows = report["summary"], report["data"]["rows"]
+    figures = {"budget_B": f"{s['budget_s']:g}", "budget_3B": f"{s['budget_3x_s']:g}"}
+    for tag, budget in (("B", s["budget_s"]), ("3B", s["budget_3x_s"])):
+        defaults, wide = _row(rows, "variant", "defaults", budget), _row(rows, "variant", "width_40", budget)
+        figures |= {
+            f"defaults_pixels_min_{tag}": f"{defaults['fd_pixels_min']:.2f}",
+            f"defaults_pixels_max_{tag}": f"{defaults['fd_pixels_max']:.2f}",
+            f"defaults_inception_{tag}": f"{defaults['fd_inception']:.3g}",
+            f"width_40_inception_{tag}": f"{wide['fd_inception']:.3g}",
+            f"width_40_gap_pixels_{tag}": f"{gap_ratio(report, 'width_40', budget, 'pixels'):.2f}",
+            f"phema_train_s_{tag}": f"{_row(rows, 'variant', 'phema', budget)['train_seconds_median']:.0f}",
+        }
+    for variant in ("depth_2", "width_40"):
+        result = _job(report, variant)["result"]
+        figures[f"{variant}_params_m"] = f"{result['params'] / 1e6:.2f}"
+        figures[f"{variant}_gflops"] = f"{result['flops_forward_per_image'] / 1e9:.2f}"
+    return figures
+
+
+def levers_3_prose(report: dict[str, Any]) -> dict[str, str]:
+    """The third lever run's figure in the prose: batch 32's optimiser steps over batch 64's."""
+    s, rows = report["summary"], report["data"]["rows"]
+    figures = {}
+    for tag, budget in (("B", s["budget_s"]), ("3B", s["budget_3x_s"])):
+        batch_32, defaults = (_row(rows, "variant", name, budget) for name in ("batch_32", "defaults"))
+        figures[f"batch_32_steps_ratio_{tag}"] = f"{batch_32['steps_median'] / defaults['steps_median']:.1f}"
+    return figures
+
+
+def small_aligned_prose(report: dict[str, Any]) -> dict[str, str]:
+    """The aligned ``small`` against its old shape: seed ranges at 3B and steps at both budgets."""
+    s, rows = report["summary"], report["data"]["rows"]
+    figures = {"budget_B": f"{s['budget_s']:g}", "budget_3B": f"{s['budget_3x_s']:g}"}
+    for name in ("preset_small", "small_unaligned"):
+        long = _row(rows, "variant", name, s["budget_3x_s"])
+        figures |= {
+            f"{name}_pixels_min_3B": f"{long['fd_pixels_min']:.2f}",
+            f"{name}_pixels_max_3B": f"{long['fd_pixels_max']:.2f}",
+            f"{name}_inception_min_3B": f"{long['fd_inception_min']:.0f}",
+            f"{name}_inception_max_3B": f"{long['fd_inception_max']:.0f}",
+        }
+        for tag, budget in (("B", s["budget_s"]), ("3B", s["budget_3x_s"])):
+            figures[f"{name}_steps_{tag}"] = f"{_row(rows, 'variant', name, budget)['steps_median']:g}"
+    return figures

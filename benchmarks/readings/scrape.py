@@ -44,3 +44,8 @@ def block(report: dict[str, Any]) -> str:
     ]
     header = ["contender", "kept", "requests", "s", "429s", "kept/s", "of R", "client CPU ms per kept image"]
     return setup + "\n\n" + table(header, rows)
+
+
+def prose(report: dict[str, Any]) -> dict[str, str]:
+    """The figure docs/benchmarks.md quotes in its prose: the CPU goal the report checks."""
+    return {"goal": f"{report['summary']['goal CPU ratio']:g}"}

@@ -52,3 +52,8 @@ def block(report: dict[str, Any]) -> str:
     header = ["cell", "ratio (profiled)", "dense share of diffkit's step", "dense ms diffkit / diffusers",
               "ceiling if the rest were free", f"diffkit's rest to remove for {s['goal']}x"]  # fmt: skip
     return "\n\n".join([setup, split, table(header, limit_rows)])
+
+
+def prose(report: dict[str, Any]) -> dict[str, str]:
+    """The figure docs/benchmarks.md quotes in its prose: the speed goal the profile sizes."""
+    return {"goal": f"{report['summary']['goal']:g}"}
