@@ -208,10 +208,15 @@ def scrape(
         "--expect-size",
         help="Reject images of any other size, e.g. 1024x1024.",
     ),
-    near_dup_threshold: int = typer.Option(
-        default(ScrapeConfig, "near_dup_threshold"),
-        "--near-dup-threshold",
-        help="pHash Hamming distance at or below which an image is a duplicate.",
+    threshold: int = typer.Option(
+        default(ScrapeConfig, "threshold"),
+        "--threshold",
+        "-t",
+        help="Max pHash Hamming distance (bits of 64) for a near-duplicate candidate (stage 1; a"
+        " thumbnail check decides), as dedupe's --threshold.",
+    ),
+    near_dup_threshold: int | None = typer.Option(
+        None, "--near-dup-threshold", hidden=True, help="Deprecated name of --threshold."
     ),
     report_path: Path | None = typer.Option(
         default(ScrapeConfig, "report_path"),
@@ -239,7 +244,7 @@ def scrape(
             max_retries=max_retries,
             user_agent=user_agent,
             expect_size=parse_size(expect_size) if expect_size else None,
-            near_dup_threshold=near_dup_threshold,
+            threshold=_renamed_threshold(threshold, near_dup_threshold),
             report_path=report_path,
             progress=_progress(progress),
         )
@@ -248,6 +253,22 @@ def scrape(
     result = _run(call, json_output)
     if result is not None and result.interrupted:
         raise typer.Exit(130)
+
+
+def _renamed_threshold(threshold: int, old_name_value: int | None) -> int:
+    """``scrape --near-dup-threshold`` (0.1) is now ``--threshold``, as in dedupe: the old name works
+    for one more release, with a deprecation line on stderr (CHANGELOG.md)."""
+    if old_name_value is None:
+        return threshold
+    err_console.print(
+        "[yellow]deprecated:[/] --near-dup-threshold is now --threshold (the same name as dedupe's);"
+        " the old name will be removed in the next release",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if threshold not in (default(ScrapeConfig, "threshold"), old_name_value):
+        raise DiffkitError("--threshold and --near-dup-threshold are the same option: pass only --threshold")
+    return old_name_value
 
 
 @app.command()

@@ -122,3 +122,40 @@ def test_ctrl_c_does_not_wait_for_requests_stalled_in_worker_threads(tmp_path: P
     result = json.loads(stdout)
     assert result["interrupted"] is True and 3 <= result["kept_total"] < 500
     assert_consistent_folder(out, result["kept_total"], size=64)
+
+
+def test_threshold_is_one_name_and_the_old_scrape_name_still_works(tmp_path: Path, monkeypatch) -> None:
+    """Issue 27.6: scrape's ``--near-dup-threshold`` is ``--threshold`` (``-t``), as in dedupe; the old
+    name works for one more release, with one deprecation line on stderr."""
+    import pytest
+    from typer.testing import CliRunner
+
+    import diffkit.scrape.run
+    from diffkit.cli import app
+    from diffkit.scrape.config import ScrapeConfig
+
+    seen: list[ScrapeConfig] = []
+    monkeypatch.setattr(diffkit.scrape.run, "scrape", lambda config: seen.append(config))
+    base = ["scrape", "--n", "1", "--out", str(tmp_path / "faces")]
+    runner = CliRunner()
+    for extra, deprecated in (
+        (["--threshold", "6"], False),
+        (["-t", "6"], False),
+        (["--near-dup-threshold", "6"], True),
+        (["--near-dup-threshold", "6", "--threshold", "6"], True),
+    ):
+        done = runner.invoke(app, [*base, *extra])
+        assert done.exit_code == 0, done.output
+        assert seen.pop().threshold == 6
+        warned = [line for line in done.stderr.splitlines() if "deprecated" in line]
+        assert warned == (["deprecated: --near-dup-threshold is now --threshold (the same name as dedupe's); "
+                           "the old name will be removed in the next release"] if deprecated else [])
+    assert runner.invoke(app, base).exit_code == 0 and seen.pop().threshold == 12  # the shared default
+    clash = runner.invoke(app, [*base, "--near-dup-threshold", "6", "--threshold", "8"])
+    assert clash.exit_code == 2 and not seen
+    last_line = clash.stderr.splitlines()[-1]
+    assert last_line.startswith("error: --threshold and --near-dup-threshold are the same option")
+    help_text = runner.invoke(app, ["scrape", "--help"], env={"COLUMNS": "200"}).output
+    assert "--threshold" in help_text and "--near-dup-threshold" not in help_text
+    with pytest.raises(TypeError):  # one name in the config too
+        ScrapeConfig(n=1, near_dup_threshold=6)  # type: ignore[call-arg]

@@ -108,7 +108,7 @@ def test_reconcile_leaves_rows_and_symlinks_pointing_outside_alone(tmp_path: Pat
     before = _snapshot(outside)
 
     store = Store(out)
-    report = store.reconcile(max_pixels=10**7, near_dup_threshold=4)
+    report = store.reconcile(max_pixels=10**7, threshold=4)
     assert _snapshot(outside) == before and keep.read_text() == "the user's file"
     assert report.unsafe_rows_dropped == 3 and report.rows_dropped == report.files_removed == 0
     assert len(report.unsafe) == 4  # three rows and the symlinked folder
@@ -428,7 +428,7 @@ def test_near_duplicate_at_exactly_the_threshold_is_a_duplicate(tmp_path: Path) 
     for threshold, kept, near in cases:
         out = tmp_path / f"t{threshold}"
         with FaceSite(SiteConfig(payloads=(first, second, third))) as site:
-            result = run_scrape(site, out, 2, concurrency=1, near_dup_threshold=threshold)
+            result = run_scrape(site, out, 2, concurrency=1, threshold=threshold)
         assert result.duplicates_near == near
         assert set(assert_consistent_folder(out, 2)) == kept
 

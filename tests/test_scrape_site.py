@@ -84,7 +84,7 @@ def test_every_fault_kind_yields_exactly_n_unique_valid_images(tmp_path: Path) -
     with FaceSite(site_config) as site:
         # 6 bits: procedural 128 px faces re-encoded or resized move pHash by up to ~6 bits
         result = run_scrape(
-            site, out, 40, timeout_s=1.0, max_retries=30, max_consecutive_failures=40, near_dup_threshold=6
+            site, out, 40, timeout_s=1.0, max_retries=30, max_consecutive_failures=40, threshold=6
         )
         records = site.requests
     served = site.served()

@@ -197,7 +197,7 @@ def test_config_rejects_bad_options() -> None:
         dict(n=1, concurrency=0),
         dict(n=1, url="ftp://x/y.jpg"),
         dict(n=1, url="file:///etc/passwd"),
-        dict(n=1, near_dup_threshold=65),
+        dict(n=1, threshold=65),
     ):
         with pytest.raises(DiffkitError):
             ScrapeConfig(**bad)  # type: ignore[arg-type]
@@ -300,7 +300,7 @@ def test_reconcile_fixes_planted_damage_and_says_what(tmp_path: Path) -> None:
     (images / "ab" / "notes.txt").write_text("mine")
 
     store = Store(tmp_path)
-    report = store.reconcile(max_pixels=10**7, near_dup_threshold=4)
+    report = store.reconcile(max_pixels=10**7, threshold=4)
     assert (report.temp_files_removed, report.files_adopted, report.files_removed, report.rows_dropped) == (
         2,
         1,
@@ -315,7 +315,7 @@ def test_reconcile_fixes_planted_damage_and_says_what(tmp_path: Path) -> None:
     assert {row["sha256"] for row in rows} == {kept[1].sha256, kept[2].sha256, orphan.sha256}
     assert not list(tmp_path.rglob("*.tmp"))
     assert len(store.index) == 3
-    again = store.reconcile(max_pixels=10**7, near_dup_threshold=4)
+    again = store.reconcile(max_pixels=10**7, threshold=4)
     assert not again.changed
     store.close()
 

@@ -38,7 +38,7 @@ class ScrapeConfig:
     max_retries: int = 5  # transient failures (429, 5xx, timeouts, connection errors) of one request
     user_agent: str = DEFAULT_USER_AGENT
     expect_size: tuple[int, int] | None = None
-    near_dup_threshold: int = CANDIDATE_BITS  # stage-1 pHash bits; stage 2 verifies (docs/scrape.md)
+    threshold: int = CANDIDATE_BITS  # stage-1 pHash bits, as dedupe's; stage 2 verifies (docs/scrape.md)
     candidate_urls: tuple[str, ...] = TPDNE_ENDPOINTS
     max_consecutive_failures: int = 10  # any failed response in a row (all workers) stops the run
     max_block_pages: int = 5  # HTML/403 answers in a row: the site is blocking us
@@ -66,8 +66,8 @@ class ScrapeConfig:
             raise DiffkitError(f"--timeout must be positive, got {self.timeout_s}")
         if self.max_retries < 0:
             raise DiffkitError(f"--max-retries must be 0 or more, got {self.max_retries}")
-        if not 0 <= self.near_dup_threshold <= 64:
-            raise DiffkitError(f"--near-dup-threshold must be 0..64 bits, got {self.near_dup_threshold}")
+        if not 0 <= self.threshold <= 64:
+            raise DiffkitError(f"--threshold must be 0..64 bits, got {self.threshold}")
         if self.expect_size is not None and min(self.expect_size) < 1:
             raise DiffkitError(f"--expect-size must be positive, got {self.expect_size}")
         for url in (self.url,) if self.url is not None else self.candidate_urls:

@@ -233,7 +233,7 @@ class _Scrape:
         else:
             # The same two-stage test as diffkit dedupe: hash candidates, then the thumbnail check.
             near = store.index.near_duplicate(
-                image.phash, image.data, self.config.near_dup_threshold, thumb=image.thumb
+                image.phash, image.data, self.config.threshold, thumb=image.thumb
             )
             duplicate = DUPLICATE_NEAR if near else None
         if duplicate is not None:
@@ -361,7 +361,7 @@ class _Scrape:
 
 
 def reconcile_and_report(store: Store, config: ScrapeConfig) -> ReconcileReport:
-    reconcile = store.reconcile(config.max_pixels, config.near_dup_threshold)
+    reconcile = store.reconcile(config.max_pixels, config.threshold)
     if reconcile.changed or reconcile.unknown_files or reconcile.unsafe:
         say(f"reconcile {shown(config.out)}: {shown(reconcile.describe())}")
     return reconcile

@@ -331,7 +331,7 @@ class Store:
             self.manifest.write_metadata()
 
     # -- reconcile -------------------------------------------------------------------------------
-    def reconcile(self, max_pixels: int, near_dup_threshold: int) -> ReconcileReport:
+    def reconcile(self, max_pixels: int, threshold: int) -> ReconcileReport:
         """Make disk and manifest agree after a crash; then load the dedupe index.
 
         Only real files inside ``images/`` (or the folder's own temp files) are ever deleted; symlinks
@@ -347,7 +347,7 @@ class Store:
             self.load_index()
             orphans = [path for path in files if path.relative_to(self.root).as_posix() not in known]
             for path in sorted(orphans, key=lambda p: p.stat().st_mtime):
-                self._adopt_or_remove(path, max_pixels, near_dup_threshold, report)
+                self._adopt_or_remove(path, max_pixels, threshold, report)
         return report
 
     def _scan(self, report: ReconcileReport) -> tuple[list[Path], list[Path]]:
