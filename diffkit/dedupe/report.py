@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
@@ -107,18 +107,13 @@ def _verifier_section(result: DedupeResult, locate: Callable[[str], Path]) -> Se
     )
 
 
-def build_report(result: DedupeResult, root: Path) -> Report:
-    def locate(rel: str) -> Path:
-        here = root / rel
-        if not here.exists() and result.quarantine:
-            return Path(result.quarantine) / rel
-        return here
-
+def _nearest_section(result: DedupeResult) -> Section:
+    """Stage 1: every image's distance to its nearest neighbour, with the threshold marked."""
     threshold = result.threshold
     nearest = [d for d, count in enumerate(result.nearest_histogram) for _ in range(count)]
-    hi = max([threshold + 8, *nearest]) if nearest else threshold + 8
     figure = None
     if nearest:
+        hi = max([threshold + 8, *nearest])
         figure = histogram(
             nearest,
             bins=[b - 0.5 for b in range(0, hi + 2)],
@@ -127,23 +122,23 @@ def build_report(result: DedupeResult, root: Path) -> Report:
             marker_label=f"threshold {threshold}",
         )
         figure.tight_layout()  # keep the axis label inside the picture
-    sections = [
-        Section(
-            heading="Nearest-neighbour distances",
-            text=(
-                "For every image, the Hamming distance to its most similar other image. Duplicates sit at"
-                " the left; distinct images form the bulk on the right. A threshold is safe when it lies in"
-                " the gap between the two; the closest pairs just above it are shown below."
-            ),
-            figure=figure,
-            table=[
-                {"distance": d, "images": result.nearest_histogram[d]}
-                for d in range(0, min(64, threshold + 6) + 1)
-            ],
-        )
-    ]
-    if result.min_similarity is not None:
-        sections.append(_verifier_section(result, locate))
+    return Section(
+        heading="Nearest-neighbour distances",
+        text=(
+            "For every image, the Hamming distance to its most similar other image. Duplicates sit at"
+            " the left; distinct images form the bulk on the right. A threshold is safe when it lies in"
+            " the gap between the two; the closest pairs just above it are shown below."
+        ),
+        figure=figure,
+        table=[
+            {"distance": d, "images": result.nearest_histogram[d]}
+            for d in range(0, min(64, threshold + 6) + 1)
+        ],
+    )
+
+
+def _clusters_section(result: DedupeResult, locate: Callable[[str], Path]) -> Section:
+    """The clusters, largest first: a contact sheet each, the keeper framed green."""
     order = sorted(range(result.n_clusters), key=lambda c: (-len(result.clusters[c]), result.clusters[c][0]))
     sheets = []
     for c in order[:_MAX_CLUSTER_SHEETS]:
@@ -158,16 +153,20 @@ def build_report(result: DedupeResult, root: Path) -> Report:
             + (f" and {more} more" if more else "")
         )
         sheets.append(ReportImage(image, caption))
-    sections.append(
-        Section(
-            heading="Duplicate clusters",
-            text=(
-                f"{result.n_clusters} clusters, largest first (showing {len(sheets)}). Green: kept; red:"
-                f" {_FATE[result.action]}. Distances are to the kept image."
-            ),
-            images=sheets,
-        )
+    return Section(
+        heading="Duplicate clusters",
+        text=(
+            f"{result.n_clusters} clusters, largest first (showing {len(sheets)}). Green: kept; red:"
+            f" {_FATE[result.action]}. Distances are to the kept image."
+        ),
+        images=sheets,
     )
+
+
+def _near_misses_section(
+    result: DedupeResult, locate: Callable[[str], Path], data: dict[str, Any]
+) -> Section:
+    """Stage 1's closest calls: the pairs just above the threshold, not treated as duplicates."""
     misses = [
         ReportImage(
             contact_sheet([locate(m["a"]), locate(m["b"])], [_KEEP_COLOUR, _KEEP_COLOUR]),
@@ -175,20 +174,22 @@ def build_report(result: DedupeResult, root: Path) -> Report:
         )
         for m in result.near_misses[:_MAX_NEAR_MISS_SHEETS]
     ]
-    data = result.to_dict()  # names with undecodable bytes shown as \xNN: the files are UTF-8
-    sections.append(
-        Section(
-            heading=f"Closest pairs above the threshold ({threshold} bits, stage 1)",
-            text=(
-                "Not treated as duplicates. If some of these are the same picture, raise --threshold; if the"
-                " clusters above hold different pictures, lower it."
-                if result.near_misses
-                else "No pair lies within 4 bits above the threshold: a clear gap."
-            ),
-            images=misses,
-            table=data["near_misses"] or None,
-        )
+    return Section(
+        heading=f"Closest pairs above the threshold ({result.threshold} bits, stage 1)",
+        text=(
+            "Not treated as duplicates. If some of these are the same picture, raise --threshold; if the"
+            " clusters above hold different pictures, lower it."
+            if result.near_misses
+            else "No pair lies within 4 bits above the threshold: a clear gap."
+        ),
+        images=misses,
+        table=data["near_misses"] or None,
     )
+
+
+def _listing_sections(result: DedupeResult, data: dict[str, Any]) -> list[Section]:
+    """What was skipped or left alone, and the warnings: present only when there is something to say."""
+    sections = []
     if result.unreadable:
         sections.append(Section(heading="Unreadable files (skipped)", table=data["unreadable"]))
     if result.symlinks_skipped:
@@ -206,12 +207,16 @@ def build_report(result: DedupeResult, root: Path) -> Report:
         sections.append(Section(heading="Duplicates left alone", table=data["left_alone"]))
     if result.warnings:
         sections.append(Section(heading="Warnings", text="\n".join(data["warnings"])))
-    summary = {
+    return sections
+
+
+def _summary(result: DedupeResult) -> dict[str, Any]:
+    return {
         "images": result.n_images,
         "unreadable": len(result.unreadable),
         "hash": result.hash_kind,
         "decode": result.decode,
-        "threshold": threshold,
+        "threshold": result.threshold,
         "min_similarity": result.min_similarity,
         "candidate_pairs": result.n_candidates,
         "rejected_by_thumbnail_check": result.n_rejected,
@@ -225,10 +230,29 @@ def build_report(result: DedupeResult, root: Path) -> Report:
         "from_cache": result.n_cached,
         "seconds": round(result.seconds.get("total", 0.0), 2),
     }
+
+
+def build_report(result: DedupeResult, root: Path) -> Report:
+    """One section per question: is the hash threshold right (stage 1), is the thumbnail check right
+    (stage 2), what was found, what was skipped."""
+
+    def locate(rel: str) -> Path:  # a moved duplicate is shown from the quarantine
+        here = root / rel
+        if not here.exists() and result.quarantine:
+            return Path(result.quarantine) / rel
+        return here
+
+    data = result.to_dict()  # names with undecodable bytes shown as \xNN: the files are UTF-8
+    sections = [_nearest_section(result)]
+    if result.min_similarity is not None:
+        sections.append(_verifier_section(result, locate))
+    sections.append(_clusters_section(result, locate))
+    sections.append(_near_misses_section(result, locate, data))
+    sections.extend(_listing_sections(result, data))
     return Report(
         title=f"Dedupe {printable(result.directory)}",
         command="dedupe",
-        summary=summary,
+        summary=_summary(result),
         sections=sections,
         data=data,
     )
