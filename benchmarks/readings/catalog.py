@@ -77,6 +77,8 @@ PROSE: dict[str, Callable[[dict[str, Any]], dict[str, str]]] = {
     scrape.REPORT: scrape.prose,
     train_profile.REPORT: train_profile.prose,
     eval.REPORT: eval.prose,
+    sample.REPORT: sample.prose,
+    dedupe_quality.REPORT: dedupe_quality.prose,
     quality.REPORT: quality.prose,
     "quality_levers_2": quality.levers_2_prose,
     "quality_levers_3": quality.levers_3_prose,

@@ -228,4 +228,8 @@ def small_aligned_prose(report: dict[str, Any]) -> dict[str, str]:
         }
         for tag, budget in (("B", s["budget_s"]), ("3B", s["budget_3x_s"])):
             figures[f"{name}_steps_{tag}"] = f"{_row(rows, 'variant', name, budget)['steps_median']:g}"
+    aligned, unaligned = (
+        _row(rows, "variant", name, s["budget_3x_s"]) for name in ("preset_small", "small_unaligned")
+    )
+    figures["steps_ratio_3B"] = f"{aligned['steps_median'] / unaligned['steps_median']:.2f}"
     return figures
