@@ -287,20 +287,65 @@ def _strip_code(text: str) -> tuple[str, str]:
     return prose, "\n".join(code_parts)
 
 
+def _untraced_prose_numbers(text: str, allowed: tuple[str, ...]) -> list[str]:
+    """Numbers of a page's prose that are neither a marked figure, nor in a generated block, nor an
+    argument shown in its code, nor in one of the ``allowed`` phrases."""
+    text = re.sub(r"<!-- ([\w\-]+):start -->.*?<!-- \1:end -->", "", text, flags=re.S)
+    text = PROSE_FIGURE.sub("", text)
+    prose, code = _strip_code(text)
+    for pattern in allowed:
+        prose = re.sub(pattern, "", prose)
+    in_code = {n.replace(",", "") for n in _numbers(code)} | set(
+        re.findall(r"\d+(?:\.\d+)?(?:e-?\d+)?", code)
+    )
+    return [token for token in _numbers(prose) if token.replace(",", "") not in in_code]
+
+
 def test_numbers_in_the_readme_prose_are_traceable() -> None:
     # Measured figures belong in the generated table; prose may only repeat the examples' arguments.
     text = README.read_text(encoding="utf-8")
-    text = re.sub(r"<!-- bench-table:start -->.*?<!-- bench-table:end -->", "", text, flags=re.S)
     # The reliability table is the lead's: fault descriptions, not measurements.
     text = re.sub(r"^## Reliability\n.*?(?=^## )", "", text, flags=re.S | re.M)
-    prose, code = _strip_code(text)
-    for pattern in CONVENTIONS:
-        prose = re.sub(pattern, "", prose)
-    in_code = {n.replace(",", "") for n in _numbers(code)} | set(re.findall(r"\d+", code))
-    untraced = [token for token in _numbers(prose) if token.replace(",", "") not in in_code]
+    untraced = _untraced_prose_numbers(text, CONVENTIONS)
     assert not untraced, (
         f"README prose numbers that are neither an example's argument nor a convention: {untraced}; put "
-        "measured figures in the generated table (docs/generate.py) or on a docs page"
+        "measured figures in the generated table (docs/generate.py) or mark them as figures"
+    )
+
+
+# docs/benchmarks.md's prose may name the settings each benchmark ran with (the budgets set on its command
+# line, the peers' documented defaults, the levers' settings) and what it cites; a measured figure there
+# is a marked figure (<!-- fig NAME -->), traced like the blocks'.
+BENCHMARK_SETTINGS = (
+    r"\b429\b",  # the HTTP status the capped site answers
+    r"\b8 threads\b",  # the scrape peer's pool
+    r"\b1024 px\b",  # the dedupe faces' size
+    r"lr 1e-4, cosine LR with 500 warm-up steps",  # diffusers' recipe at its defaults
+    r"0\.9999 with power 3/4, batch 16",
+    r"DDIM \(50 steps\)",
+    r"\b8x8\b",  # the pooled-pixel space
+    r"Karras et al\. 2022(?:, Table 1)?",
+    r"σ_data = (?:0\.5|1)\b",
+    r"σ_rel (?:≈\s*)?0\.\d+(?: and 0\.\d+, stored 8 times)?",  # the post-hoc EMA lever's settings
+    r"\b0\.(?:10|20) (?:slightly|clearly)",
+    r"ramp-up 0\.02 and warm-up 0\.5 kimg",  # levers
+    r"issue 15\b",
+    r"16 GroupNorm groups and 48-channel",  # the aligned small's shape
+    r"48-channel heads",
+    r"N >= 2048 \(",  # FID's Inception dimension
+    r"2048-d",
+    r"\b(?:120|180|360|540) s\b",  # the budgets B and 3B, set on the command line
+    r"--budget \d+",  # (in a command wrapped over two lines, so outside the code the test sees)
+)
+
+
+def test_numbers_in_the_benchmark_prose_are_settings_or_marked_figures() -> None:
+    untraced = _untraced_prose_numbers(
+        (DOCS / "benchmarks.md").read_text(encoding="utf-8"), BENCHMARK_SETTINGS
+    )
+    assert not untraced, (
+        f"docs/benchmarks.md prose numbers that are neither a setting nor a marked figure: {untraced}; mark "
+        "a measured figure <!-- fig NAME --> (named in benchmarks/readings/catalog.py), run docs/generate.py"
     )
 
 
