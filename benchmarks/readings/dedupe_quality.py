@@ -13,8 +13,9 @@ def headline(report: dict[str, Any]) -> str:
     s = report["summary"]
     largest = max(s["sizes"])
     size = int(largest)  # a key, not a figure
+    row = next(row for row in report["data"]["overall"] if row["faces"] == largest)
     return (
-        f"{largest:,} eye-aligned faces + 10% planted copies: pair precision "
+        f"{largest:,} eye-aligned faces + {row['copies'] / row['faces']:.0%} planted copies: pair precision "
         f"{s[f'precision_{size}']:.3f}, recall {s[f'recall_{size}']:.3f}, "
         f"{s[f'false_clusters_{size}']} false clusters (also at "
         + ", ".join(f"{other:,}" for other in s["sizes"] if other != largest)
