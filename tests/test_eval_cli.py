@@ -125,8 +125,19 @@ def test_feature_cache_reuses_the_reference_and_notices_a_changed_image(
 ):
     reference = folders["root"] / "reference-copy"
     shutil.copytree(folders["reference"], reference)  # same content elsewhere: same cache key
-    args = [*image_sets(folders["generated"], reference), "--weights", inception_weights, "--metrics", "kid",
-            "--bootstrap", 0, "--cache-dir", first_run["cache"], "--report", folders["root"] / "cached.html"]
+    args = [
+        *image_sets(folders["generated"], reference),
+        "--weights",
+        inception_weights,
+        "--metrics",
+        "kid",
+        "--bootstrap",
+        0,
+        "--cache-dir",
+        first_run["cache"],
+        "--report",
+        folders["root"] / "cached.html",
+    ]
     again = eval_json(args)
     assert again["feature_cache"] == {"inception_generated": "hit", "inception_reference": "hit"}
     assert again["features_extracted"] == {"inception_generated": 0, "inception_reference": 0}
@@ -161,9 +172,7 @@ def test_missing_weights_offline_is_one_line_naming_file_and_sha256(folders, tmp
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
     monkeypatch.delenv(INCEPTION_ENV, raising=False)
     monkeypatch.setenv(OFFLINE_ENV, "1")
-    result = invoke(
-        ["eval", *folder_sets(folders), "--cache-dir", tmp_path / "cache", "--json"]
-    )
+    result = invoke(["eval", *folder_sets(folders), "--cache-dir", tmp_path / "cache", "--json"])
     assert result.exit_code == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
@@ -172,9 +181,7 @@ def test_missing_weights_offline_is_one_line_naming_file_and_sha256(folders, tmp
 
 
 def test_fewer_samples_than_asked_is_a_clear_error(folders, inception_weights):
-    result = invoke(
-        ["eval", *folder_sets(folders, 50), "--weights", inception_weights, "--json"]
-    )
+    result = invoke(["eval", *folder_sets(folders, 50), "--weights", inception_weights, "--json"])
     assert result.exit_code == 2
     assert f"holds {N} image(s) but 50 were asked for" in result.stderr
     assert "Traceback" not in result.stderr
@@ -315,6 +322,13 @@ def test_prc_without_vgg16_weights_offline_names_the_vgg_file(folders, tmp_path,
     result = invoke(["eval", *folder_sets(folders), "--metrics", "prc", "--json"])
     assert result.exit_code == 2
     assert "vgg16-397923af.pth" in result.stderr and "397923af8e79cdbb6a7127f12361acd7" in result.stderr
+    # the option that takes the VGG file is --vgg-weights (--weights is Inception's)
+    assert "pass its path with --vgg-weights / DIFFKIT_VGG16_WEIGHTS" in result.stderr
+    assert "--weights /" not in result.stderr
+    missing = invoke(["eval", *folder_sets(folders), "--metrics", "prc", "--vgg-weights",
+                      tmp_path / "nope.pth", "--json"])  # fmt: skip
+    assert missing.exit_code == 2
+    assert f"--vgg-weights points to {tmp_path / 'nope.pth'}, which is not a file" in missing.stderr
 
 
 def test_inception_score_needs_ten_images_and_says_so_before_any_work(folders, inception_weights):

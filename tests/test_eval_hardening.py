@@ -148,6 +148,37 @@ def test_a_crafted_pickle_as_weights_is_refused_without_running_it(faces, tmp_pa
     assert not list((tmp_path / "cache").glob("*.npz"))  # refused before any feature was extracted
 
 
+class _ShellPayload:
+    """A raw pickle (protocol 4, no torch zip container) whose unpickling would run a command."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("network", ["inception", "vgg16", "dinov2"])
+def test_a_raw_pickle_is_refused_in_one_line_without_torchs_warning_or_advice(faces, tmp_path, network):
+    import pickle
+
+    marker, path = tmp_path / "pwned", tmp_path / "raw.pth"
+    path.write_bytes(pickle.dumps({"weight": _ShellPayload(marker)}, protocol=4))
+    option, metrics = {
+        "inception": (["--weights", path], "fid"),
+        "vgg16": (["--vgg-weights", path], "prc"),
+        "dinov2": (["--features", "dinov2", "--dinov2-weights", path], "fid"),
+    }[network]
+    args = ["eval", "--generated", faces["generated"], "--reference", faces["reference"], "--samples", N,
+            "--metrics", metrics, *option, "--bootstrap", 0, "--cache-dir", tmp_path / "cache",
+            "--report", tmp_path / "r.html", "--json"]  # fmt: skip
+    result = invoke(args)
+    assert not marker.exists(), "the crafted weights file ran code"
+    # one line: torch's "Detected pickle protocol 4" UserWarning would be a second one
+    line = assert_one_line_error(result, "refusing", "not a plain state dict of tensors")
+    assert "weights_only=False" not in line and "will likely succeed" not in line and "Warning" not in line
+
+
 def test_a_crafted_pickle_for_the_clean_fid_engine_is_not_run_either(faces, tmp_path, evil_weights):
     path, marker = evil_weights
     result = invoke([*tiny_args(faces["generated"], faces["reference"], path, tmp_path), "--json"])
@@ -247,6 +278,25 @@ def test_an_undecodable_image_stops_eval_naming_the_file(faces, tmp_path, tiny):
     broken.write_bytes(broken.read_bytes()[:120])  # the header survives, the pixels do not
     result = invoke([*tiny_args(generated, faces["reference"], tiny, tmp_path), "--json"])
     assert_one_line_error(result, "cannot read image", "face-00003.png")
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, not an image"], ids=["empty", "not-an-image"])
+@pytest.mark.parametrize("where", ["first", "later"])  # the first file is opened for the size
+def test_an_empty_or_unidentifiable_png_stops_eval_in_one_line_naming_it(
+    faces, tmp_path, tiny, content, where
+):
+    generated = tmp_path / "generated"
+    write_face_folder(generated, N, size=32, seed=1)
+    broken = generated / ("face-00000.png" if where == "first" else "face-00005.png")
+    broken.write_bytes(content)
+    result = invoke([*tiny_args(generated, faces["reference"], tiny, tmp_path), "--json"])
+    reason = (
+        "the file is empty (0 bytes)"
+        if not content
+        else f"not an image PIL can identify ({len(content)} bytes)"
+    )
+    line = assert_one_line_error(result, "cannot read image", broken.name, reason)
+    assert "BytesIO" not in line and "object at 0x" not in line and "'" not in line
 
 
 # --- 3 and 6. odd file names: non-UTF-8 bytes and rich markup ------------------------------------------

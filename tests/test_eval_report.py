@@ -20,7 +20,7 @@ from diffkit.eval.report import GRID_WIDTH_PX, build_report
 from diffkit.eval.result import EvalResult
 from diffkit.fakesite.faces import write_face_folder
 from diffkit.metrics import caveats as cav
-from diffkit.metrics.fid import FastFrechet
+from diffkit.metrics.fid import FastFrechet, frechet_distance
 from diffkit.metrics.images import describe_set, select_images
 
 
@@ -130,3 +130,29 @@ def test_a_sound_fit_is_presented_as_an_estimate(sets, tmp_path: Path) -> None:
     html = build_report(config, result, gen, ref, None).html.read_text(encoding="utf-8")
     assert "FID∞ (estimate)" in html and "untrusted" not in html and "unofficial weights" not in html
     assert "(reference 24, torch-fidelity, official weights)" in html
+
+
+def test_a_fid_interval_below_zero_is_clipped_and_marked(sets, tmp_path: Path) -> None:
+    """Generated and reference from one distribution: FID is small and its centred bootstrap spread
+    reaches below 0, a value a Fréchet distance cannot take."""
+    from diffkit.eval.run import _Features, _fid
+
+    root, gen, ref = sets
+    rng = np.random.default_rng(0)
+    generated, reference = rng.standard_normal((40, 2)), rng.standard_normal((400, 2))
+    estimate = frechet_distance(generated, reference)
+    raw = cav.percentile_interval(
+        cav.fid_bootstrap(generated, FastFrechet(reference), 60, 1), centre=estimate
+    )
+    assert raw[0] < 0 < estimate  # the case the clipping is for, computed independently here
+    config = EvalConfig(generated=root / "gen", reference=root / "ref", bootstrap=60, seed=0)
+    result = EvalResult(40, 400, "torch-fidelity", "", ["fid"], "gen", "ref", 32)
+    _fid(config, result, _Features(gen=generated, ref=reference), None)
+    assert result.fid == pytest.approx(estimate, rel=1e-9)
+    assert result.fid_ci95 == [0.0, pytest.approx(raw[1], rel=1e-9)] and result.fid_ci95_clipped
+    assert any("clipped at 0" in note and "within sampling noise of 0" in note for note in result.caveats)
+    assert "95% CI [0 (clipped) – " in "\n".join(result.summary_lines())
+    config = EvalConfig(generated=root / "gen", reference=root / "ref", report=tmp_path / "eval.html")
+    html = build_report(config, result, gen, ref, None).html.read_text(encoding="utf-8")
+    assert "0 (clipped at 0) – " in html and "FID interval clipped at 0" in html
+    assert result.to_dict()["fid_ci95_clipped"] is True
