@@ -17,6 +17,7 @@ from typer.testing import CliRunner, Result
 
 from diffkit.cli import app
 from diffkit.diffusion.guidance import MAX_GUIDANCE, guided_model
+from diffkit.diffusion.samplers import SamplerOutput
 from diffkit.errors import DiffkitError
 from diffkit.eval.config import EvalConfig
 from diffkit.eval.sampling import ensure_samples
@@ -25,7 +26,7 @@ from diffkit.models.unet import UNet
 from diffkit.runs.folder import write_run_config
 from diffkit.runs.snapshots import save_ema_snapshot
 from diffkit.sample import generate as generate_module
-from diffkit.sample.config import DEFAULT_GUIDANCE, SampleConfig
+from diffkit.sample.config import DEFAULT_GUIDANCE, GRID_MAX, SampleConfig
 from diffkit.sample.options import SamplingOptions
 from diffkit.sample.pngs import check_disk_space
 from diffkit.sample.run import sample
@@ -80,7 +81,7 @@ def one_error_line(result: Result) -> str:
 
 
 class FakeSampler:
-    """Stands in for the denoising loop: records each batch's size, returns the noise (fast)."""
+    """Stands in for the denoising loop: records each batch's size, one step traced, returns the noise."""
 
     def __init__(self, stop_after: int | None = None) -> None:
         self.sizes: list[int] = []
@@ -90,6 +91,9 @@ class FakeSampler:
         if self.stop_after is not None and len(self.sizes) == self.stop_after:
             raise StopSampling
         self.sizes.append(noise.shape[0])
+        on_output = kw.get("on_output")
+        if callable(on_output):
+            on_output(999, noise, SamplerOutput(noise, noise))
         return noise.clamp(-1, 1)
 
 
@@ -185,6 +189,26 @@ def test_sample_writes_batch_by_batch_with_the_batch_sizes_asked_for(
     )
     with Image.open(out / "grid.png") as grid:  # 4 x 3 tiles of 16 px, 2 px apart
         assert grid.size == (2 + 4 * (RES + 2), 2 + 3 * (RES + 2))
+
+
+def test_grid_and_report_keep_only_the_first_images(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--grid shows the first GRID_MAX images and the report the first 64, whatever N is."""
+    monkeypatch.setattr(generate_module, "run_sampler", FakeSampler())
+    out = tmp_path / "out"
+    config = SampleConfig(run=run, n=GRID_MAX + 44, batch_size=100, steps=1, out=out, device="cpu",
+                          progress=False, grid=True, report=tmp_path / "r.html")  # fmt: skip
+    result = sample(config)
+    assert len(list(out.glob("0*.png"))) == GRID_MAX + 44 == len(result.files)
+    side = int(GRID_MAX**0.5)  # 256 images: 16 x 16 tiles of 16 px, 2 px apart
+    with Image.open(out / "grid.png") as grid:
+        assert grid.size == (2 + side * (RES + 2),) * 2
+        tiles = np.asarray(grid.convert("RGB"))
+    last = np.asarray(Image.open(out / f"{GRID_MAX - 1:06d}.png"))
+    corner = 2 + (side - 1) * (RES + 2)
+    assert np.array_equal(tiles[corner : corner + RES, corner : corner + RES], last)
+    assert "64 of 300 samples" in (tmp_path / "r.html").read_text()
 
 
 def test_a_billion_samples_start_at_once_in_bounded_memory(

@@ -88,7 +88,7 @@ def sample(config: SampleConfig) -> SampleResult:
         if config.grid:
             result.grid = out_dir / GRID_FILE
             with atomic_open(result.grid, "wb", durable=False) as handle:
-                make_grid(first[:GRID_MAX]).save(handle, format="PNG")
+                make_grid(first).save(handle, format="PNG")
         if config.write_report:
             result.report = write_sample_report(result, first, animation, config.report).html
     return result
