@@ -141,11 +141,8 @@ class Check:
 
 
 def python_cmd(*args: str) -> list[str]:
-    """This interpreter with its isolation flags, so a child sees the same packages as this process."""
-    flags = [flag for flag, on in (("-I", sys.flags.isolated), ("-S", sys.flags.no_site)) if on]
-    if not sys.flags.isolated and sys.flags.no_user_site:
-        flags.append("-s")
-    return [sys.executable, *flags, *args]
+    """This interpreter (PYTHONPATH, and so the wheels, pass on through the environment)."""
+    return [sys.executable, *args]
 
 
 def run_cmd(cmd: list[str], timeout: float, **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -204,8 +201,9 @@ def steady_speed(run: Path) -> dict[str, float | None]:
     }
 
 
-def setup_process(ctx: Context) -> torch.device:
-    """Per check process: the CPU dry run's one thread, fp16 allowed, compile traced without codegen."""
+def setup_process(ctx: Context, resolve: bool = True) -> torch.device:
+    """Per check process: the CPU dry run's one thread, fp16 allowed, compile traced without codegen.
+    ``resolve=False`` leaves CUDA alone (resolving the device initialises it; a fork must come first)."""
     from diffkit import device as dev
 
     if ctx.device == "cpu":
@@ -216,7 +214,7 @@ def setup_process(ctx: Context) -> torch.device:
             # inductor's C++ codegen takes minutes on a small CPU; dynamo still traces the U-Net
             torch.compile = functools.partial(torch.compile, backend="eager")
             torch.compile._gpu_check_eager = True  # type: ignore[attr-defined]
-    return dev.resolve_device(ctx.device)
+    return dev.resolve_device(ctx.device) if resolve else torch.device(ctx.device)
 
 
 def train_config(ctx: Context, out: Path, **overrides: Any) -> Any:
@@ -378,7 +376,7 @@ def _fork_train(config: Any, result_path: Path, interrupt: Callable[[], bool] | 
 
 def check_kill_resume(ctx: Context) -> dict[str, Any]:
     """Interrupt a run after two logging windows; ``--resume`` must continue from the step it saved."""
-    setup_process(ctx)  # no CUDA here before the fork: the trainer initialises it itself
+    setup_process(ctx, resolve=False)  # no CUDA here before the fork: the trainer initialises it
     run, extra = ctx.scratch / "killed", 2 * ctx.size.log_every
     first_path = ctx.scratch / "killed-first.json"
     # Far more steps than it will get: only the interrupt ends it.
@@ -600,71 +598,115 @@ CHECKS: tuple[Check, ...] = (
     Check("diffusers_twin", check_diffusers_twin, 90, 60),
     Check("train_fp16_compile", train_check("fp16", True), 200, 90),
 )
+CHECKS_BY_NAME = {check.name: check for check in CHECKS}
 
 
 # --- running them ----------------------------------------------------------------------------------------
 
 MIN_CHECK_S = 10.0  # a check with less time than this left in the budget is skipped, not started
+# The whole run's default limit: under 8 minutes with a time-out's kill grace, which leaves the 10-minute
+# command limit room for the wheels' install and a margin.
+DEFAULT_BUDGET_S = 450.0
+KILL_GRACE_S = 10.0  # between SIGTERM and SIGKILL of a check past its time box
 
 
-def _child(check: Check, ctx: Context, result_path: Path, log_path: Path) -> None:
-    """The forked process of one check: its own process group (so a time-out kills everything it
-    started), output into the log, its row into ``result_path``. Never returns."""
-    code = 0
+def _check_body(check: Check, ctx: Context, result_path: Path) -> None:
+    """Run one check inside its own process and write its row (an error is the row, not the end)."""
     try:
-        os.setsid()
-        log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
-        try:
-            row = {"status": "ok"} | check.run(ctx)
-        except CheckFailed as exc:
-            row = exc.details | {"status": "failed", "error": str(exc)}
-        except BaseException as exc:  # any error is this check's result, not the run's end
-            traceback.print_exc()
-            row = {"status": "error", "error": f"{type(exc).__name__}: {exc}"[:4000]}
-        result_path.write_text(json.dumps(row, default=str))
-    except BaseException:
+        row = {"status": "ok"} | check.run(ctx)
+    except CheckFailed as exc:
+        row = exc.details | {"status": "failed", "error": str(exc)}
+    except BaseException as exc:  # any error is this check's result, not the run's end
         traceback.print_exc()
+        row = {"status": "error", "error": f"{type(exc).__name__}: {exc}"[:4000]}
+    result_path.write_text(json.dumps(row, default=str))
+
+
+Poll = Callable[[], "int | None"]  # a started check's exit code, None while it runs
+
+
+def _fork(check: Check, ctx: Context, result_path: Path, log_path: Path) -> tuple[int, Poll]:
+    """The check in a forked child: a session of its own (so a time-out kills everything it started),
+    output into the log. Returns its pid and poll function."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
         code = 1
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        try:
+            os.setsid()
+            log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+            # the streams too, in case they were not fds 1 and 2 (pytest's capture replaces them)
+            sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+            sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+            _check_body(check, ctx, result_path)
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+
+    reaped: list[int] = []
+
+    def poll() -> int | None:  # like Popen.poll: the exit code, once reaped, stays known
+        if not reaped:
+            done, raw = os.waitpid(pid, os.WNOHANG)
+            if done:
+                reaped.append(os.waitstatus_to_exitcode(raw))
+        return reaped[0] if reaped else None
+
+    return pid, poll
 
 
-def _kill_group(pid: int) -> None:
+def _spawn(check: Check, ctx: Context, result_path: Path, log_path: Path) -> tuple[int, Poll]:
+    """The check in a fresh interpreter (``--child``), in a session of its own. Returns pid and poll."""
+    context = json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(ctx).items()})
+    cmd = python_cmd("-m", "benchmarks.gpu_check", "--child", check.name, context, str(result_path))
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+    return proc.pid, proc.poll
+
+
+def run_child(name: str, context: str, result_path: Path) -> int:
+    """``--child``: one check in this (spawned) process."""
+    values = json.loads(context)
+    for key in ("scratch", "data", "wheels_site"):
+        values[key] = Path(values[key]) if values[key] is not None else None
+    _check_body(CHECKS_BY_NAME[name], Context(**values), result_path)
+    return 0
+
+
+def _kill_group(pid: int, poll: Poll) -> None:
     """SIGTERM to the check's process group (torchrun passes it on to its ranks), then SIGKILL."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and os.waitpid(pid, os.WNOHANG)[0] == 0:
+    deadline = time.monotonic() + KILL_GRACE_S
+    while time.monotonic() < deadline and poll() is None:
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
+    while poll() is None:
+        time.sleep(0.05)
 
 
-def run_isolated(check: Check, ctx: Context, timeout: float, log_path: Path) -> dict[str, Any]:
-    """Run one check in a forked process with a time box; its row, or why there is none."""
+def run_isolated(check: Check, ctx: Context, timeout: float, log_path: Path, launch: str) -> dict[str, Any]:
+    """Run one check in a process of its own (forked, or a fresh interpreter: ``launch``) within a time
+    box; its row, or why there is none."""
     result_path = ctx.scratch / f"result-{check.name}.json"
     result_path.unlink(missing_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
     started = time.monotonic()
-    pid = os.fork()  # this process never touches CUDA, so the child may
-    if pid == 0:
-        _child(check, replace(ctx, deadline=started + timeout), result_path, log_path)
-    status = None
+    start = _fork if launch == "fork" else _spawn
+    pid, poll = start(check, replace(ctx, deadline=started + timeout), result_path, log_path)
+    status = poll()
     while status is None and time.monotonic() - started < timeout:
-        done, raw = os.waitpid(pid, os.WNOHANG)
-        if done:
-            status = os.waitstatus_to_exitcode(raw)
-        else:
-            time.sleep(0.1)
+        time.sleep(0.1)
+        status = poll()
     if status is None:
-        _kill_group(pid)
+        _kill_group(pid, poll)
     else:  # whatever the check started and left behind goes with it
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
@@ -712,10 +754,10 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
 
 
 def run_checks(
-    checks: tuple[Check, ...] | list[Check], ctx: Context, out_dir: Path, budget: float
+    checks: tuple[Check, ...] | list[Check], ctx: Context, out_dir: Path, budget: float, launch: str = "fork"
 ) -> dict[str, dict[str, Any]]:
-    """Every check in turn, each within its time box and the whole within ``budget`` seconds;
-    ``out_dir/gpu_check.json`` is rewritten after each one."""
+    """Every check in turn, each in a process of its own within its time box and the whole within
+    ``budget`` seconds; ``out_dir/gpu_check.json`` is rewritten after each one."""
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path, json_path = out_dir / "gpu_check.log", out_dir / "gpu_check.json"
     started = time.monotonic()
@@ -728,7 +770,7 @@ def run_checks(
         else:
             timeout = min(check.box(ctx), left)
             _log(log_path, f"=== {check.name} (time box {timeout:.0f} s)")
-            rows[check.name] = run_isolated(check, ctx, timeout, log_path)
+            rows[check.name] = run_isolated(check, ctx, timeout, log_path, launch)
         row = rows[check.name]
         line = f"{check.name}: {row['status']} ({row.get('seconds', 0)} s) {row.get('error', '')}"
         _log(log_path, f"=== {line}")
@@ -767,15 +809,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     parser.add_argument("--quick", action="store_true", help="toy size (the CPU dry run)")
     parser.add_argument("--data", type=Path, default=None, help="image folder (default: procedural faces)")
-    parser.add_argument("--budget-s", type=float, default=450.0, help="the whole run's time limit")
+    parser.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S, help="the run's time limit")
     parser.add_argument("--only", default=None, help="comma list of checks to run (default: all)")
     parser.add_argument("--wheels-site", type=Path, default=None, help="where gpu_check.sh put the wheels")
-    hidden = argparse.SUPPRESS  # the torchrun check's ranks
+    parser.add_argument(
+        "--launch", choices=("fork", "spawn"), default=None,
+        help="each check forked from this process (imports shared; the CPU default) or in a fresh "
+        "interpreter (the CUDA default: a library that probes CUDA at import would spoil a fork)",
+    )  # fmt: skip
+    hidden = argparse.SUPPRESS  # the torchrun check's ranks; one spawned check
     parser.add_argument("--rank-train", nargs=2, type=Path, metavar=("SPEC", "RESULT"), help=hidden)
     parser.add_argument("--share-gpu", action="store_true", help=hidden)
+    parser.add_argument("--child", nargs=3, metavar=("CHECK", "CONTEXT", "RESULT"), help=hidden)
     args = parser.parse_args(argv)
     if args.rank_train:  # one rank of the torchrun check
         return rank_train(*args.rank_train, share_gpu=args.share_gpu)
+    if args.child:
+        return run_child(args.child[0], args.child[1], Path(args.child[2]))
     if args.out_dir is None:
         parser.error("--out-dir is required")
     checks = list(CHECKS)
@@ -787,12 +837,14 @@ def main(argv: list[str] | None = None) -> int:
         checks = [check for check in CHECKS if check.name in names]
     from diffkit.fakesite.faces import write_face_folder
 
-    preload()
+    launch = args.launch or ("fork" if args.device == "cpu" else "spawn")
+    if launch == "fork":
+        preload()
     with scratch_dir() as scratch:
         ctx = Context(args.device, args.quick, scratch, args.data or scratch / "faces", args.wheels_site)
         if args.data is None:
             write_face_folder(ctx.data, ctx.size.faces, size=ctx.size.resolution, seed=0)
-        rows = run_checks(checks, ctx, args.out_dir, args.budget_s)
+        rows = run_checks(checks, ctx, args.out_dir, args.budget_s, launch)
     print(f"wrote {args.out_dir / 'gpu_check.json'} and {args.out_dir / 'gpu_check.log'}")
     return 0 if all(row["status"] == "ok" for row in rows.values()) else 1
 
