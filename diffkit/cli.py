@@ -687,7 +687,10 @@ def export(
 @app.command("eval")
 def eval_(
     samples: int = typer.Option(
-        default(EvalConfig, "samples"), "--samples", help="Generated images to evaluate (N)."
+        default(EvalConfig, "samples"),
+        "--samples",
+        help="Generated images to evaluate (N). With --run: sampled batch by batch, refused at once if they "
+        "cannot fit on the disk.",
     ),
     metrics: str = typer.Option(
         ",".join(default(EvalConfig, "metrics")),
