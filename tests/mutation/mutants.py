@@ -69,6 +69,8 @@ LOOP = ("diffkit/train/step.py", "diffkit/train/state.py", "diffkit/train/loop.p
 DISTRIBUTED = "diffkit/train/distributed.py"
 BATCHER = "diffkit/train/batcher.py"
 MAPPING = "diffkit/export/mapping.py"
+VERIFY_TESTS = ("tests/test_dedupe_stages.py",)
+VERIFY_K = "verifier or solid_colour or min_similarity or inline_check"  # not the --against/cache tests
 PRC_TESTS = ("tests/test_metrics_arithmetic.py", "tests/test_density_coverage.py")
 PRC_K = "precision or density or collapse"  # not the eval CLI test of test_density_coverage.py
 
@@ -546,6 +548,8 @@ DEDUPE_MUTANTS = [
         "accept = exact | (sims >= min_similarity)",
         "accept = exact | (sims > min_similarity)",
         "the verification stage rejects a pair exactly at --min-similarity",
+        tests=VERIFY_TESTS,
+        k=VERIFY_K,
         issue_bug=True,
     ),
     Mutant(
@@ -554,7 +558,10 @@ DEDUPE_MUTANTS = [
         STAGES,
         "accept = exact | (sims >= min_similarity)",
         "accept = sims >= min_similarity",
-        "byte-identical files must also pass the thumbnail check",
+        "byte-identical files must also pass the thumbnail check (at --min-similarity 1 float32 rounding "
+        "scores identical thumbnails 0.9999992 to 1.0000014, so some copies are rejected)",
+        tests=("tests/test_dedupe.py",),
+        k="exact_duplicates",
     ),
     Mutant(
         "solid-colour-rescaled",
@@ -563,7 +570,8 @@ DEDUPE_MUTANTS = [
         "np.abs(mean_a - mean_b).max(axis=1) / 32.0",
         "np.abs(mean_a - mean_b).max(axis=1) / 255.0",
         "the solid-colour branch of the thumbnail similarity is rescaled (distinct flat colours match)",
-        tests=("tests/test_dedupe_stages.py", "tests/test_dedupe.py"),
+        tests=VERIFY_TESTS,
+        k=VERIFY_K,
         issue_bug=True,
     ),
     Mutant(
@@ -573,7 +581,8 @@ DEDUPE_MUTANTS = [
         "mean_corr = (correlation * usable).sum(axis=1) / np.maximum(n_usable, 1)",
         "mean_corr = (correlation * usable).sum(axis=1) / 3.0",
         "flat channels count as zero correlation (greyscale copies never reach the threshold)",
-        tests=("tests/test_dedupe_stages.py", "tests/test_dedupe.py"),
+        tests=VERIFY_TESTS,
+        k=VERIFY_K,
     ),
     Mutant(
         "flat-threshold-unscaled",
@@ -582,7 +591,8 @@ DEDUPE_MUTANTS = [
         "flat = norms < _FLAT_STD * np.sqrt(THUMB_SIDE * THUMB_SIDE)",
         "flat = norms < _FLAT_STD",
         "the flat-channel test compares a 256-pixel norm with a per-pixel level (noise is correlated)",
-        tests=("tests/test_dedupe_stages.py", "tests/test_dedupe.py"),
+        tests=VERIFY_TESTS,
+        k=VERIFY_K,
     ),
     Mutant(
         "search-diagonal-keeps-self",
@@ -646,6 +656,8 @@ DEDUPE_MUTANTS = [
         "keep = distance <= radius",
         "a hash meets its own flipped variant: (i, i) pairs reported",
         k="band or multi_index or above",
+        equivalent_because="a hash's band key and its one-bit variants are all different keys, so one index "
+        "never appears twice under the same key and a == b cannot happen (the check is defensive)",
     ),
     Mutant(
         "clusters-keep-singletons",

@@ -58,11 +58,24 @@ class Outcome:
 
     @property
     def first_failure(self) -> str:
+        """The first failing test's node id, else what pytest's last line says."""
         match = _FAILED_LINE.search(self.output)
         if match:
             return match.group(2)
         tail = [line for line in self.output.strip().splitlines() if line.strip()][-1:]
         return f"pytest exit {self.returncode}: {tail[0] if tail else 'no output'}"
+
+    @property
+    def why(self) -> str:
+        """The first failure with its reason: the summary's message, or the error of a collection error."""
+        match = _FAILED_LINE.search(self.output)
+        if not match:
+            return self.first_failure
+        line = self.output[match.start() :].splitlines()[0]
+        if " - " not in line:  # a collection error: its "E   ..." lines say why
+            errors = [text.strip() for text in self.output.splitlines() if text.startswith("E   ")]
+            line += f" - {errors[-1][1:].strip()}" if errors else ""
+        return line[:300]
 
 
 @dataclass
@@ -310,7 +323,7 @@ class Runner:
             selection = (files, mutant.k)  # a test file not written yet (or gone) is left out
             base = self.baseline(selection, root)
             if base.returncode != 0:
-                note = f"the selection fails without the mutant: {base.first_failure}"
+                note = f"the selection fails without the mutant: {base.why}"
                 return Result(mutant, "skipped", file=file, note=note)
             original = path.read_text(encoding="utf-8")
             path.write_text(mutated, encoding="utf-8")
