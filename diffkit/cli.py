@@ -519,7 +519,9 @@ def train(
 def phema(
     run: Path = typer.Argument(..., metavar="RUN", help="Training run trained with --phema-every-kimg."),
     sigma_rel: float = typer.Option(
-        ..., "--sigma-rel", help="EMA length as the averaging profile's std over the run's length (0-0.28]."
+        ...,
+        "--sigma-rel",
+        help="EMA length as the averaging profile's std over the run's length, 0.001 to 0.28.",
     ),
     kimg: float | None = typer.Option(
         None, "--kimg", help="At the last stored profile at or before K kimg. Not given: the last one."
@@ -540,7 +542,8 @@ def phema(
     """
 
     def call() -> Any:
-        from diffkit.train.phema import PhemaConfig, posthoc_snapshot
+        from diffkit.phema.config import PhemaConfig
+        from diffkit.phema.run import posthoc_snapshot
 
         return posthoc_snapshot(PhemaConfig(run=run, sigma_rel=sigma_rel, kimg=kimg, out=out))
 
@@ -721,17 +724,6 @@ def eval_(
     vgg_weights: Path | None = typer.Option(
         None, "--vgg-weights", help="VGG16 weights for prc (else $DIFFKIT_VGG16_WEIGHTS, else torch hub)."
     ),
-    batch_size: int = typer.Option(
-        default(EvalConfig, "batch_size"), "--batch-size", help="Images per feature-extractor batch."
-    ),
-    device: str = typer.Option(default(EvalConfig, "device"), "--device", help=DEVICE_HELP),
-    report_path: Path | None = typer.Option(
-        None, "--report", help="HTML report path. Not given: reports/eval-<time>.html."
-    ),
-    cache_dir: Path | None = typer.Option(
-        None, "--cache-dir", help="Feature cache folder. Not given: ~/.cache/diffkit/features."
-    ),
-    seed: int = typer.Option(
     features: str = typer.Option(
         default(EvalConfig, "features"),
         "--features",
@@ -745,6 +737,17 @@ def eval_(
     save_stats: Path | None = typer.Option(
         None, "--save-stats", help="Also write the reference's feature mean and covariance to this .npz."
     ),
+    batch_size: int = typer.Option(
+        default(EvalConfig, "batch_size"), "--batch-size", help="Images per feature-extractor batch."
+    ),
+    device: str = typer.Option(default(EvalConfig, "device"), "--device", help=DEVICE_HELP),
+    report_path: Path | None = typer.Option(
+        None, "--report", help="HTML report path. Not given: reports/eval-<time>.html."
+    ),
+    cache_dir: Path | None = typer.Option(
+        None, "--cache-dir", help="Feature cache folder. Not given: ~/.cache/diffkit/features."
+    ),
+    seed: int = typer.Option(
         default(EvalConfig, "seed"), "--seed", help="Sampling seed for --run; bootstrap seeds derive from it."
     ),
     sampler: SamplerName = typer.Option(
@@ -762,6 +765,10 @@ def eval_(
     Example: diffkit eval --run runs/00000-small --samples 1000 --metrics fid,kid,is
 
     Example: diffkit eval --generated samples/ --reference data/faces --samples 500 --json
+
+    Example: diffkit eval --generated samples/ --reference data/faces --features dinov2 --metrics fid,kid,prc
+
+    Example: diffkit eval --generated samples/ --reference ref-stats.npz --metrics fid
     """
     from diffkit.eval.config import parse_metrics
     from diffkit.eval.run import evaluate
@@ -773,14 +780,13 @@ def eval_(
             run=run,
             generated=generated,
             reference=reference,
-
-    Example: diffkit eval --generated samples/ --reference data/faces --features dinov2 --metrics fid,kid,prc
-
-    Example: diffkit eval --generated samples/ --reference ref-stats.npz --metrics fid
             reference_samples=reference_samples,
             engine=engine,
+            features=features,
             weights=weights,
             vgg_weights=vgg_weights,
+            dinov2_weights=dinov2_weights,
+            save_stats=save_stats,
             batch_size=batch_size,
             device=device,
             report=report_path,
@@ -790,11 +796,8 @@ def eval_(
             steps=steps,
             bootstrap=bootstrap,
             progress=_progress(progress),
-            features=features,
         )
         return evaluate(config)
-            dinov2_weights=dinov2_weights,
-            save_stats=save_stats,
 
     _run(call, json_output)
 

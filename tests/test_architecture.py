@@ -32,6 +32,7 @@ RANKS: dict[str, int] = {
     "fakesite": 5,
     "export": 5,
     "eval": 6,
+    "phema": 6,
     "demo": 7,
     "testing": 7,
     "cli": 8,

@@ -1,5 +1,6 @@
 """Training in several processes (gloo on CPU): K ranks reproduce one rank, only rank 0 writes, a dead
-rank leaves a state that resumes exactly, a signal to one rank stops all of them after the same step.
+rank (either one) leaves a state that resumes exactly, a signal to one rank stops all of them after the
+same step.
 
 Ranks are real processes (forked, so they start in a fraction of a second), joined through torch's
 env:// rendezvous on a free port per test; every wait has a timeout, so a hang fails the test.
@@ -179,6 +180,25 @@ def test_a_dead_rank_leaves_a_state_that_resumes_exactly(faces: Path, tmp_path: 
     assert broken[0] is not None and "a training process stopped at step 3" in broken[0]["error"]
     assert "torchrun --nproc_per_node 2 -m diffkit train --out" in broken[0]["error"]
     assert _state(tmp_path / "split")["step"] == 3
+    resumed = run_ranks(2, options | dict(out=str(tmp_path / "split"), resume=True), tmp_path)
+    assert resumed[0] is not None and resumed[0].get("step") == 5, resumed
+    a, b = _tensors(_state(tmp_path / "whole")), _tensors(_state(tmp_path / "split"))
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    assert _losses(tmp_path / "whole") == _losses(tmp_path / "split")
+
+
+def test_kill_9_of_rank_0_then_resume_continues_from_its_last_state(faces: Path, tmp_path: Path) -> None:
+    """Rank 0 (the writer) is SIGKILLed as step 3 starts, after the state of step 2 was saved with its
+    snapshot: rank 1 stops with one line saying how to resume; a 2-rank --resume continues from step 2
+    and ends bit-identical to a run that was never killed."""
+    options = FAST | dict(data=str(faces), steps=5, snapshot_every_kimg=0.016)
+    whole = run_ranks(2, options | dict(out=str(tmp_path / "whole")), tmp_path)
+    assert all(r is not None and "error" not in r for r in whole), whole
+    broken = run_ranks(2, options | dict(out=str(tmp_path / "split")), tmp_path, actions={0: "kill@3"})
+    assert broken[0] is None  # killed
+    assert broken[1] is not None and "another training process stopped at step" in broken[1]["error"]
+    assert "--resume" in broken[1]["error"] and broken[1]["writes"] == []
+    assert _state(tmp_path / "split")["step"] == 2
     resumed = run_ranks(2, options | dict(out=str(tmp_path / "split"), resume=True), tmp_path)
     assert resumed[0] is not None and resumed[0].get("step") == 5, resumed
     a, b = _tensors(_state(tmp_path / "whole")), _tensors(_state(tmp_path / "split"))

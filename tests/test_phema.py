@@ -167,3 +167,17 @@ def test_training_stores_profiles_resumes_exactly_and_phema_rebuilds_an_ema(
     assert not (plain / "phema").exists()
     with pytest.raises(DiffkitError, match="--phema-every-kimg must be >= 0"):
         TrainConfig(phema_every_kimg=-1.0)
+
+
+@pytest.mark.parametrize("value", ["1e-300", "5e-324", "0.0009", "0", "-0.1", "0.29", "nan", "inf", "1e308"])
+def test_sigma_rel_out_of_range_is_one_line_before_any_file_is_read(tmp_path: Path, value: str) -> None:
+    """`phema --sigma-rel 1e-300` raised OverflowError (sigma_rel ** -2); every value outside
+    [0.001, 0.28] is one error line and exit 2, checked where the option is parsed."""
+    result = CliRunner().invoke(app, ["phema", str(tmp_path / "no-such-run"), "--sigma-rel", value])
+    assert result.exit_code == DiffkitError.exit_code, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: --sigma-rel must be in [0.001, 0.28]"), lines
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert gamma_to_sigma_rel(sigma_rel_to_gamma(0.001)) == pytest.approx(0.001)  # the bound itself works
+    bad_kimg = CliRunner().invoke(app, ["phema", str(tmp_path), "--sigma-rel", "0.1", "--kimg", "nan"])
+    assert bad_kimg.exit_code == DiffkitError.exit_code and "--kimg must be" in bad_kimg.stderr

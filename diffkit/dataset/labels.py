@@ -16,13 +16,15 @@ data set always gives the same classes. The names are saved in the run config; s
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
 import numpy as np
 
-from diffkit.console import printable
+from diffkit.console import err_console, printable, shown
 from diffkit.dataset.listing import image_root
 from diffkit.dataset.manifest import METADATA_NAME
 from diffkit.errors import DiffkitError
@@ -59,10 +61,53 @@ class DatasetLabels:
         return {"classes": list(self.names), "source": self.source, "counts": self.counts()}
 
 
+# A label is a number when it is ASCII digits with at most one leading minus: str.isdigit() also accepts
+# superscripts and other digits that int() refuses ('²'), and lstrip("-") accepted '--5'.
+_NUMBER = re.compile(r"-?[0-9]+")
+# Characters that would change how a label's line looks or is read back: line breaks and other controls,
+# lone surrogates (not text: no UTF-8 for them) and the bidirectional overrides and isolates.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+_BIDI_CONTROLS = frozenset({0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)})
+
+
+def _number_key(value: str) -> tuple[int, int, str]:
+    """Sorts decimal strings by value without int() (which refuses more than 4300 digits): by sign, then
+    by digit count and digits (reversed for negatives)."""
+    digits = value.removeprefix("-").lstrip("0") or "0"
+    if value.startswith("-") and digits != "0":
+        return (0, -len(digits), "".join(chr(ord("9") - ord(c) + ord("0")) for c in digits))
+    return (1, len(digits), digits)
+
+
 def _sorted_names(values: set[str]) -> tuple[str, ...]:
-    if all(value.lstrip("-").isdigit() for value in values):
-        return tuple(sorted(values, key=int))
+    # The name itself breaks ties ("05" and "5"), so the order never depends on the set's order.
+    if all(_NUMBER.fullmatch(value) for value in values):
+        return tuple(sorted(values, key=lambda value: (_number_key(value), value)))
     return tuple(sorted(values))
+
+
+def _unsafe(character: str) -> bool:
+    return unicodedata.category(character) in _UNSAFE_CATEGORIES or ord(character) in _BIDI_CONTROLS
+
+
+def _escaped(text: str) -> str:
+    """``text`` with every unsafe character written as its Python escape: one printable line."""
+    return "".join(ascii(c)[1:-1] if _unsafe(c) else c for c in text)
+
+
+def _check_name(name: str, where: str) -> None:
+    """Refuse a label that cannot be printed on one terminal line or saved as UTF-8 text."""
+    bad = next((c for c in name if _unsafe(c)), None)
+    if bad is not None:
+        what = (
+            "text that is not UTF-8 (a lone surrogate)"
+            if unicodedata.category(bad) == "Cs"
+            else f"the control character {ascii(bad)}"
+        )
+        raise DiffkitError(
+            f"{where}: the label '{_escaped(name)}' holds {what}; labels are shown and saved as one line "
+            "of text: rename it or pass --labels none"
+        )
 
 
 def _metadata_labels(data_dir: Path) -> dict[str, str] | None:
@@ -80,7 +125,7 @@ def _metadata_labels(data_dir: Path) -> dict[str, str] | None:
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except ValueError:  # not JSON, or an integer of more digits than Python converts
             raise DiffkitError(f"{path} line {number} is not JSON; fix it or pass --labels none") from None
         if not isinstance(row, dict) or LABEL_COLUMN not in row or row[LABEL_COLUMN] is None:
             continue
@@ -90,18 +135,30 @@ def _metadata_labels(data_dir: Path) -> dict[str, str] | None:
                 f"{path} line {number}: label must be a non-empty string or an integer (got {value!r})"
             )
         if isinstance(row.get("file_name"), str):
-            labels[Path(row["file_name"]).as_posix()] = str(value)
+            name = str(value)
+            _check_name(name, f"{path} line {number}")
+            labels[Path(row["file_name"]).as_posix()] = name
     return labels or None
 
 
-def _folder_labels(files: list[str]) -> list[str] | None:
+def _folder_labels(data_dir: Path, files: list[str]) -> list[str] | None:
     tops = [file.split("/", 1) for file in files]
     if any(len(parts) < 2 for parts in tops):
         return None  # an image at the top level: the folders are not a labelling
     names = [parts[0] for parts in tops]
     distinct = set(names)
-    if len(distinct) < 2 or len(distinct) > MAX_FOLDER_CLASSES:
+    if len(distinct) < 2:
         return None
+    if len(distinct) > MAX_FOLDER_CLASSES:
+        err_console.print(
+            f"[yellow]{shown(data_dir)} has {len(distinct)} image folders, more than {MAX_FOLDER_CLASSES}: "
+            f"not read as classes (unconditional training); a {LABEL_COLUMN} column in {METADATA_NAME} "
+            "makes them classes[/]",
+            highlight=False,
+        )
+        return None
+    for name in distinct:
+        _check_name(name, f"the class folder in {printable(data_dir)}")
     return names
 
 
@@ -127,7 +184,7 @@ def read_labels(data_dir: Path, files: list[str], mode: str = "auto") -> Dataset
     else:
         if image_root(data_dir) != data_dir:
             return None  # a scrape output: images/<xx>/ are storage folders, not classes
-        found = _folder_labels(files)
+        found = _folder_labels(data_dir, files)
         if found is None:
             return None
         names, source = found, "folders"

@@ -1,27 +1,51 @@
 """``state-latest.pt``: everything ``--resume`` needs for a bit-exact continuation.
 
-Model, EMA, optimiser, grad scaler, step/nimg, RNG states, the batcher's position. Written atomically
-(a kill at any moment leaves the previous state); read with ``weights_only=True``, so even this file
-cannot run code when loaded.
+What goes in it is :class:`diffkit.train.state.TrainingState`'s (model, EMA, optimiser, grad scaler,
+step/nimg, RNG states, the batcher's position); this module owns the file: written atomically (a kill
+at any moment leaves the previous state, and the next write removes the killed one's temporary file),
+read with ``weights_only=True``, so even this file cannot run code when loaded.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
-from diffkit.atomic import atomic_open
+from diffkit.atomic import TMP_SUFFIX, atomic_open
 from diffkit.errors import DiffkitError
 
 STATE_FORMAT = 1
 
 
+# Fault injection, for tests only (None in normal use): called with the open temporary file once the
+# state's bytes are in it, just before the rename that makes it the state. A test kills the process
+# there (tests/test_train_state.py), the moment a kill -9 leaves the most behind.
+before_replace: Callable[[IO[bytes]], None] | None = None
+
+
 def save_state(path: Path, state: dict[str, Any]) -> None:
+    """Replace ``path`` atomically; first remove what an earlier write killed midway left beside it (the
+    caller holds the run folder's lock, so no other write of this state can be under way)."""
+    _remove_stale_temps(path)
     with atomic_open(path, "wb") as handle:
         torch.save({"format": STATE_FORMAT, **state}, handle)
+        if before_replace is not None:
+            before_replace(handle)
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """The temporary files of interrupted writes of ``path`` (``.<name>.<random>.tmp``, as large as the
+    state itself)."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*{TMP_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            if stale.is_file() and not stale.is_symlink():
+                stale.unlink()
 
 
 def load_state(path: Path) -> dict[str, Any]:

@@ -145,10 +145,15 @@ class StatsWriter:
             handle.write(json.dumps(record) + "\n")
 
     def first_and_last_loss(self) -> tuple[float | None, float | None]:
-        losses = [r["loss"] for r in read_stats(self.path) if r.get("loss") is not None]
-        if not losses:
-            return None, None
-        return (losses[0] if len(losses) > 1 else None), losses[-1]  # one window: nothing to compare
+        return first_and_last_loss(self.path)
+
+
+def first_and_last_loss(stats_path: Path) -> tuple[float | None, float | None]:
+    """The mean loss of the first and the last window in stats.jsonl (evaluation lines have none)."""
+    losses = [r["loss"] for r in read_stats(stats_path) if r.get("loss") is not None]
+    if not losses:
+        return None, None
+    return (losses[0] if len(losses) > 1 else None), losses[-1]  # one window: nothing to compare
 
 
 class StopOnInterrupt:

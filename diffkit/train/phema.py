@@ -9,8 +9,8 @@ t), and its per-step decay is ``beta_t = (1 - 1/t)^(gamma + 1)`` (eq. 3). Every 
 a profile, so any other profile (another ``sigma_rel``, at any saved time) is approximated by the linear
 combination of snapshots whose profile is nearest in L2: the coefficients solve ``A x = b`` with A the
 Gram matrix of the stored profiles and b their inner products with the target (closed form below).
-``diffkit phema RUN --sigma-rel S`` writes that combination as an EMA snapshot, which ``diffkit sample
---snapshot`` and ``diffkit eval`` use like any other.
+``diffkit phema RUN --sigma-rel S`` (:mod:`diffkit.phema`) writes that combination as an EMA snapshot,
+which ``diffkit sample --snapshot`` and ``diffkit eval`` use like any other.
 
 The default EMA of ``diffkit train`` (half-life 5 % of the images seen) is close to sigma_rel 0.07: an
 exponential average with half-life h has a standard deviation of h / ln 2 = 0.072 t.
@@ -35,6 +35,17 @@ from diffkit.train.ema import blend_into
 TRAINING_SIGMA_RELS = (0.05, 0.10)
 # sigma_rel is sqrt((g + 1) / ((g + 2)^2 (g + 3))); it reaches 0.2887 (= 1 / sqrt(12)) as gamma -> 0.
 MAX_SIGMA_REL = 0.28
+# The other end: gamma grows as 1 / sigma_rel (about 1000 at 0.001), and below ~1e-154 the cubic's
+# sigma_rel^-2 is no longer a float. An average over a thousandth of the run is its last weights anyway.
+MIN_SIGMA_REL = 0.001
+
+
+def check_sigma_rel(sigma_rel: float) -> None:
+    """``--sigma-rel`` in [MIN_SIGMA_REL, MAX_SIGMA_REL] (a NaN is not)."""
+    if not MIN_SIGMA_REL <= sigma_rel <= MAX_SIGMA_REL:
+        raise DiffkitError(
+            f"--sigma-rel must be in [{MIN_SIGMA_REL:g}, {MAX_SIGMA_REL:g}] (got {sigma_rel:g})"
+        )
 
 
 def sigma_rel_to_gamma(sigma_rel: float) -> float:
@@ -43,8 +54,7 @@ def sigma_rel_to_gamma(sigma_rel: float) -> float:
     ``sigma_rel^2 = (g + 1) / ((g + 2)^2 (g + 3))`` is the cubic ``g^3 + 7 g^2 + (16 - s) g + (12 - s) = 0``
     with ``s = sigma_rel^-2``; the largest real root is the one with ``g > -1``.
     """
-    if not 0.0 < sigma_rel <= MAX_SIGMA_REL:
-        raise DiffkitError(f"--sigma-rel must be in (0, {MAX_SIGMA_REL}] (got {sigma_rel})")
+    check_sigma_rel(sigma_rel)
     s = sigma_rel**-2
     return float(np.roots([1.0, 7.0, 16.0 - s, 12.0 - s]).real.max())
 
@@ -160,93 +170,3 @@ def reconstruct(stored: list[StoredProfile], sigma_rel: float, step: int, load: 
             total[name] = total[name] + term if name in total else term
     state = {name: value.to(dtypes[name]).contiguous() for name, value in total.items()}
     return Reconstruction(state, used, fit, gamma)
-
-
-# ------------------------------------------------------------------------------------ diffkit phema
-
-
-@dataclass(frozen=True)
-class PhemaConfig:
-    run: Path
-    sigma_rel: float
-    kimg: float | None = None  # None: at the run's last stored profile; else the last one at or before it
-    out: Path | None = None  # None: RUN/phema/posthoc-<sigma_rel>-<nimg>.safetensors
-
-    def __post_init__(self) -> None:
-        for name in ("run", "out"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, Path):
-                object.__setattr__(self, name, Path(value))
-        sigma_rel_to_gamma(self.sigma_rel)  # range check, before any file is read
-        if self.kimg is not None and not self.kimg >= 0:
-            raise DiffkitError(f"--kimg must be >= 0 (got {self.kimg})")
-
-
-@dataclass
-class PhemaResult:
-    run: Path
-    snapshot: Path
-    sigma_rel: float
-    gamma: float
-    step: int
-    nimg: int
-    relative_error: float
-    sources: list[dict[str, Any]]
-
-    def summary_lines(self) -> list[str]:
-        return [
-            f"post-hoc EMA sigma_rel {self.sigma_rel:g} (gamma {self.gamma:.2f}) at step {self.step} "
-            f"({self.nimg / 1000:g} kimg) from {len(self.sources)} stored profiles; the profile fit is "
-            f"off by {100 * self.relative_error:.2f} % (L2)",
-            f"snapshot: {self.snapshot}",
-            f"use it: diffkit sample --run {self.run} --snapshot {self.snapshot}",
-        ]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "run": str(self.run), "snapshot": str(self.snapshot), "sigma_rel": self.sigma_rel,
-            "gamma": round(self.gamma, 4), "step": self.step, "kimg": self.nimg / 1000,
-            "relative_error": self.relative_error, "sources": self.sources,
-        }  # fmt: skip
-
-
-def posthoc_snapshot(config: PhemaConfig) -> PhemaResult:
-    """Write the EMA of ``config.sigma_rel`` at a stored time as an EMA snapshot (``diffkit phema``)."""
-    from diffkit import runs
-
-    run = config.run
-    if not run.is_dir():
-        raise DiffkitError(f"run folder {run} not found; pass a training run folder such as runs/00000-small")
-    stored = []
-    for sigma_rel, nimg, path in runs.list_phema(run):
-        step = runs.snapshot_step(path)
-        if step is None:
-            raise DiffkitError(f"{path} has no step in its metadata; it is damaged or not a diffkit snapshot")
-        stored.append(StoredProfile(path, sigma_rel, step, nimg))
-    if not stored:
-        raise DiffkitError(
-            f"{run} has no post-hoc EMA profiles ({runs.PHEMA_DIR}/pema-*.safetensors); train with "
-            "--phema-every-kimg K to keep them"
-        )
-    limit = math.inf if config.kimg is None else config.kimg * 1000
-    times = sorted({(p.nimg, p.step) for p in stored if p.nimg <= limit})
-    if not times:
-        raise DiffkitError(f"no post-hoc EMA profile at or before {config.kimg:g} kimg in {run}")
-    nimg, step = times[-1]
-    def load(path: Path) -> dict[str, torch.Tensor]:
-        # every profile checked as sampling checks a snapshot (config, names, shapes, finite values), so a
-        # damaged or foreign file is a one-line error, not a failed tensor sum
-        return runs.load_snapshot(path, torch.device("cpu"))[0].state_dict()
-
-    result = reconstruct(stored, config.sigma_rel, step, load)
-    payload = runs.snapshot_payload(result.used[-1].path)
-    out = config.out or run / runs.PHEMA_DIR / f"posthoc-{config.sigma_rel:.3f}-{nimg:09d}.safetensors"
-    extra = {"sigma_rel": str(config.sigma_rel), "posthoc": "1"}
-    runs.save_ema_snapshot(run, result.state, nimg, step, payload, path=out, extra=extra)
-    sources = [
-        {"file": p.path.name, "sigma_rel": p.sigma_rel, "step": p.step, "coefficient": round(c, 6)}
-        for p, c in zip(result.used, result.fit.coefficients.tolist(), strict=True)
-    ]
-    return PhemaResult(
-        run, out, config.sigma_rel, result.gamma, step, nimg, result.fit.relative_error, sources
-    )

@@ -1,8 +1,8 @@
 """``diffkit train``: ``train(TrainConfig) -> TrainResult``.
 
 Resolves ``--resume`` (run folder, saved config merged with the allowed overrides), takes the run
-folder's lock, checks the folder, decodes the data, builds the model and hands over to
-:func:`diffkit.train.loop.train_loop`.
+folder's lock, checks the folder, decodes the data, builds the model, hands over to
+:func:`diffkit.train.loop.train_loop` and turns where it stopped into the result and the HTML report.
 
 Under torchrun rank 0 does everything that touches the run folder (resolving it, the lock, reading the
 resume state, creating it) and hands the results to the other ranks; it also builds the data cache
@@ -21,14 +21,16 @@ import torch
 from diffkit.console import err_console, printable, shown
 from diffkit.dataset.labels import DatasetLabels, read_labels
 from diffkit.device import Precision, resolve_device
-from diffkit.diffusion.gaussian import EDM_SIGMA_DATA
+from diffkit.diffusion.gaussian import EDM_SIGMA_DATA, GaussianDiffusion
 from diffkit.errors import DiffkitError
 from diffkit.lock import folder_lock
 from diffkit.models.config import UNetConfig, preset_config
 from diffkit.models.stats import count_parameters, flops_per_image
 from diffkit.models.unet import UNet
 from diffkit.runs.folder import (
+    PROGRESSION_FILE,
     STATE_FILE,
+    STATS_FILE,
     check_run_dir,
     class_names,
     latest_run_dir,
@@ -40,7 +42,9 @@ from diffkit.train import distributed
 from diffkit.train.cache import load_image_dataset
 from diffkit.train.config import TrainConfig, TrainPlan, load_run_config, merge_for_resume
 from diffkit.train.distributed import World
-from diffkit.train.loop import train_loop
+from diffkit.train.loop import LoopEnd, TrainJob, train_loop
+from diffkit.train.monitor import first_and_last_loss
+from diffkit.train.report import write_train_report
 from diffkit.train.result import TrainResult
 
 
@@ -203,6 +207,7 @@ def _train_locked(config: TrainConfig, locks: _RunLocks, world: World) -> TrainR
         )
     )
     plan = TrainPlan.resolve(config, len(dataset.files))
+    _check_length(state, plan, run_dir)
     labels = _labels(config, dataset, state)
     if labels is not None:  # the U-Net's class embedding, plus its null label
         model_config = dataclasses.replace(model_config, num_classes=len(labels.names))
@@ -239,6 +244,7 @@ def _train_locked(config: TrainConfig, locks: _RunLocks, world: World) -> TrainR
         total_steps=plan.total_steps,
         total_kimg=plan.total_nimg / 1000,
         world_size=world.size,
+        resumed_from_step=0 if state is None else int(state["step"]),
     )
     if config.dry_run:
         result.run_dir = run_dir or next_run_dir(config.runs_dir, config.preset, create=False)
@@ -262,7 +268,51 @@ def _train_locked(config: TrainConfig, locks: _RunLocks, world: World) -> TrainR
 
     run_dir = world.from_main(lambda: create(run_dir))
     result.run_dir = run_dir
-    payload = _config_payload(config, run_dir, plan, model, labels)
-    return train_loop(
-        config, plan, payload, model, dataset, device, precision, run_dir, result, state, labels, world
+    diffusion = GaussianDiffusion.create(
+        config.schedule, config.prediction, config.timesteps, config.min_snr_gamma, config.timestep_sampling
     )
+    job = TrainJob(
+        config=config,
+        plan=plan,
+        payload=_config_payload(config, run_dir, plan, model, labels),
+        run_dir=run_dir,
+        dataset=dataset,
+        labels=labels,
+        diffusion=diffusion,
+        device=device,
+        precision=precision,
+        world=world,
+    )
+    return _finish(job, result, train_loop(job, model, state))
+
+
+def _check_length(state: dict[str, Any] | None, plan: TrainPlan, run_dir: Path | None) -> None:
+    """A resume must not ask for fewer steps than the run has taken (before config.json is rewritten
+    with the shorter length)."""
+    step = 0 if state is None else int(state["step"])
+    if step > plan.total_steps:
+        raise DiffkitError(
+            f"{run_dir} is already at step {step}, past the requested total of {plan.total_steps} "
+            "steps; give a longer --steps/--kimg/--epochs, or none to keep the run's own length"
+        )
+
+
+def _finish(job: TrainJob, result: TrainResult, end: LoopEnd) -> TrainResult:
+    """The end-of-run numbers, and on rank 0 the loss summary, the HTML report and the file list."""
+    result.world_size = job.world.size
+    result.state = job.state_path
+    result.step, result.kimg = end.step, end.nimg / 1000
+    result.train_seconds, result.skipped_steps = end.train_seconds, end.skipped_steps
+    result.interrupted, result.img_per_s = end.interrupted, end.img_per_s
+    if not job.world.is_main:
+        return result
+    run_dir = job.run_dir
+    result.snapshot = end.snapshot
+    result.first_loss, result.final_loss = first_and_last_loss(run_dir / STATS_FILE)
+    progression = run_dir / PROGRESSION_FILE
+    result.progression = progression if progression.exists() else None
+    if job.config.report:
+        images = job.dataset.images
+        result.report = write_train_report(run_dir, result, job.payload, images, job.diffusion).html
+    result.files = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("."))
+    return result
