@@ -122,9 +122,10 @@ FIGURES_NOTE = (
 
 
 def with_figures(block: dict[str, Any]) -> str:
-    """A block's text with its figure map below it, one JSON array per line."""
+    """A block's text with its figure map below it, one JSON array per line (after a blank line, so a
+    Markdown table or paragraph ends before the comment and no map line can render as a table row)."""
     lines = [json.dumps(figure, ensure_ascii=False) for figure in block["figures"]]
-    return block["text"] + f"\n<!-- {FIGURES_NOTE}\n" + "\n".join(lines) + "\n-->"
+    return block["text"] + f"\n\n<!-- {FIGURES_NOTE}\n" + "\n".join(lines) + "\n-->"
 
 
 def readme_bench_table(reports: Path = REPORTS) -> str:

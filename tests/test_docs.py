@@ -107,7 +107,7 @@ NUMBER = re.compile(r"(?<![\w.\-/])\d[\d,]*(?:\.\d+)?(?:e-?\d+)?(?![\d.,]\d|\w(?
 # Phrases whose numbers are conventions, not measurements (removed before the prose is checked).
 CONVENTIONS = (r"exit code (?:2|130)\b", r"\bPython 3\.10\b")
 MAPPED_BLOCK = re.compile(
-    r"<!-- ([\w\-]+):start -->\n(.*?)\n<!-- figures [^\n]*\n(.*?)\n-->\n<!-- \1:end -->", re.S
+    r"<!-- ([\w\-]+):start -->\n(.*?)\n\n<!-- figures [^\n]*\n(.*?)\n-->\n<!-- \1:end -->", re.S
 )
 PROSE_FIGURE = re.compile(r"<!-- fig ([\w.\-]+) -->(.*?)<!-- /fig -->")
 PROSE_MAP = re.compile(
