@@ -94,3 +94,28 @@ def test_the_report_headline_is_the_readmes_reading(monkeypatch: pytest.MonkeyPa
         report = json.loads((ROOT / "reports" / f"bench_{name}.json").read_text(encoding="utf-8"))
         headline = report_headline(report["summary"], report["data"])
         assert f"| {headline} | [bench_{name}](reports/bench_{name}.html) |" in readme
+
+
+@pytest.mark.slow
+def test_the_queue_runs_each_job_as_a_module_of_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bench_quality starts each job as `python -m benchmarks.bench_quality --job SPEC` (its siblings import
+    as benchmarks.x): a features job on 8 images, through the real queue, writes both spaces' features."""
+    import numpy as np
+
+    monkeypatch.syspath_prepend(str(ROOT))
+    monkeypatch.chdir(ROOT)  # where a user runs `python -m benchmarks.bench_quality`
+    from benchmarks.bench_quality import Job, run_queue
+    from diffkit.testing.inception import make_inception_weights
+
+    images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    np.save(tmp_path / "set.npy", images)
+    make_inception_weights(tmp_path / "weights.pt", images, seed=0)
+    spec = {"kind": "features", "sets": {"set": str(tmp_path / "set.npy")},
+            "weights": str(tmp_path / "weights.pt"), "out": str(tmp_path / "job")}  # fmt: skip
+    job = Job("features", "features", spec, 1.0)
+    run_queue([job], workers=1)
+    assert job.result["torch_threads"] == 1 and "set" in job.result
+    with np.load(tmp_path / "job" / "set-features.npz") as features:
+        assert features["pixels"].shape == (8, 192) and features["inception"].shape == (8, 2048)
