@@ -178,7 +178,10 @@ def test_against_reports_leaks_from_the_reference_cache(tmp_path: Path) -> None:
 
     runner = CliRunner()
     before = _listing(ref)
-    out = runner.invoke(app, ["dedupe", str(train), "--against", str(ref), "--json", "--no-progress"])
+    report = ["--report", str(tmp_path / "reports" / "leaks.html")]
+    out = runner.invoke(
+        app, ["dedupe", str(train), "--against", str(ref), "--json", "--no-progress", *report]
+    )
     assert out.exit_code == 0, out.output
     data = json.loads(out.stdout)
     assert [(x["path"], x["reference"]) for x in data["leaks"]] == [
@@ -186,6 +189,17 @@ def test_against_reports_leaks_from_the_reference_cache(tmp_path: Path) -> None:
         ("leak-exact.png", "r1.png"),
     ]
     assert data["n_duplicates"] == 2 and data["clusters"] == []
+    # The leak check has its own report (it wrote none before: --report was silently ignored).
+    assert data["report_html"] == str(tmp_path / "reports" / "leaks.html")
+    sidecar = json.loads((tmp_path / "reports" / "leaks.json").read_text())
+    assert sidecar["title"] == f"Dedupe {train.resolve()} against {ref.resolve()}"
+    assert sidecar["summary"]["leaks"] == 2 and sidecar["summary"]["against"] == str(ref.resolve())
+    leaks_section = sidecar["sections"][0]
+    assert leaks_section["heading"] == "Images that duplicate a reference image"
+    assert [(x["path"], x["reference"]) for x in leaks_section["table"]] == [
+        ("leak-crop.jpg", "r2.png"),
+        ("leak-exact.png", "r1.png"),
+    ]
     assert _listing(ref) == before  # issue 24.10: REF is read-only input, no cache is written into it
     assert (data["n_hashed"], data["n_cached"]) == (5, 0)
     ref_cache = reference_cache(train, ref)  # REF's hashes are cached in DIR, one file per reference
@@ -204,7 +218,9 @@ def test_against_reports_leaks_from_the_reference_cache(tmp_path: Path) -> None:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(hashing, "hash_file", counting)
-        again = runner.invoke(app, ["dedupe", str(train), "--against", str(ref), "--json", "--no-progress"])
+        again = runner.invoke(
+            app, ["dedupe", str(train), "--against", str(ref), "--json", "--no-progress", *report]
+        )
     assert json.loads(again.stdout)["leaks"] == data["leaks"] and hashed == ["r3.png"]
 
     refused = runner.invoke(app, ["dedupe", str(train), "--against", str(ref), "--action", "move"])

@@ -76,12 +76,16 @@ def _similarity_figure(result: DedupeResult) -> Figure:
     return figure
 
 
-def _verifier_section(result: DedupeResult, locate: Callable[[str], Path]) -> Section:
-    """Stage 2: where the candidates' similarities fall, and the closest calls on both sides."""
+def _verifier_section(
+    result: DedupeResult, locate: Callable[[str], Path], locate_b: Callable[[str], Path] | None = None
+) -> Section:
+    """Stage 2: where the candidates' similarities fall, and the closest calls on both sides. A pair's
+    second image is found by ``locate_b`` (``--against``: in the reference folder), else by ``locate``."""
+    locate_b = locate_b or locate
     sheets = [
         ReportImage(
             contact_sheet(
-                [locate(b["a"]), locate(b["b"])], [_DUP_COLOUR if b["accepted"] else _KEEP_COLOUR] * 2
+                [locate(b["a"]), locate_b(b["b"])], [_DUP_COLOUR if b["accepted"] else _KEEP_COLOUR] * 2
             ),
             f"{'duplicate' if b['accepted'] else 'distinct'}: similarity {b['similarity']},"
             f" {b['distance']} bits: {printable(b['a'])} | {printable(b['b'])}",
@@ -210,7 +214,45 @@ def _listing_sections(result: DedupeResult, data: dict[str, Any]) -> list[Sectio
     return sections
 
 
+def _leaks_section(
+    result: DedupeResult, locate: Callable[[str], Path], reference: Path, data: dict[str, Any]
+) -> Section:
+    """``--against``: each image of the folder that duplicates a reference image, beside that image."""
+    sheets = [
+        ReportImage(
+            contact_sheet([locate(x["path"]), reference / x["reference"]], [_DUP_COLOUR, _KEEP_COLOUR]),
+            f"{printable(x['path'])} = {printable(x['reference'])}: {x['distance']} bits, similarity"
+            f" {x['similarity']}",
+        )
+        for x in result.leaks[:_MAX_CLUSTER_SHEETS]
+    ]
+    return Section(
+        heading="Images that duplicate a reference image",
+        text=(
+            f"{len(result.leaks)} image(s) of {printable(result.directory)} (red) duplicate an image of"
+            f" {printable(reference)} (green). A training set and an FID reference set that share pictures"
+            " flatter the FID: remove them from one of the two. Nothing was changed in either folder."
+        ),
+        images=sheets,
+        table=data["leaks"] or None,
+    )
+
+
 def _summary(result: DedupeResult) -> dict[str, Any]:
+    if result.against is not None:
+        return {
+            "images": result.n_images,
+            "against": printable(result.against),
+            "leaks": len(result.leaks),
+            "byte_identical": result.n_exact_duplicates,
+            "hash": result.hash_kind,
+            "threshold": result.threshold,
+            "min_similarity": result.min_similarity,
+            "candidate_pairs": result.n_candidates,
+            "rejected_by_thumbnail_check": result.n_rejected,
+            "hashed_this_run": result.n_hashed,
+            "seconds": round(result.seconds.get("total", 0.0), 2),
+        }
     return {
         "images": result.n_images,
         "unreadable": len(result.unreadable),
@@ -243,14 +285,22 @@ def build_report(result: DedupeResult, root: Path) -> Report:
         return here
 
     data = result.to_dict()  # names with undecodable bytes shown as \xNN: the files are UTF-8
-    sections = [_nearest_section(result)]
-    if result.min_similarity is not None:
-        sections.append(_verifier_section(result, locate))
-    sections.append(_clusters_section(result, locate))
-    sections.append(_near_misses_section(result, locate, data))
+    title = f"Dedupe {printable(result.directory)}"
+    if result.against is not None:  # a leak check: no clusters, no stage-1 histogram of the folder
+        reference = Path(result.against)
+        sections = [_leaks_section(result, locate, reference, data)]
+        if result.min_similarity is not None:
+            sections.append(_verifier_section(result, locate, lambda rel: reference / rel))
+        title += f" against {printable(reference)}"
+    else:
+        sections = [_nearest_section(result)]
+        if result.min_similarity is not None:
+            sections.append(_verifier_section(result, locate))
+        sections.append(_clusters_section(result, locate))
+        sections.append(_near_misses_section(result, locate, data))
     sections.extend(_listing_sections(result, data))
     return Report(
-        title=f"Dedupe {printable(result.directory)}",
+        title=title,
         command="dedupe",
         summary=_summary(result),
         sections=sections,

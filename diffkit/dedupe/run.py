@@ -56,7 +56,7 @@ def dedupe(config: DedupeConfig) -> DedupeResult:
     ``--action move|delete`` holds the folder's lock (and the quarantine's) for the whole run, so two
     runs never decide on and remove the same files; a second run fails at once naming the holder."""
     root = config.directory.resolve()
-    if config.write_report and config.against is None:  # an unwritable --report fails before any work
+    if config.write_report:  # an unwritable --report fails before any work
         from diffkit.report.render import DEFAULT_REPORTS_DIR
 
         folder = config.report_path.parent if config.report_path else DEFAULT_REPORTS_DIR
@@ -64,7 +64,10 @@ def dedupe(config: DedupeConfig) -> DedupeResult:
     if config.against is not None:
         from diffkit.dedupe.against import dedupe_against
 
-        return dedupe_against(config, root)
+        result = dedupe_against(config, root)
+        if config.write_report:
+            _write_report(result, root, config.report_path)
+        return result
     if config.action == "report":
         return _dedupe(config, root, None)
     with folder_lock(root, "dedupe"), contextlib.ExitStack() as stack:
