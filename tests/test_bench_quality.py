@@ -119,3 +119,27 @@ def test_the_queue_runs_each_job_as_a_module_of_the_package(
     assert job.result["torch_threads"] == 1 and "set" in job.result
     with np.load(tmp_path / "job" / "set-features.npz") as features:
         assert features["pixels"].shape == (8, 192) and features["inception"].shape == (8, 2048)
+
+
+def test_every_benchmark_module_imports_as_part_of_the_package() -> None:
+    """benchmarks/ is a package of the repository root: each module (and each reading) imports as
+    benchmarks.x from there, with nothing put on sys.path, so no sibling is found through a path hack."""
+    sources = [*(ROOT / "benchmarks").rglob("*.py"), *(ROOT / "docs").glob("*.py")]
+    hacks = [
+        str(path.relative_to(ROOT)) for path in sources if "sys.path" in path.read_text(encoding="utf-8")
+    ]
+    assert not hacks, f"sys.path used in {hacks}"
+    script = (
+        "import importlib, pkgutil, benchmarks, benchmarks.readings\n"
+        "for package in (benchmarks, benchmarks.readings):\n"
+        "    for module in pkgutil.iter_modules(package.__path__, package.__name__ + '.'):\n"
+        "        importlib.import_module(module.name)\n"
+        "        print(module.name)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported = set(done.stdout.split())
+    assert {"benchmarks.twins", "benchmarks.bench_train_profile", "benchmarks._quality_recipe"} <= imported
+    assert {"benchmarks.readings.catalog", "benchmarks.readings.quality"} <= imported
