@@ -13,15 +13,16 @@ What it writes:
   ``presets-table`` block of docs/train.md (parameters and FLOPs counted from the code);
 - beside each report block, a ``<!-- figures ... -->`` map: every number of the block with its offset
   and, for a figure, the report, the key (or the keys it is derived from) and the format that wrote it;
-- each figure in prose, written ``<!-- fig NAME -->0.75<!-- /fig -->`` in README.md or docs/*.md: its
-  text and its source (``<!-- fig NAME ["bench_quality", KEY, ".2f"] -->``), NAME being one of the
-  readings' named figures (``benchmarks/readings/catalog.py``).
+- each figure in prose, written ``<!-- fig NAME -->0.75<!-- /fig -->`` in README.md or docs/*.md (NAME
+  one of the readings' named figures, ``benchmarks/readings/catalog.py``): its text, and the page's
+  ``prose-figures`` block at its end, which lists each one's source the same way.
 
 The figures themselves come from each report's reading in ``benchmarks/readings/`` (asked through
 ``python -m benchmarks.readings.catalog``); this script only splices what they write.
 
-tests/test_docs.py fails when any of these differ from what this script would write, so a changed help
-text, report or preset cannot leave the documentation behind silently.
+tests/test_docs.py fails when any of these differ from what this script would write, or when any figure
+differs from the report key written beside it, so a changed help text, report or preset cannot leave the
+documentation behind silently, and no figure can be wrong without its source saying so.
 """
 
 from __future__ import annotations
