@@ -8,8 +8,11 @@ remaining number of the template's own words (``8x8``, ``DDPM-1000``) as a liter
 
 A source is a key path (``["summary", "diffkit_s"]``, list items by index) or, for a figure derived from
 several keys of one report, ``{"op": "/" | "+" | "len", "args": [source, ...]}`` (an argument may also be
-a plain number: a unit, such as 1000000 for millions). Formats are Python
-format specs, plus ``~e``: one significant digit in the short form people write (3.95e-05 -> 4e-5).
+a plain number: a unit, such as 1000000 for millions). Formats are Python format specs, plus ``~e``: one
+significant digit in the short form people write (3.95e-05 -> 4e-5).
+
+A figure the reading computes outside these operations (``len()`` rather than ``count()``, ``int()`` of a
+value) loses its source and is listed as a literal: the map shows it, so a reviewer can see it.
 """
 
 from __future__ import annotations
