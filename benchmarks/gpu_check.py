@@ -259,8 +259,9 @@ def check_env(ctx: Context) -> dict[str, Any]:
             "gpu": props.name, "gpu_count": torch.cuda.device_count(),
             "capability": f"{props.major}.{props.minor}", "gpu_memory_gb": round(props.total_memory / 2**30),
             "multiprocessors": props.multi_processor_count, "bf16_supported": torch.cuda.is_bf16_supported(),
-            "nccl": ".".join(map(str, torch.cuda.nccl.version())),
         }  # fmt: skip
+        nccl = torch.cuda.nccl.version()  # a tuple in recent torch, an int in older ones
+        info["nccl"] = ".".join(map(str, nccl)) if isinstance(nccl, tuple) else str(nccl)
     versions = {}
     for name in PACKAGES:
         with contextlib.suppress(metadata.PackageNotFoundError):
