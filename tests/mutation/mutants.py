@@ -20,7 +20,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "atomic": ("tests/test_atomic.py",),
     "dedupe": ("tests/test_dedupe_search.py", "tests/test_dedupe_stages.py"),
     "scrape": ("tests/test_scrape_units.py",),
-    "train": ("tests/test_train.py",),
+    "train": ("tests/test_train_state.py", "tests/test_train.py"),
     "export": ("tests/test_export.py",),
 }
 
@@ -869,7 +869,7 @@ TRAIN_MUTANTS = [
         "torch._foreach_lerp_(list(average.parameters()), [p.detach() for p in model.parameters()], weight)",
         "torch._foreach_lerp_(list(average.parameters()), list(average.parameters()), weight)",
         "the EMA blends the average with itself (it stays at the initial weights)",
-        tests=("tests/test_train.py", "tests/test_phema.py"),
+        tests=("tests/test_train_state.py", "tests/test_train.py", "tests/test_phema.py"),
         k="ema or reconstruction",
     ),
     Mutant(

@@ -412,9 +412,11 @@ def write_report(path: Path, results: list[Result], meta: dict[str, object]) -> 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="tests/mutation/run.py")
     parser.add_argument(
-        "--module", action="append", choices=sorted(MODULES), help="only this module (repeatable)"
+        "--module", action="append", choices=sorted(MODULES), help="run this module's mutants (repeatable)"
     )
-    parser.add_argument("--id", action="append", default=[], help="only this mutant (repeatable)")
+    parser.add_argument(
+        "--id", action="append", default=[], help="run this mutant (repeatable; adds to --module)"
+    )
     parser.add_argument(
         "--list", action="store_true", help="list the mutants and whether each applies; run nothing"
     )
@@ -446,15 +448,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def choose(args: argparse.Namespace) -> list[Mutant]:
-    chosen = [
-        m
-        for m in MUTANTS
-        if (not args.module or m.module in args.module) and (not args.id or m.id in args.id)
-    ]
+    """Every mutant of a --module and every --id given (all mutants when neither is)."""
     unknown = set(args.id) - {m.id for m in MUTANTS}
     if unknown:
         raise SystemExit(f"unknown mutant id(s): {', '.join(sorted(unknown))} (see --list)")
-    return chosen
+    if not args.module and not args.id:
+        return list(MUTANTS)
+    return [m for m in MUTANTS if m.module in (args.module or ()) or m.id in args.id]
 
 
 def list_mutants(mutants: list[Mutant]) -> int:
