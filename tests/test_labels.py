@@ -129,7 +129,8 @@ def test_a_number_too_long_for_json_is_one_error(tmp_path: Path) -> None:
 
 def test_ten_thousand_classes_train_save_and_sample(tmp_path: Path) -> None:
     """10,000 distinct labels (one image each, hard links of four faces): the classes are read in order,
-    two steps train, config.json and the snapshot carry every name, and a class samples by name."""
+    two steps train, config.json and the snapshot carry every name, a class samples by name, and a
+    resume on changed classes is refused in one short line."""
     from diffkit.sample.generate import generate_images
 
     count = 10_000
@@ -153,3 +154,10 @@ def test_ten_thousand_classes_train_save_and_sample(tmp_path: Path) -> None:
     assert state["model"]["label_embedding.weight"].shape[0] == count + 1  # + the null label
     images = generate_images(tmp_path / "run", 2, steps=2, device="cpu", progress=False, label="class-9999")
     assert images.shape == (2, 16, 16, 3)
+    rows[-1] = json.dumps({"file_name": f"{count - 1:05d}.png", "label": "renamed"})
+    (data / "metadata.jsonl").write_text("\n".join(rows) + "\n")
+    with pytest.raises(DiffkitError) as refused:  # one short line, not two lists of 10,000 names
+        train(TrainConfig(data=data, out=tmp_path / "run", steps=3, resume=True, **FAST))
+    message = str(refused.value)
+    assert "trained with classes ['class-0', 'class-1', 'class-10'," in message and len(message) < 400
+    assert message.count("(10000 classes)") == 2

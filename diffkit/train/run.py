@@ -111,6 +111,15 @@ def _shape_overrides(config: TrainConfig) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
+def _class_list(names: list[str], shown_at_most: int = 8) -> str:
+    """``['a', 'b']`` (repr: escapes what would break the line), cut short for many classes."""
+    if not names:
+        return "none"
+    if len(names) <= shown_at_most:
+        return repr(names)
+    return f"{repr(names[:shown_at_most])[:-1]}, ...] ({len(names)} classes)"
+
+
 def _labels(config: TrainConfig, dataset: Any, state: dict[str, Any] | None) -> DatasetLabels | None:
     """The data set's class labels (``--labels``), checked against the run's on ``--resume``."""
     labels = read_labels(dataset.data_dir, dataset.files, config.labels)
@@ -119,8 +128,8 @@ def _labels(config: TrainConfig, dataset: Any, state: dict[str, Any] | None) -> 
         saved = class_names(state["config"])
         if saved != names:
             raise DiffkitError(
-                f"the run was trained with classes {saved or 'none'}, the data now gives {names or 'none'}; "
-                "resume with the same data and --labels, or start a new run"
+                f"the run was trained with classes {_class_list(saved)}, the data now gives "
+                f"{_class_list(names)}; resume with the same data and --labels, or start a new run"
             )
     if labels is not None:
         shown_names = ", ".join(shown(name) for name in names[:8]) + (", ..." if len(names) > 8 else "")
