@@ -114,8 +114,10 @@ def test_exact_duplicates_under_other_names_are_always_found(tmp_path: Path) -> 
     shutil.copyfile(paths[2], tmp_path / "b" / "deeper" / "again.jpeg")
     shutil.copyfile(paths[7], tmp_path / "zz.jpg")
 
-    for threshold in (0, 4):
-        result = run(tmp_path, threshold=threshold, use_cache=False)
+    # At --min-similarity 1, float32 rounding scores identical thumbnails 0.9999979 to 1.0000008 (face 7
+    # below 1): byte-identical files must be duplicates without the thumbnail check.
+    for threshold, min_similarity in ((0, 0.94), (4, 0.94), (0, 1.0)):
+        result = run(tmp_path, threshold=threshold, use_cache=False, min_similarity=min_similarity)
         members = [sorted(c) for c in result.clusters]
         assert sorted(["a/face-00002.jpg", "b/renamed.JPG", "b/deeper/again.jpeg"]) in members
         assert sorted(["a/face-00007.jpg", "zz.jpg"]) in members
@@ -215,9 +217,17 @@ def test_keeper_uses_scrape_manifest_and_move_updates_it(tmp_path: Path) -> None
     store = Store(tmp_path)
     names = []
     # The q70 copy was fetched first, so it is the keeper although its file is written later.
-    for data, fetched in zip(blobs, ["2026-01-02T00:00:00+00:00", "2026-01-01T00:00:00+00:00",
-                                     "2026-01-03T00:00:00+00:00", "2026-01-03T00:00:01+00:00",
-                                     "2026-01-03T00:00:02+00:00"], strict=True):
+    for data, fetched in zip(
+        blobs,
+        [
+            "2026-01-02T00:00:00+00:00",
+            "2026-01-01T00:00:00+00:00",
+            "2026-01-03T00:00:00+00:00",
+            "2026-01-03T00:00:01+00:00",
+            "2026-01-03T00:00:02+00:00",
+        ],
+        strict=True,
+    ):
         image = decode_image(data, 10**8, None)
         names.append(store.add(image, url="http://127.0.0.1/face", fetched_at=fetched))
         assert image.phash == run_hash(tmp_path / names[-1])  # scrape and dedupe hash alike
@@ -254,8 +264,9 @@ def test_delete_needs_yes_and_then_deletes(tmp_path: Path) -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "diffkit.cli", *args], capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "diffkit.cli", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_json_and_one_line_errors(tmp_path: Path) -> None:
@@ -271,8 +282,12 @@ def test_cli_json_and_one_line_errors(tmp_path: Path) -> None:
     assert data["report_html"] == str(tmp_path / "r.html") and (tmp_path / "r.html").is_file()
 
     move_to = ["--action", "move", "--to"]
-    for args in (["--action", "delete"], ["--threshold", "65"],
-                 [*move_to, str(tmp_path)], [*move_to, str(tmp_path / "imgs")]):
+    for args in (
+        ["--action", "delete"],
+        ["--threshold", "65"],
+        [*move_to, str(tmp_path)],
+        [*move_to, str(tmp_path / "imgs")],
+    ):
         failed = CliRunner().invoke(app, ["dedupe", str(tmp_path / "imgs"), *args])
         lines = [line for line in failed.stderr.splitlines() if line.strip()]
         assert failed.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:"), failed.stderr
@@ -293,9 +308,11 @@ def test_kill_during_hashing_leaves_a_usable_cache(tmp_path: Path) -> None:
     write_face_folder(folder, 400, size=48, seed=12, fmt="png")
     for k in range(0, 400, 25):  # duplicates, so that the comparison below has clusters to compare
         shutil.copyfile(folder / f"face-{k:05d}.png", folder / f"dup-{k:05d}.png")
-    code = ("import sys; from pathlib import Path; from diffkit.dedupe.config import DedupeConfig; "
-            "from diffkit.dedupe.run import dedupe; "
-            "dedupe(DedupeConfig(Path(sys.argv[1]), workers=1, write_report=False, progress=False))")
+    code = (
+        "import sys; from pathlib import Path; from diffkit.dedupe.config import DedupeConfig; "
+        "from diffkit.dedupe.run import dedupe; "
+        "dedupe(DedupeConfig(Path(sys.argv[1]), workers=1, write_report=False, progress=False))"
+    )
     process = subprocess.Popen([sys.executable, "-c", code, str(folder)])
     cache = folder / CACHE_NAME
     committed, deadline = 0, time.monotonic() + 120

@@ -352,3 +352,39 @@ def test_solid_colour_images_are_duplicates_only_when_their_colours_nearly_match
     result = run(tmp_path)
     assert result.n_candidates == 3  # every pair is a hash candidate
     assert result.clusters == [["grey100.png", "grey101.png"]] and result.n_rejected == 2
+
+
+def _thumb(y: np.ndarray, cb: np.ndarray, cr: np.ndarray) -> bytes:
+    return np.stack([y, cb, cr], axis=-1).clip(0, 255).astype(np.uint8).tobytes()
+
+
+def test_verifier_judges_a_greyscale_copy_by_its_one_structured_channel() -> None:
+    """A channel flat in either picture carries no evidence and is left out, not counted as zero
+    correlation (then greyscale copies could never reach 0.94); "flat" is a standard deviation under 1.5
+    levels over the 256 pixels, so a JPEG's +-1 chroma noise in a grey picture is flat too."""
+    rng = np.random.default_rng(24)
+    y = rng.integers(40, 216, THUMB_BYTES // 3).astype(float)
+    grey = np.full_like(y, 128.0)
+    original = _thumb(y, grey, grey)
+    copy = _thumb(y + rng.normal(0, 3, y.shape), grey, grey)  # re-encoded: a little noise in Y only
+
+    def chroma_noise() -> np.ndarray:  # independent in each picture: nothing to correlate
+        return grey + rng.integers(-1, 2, y.shape)
+
+    noisy = _thumb(y, chroma_noise(), chroma_noise())
+    noisy_copy = _thumb(y + rng.normal(0, 3, y.shape), chroma_noise(), chroma_noise())
+    y_only = float(
+        np.corrcoef(np.frombuffer(original, np.uint8)[0::3], np.frombuffer(copy, np.uint8)[0::3])[0, 1]
+    )
+    assert abs(similarity(original, copy) - y_only) < 1e-5 and y_only > 0.99
+    assert similarity(noisy, noisy_copy) > 0.99  # +-1 chroma noise is flat, else it would drag the
+    # mean down to about a third
+
+
+def test_verifier_finds_greyscale_copies_in_a_folder(tmp_path: Path) -> None:
+    face = draw_face(np.random.default_rng([24, 3]), 96).convert("L")
+    face.save(tmp_path / "grey.png")
+    face.save(tmp_path / "grey-copy.jpg", quality=80)
+    draw_face(np.random.default_rng([24, 4]), 96).convert("L").save(tmp_path / "other.png")
+    result = run(tmp_path, threshold=12)
+    assert result.clusters == [["grey.png", "grey-copy.jpg"]]
