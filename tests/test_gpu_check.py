@@ -11,6 +11,7 @@ same names, versions and closure, and for tags that install on CPython 3.12 many
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -113,6 +114,16 @@ def _hang(ctx: gpu_check.Context) -> dict[str, Any]:
     return {}
 
 
+def _processes_running(text: str) -> list[int]:
+    """Pids whose command line contains ``text``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if proc.name.isdigit() and text in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode():
+                pids.append(int(proc.name))
+    return pids
+
+
 def _die(ctx: gpu_check.Context) -> dict[str, Any]:
     os._exit(3)
 
@@ -139,7 +150,7 @@ def test_a_failing_crashing_or_hanging_check_is_recorded_and_the_rest_still_run(
     assert rows["boom"]["error"] == "RuntimeError: planted failure"
     assert rows["wrong"]["resumed_from_step"] == 3
     assert rows["die"]["error"] == "the check's process ended with code 3"
-    assert rows["fine"]["answer"] == 42 and 20 <= rows["fine"]["box_left_s"] <= 30
+    assert rows["fine"]["answer"] == 42 and 15 <= rows["fine"]["box_left_s"] <= 30  # its own box
     saved = json.loads((out / "gpu_check.json").read_text())
     assert saved["checks"] == rows and saved["summary"]["all_ok"] is False
     assert saved["summary"]["statuses"]["fine"] == "ok"
@@ -147,8 +158,7 @@ def test_a_failing_crashing_or_hanging_check_is_recorded_and_the_rest_still_run(
     assert "planted failure" in log and "fine says hello" in log  # each check's output lands in the log
     assert sorted(path.name for path in out.iterdir()) == ["gpu_check.json", "gpu_check.log"]
     time.sleep(0.5)
-    sleepers = subprocess.run(["pgrep", "-f", "sleep.61.2345"], capture_output=True, text=True)
-    assert sleepers.stdout == "", "the hanging check's own child survived its time box"
+    assert _processes_running("time.sleep(61.2345)") == [], "the hanging check's child outlived its box"
 
 
 def test_checks_past_the_budget_are_skipped_not_started(tmp_path: Path) -> None:
