@@ -19,7 +19,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -262,7 +262,7 @@ def train_loop(job: TrainJob, model: UNet, saved: dict[str, Any] | None) -> Loop
 
 def _stop_after_peer_failure(
     job: TrainJob, state: TrainingState, work: RunFolderWork | None, error: Exception
-) -> None:
+) -> NoReturn:
     """Rank 0 saves the state of the step the failure interrupted; every rank says how to resume."""
     resume = distributed.resume_command(job.run_dir, job.world)
     if work is None:
