@@ -1,9 +1,11 @@
 """One command that checks diffkit's CUDA paths on a GPU: ``python -m benchmarks.gpu_check --out-dir DIR``.
 
 Made for an offline GPU machine lent for minutes (one command of at most 10 minutes): every sub-check
-runs in a process of its own with a time box, so one that fails, crashes or hangs is recorded with its
-error and the others still run, and ``DIR/gpu_check.json`` is rewritten after each one, so a run that
-is cut off still says what it found. ``DIR/gpu_check.log`` holds every check's output.
+runs in a process of its own (a fresh interpreter on CUDA; forked from this one, which shares its
+imports, on the CPU) with a time box, and the whole run is held to ``--budget-s``, so one check that
+fails, crashes or hangs is recorded with its error and the others still run. ``DIR/gpu_check.json`` is
+rewritten after each check, so a run that is cut off still says what it found; ``DIR/gpu_check.log``
+holds every check's output.
 
 The sub-checks, in order (``small`` preset at 64 px, batch 64, on the GPU):
 
@@ -15,7 +17,7 @@ The sub-checks, in order (``small`` preset at 64 px, batch 64, on the GPU):
   warm-up), MFU, peak memory, loss, the first window's seconds (compilation shows there).
 - ``kill_resume``: a training process is interrupted (SIGINT) mid-run, saves its state and exits; a
   ``--resume`` must continue at exactly the step the state holds.
-- ``samplers``: ``diffkit sample`` with every sampler (img/s, finite non-constant images).
+- ``samplers``: ``diffkit sample`` with every sampler (img/s; the images must not be constant).
 - ``eval``: ``diffkit eval --run`` on 1,000 samples with stand-in Inception weights
   (:mod:`diffkit.testing.inception`), and the feature extraction's img/s.
 - ``torchrun``: ``diffkit train`` in two processes with NCCL; on one GPU both ranks share it.
@@ -27,7 +29,7 @@ The sub-checks, in order (``small`` preset at 64 px, batch 64, on the GPU):
 emulated; ``torch.compile`` with dynamo's ``eager`` backend, so the compiled path is traced but no
 kernels are generated) to prove the script and its imports work; its numbers say nothing about a GPU.
 
-    python -m benchmarks.gpu_check --out-dir reports/gpu_check         # on a CUDA GPU, < 8 min on an H100
+    python -m benchmarks.gpu_check --out-dir reports/gpu_check         # on a CUDA GPU (--budget-s 450)
     python -m benchmarks.gpu_check --out-dir /tmp/gpu_check --device cpu --quick
 """
 
@@ -388,7 +390,9 @@ def check_kill_resume(ctx: Context) -> dict[str, Any]:
     if not first_path.exists():
         raise CheckFailed(f"the interrupted trainer exited {code} without a result")
     first = json.loads(first_path.read_text())
-    saved = torch.load(run / "state-latest.pt", map_location="cpu", weights_only=True)
+    from diffkit.runs.folder import STATE_FILE
+
+    saved = torch.load(run / STATE_FILE, map_location="cpu", weights_only=True)
     saved_step = int(saved["step"])
     del saved
     from diffkit.train.run import train
