@@ -399,6 +399,16 @@ def test_a_manifest_row_only_ever_names_a_complete_file(tmp_path: Path, monkeypa
     assert [row["sha256"] for row in store.rows()] == [image.sha256]  # no row for the file that failed
     assert not (tmp_path / "images" / other.sha256[:2] / f"{other.sha256}.jpg").exists()
     assert not list((tmp_path / "images").rglob("*.tmp"))
+
+    def full_manifest(*args: object) -> None:  # the file is published, then its row cannot be committed
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(store.manifest, "insert_image", full_manifest)
+    with pytest.raises(DiffkitError, match="is full"):
+        store.add(other, "u")
+    monkeypatch.undo()
+    assert [row["sha256"] for row in store.rows()] == [image.sha256]
+    assert not (tmp_path / "images" / other.sha256[:2] / f"{other.sha256}.jpg").exists()  # taken back
     store.close()
 
 

@@ -280,6 +280,8 @@ def test_reconcile_fixes_planted_damage_and_says_what(tmp_path: Path) -> None:
     names = [store.add(image, "u") for image in kept]
     store.close()
     (tmp_path / names[0]).unlink()  # a row without its file
+    truncated = (tmp_path / names[1]).read_bytes()[:-100]
+    (tmp_path / names[1]).write_bytes(truncated)  # a row whose file lost its end (wrong size)
     images = tmp_path / "images"
     (images / "ab").mkdir(exist_ok=True)
     (images / "ab" / ".abc.jpg.123.tmp").write_bytes(b"partial")  # interrupted atomic writes
@@ -305,16 +307,17 @@ def test_reconcile_fixes_planted_damage_and_says_what(tmp_path: Path) -> None:
         2,
         1,
         2,
-        1,
+        2,
     )
     assert report.unknown_files == ["images/ab/notes.txt"]
-    assert "adopted 1" in report.describe() and "dropped 1" in report.describe()
+    assert "adopted 1" in report.describe() and "dropped 2" in report.describe()
     on_disk = sorted(p.relative_to(tmp_path).as_posix() for p in images.rglob("*.jpg"))
     rows = store.rows()
     assert sorted(row["file_name"] for row in rows) == on_disk
-    assert {row["sha256"] for row in rows} == {kept[1].sha256, kept[2].sha256, orphan.sha256}
+    assert {row["sha256"] for row in rows} == {kept[2].sha256, orphan.sha256}
+    assert not (tmp_path / names[1]).exists()  # the truncated file went with its row
     assert not list(tmp_path.rglob("*.tmp"))
-    assert len(store.index) == 3
+    assert len(store.index) == 2
     again = store.reconcile(max_pixels=10**7, threshold=4)
     assert not again.changed
     store.close()

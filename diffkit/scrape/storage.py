@@ -345,7 +345,12 @@ class Store:
                 report.temp_files_removed += 1
             known = self._check_rows(report)
             self.load_index()
-            orphans = [path for path in files if path.relative_to(self.root).as_posix() not in known]
+            # Not named by a kept row, and still there: the row check deletes a wrong-sized file of a row.
+            orphans = [
+                path
+                for path in files
+                if path.relative_to(self.root).as_posix() not in known and is_real_file(path)
+            ]
             for path in sorted(orphans, key=lambda p: p.stat().st_mtime):
                 self._adopt_or_remove(path, max_pixels, threshold, report)
         return report
