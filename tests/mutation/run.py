@@ -43,6 +43,7 @@ sys.path.insert(0, str(HERE))  # mutants.py beside this file (tests/ is no packa
 from mutants import MODULES, MUTANTS, Mutant  # noqa: E402
 
 DEFAULT_REPORT = REPO / "reports" / "mutation.json"
+BASELINE_TIMEOUT = 1800.0  # seconds: an unmutated selection that hangs this long is a broken baseline
 # Statuses that leave nothing to do; "survived" is fine too when the mutant states why it is equivalent.
 DONE = {"caught", "timeout"}
 _FAILED_LINE = re.compile(r"^(FAILED|ERROR) (\S+)", re.MULTILINE)
@@ -307,7 +308,7 @@ class Runner:
             lock = self._selection_locks.setdefault(selection, threading.Lock())
         with lock:
             if selection not in self._baselines:
-                self._baselines[selection] = self._pytest(root, selection, None)
+                self._baselines[selection] = self._pytest(root, selection, BASELINE_TIMEOUT)
             return self._baselines[selection]
 
     def run(self, mutant: Mutant) -> Result:
