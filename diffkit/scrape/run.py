@@ -1,7 +1,8 @@
 """``scrape(config) -> ScrapeResult``: fetch until the output folder holds N unique, valid images.
 
-Shape of a run: reconcile the folder, probe the endpoint, then ``concurrency`` workers share one
-rate limiter. Each request is fetched and validated in one worker-thread hop; kept images are
+Shape of a run: reconcile the folder, probe the endpoint (each URL a few times: one odd answer does not
+decide; a resume goes straight to the endpoint recorded in the manifest), then ``concurrency`` workers
+share one rate limiter. Each request is fetched and validated in one worker-thread hop; kept images are
 de-duplicated and written by plain synchronous code in the event loop, so a cancellation (Ctrl-C, a
 stop condition) can never land between a file and its manifest row. Stop conditions end the run with
 a report and a one-line error.
