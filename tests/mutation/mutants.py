@@ -245,7 +245,8 @@ DIFFUSION_MUTANTS = [
         "if t_prev >= 0:",
         "DDIM draws noise even at eta = 0",
         equivalent_because="at eta = 0 sigma is exactly 0.0, so 0 * noise adds nothing to the sample; "
-        "only a generator draw is wasted and nothing after it reads that generator",
+        "only a draw of the step generator is wasted, and every caller (sample, eval, training grids) "
+        "gives the sampler a generator of its own",
     ),
     Mutant(
         "clip-keeps-unclipped-eps",
@@ -442,7 +443,8 @@ METRICS_MUTANTS = [
         tests=PRC_TESTS,
         k=PRC_K,
         equivalent_because="a distance equals a radius only at an exact tie between float distances, "
-        "which continuous features never give; a duplicate sits at distance 0 < its twin's radius",
+        "which continuous features never give; a duplicate sits at distance 0, inside its twin's ball "
+        "(radius > 0 unless k + 1 samples are identical)",
     ),
     Mutant(
         "prc-precision-over-reference-size",
