@@ -251,6 +251,23 @@ def test_a_resume_trusts_the_recorded_endpoint_and_still_counts_its_faults(tmp_p
     assert_consistent_folder(out, 6)
 
 
+def test_a_resume_with_the_same_url_is_not_probed_but_another_url_is(tmp_path: Path) -> None:
+    out = tmp_path / "faces"
+    with FaultsFirst(SiteConfig(size=64, retry_after_s=0.0)) as site:
+        url = site.url.replace("http://", "http://alice:pw@")  # credentials: compared redacted
+        run_scrape(site, out, 2, url=url)
+        site.faults_first = ["html_block"] * 3  # every try of a probe
+        resumed = run_scrape(site, out, 4, url=url, concurrency=1)
+        assert [step["outcome"] for step in resumed.probe] == ["recorded"]
+        assert resumed.kept_total == 4 and resumed.rejections == {"block_page": 3}
+        other = site.url + "?another=1"  # another --url is a new source: probed, then recorded
+        moved = run_scrape(site, out, 5, url=other, concurrency=1)
+        assert [step["outcome"] for step in moved.probe] == ["image"]
+        again = run_scrape(site, out, 6, url=other, concurrency=1)
+        assert [step["outcome"] for step in again.probe] == ["recorded"]
+    assert_consistent_folder(out, 6)
+
+
 def test_same_host_redirects_are_followed(tmp_path: Path) -> None:
     config = SiteConfig(size=64, seed=1, faults={"redirect_offhost": 0.3}, redirect_host="127.0.0.1")
     with FaceSite(config) as site:  # "off-host" redirects that point back to this host and port
