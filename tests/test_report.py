@@ -240,27 +240,39 @@ def test_run_pages_link_the_stages_of_each_dataset_and_run(tmp_path: Path) -> No
             reports, tag, "sample", {"result": {"snapshot": f"{run}/ema-000001.safetensors"}}, picture=True
         )
     fid = "FID@16 6,534.8 (reference 24, torch-fidelity, unofficial weights)"
+    made = "ema-000001.safetensors of runs/00001-tiny (1 kimg), DDIM 50 steps, seed 0, N=16"
+    provenance = {"run": "runs/00001-tiny", "snapshot": "runs/00001-tiny/ema-000001.safetensors"}
     _stage(
         reports,
         "1",
         "eval",
-        {"reference": data, "config": {"run": "runs/00001-tiny"}},
+        {"reference": data, "n_reference": 24, "provenance": provenance, "made_by": made, "config": {}},
         headline=fid,
         picture=True,
     )
+    # An eval of two folders whose reference is the runs' data: its images came from no known run.
+    stranger = "FID@16 53.79 (reference 24, torch-fidelity, unofficial weights)"
+    _stage(reports, "3", "eval", {"reference": data, "provenance": None, "config": {}}, headline=stranger)
     _stage(reports, "2", "scrape", {"out": "other"})  # a dataset with no run yet
 
     result = build_index(IndexConfig(reports_dir=reports))
 
-    assert len(result.run_pages) == 3
-    pages = {json.loads(p.with_suffix(".json").read_text())["data"]["run"]: p for p in result.run_pages}
-    assert set(pages) == {"runs/00000-tiny", "runs/00001-tiny", None}
+    assert len(result.run_pages) == 4
+    sidecars = {p: json.loads(p.with_suffix(".json").read_text()) for p in result.run_pages}
+    pages = {(s["data"]["run"] or s["data"]["dataset"]): p for p, s in sidecars.items()}
+    pages[None] = pages.pop("other")
+    assert set(pages) == {"runs/00000-tiny", "runs/00001-tiny", None, data}
     second = json.loads(pages["runs/00001-tiny"].with_suffix(".json").read_text())
     assert second["data"]["reports"] == {
         "scrape": ["scrape-1.html"], "dedupe": ["dedupe-1.html"], "train": ["train-00001.html"],
         "sample": ["sample-00001.html"], "eval": ["eval-1.html"],
     }  # fmt: skip
-    assert second["headline"] == fid
+    assert second["headline"] == f"{fid} — generated: {made}; reference: {data}, M=24"
+    # the stranger eval is on its reference's own page, credited to no run
+    assert json.loads(pages[data].with_suffix(".json").read_text())["data"] == {
+        "dataset": data, "run": None, "reports": {"eval": ["eval-3.html"]}
+    }  # fmt: skip
+    assert all(stranger not in p.read_text() for p in result.run_pages if p != pages[data])
     first = json.loads(pages["runs/00000-tiny"].with_suffix(".json").read_text())
     assert set(first["data"]["reports"]) == {"scrape", "dedupe", "train", "sample"}
     assert json.loads(pages[None].with_suffix(".json").read_text())["data"]["reports"] == {
@@ -278,7 +290,7 @@ def test_run_pages_link_the_stages_of_each_dataset_and_run(tmp_path: Path) -> No
     assert result.page_for_run(Path("runs/00001-tiny")) == pages["runs/00001-tiny"]
     rebuilt = build_index(IndexConfig(reports_dir=reports))  # run pages are not taken for stage reports
     assert (
-        sorted(rebuilt.run_pages) == sorted(result.run_pages) and rebuilt.n_reports == result.n_reports == 8
+        sorted(rebuilt.run_pages) == sorted(result.run_pages) and rebuilt.n_reports == result.n_reports == 9
     )
 
 

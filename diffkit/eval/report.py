@@ -18,6 +18,8 @@ from diffkit.metrics.memorization import MemorizationResult, pair_image
 from diffkit.report.model import Report, ReportImage, ReportPaths, Section
 from diffkit.report.plots import PLOT_SIZE
 from diffkit.report.render import format_value, write_report
+from diffkit.sample.provenance import SCHEMA as PROVENANCE_SCHEMA
+from diffkit.sample.provenance import made_by, read_provenance
 
 LIBRARIES = (
     "diffkit",
@@ -209,6 +211,19 @@ def _grid(image_set: ImageSet, count: int = GRID_IMAGES) -> Image.Image:
     return canvas.resize((canvas.width * factor, canvas.height * factor), Image.Resampling.NEAREST)
 
 
+def _provenance(config: EvalConfig, gen: ImageSet) -> dict[str, object] | None:
+    """Which run made the generated images: the folder's provenance.json, or (``--run``) this eval's own
+    sampling of the run; None for a folder of unknown origin, which the run pages then credit to no run."""
+    record = read_provenance(gen.root)
+    if record is None and config.run is not None:
+        record = {
+            "schema": PROVENANCE_SCHEMA, "command": "eval --run", "run": str(config.run),
+            "snapshot": "latest EMA snapshot",
+            "sampler": config.sampler, "steps": config.steps, "seed": config.seed, "n": config.samples,
+        }  # fmt: skip
+    return record
+
+
 def build_report(
     config: EvalConfig,
     result: EvalResult,
@@ -295,6 +310,9 @@ def build_report(
             "run": str(config.run) if config.run is not None else None,  # links this report to its run
         },
     }
+    provenance = _provenance(config, gen)  # the run pages credit this eval to the run it names, only
+    data["provenance"] = provenance
+    data["made_by"] = made_by(provenance) if provenance else "images of unknown origin (no provenance.json)"
     report = Report(
         title=f"Eval {result.generated} vs {result.reference}",
         command="eval",

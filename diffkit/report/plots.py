@@ -91,3 +91,32 @@ def bar_chart(counts: Mapping[str, float], ylabel: str, title: str = "") -> Figu
     if title:
         axes.set_title(title)
     return figure
+
+
+def series(records: Sequence[Mapping[str, object]], key: str) -> tuple[list[float], list[float]]:
+    """(kimg, value) of the stats.jsonl records that carry a number under ``key``."""
+    points = [
+        (float(r["kimg"]), float(r[key]))  # type: ignore[arg-type]
+        for r in records
+        if isinstance(r.get(key), (int, float)) and isinstance(r.get("kimg"), (int, float))
+    ]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def loss_plot(records: Sequence[Mapping[str, object]]) -> Figure | None:
+    """The training loss over kimg (log y when it is positive), or None when the records hold none."""
+    kimg, loss = series(records, "loss")
+    if not loss:
+        return None
+    return line_plot({"loss": (kimg, loss)}, "kimg", "loss", logy=all(v > 0 for v in loss))
+
+
+def metric_plot(records: Sequence[Mapping[str, object]], key: str, label: str, ylabel: str) -> Figure | None:
+    """FID or KID during training, each evaluation a dot (a line alone hides a single point)."""
+    kimg, values = series(records, key)
+    if not values:
+        return None
+    figure = line_plot({label: (kimg, values)}, "kimg", ylabel)
+    for line in figure.axes[0].lines:
+        line.set_marker("o")
+    return figure

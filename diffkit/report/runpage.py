@@ -18,7 +18,8 @@ from typing import Any
 
 from diffkit.atomic import atomic_write_text
 from diffkit.console import printable, to_jsonable
-from diffkit.report.render import relative_href, render_template, report_metadata
+from diffkit.report.plots import loss_plot, metric_plot
+from diffkit.report.render import figure_to_data_uri, relative_href, render_template, report_metadata
 from diffkit.report.sidecars import (
     PAGE_MAX_BYTES,
     SCHEMA,
@@ -63,8 +64,28 @@ class RunGroup:
         return [c for c in STAGES if c in self.reports] + [c for c in self.reports if c not in STAGES]
 
 
+def eval_run(sidecar: Sidecar) -> str | None:
+    """The run an eval's generated images came from, by their provenance only.
+
+    An eval of two folders names a run only when its images' provenance.json (written by ``diffkit
+    sample`` or ``eval --run``) names one: its reference being a run's training data says nothing about
+    who made the images. Sidecars from before provenance was recorded name a run only by ``--run``.
+    """
+    data = sidecar.content.get("data")
+    if isinstance(data, dict) and "provenance" in data:
+        provenance = data["provenance"]
+        run = provenance.get("run") if isinstance(provenance, dict) else None
+        return run if isinstance(run, str) and run else None
+    return run_of(sidecar)
+
+
+def _run_of(sidecar: Sidecar) -> str | None:
+    return eval_run(sidecar) if sidecar.command == "eval" else run_of(sidecar)
+
+
 def group_runs(sidecars: list[Sidecar], base: Path) -> list[RunGroup]:
-    """Link the reports of each run: by the run folder they name, and scrape/dedupe by the dataset folder.
+    """Link the reports of each run: by the run folder they name (an eval: by its images' provenance),
+    and scrape/dedupe by the dataset folder.
 
     ``base`` is where relative folders in the sidecars are taken from: the folder the commands ran in,
     which is the reports folder's parent for the default ``reports/``.
@@ -72,7 +93,7 @@ def group_runs(sidecars: list[Sidecar], base: Path) -> list[RunGroup]:
     stage_reports = [s for s in sidecars if s.command != RUN_PAGE_COMMAND]
     runs: dict[str, RunGroup] = {}
     for sidecar in stage_reports:  # newest first: a run's newest train report names its dataset
-        run = run_of(sidecar)
+        run = _run_of(sidecar)
         if run is None:
             continue
         group = runs.setdefault(folder_key(run, base), RunGroup(dataset=None, run=run))
@@ -86,13 +107,13 @@ def group_runs(sidecars: list[Sidecar], base: Path) -> list[RunGroup]:
     datasets: dict[str, RunGroup] = {}
     for sidecar in stage_reports:
         dataset = dataset_of(sidecar)
-        if run_of(sidecar) is not None or dataset is None:
+        if _run_of(sidecar) is not None or dataset is None:
             continue
         key = folder_key(dataset, base)
-        if key in by_dataset:  # scrape and dedupe of a dataset belong to each of its runs
-            for group in by_dataset[key]:
+        if key in by_dataset and sidecar.command in ("scrape", "dedupe"):
+            for group in by_dataset[key]:  # a dataset's scrape and dedupe belong to each of its runs
                 group.add(sidecar)
-        else:
+        else:  # an eval of images no run is known to have made: its reference's page, not a run's
             datasets.setdefault(key, RunGroup(dataset=dataset, run=None)).add(sidecar)
     return list(runs.values()) + list(datasets.values())
 
@@ -193,6 +214,63 @@ def _config_rows(sidecar: Sidecar) -> list[dict[str, Any]]:
     ]
 
 
+def _data(sidecar: Sidecar) -> dict[str, Any]:
+    data = sidecar.content.get("data")
+    return data if isinstance(data, dict) else {}
+
+
+def _train_evals(sidecar: Sidecar) -> list[dict[str, Any]]:
+    stats = _data(sidecar).get("stats")
+    return [r for r in stats or [] if isinstance(r, dict) and r.get("kind") == "eval"]
+
+
+def measured_on(sidecar: Sidecar) -> str:
+    """What an eval's or a training run's FID/KID was measured on: the images' maker and the reference.
+
+    Two FIDs of one snapshot differ by tens of percent between samplers and step counts, so a number
+    shown without its snapshot, sampler, steps, N and reference M cannot be compared with another.
+    """
+    data = _data(sidecar)
+    if sidecar.command == "eval":
+        made = data.get("made_by") or "images of unknown origin (no provenance.json)"
+        m = data.get("n_reference")
+        return f"generated: {made}; reference: {data.get('reference')}" + (f", M={m}" if m else "")
+    evals = _train_evals(sidecar) if sidecar.command == "train" else []
+    if not evals:
+        return ""
+    last = evals[-1]
+    train = (data.get("config") or {}).get("train") if isinstance(data.get("config"), dict) else None
+    reference = train.get("data") if isinstance(train, dict) else None
+    return (
+        f"generated during training: the EMA weights at {last.get('kimg'):g} kimg, "
+        f"{str(last.get('sampler', '?')).upper()} {last.get('sampler_steps')} steps, "
+        f"seed {last.get('seed')}, N={last.get('n')}; "
+        f"reference: {reference or 'the training data'}, M={last.get('n_reference')}"
+    )
+
+
+def labelled(headline: str, sidecar: Sidecar) -> str:
+    """An FID headline followed by what it was measured on (``FID@100 53.8 (...) — generated: ...``)."""
+    measured = measured_on(sidecar)
+    return f"{headline} — {measured}" if headline and measured else headline
+
+
+def _plots(sidecar: Sidecar) -> list[dict[str, str]]:
+    """The train report's loss and FID/KID curves, drawn again from its stats (its page embeds them as
+    plots, which the run page does not copy)."""
+    if sidecar.command != "train":
+        return []
+    stats = [r for r in _data(sidecar).get("stats") or [] if isinstance(r, dict)]
+    evals = _train_evals(sidecar)
+    label = str(evals[-1].get("fid_label") or "FID") if evals else "FID"
+    figures = [
+        ("Loss", loss_plot(stats)),
+        ("FID during training", metric_plot(evals, "fid", label, "FID")),
+        ("KID during training", metric_plot(evals, "kid", label.replace("FID", "KID"), "KID")),
+    ]
+    return [{"heading": heading, "src": figure_to_data_uri(figure)} for heading, figure in figures if figure]
+
+
 def stage_view(command: str, sidecars: list[Sidecar], href: Any) -> dict[str, Any]:
     newest = sidecars[0]
     return {
@@ -200,10 +278,12 @@ def stage_view(command: str, sidecars: list[Sidecar], href: Any) -> dict[str, An
         "title": newest.title,
         "href": href(newest.html_path.name),
         "created": newest.created,
-        "headline": newest.headline,
+        "headline": labelled(newest.headline, newest),
+        "measured_on": measured_on(newest),
         "summary": list(newest.summary.items())[:SUMMARY_ITEMS],
         "badges": _badges(newest),
         "caveats": _caveats(newest),
+        "plots": _plots(newest),
         "pictures": pictures_of(newest.html_path),
         "config": _config_rows(newest),
         "earlier": [
@@ -212,9 +292,29 @@ def stage_view(command: str, sidecars: list[Sidecar], href: Any) -> dict[str, An
     }
 
 
+def train_headline(sidecar: Sidecar) -> str:
+    """``Training interrupted at 0.06 kimg (step 15)``, with the last FID during training if any."""
+    summary = sidecar.summary
+    state = "interrupted" if summary.get("status") == "interrupted" else "done"
+    kimg, steps = summary.get("kimg"), summary.get("steps")
+    where = f"{kimg:g} kimg (step {steps})" if isinstance(kimg, (int, float)) else f"step {steps}"
+    line = f"Training interrupted at {where}" if state == "interrupted" else f"Trained {where}"
+    evals = _train_evals(sidecar)
+    if evals and evals[-1].get("headline"):
+        line += f"; last {labelled(str(evals[-1]['headline']), sidecar)}"
+    return line
+
+
 def run_headline(group: RunGroup) -> str:
-    """The run's one line: the newest eval's headline (its FID with N, reference, engine and weights)."""
-    for command in ("eval", "train", "sample", "dedupe", "scrape"):
+    """The run's one line: its newest eval's FID (labelled with what made the images), else its training's
+    state; a dataset's stages lead only on a page that has no run."""
+    for sidecar in group.reports.get("eval", []):
+        if sidecar.headline:
+            return labelled(sidecar.headline, sidecar)
+    trains = group.reports.get("train", [])
+    if trains:  # never the scrape's line on a run's page: an interrupted run says so first
+        return train_headline(trains[0])
+    for command in ("sample", "dedupe", "scrape"):
         for sidecar in group.reports.get(command, []):
             if sidecar.headline:
                 return sidecar.headline

@@ -48,6 +48,7 @@ class SampleResult(CommandResult):
     guidance: float | None = None
     animation: Path | None = None
     report: Path | None = None
+    provenance: dict[str, Any] | None = None  # as written to out_dir/provenance.json
 
     @property
     def img_per_s(self) -> float:
@@ -77,6 +78,7 @@ class SampleResult(CommandResult):
             "seconds": self.seconds,
             "img_per_s": self.img_per_s,
             "seconds_per_image": self.seconds_per_image,
+            "provenance": self.provenance,
         }
 
     def summary_lines(self) -> list[str]:

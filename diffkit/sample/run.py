@@ -22,6 +22,7 @@ from diffkit.sample.config import GRID_MAX, SampleConfig
 from diffkit.sample.generate import Trajectory, generate_batches
 from diffkit.sample.options import SamplingOptions
 from diffkit.sample.pngs import check_disk_space, write_png
+from diffkit.sample.provenance import clear_provenance, provenance_of, write_provenance
 from diffkit.sample.report import GRID_IMAGES, write_sample_report
 from diffkit.sample.result import NumberedNames, SampleResult
 
@@ -76,14 +77,16 @@ def sample(config: SampleConfig) -> SampleResult:
     with _animation_file(config, out_dir) as animation:
         trajectory = Trajectory(traced=ANIMATED_IMAGES) if animation is not None else None
         clock = _Clock()
+        clear_provenance(out_dir)  # the old images' record must not outlive them
         batches = clock.timed(generate_batches(options, progress=config.progress, trajectory=trajectory))
         first = _write_images(out_dir, batches, GRID_MAX if config.grid else GRID_IMAGES)
+        write_provenance(out_dir, options, "sample")  # last: present only beside a complete set
         if animation is not None and trajectory is not None:
             write_animation(trajectory, animation)
         result = SampleResult(
             options.snapshot, out_dir, options.n, options.sampler, options.steps, options.seed,
             NumberedNames(options.n), None, clock.seconds, label=options.label, guidance=options.guidance,
-            animation=config.gif,
+            animation=config.gif, provenance=provenance_of(options, "sample"),
         )  # fmt: skip
         if config.grid:
             result.grid = out_dir / GRID_FILE
