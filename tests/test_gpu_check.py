@@ -186,8 +186,9 @@ def _image_site(dest: Path) -> tuple[set[str], set[str]]:
     """Links to the installed distributions the GPU image also has, plus what their versions here
     require (a newer version here may need more than the image's own does); those two name sets."""
     installed: dict[str, metadata.Distribution] = {}
-    for dist in metadata.distributions():
-        installed.setdefault(canonicalize_name(dist.metadata["Name"]), dist)
+    for dist in metadata.distributions():  # the first on sys.path wins, as at import
+        if dist.metadata["Name"]:
+            installed.setdefault(canonicalize_name(dist.metadata["Name"]), dist)
     image = {name for name in GPU_IMAGE if name in installed}
     linked: set[str] = set()
     queue = sorted(image)
