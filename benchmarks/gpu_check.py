@@ -142,9 +142,19 @@ class Check:
 # --- helpers -----------------------------------------------------------------------------------------
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
 def python_cmd(*args: str) -> list[str]:
     """This interpreter (PYTHONPATH, and so the wheels, pass on through the environment)."""
     return [sys.executable, *args]
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a child interpreter: the repository first on PYTHONPATH, wherever the run
+    started, so ``-m benchmarks.gpu_check`` and ``-m diffkit`` find this checkout."""
+    path = os.environ.get("PYTHONPATH")
+    return os.environ | {"PYTHONPATH": f"{ROOT}{os.pathsep}{path}" if path else str(ROOT)} | extra
 
 
 def run_cmd(cmd: list[str], timeout: float, **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -460,7 +470,7 @@ def check_eval(ctx: Context) -> dict[str, Any]:
         "--cache-dir", str(ctx.scratch / "features"), "--report", str(ctx.scratch / "eval.html"),
         "--batch-size", "100" if not ctx.quick else "10", "--no-progress", "--json",
     )  # fmt: skip
-    env = os.environ | ({"OMP_NUM_THREADS": "1"} if ctx.device == "cpu" else {})
+    env = child_env(**({"OMP_NUM_THREADS": "1"} if ctx.device == "cpu" else {}))
     done = run_cmd(cmd, timeout=ctx.left(), stdout=subprocess.PIPE, env=env)
     if done.returncode != 0:
         raise CheckFailed(f"diffkit eval exited {done.returncode} (its error is in the log)")
@@ -490,7 +500,7 @@ def check_torchrun(ctx: Context) -> dict[str, Any]:
     )  # fmt: skip
     if share:
         cmd.append("--share-gpu")
-    env = os.environ | {"NCCL_DEBUG": "WARN", "OMP_NUM_THREADS": "1"}
+    env = child_env(NCCL_DEBUG="WARN", OMP_NUM_THREADS="1")
     done = run_cmd(cmd, timeout=ctx.left(), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     sys.stderr.write(done.stdout + done.stderr)  # into the log
     words = ("NCCL WARN", "Duplicate GPU", "Error", "error:")
@@ -674,7 +684,7 @@ def _spawn(check: Check, ctx: Context, result_path: Path, log_path: Path) -> tup
     context = json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(ctx).items()})
     cmd = python_cmd("-m", "benchmarks.gpu_check", "--child", check.name, context, str(result_path))
     with log_path.open("ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True, env=child_env())
     return proc.pid, proc.poll
 
 

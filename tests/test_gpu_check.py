@@ -169,6 +169,20 @@ def test_checks_past_the_budget_are_skipped_not_started(tmp_path: Path) -> None:
     assert rows["fine"]["status"] == "skipped" and "budget" in rows["fine"]["error"]
 
 
+def test_a_spawned_check_runs_in_a_fresh_interpreter_from_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CUDA runs spawn each check (a fork after a library probed CUDA would fail): the child must find
+    the repository and rebuild the context from the command line, whatever the current folder."""
+    monkeypatch.chdir(tmp_path)
+    ctx = gpu_check.Context("cpu", True, tmp_path, tmp_path / "faces", None)
+    check = gpu_check.CHECKS_BY_NAME["matmul_peak"]
+    rows = gpu_check.run_checks([check], ctx, tmp_path / "out", budget=120, launch="spawn")
+    assert rows["matmul_peak"]["status"] == "ok", (tmp_path / "out" / "gpu_check.log").read_text()[-3000:]
+    assert rows["matmul_peak"]["size"] == gpu_check.QUICK_SIZE.peak_n
+    assert min(rows["matmul_peak"]["peak_tflops"].values()) > 0
+
+
 def test_the_gpu_run_is_the_size_the_issue_asks_for() -> None:
     size = gpu_check.GPU_SIZE
     assert (size.preset, size.resolution, size.eval_samples) == ("small", 64, 1000)
