@@ -71,7 +71,6 @@ CPU_NOTE = (
     "CPU dry run: one thread, fp16 emulated, torch.compile traced with dynamo's eager backend; "
     "nothing here measures a GPU"
 )
-STATUSES = ("ok", "failed", "error", "timeout", "crashed", "skipped")
 
 
 @dataclass(frozen=True)
@@ -96,8 +95,16 @@ class Size:
     twin_rounds: int
 
 
-GPU_SIZE = Size("small", 64, 64, 300, 30, 512, 8192, 60, 256, 25, 1000, 512, 20, 64, 20, 3)
-QUICK_SIZE = Size("tiny", 8, 2, 3, 1, 12, 256, 2, 2, 2, 4, 4, 2, 16, 2, 1)
+GPU_SIZE = Size(
+    preset="small", resolution=64, batch=64, steps=300, log_every=30, faces=512, peak_n=8192,
+    fixture_steps=60, sample_n=256, sample_steps=25, eval_samples=1000, eval_reference=512, eval_steps=20,
+    twin_resolution=64, twin_steps=20, twin_rounds=3,
+)  # fmt: skip
+QUICK_SIZE = Size(
+    preset="tiny", resolution=8, batch=2, steps=3, log_every=1, faces=12, peak_n=256, fixture_steps=2,
+    sample_n=2, sample_steps=2, eval_samples=4, eval_reference=4, eval_steps=2, twin_resolution=16,
+    twin_steps=2, twin_rounds=1,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -858,7 +865,8 @@ def main(argv: list[str] | None = None) -> int:
     if launch == "fork":
         preload()
     with scratch_dir() as scratch:
-        ctx = Context(args.device, args.quick, scratch, args.data or scratch / "faces", args.wheels_site)
+        data = args.data.resolve() if args.data else scratch / "faces"
+        ctx = Context(args.device, args.quick, scratch, data, args.wheels_site)
         if args.data is None:
             write_face_folder(ctx.data, ctx.size.faces, size=ctx.size.resolution, seed=0)
         rows = run_checks(checks, ctx, args.out_dir, args.budget_s, launch)
