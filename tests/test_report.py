@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -292,6 +293,50 @@ def test_run_pages_link_the_stages_of_each_dataset_and_run(tmp_path: Path) -> No
     assert (
         sorted(rebuilt.run_pages) == sorted(result.run_pages) and rebuilt.n_reports == result.n_reports == 9
     )
+
+
+def _plot_headings(html: str) -> list[str]:
+    return re.findall(r'<img class="plot" alt="([^"]*)" src="data:image/png;base64,', html)
+
+
+def test_an_interrupted_run_leads_with_its_training_state_and_shows_its_curves(tmp_path: Path) -> None:
+    """Not the scrape's headline: the run's own state first, its last FID labelled with what made the
+    images; the loss, FID and KID curves are drawn from the train report's stats."""
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    data = str(tmp_path / "data")
+    _stage(reports, "1", "scrape", {"out": data}, headline="24 images from fake.example (0 failed)")
+    stats = [{"kimg": 0.008 * i, "step": 2 * i, "loss": 1.0 / i} for i in range(1, 6)]
+    evals = [
+        {"kind": "eval", "kimg": kimg, "step": 10, "fid": fid, "kid": 0.5, "n": 16, "n_reference": 24,
+         "fid_label": "FID@16 (ref 24)", "headline": f"FID@16 {fid} (reference 24, torch-fidelity)",
+         "sampler": "dpmpp", "sampler_steps": 25, "seed": 0}
+        for kimg, fid in ((0.016, 400.0), (0.04, 300.5))
+    ]  # fmt: skip
+    train_data = {"config": {"train": {"data": data, "out": "runs/00002-tiny"}}, "stats": stats + evals}
+    report = Report(
+        title="Training 00002-tiny", command="train", data=train_data,
+        summary={"run": "runs/00002-tiny", "status": "interrupted", "steps": 12, "kimg": 0.048},
+    )  # fmt: skip
+    write_report(report, reports / "train-2.html")
+    _stage(
+        reports, "3", "train", {"config": {"train": {"data": data, "out": "runs/00003-tiny"}}, "stats": stats}
+    )
+
+    result = build_index(IndexConfig(reports_dir=reports))
+    pages = {json.loads(p.with_suffix(".json").read_text())["data"]["run"]: p for p in result.run_pages}
+    interrupted = json.loads(pages["runs/00002-tiny"].with_suffix(".json").read_text())
+    assert interrupted["headline"] == (
+        "Training interrupted at 0.048 kimg (step 12); last FID@16 300.5 (reference 24, torch-fidelity) — "
+        "generated during training: the EMA weights at 0.04 kimg, DPMPP 25 steps, seed 0, N=16; "
+        f"reference: {data}, M=24"
+    )
+    html = pages["runs/00002-tiny"].read_text(encoding="utf-8")
+    assert _plot_headings(html) == ["Loss", "FID during training", "KID during training"]
+    assert "24 images from fake.example" in html  # the scrape still has its section, below
+    assert html.index("Training interrupted") < html.index("24 images from fake.example")
+    finished = pages["runs/00003-tiny"].read_text(encoding="utf-8")
+    assert _plot_headings(finished) == ["Loss"]  # no evaluation while training: no FID curve
 
 
 def test_help_reads_finished_flags_usage_wrapping_and_completion() -> None:

@@ -295,10 +295,13 @@ def stage_view(command: str, sidecars: list[Sidecar], href: Any) -> dict[str, An
 def train_headline(sidecar: Sidecar) -> str:
     """``Training interrupted at 0.06 kimg (step 15)``, with the last FID during training if any."""
     summary = sidecar.summary
-    state = "interrupted" if summary.get("status") == "interrupted" else "done"
     kimg, steps = summary.get("kimg"), summary.get("steps")
-    where = f"{kimg:g} kimg (step {steps})" if isinstance(kimg, (int, float)) else f"step {steps}"
-    line = f"Training interrupted at {where}" if state == "interrupted" else f"Trained {where}"
+    where = f"{kimg:g} kimg" if isinstance(kimg, (int, float)) else ""
+    where += f" (step {steps})" if isinstance(steps, int) else ""
+    if summary.get("status") == "interrupted":
+        line = f"Training interrupted at {where}" if where else "Training interrupted"
+    else:
+        line = f"Trained {where}" if where else "Trained"
     evals = _train_evals(sidecar)
     if evals and evals[-1].get("headline"):
         line += f"; last {labelled(str(evals[-1]['headline']), sidecar)}"
