@@ -133,3 +133,20 @@ def test_missing_dinov2_weights_offline_name_the_file_and_where_to_put_it(setup,
                    str(tmp_path / "hub" / "hub" / "checkpoints"), "sha256"):  # fmt: skip
         assert phrase in lines[0], phrase
     assert "--weights /" not in lines[0]
+
+
+def test_metas_layout_in_a_pth_loads_as_tensors_into_the_same_model(setup, tmp_path) -> None:
+    """torch.hub caches Meta's file: a plain .pth (read with weights_only=True) with a mask_token."""
+    from safetensors.torch import load_file
+
+    from diffkit.metrics.dinov2 import load_dinov2
+    from diffkit.metrics.weights import resolve_weights
+
+    state = load_file(str(setup["weights"]))
+    meta_layout = {**state, "mask_token": torch.zeros(1, 1024, dtype=state["cls_token"].dtype)}
+    torch.save(meta_layout, tmp_path / DINOV2_VITL14.filename)
+    from_meta = load_dinov2(resolve_weights(DINOV2_VITL14, tmp_path / DINOV2_VITL14.filename)).state_dict()
+    assert "mask_token" not in from_meta
+    for name, tensor in state.items():
+        assert torch.equal(from_meta[name], tensor.float()), name
+    assert from_meta.keys() == state.keys()

@@ -265,48 +265,58 @@ def _inception_extractor(config: EvalConfig, device: torch.device, result: EvalR
     return extractor
 
 
-def _extract(
-    config: EvalConfig,
-    device: torch.device,
-    metrics: list[str],
-    sets: dict[str, ImageSet],
-    ref_stats: ReferenceStats | None,
-    result: EvalResult,
-) -> _Features:
-    """Build each network the asked metrics need, check a statistics file against it, extract."""
-    feats = _Features()
+def _networks(
+    config: EvalConfig, device: torch.device, metrics: list[str], result: EvalResult
+) -> dict[str, Extractor]:
+    """Every network the asked metrics need, built (weights found and checked) before any extraction,
+    so that a missing or refused file fails in seconds, not after the first network's pass."""
     inception_space = config.features == "inception"
     needs_space = "fid" in metrics or "kid" in metrics or config.save_stats is not None
     needs_space = needs_space or (not inception_space and "prc" in metrics)
-    resolution = sets["generated"].resolution
+    networks: dict[str, Extractor] = {}
     if "is" in metrics or "memorization" in metrics or (inception_space and needs_space):
-        inception = _inception_extractor(config, device, result)
-        if inception_space and ref_stats is not None:
-            check_matches(ref_stats, _identity(inception, config, resolution))
-        wanted = sets if "memorization" in metrics or (inception_space and needs_space) else {}
-        out = _features(config, inception, wanted or {"generated": sets["generated"]}, result, "inception")
-        feats.logits, feats.gen_pool = out["generated"]["logits_unbiased"], out["generated"]["2048"]
-        feats.ref_pool = out["reference"]["2048"] if "reference" in out else None
-        result.resize = inception.resize
-        if inception_space:
-            feats.gen, feats.ref = feats.gen_pool, feats.ref_pool
-            result.feature_space = _identity(inception, config, resolution)
+        networks["inception"] = _inception_extractor(config, device, result)
     if needs_space and not inception_space:
-        dinov2 = _space_extractor(config, device, result)
-        if ref_stats is not None:
-            check_matches(ref_stats, _identity(dinov2, config, resolution))
-        out = _features(config, dinov2, sets, result, "dinov2")
-        feats.gen = out["generated"]["dinov2"]
-        feats.ref = out["reference"]["dinov2"] if "reference" in out else None
-        result.resize = dinov2.resize
-        result.feature_space = _identity(dinov2, config, resolution)
+        networks["dinov2"] = _space_extractor(config, device, result)
     if "prc" in metrics and inception_space:
         vgg_weights = resolve_weights(VGG16, config.vgg_weights)
-        vgg = build_vgg16(vgg_weights, device)
+        networks["vgg16"] = build_vgg16(vgg_weights, device)
         result.weights["vgg16"] = vgg_weights.to_dict()
-        result.resize = result.resize or vgg.resize
-        result.caveats += _weights_caveat(vgg, "VGG16", "precision/recall/density/coverage")
-        out = _features(config, vgg, sets, result, "vgg16")
+        result.caveats += _weights_caveat(networks["vgg16"], "VGG16", "precision/recall/density/coverage")
+    space = networks.get("dinov2" if config.features == "dinov2" else "inception")
+    if space is not None and needs_space:
+        result.feature_space = _identity(space, config, result.resolution)
+        result.resize = space.resize
+    else:
+        result.resize = next((network.resize for network in networks.values()), "")
+    return networks
+
+
+def _extract(
+    config: EvalConfig,
+    networks: dict[str, Extractor],
+    metrics: list[str],
+    sets: dict[str, ImageSet],
+    result: EvalResult,
+) -> _Features:
+    """One pass per network over the sets it is needed for."""
+    feats = _Features()
+    inception_space = config.features == "inception"
+    if "inception" in networks:
+        # the reference too when its pool3 features are the chosen space's or memorization needs them
+        both = "memorization" in metrics or (inception_space and result.feature_space is not None)
+        wanted = sets if both else {"generated": sets["generated"]}
+        out = _features(config, networks["inception"], wanted, result, "inception")
+        feats.logits, feats.gen_pool = out["generated"]["logits_unbiased"], out["generated"]["2048"]
+        feats.ref_pool = out["reference"]["2048"] if "reference" in out else None
+        if inception_space:
+            feats.gen, feats.ref = feats.gen_pool, feats.ref_pool
+    if "dinov2" in networks:
+        out = _features(config, networks["dinov2"], sets, result, "dinov2")
+        feats.gen = out["generated"]["dinov2"]
+        feats.ref = out["reference"]["dinov2"] if "reference" in out else None
+    if "vgg16" in networks:
+        out = _features(config, networks["vgg16"], sets, result, "vgg16")
         feats.prc_gen, feats.prc_ref = out["generated"]["fc2_relu"], out["reference"]["fc2_relu"]
     elif "prc" in metrics:
         feats.prc_gen, feats.prc_ref = feats.gen, feats.ref
@@ -500,7 +510,10 @@ def evaluate(config: EvalConfig) -> EvalResult:
             f"{METRIC_NAMES[name]} not computed: {why}; pass the reference images for it."
             for name, why in unavailable.items()
         ]
-    feats = _extract(config, device, metrics, sets, ref_stats, result)
+    networks = _networks(config, device, metrics, result)
+    if ref_stats is not None and result.feature_space is not None:
+        check_matches(ref_stats, result.feature_space)  # before any feature is extracted
+    feats = _extract(config, networks, metrics, sets, result)
     if config.save_stats is not None and ref_set is not None:
         _save_reference_stats(config, feats, ref_set, result)
     for name, helper in METRIC_HELPERS:
