@@ -150,3 +150,31 @@ def test_metas_layout_in_a_pth_loads_as_tensors_into_the_same_model(setup, tmp_p
     for name, tensor in state.items():
         assert torch.equal(from_meta[name], tensor.float()), name
     assert from_meta.keys() == state.keys()
+
+
+def test_torch_hubs_cached_file_is_found_hashed_and_not_official(tmp_path, monkeypatch) -> None:
+    from diffkit.metrics.weights import file_sha256, resolve_weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.delenv(DINOV2_ENV, raising=False)
+    cached = tmp_path / "hub" / "checkpoints" / DINOV2_VITL14.filename  # where torch.hub.load puts it
+    cached.parent.mkdir(parents=True)
+    torch.save({"cls_token": torch.zeros(1, 1, 1024)}, cached)
+    found = resolve_weights(DINOV2_VITL14, None, allow_download=False)
+    assert found.path == cached and found.source == "cache"
+    assert found.sha256 == file_sha256(cached) and not found.official  # no pin to call it official
+
+
+def test_an_unknown_feature_space_and_another_networks_weights_are_one_line_errors(tmp_path) -> None:
+    from diffkit.testing.inception import make_inception_weights
+
+    write_face_folder(tmp_path / "faces", N, size=32, seed=1)
+    base = ["eval", "--generated", tmp_path / "faces", "--reference", tmp_path / "faces", "--samples", N,
+            "--metrics", "fid", "--cache-dir", tmp_path / "c", "--report", tmp_path / "r.html"]  # fmt: skip
+    unknown = invoke([*base, "--features", "clip"])
+    assert unknown.exit_code == 2 and "--features must be one of inception, dinov2" in unknown.stderr
+    inception = make_inception_weights(tmp_path / "inception.pth")
+    wrong = invoke([*base, "--features", "dinov2", "--dinov2-weights", inception], env={OFFLINE_ENV: "1"})
+    assert wrong.exit_code == 2, wrong.output
+    lines = [line for line in wrong.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "cannot load DINOv2 ViT-L/14 weights from" in lines[0], wrong.stderr
