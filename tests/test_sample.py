@@ -137,6 +137,7 @@ def test_sample_cli_writes_pngs_and_grid(run: Path, tmp_path: Path) -> None:
         "000002.png",
         "000003.png",
         "grid.png",
+        "provenance.json",
     ]
     with Image.open(out / "grid.png") as grid:
         assert grid.size == (2 + 2 * (RES + 2),) * 2  # 2x2 images with 2 px padding

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from diffkit.cli import app
 from diffkit.sample.animation import FRAME_MS, HOLD_MS, MAX_FRAMES
+from diffkit.sample.report import NOISE_ROUGHNESS, roughness, too_early_note
 from diffkit.train.config import TrainConfig
 from diffkit.train.run import train
 
@@ -116,6 +117,40 @@ def test_sample_without_gif_writes_no_animation_file_and_bad_suffix_is_refused(
     run: Path, tmp_path: Path
 ) -> None:
     _sample(run, tmp_path / "s", "--n", "2", "--steps", "2", "--report", str(tmp_path / "r.html"))
-    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["000000.png", "000001.png"]
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [
+        "000000.png",
+        "000001.png",
+        "provenance.json",
+    ]
     result = CliRunner().invoke(app, ["sample", "--run", str(run), "--gif", str(tmp_path / "a.mp4")])
     assert result.exit_code == 2 and "--gif must end in .gif, .webp, .png, .apng" in result.stderr
+
+
+def test_a_report_of_noise_says_too_early_to_judge(run: Path, tmp_path: Path) -> None:
+    """A 4-step run draws noise: the report says so (a badge, the note, the sidecar's warning)."""
+    _sample(run, tmp_path / "s", "--n", "4", "--steps", "3", "--report", str(tmp_path / "r.html"))
+    sidecar = json.loads((tmp_path / "r.json").read_text())
+    samples = sidecar["sections"][0]
+    pixels = _pixels(tmp_path / "s", 4)
+    rough = np.abs(np.diff(pixels, axis=2)).mean()  # the rule, computed here from the PNGs written
+    assert rough > NOISE_ROUGHNESS
+    assert samples["badges"] == ["too early to judge"]
+    assert samples["text"].startswith("Too early to judge: after ")
+    assert f"differ by {rough:.0f} grey levels" in samples["text"]
+    assert sidecar["data"]["warnings"] == [samples["text"]]
+    assert "too early to judge" in (tmp_path / "r.html").read_text()
+
+
+def test_the_noise_rule_on_images_whose_answer_is_known() -> None:
+    stripes = np.zeros((2, 8, 8, 3), np.uint8)
+    stripes[:, :, ::2] = 255  # every neighbour differs by 255
+    assert roughness(stripes) == 255.0
+    note = too_early_note(stripes, 0.012)
+    assert note is not None and note.startswith("Too early to judge: after 0.012 kimg of training ")
+    smooth = np.tile(np.arange(0, 256, 32, dtype=np.uint8)[None, None, :, None], (2, 8, 1, 3))
+    assert roughness(smooth) == 32.0 and too_early_note(smooth, 0.012) is None
+    assert too_early_note(np.full((1, 8, 8, 3), 90, np.uint8), None) is None
+    for step, noisy in ((40, False), (41, True), (60, True)):  # the rule's line: above 40 grey levels
+        columns = np.zeros((1, 4, 4, 3), np.uint8)
+        columns[:, :, 1::2] = step
+        assert (too_early_note(columns, None) is not None) == noisy, step
