@@ -70,6 +70,8 @@ def test_a_pytorch_fid_file_loads_and_gives_the_same_fid(tmp_path: Path) -> None
     check_matches(loaded, dict(IDENTITY, dims=32))  # Inception space: accepted, with its caveat
     with pytest.raises(DiffkitError, match="pytorch-fid statistics file .* --features dinov2 needs diffkit"):
         check_matches(loaded, dict(IDENTITY, dims=32, features="dinov2"))
+    with pytest.raises(DiffkitError, match="holds 32-d statistics; Inception pool3 features are 2048-d"):
+        check_matches(loaded, dict(IDENTITY, dims=2048))  # e.g. pytorch-fid --dims 64/192/768
 
 
 @pytest.mark.parametrize(

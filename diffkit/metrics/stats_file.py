@@ -137,10 +137,15 @@ def check_matches(reference: ReferenceStats, expected: dict[str, Any]) -> None:
     shown = printable(reference.path)
     if reference.meta is None:
         dims = reference.stats.mu.shape[0]
-        if expected["features"] != "inception" or expected["dims"] != dims:
+        if expected["features"] != "inception":
             raise DiffkitError(
-                f"{shown} is a pytorch-fid statistics file ({dims}-d, assumed Inception "
-                f"pool3); --features {expected['features']} needs diffkit's own file (--save-stats)"
+                f"{shown} is a pytorch-fid statistics file (assumed Inception pool3); --features "
+                f"{expected['features']} needs diffkit's own file (--save-stats)"
+            )
+        if dims != expected["dims"]:
+            raise DiffkitError(
+                f"{shown} holds {dims}-d statistics; Inception pool3 features are {expected['dims']}-d "
+                "(pytorch-fid's --dims values other than 2048 are other layers, not comparable)"
             )
         return
     found = {field: reference.meta.get(field) for field in MATCHED_FIELDS}
