@@ -129,7 +129,7 @@ SCRAPE_FIELDS = {
     "max_retries": "max_retries",
     "user_agent": "user_agent",
     "expect_size": "expect_size",
-    "near_dup_threshold": "near_dup_threshold",
+    "threshold": "threshold",
     "report_path": "report_path",
 }
 DEDUPE_FIELDS = {
@@ -144,7 +144,8 @@ DEDUPE_FIELDS = {
     "verify": "verify",
     "against": "against",
 }
-NO_CONFIG_DEFAULT = {"n", "directory", "progress", "json_output", "help"}  # required, or CLI-only
+# Required, CLI-only, or a deprecated alias (scrape's --near-dup-threshold, kept for one release).
+NO_CONFIG_DEFAULT = {"n", "directory", "progress", "json_output", "help", "near_dup_threshold"}
 
 
 def _config_defaults(config_class: type) -> dict[str, Any]:
@@ -170,7 +171,7 @@ def test_option_defaults_are_the_config_defaults(name: str, config_class: type, 
         ("scrape", "--rps", ScrapeConfig, "rps"),
         ("scrape", "--concurrency", ScrapeConfig, "concurrency"),
         ("scrape", "--timeout", ScrapeConfig, "timeout_s"),
-        ("scrape", "--near-dup-threshold", ScrapeConfig, "near_dup_threshold"),
+        ("scrape", "--threshold", ScrapeConfig, "threshold"),
         ("scrape", "--out", ScrapeConfig, "out"),
         ("scrape", "--user-agent", ScrapeConfig, "user_agent"),
         ("dedupe", "--hash", DedupeConfig, "hash_kind"),
