@@ -154,7 +154,9 @@ def _metric_rows(result: EvalResult) -> list[dict[str, object]]:
 
 
 def _badges(result: EvalResult) -> list[str]:
-    badges = [f"features: {result.space.network}", f"engine: {result.engine}"]
+    badges = [f"features: {result.space.network}"]
+    if "inception" in result.weights or result.features == "inception":
+        badges.append(f"engine: {result.engine}")
     if result.fid is not None:
         badges.append(f"{result.space.fd}@{result.n_generated}")
         if min(result.n_generated, result.n_reference or result.n_generated) < result.space.dims:

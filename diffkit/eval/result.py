@@ -121,6 +121,11 @@ class EvalResult(CommandResult):
         network = self.engine if self.features == "inception" else cav.SPACES[self.features].network
         return cav.fid_headline(n, m, self.fid, network, self.weights_status, self.features)
 
+    def _engine_text(self) -> str:
+        """The Inception engine, where Inception was used (IS, memorization or its own space)."""
+        used = "inception" in self.weights or self.features == "inception"
+        return f", engine {self.engine}" if used else ""
+
     @property
     def space(self) -> cav.Space:
         return cav.SPACES[self.features]
@@ -152,7 +157,7 @@ class EvalResult(CommandResult):
         )
         lines = [
             f"[bold]{self.n_generated}[/] generated vs {reference} ({self.resolution} px), "
-            f"{self.space.network} features, engine {self.engine}, {self.weights_status}"
+            f"{self.space.network} features{self._engine_text()}, {self.weights_status}"
         ]
         if self.fid is not None:
             ci = f"  95% CI {_interval(self.fid_ci95, self.fid_ci95_clipped)}" if self.fid_ci95 else ""
