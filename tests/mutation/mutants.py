@@ -1109,6 +1109,7 @@ EXPORT_MUTANTS = [
         '"beta_end": 0.02 * 1000 / steps,',
         '"beta_end": 0.02,',
         "beta_end not rescaled to T",
+        k="scheduler or ddim",
         equivalent_because="diffusers reads beta_start/beta_end only for a 'linear' schedule without "
         "trained_betas, and the export always carries trained_betas for linear runs (cosine ignores them)",
     ),
