@@ -156,3 +156,29 @@ def test_a_fid_interval_below_zero_is_clipped_and_marked(sets, tmp_path: Path) -
     html = build_report(config, result, gen, ref, None).html.read_text(encoding="utf-8")
     assert "0 (clipped at 0) – " in html and "FID interval clipped at 0" in html
     assert result.to_dict()["fid_ci95_clipped"] is True
+
+
+def test_fd_infinity_and_intervals_are_computed_and_named_in_the_dinov2_space(sets, tmp_path: Path) -> None:
+    from diffkit.eval.run import _Features, _fid
+
+    root, gen, ref = sets
+    rng = np.random.default_rng(3)
+    generated, reference = rng.standard_normal((96, 12)) + 0.5, rng.standard_normal((120, 12))
+    config = EvalConfig(
+        generated=root / "gen", reference=root / "ref", features="dinov2", bootstrap=30, seed=2
+    )
+    result = EvalResult(96, 120, "torch-fidelity", "", ["fid"], "gen", "ref", 32, features="dinov2")
+    _fid(config, result, _Features(gen=generated, ref=reference), None)
+    curve = cav.fid_curve(generated, FastFrechet(reference), seed=4)  # seed + 2, on these very features
+    boot = cav.fid_bootstrap(generated, FastFrechet(reference), 30, seed=3)  # seed + 1
+    assert result.fid == pytest.approx(frechet_distance(generated, reference), rel=1e-9)
+    assert result.fid_infinity == pytest.approx(curve.intercept, rel=1e-9)
+    assert result.fid_ci95 == pytest.approx(list(cav.percentile_interval(boot, centre=result.fid)), rel=1e-9)
+    assert result.fid_label == "FD_DINOv2@96 (reference 120)"
+    notes = "\n".join(result.caveats)
+    assert "FD_DINOv2-infinity estimate" in notes and "96 samples < 1024 feature dimensions" in notes
+    assert "FID" not in notes  # every label names the space
+    assert result.fid_infinity_text().startswith("FD_DINOv2∞ ≈ ")
+    config = EvalConfig(generated=root / "gen", reference=root / "ref", report=tmp_path / "eval.html")
+    html = build_report(config, result, gen, ref, None).html.read_text(encoding="utf-8")
+    assert "FD_DINOv2 vs 1/N" in html and "FD_DINOv2∞" in html and "FD_DINOv2@96" in html
