@@ -1,4 +1,5 @@
-"""The maths of evaluation: FID / KID / IS / precision-recall / memorization, features and weights.
+"""The maths of evaluation: FID / KID / IS / precision-recall-density-coverage / memorization, the
+feature extractors (Inception, VGG16, DINOv2) and their weights, reference statistics files.
 
 The ``diffkit eval`` command around them (config, sampling, report) is :mod:`diffkit.eval`.
 """

@@ -1,2 +1,2 @@
-"""Helpers that only the tests and benchmarks use (generated Inception weights). Product code never
-imports this package; the fake-face site the demo uses lives in :mod:`diffkit.fakesite`."""
+"""Helpers that only the tests and benchmarks use (generated Inception and DINOv2 weights). Product code
+never imports this package; the fake-face site the demo uses lives in :mod:`diffkit.fakesite`."""
