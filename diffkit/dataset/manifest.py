@@ -6,7 +6,8 @@ atomically). Tables: ``images`` (one row per kept file), ``counts`` (rejections 
 (schema version, the pHash decode path, the endpoint the images come from, redacted) and, created by the
 first ``diffkit dedupe`` that removes one of its files, ``dedupe_removed`` (the rows of removed files,
 with action, destination and keeper). Scrape reads ``dedupe_removed`` so it never fetches a removed
-duplicate again.
+duplicate again. ``scrape --urls`` adds ``url_status`` (the outcome of each listed URL, and the list's
+other columns, which ``metadata.jsonl`` carries for each image).
 
 This module runs SQL and raises SQLite's and the OS's own errors; the commands decide what a failure
 means to the user (scrape: :func:`diffkit.scrape.storage.storage_error`). It never follows a symlink to
@@ -36,12 +37,15 @@ __all__ = [
     "MANIFEST_NAME",
     "METADATA_NAME",
     "SCHEMA_VERSION",
+    "URL_DONE_STATUSES",
     "Manifest",
+    "RecordedHash",
     "RemovedFile",
     "check_manifest_header",
     "damaged_manifest",
     "fetch_times",
     "record_removals",
+    "recorded_hashes",
     "relative_file_name",
     "rewrite_metadata",
     "row_problem",
@@ -71,6 +75,17 @@ CREATE TABLE IF NOT EXISTS images (
 );
 CREATE TABLE IF NOT EXISTS counts (reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- What diffkit dedupe needs of a kept image, from the decode scrape made anyway (validation): dedupe of a
+-- fresh scrape folder decodes nothing. Manifests from before this table get it on their next scrape; their
+-- older images have no row and dedupe hashes them itself.
+CREATE TABLE IF NOT EXISTS image_hashes (
+    sha256 TEXT PRIMARY KEY,         -- images.sha256: the content these values describe
+    hash_decode TEXT NOT NULL,       -- decode path of phash and thumb (diffkit.dataset.phash)
+    phash INTEGER NOT NULL,          -- two's complement, as images.phash
+    thumb BLOB NOT NULL,             -- 16 x 16 YCbCr thumbnail (diffkit.dataset.verify)
+    size INTEGER NOT NULL,           -- the file as written: a file whose size, mtime or sha256
+    mtime_ns INTEGER NOT NULL        -- differs since is never trusted (dedupe checks all three)
+);
 """
 
 # Created only when dedupe first removes a file: opening an existing manifest (a rerun on a full or
@@ -93,6 +108,21 @@ CREATE TABLE IF NOT EXISTS dedupe_removed (
 )
 """
 _ROW_COLUMNS = "sha256, file_name, phash, width, height, bytes, url, fetched_at"
+
+# ``scrape --urls``: the outcome of every listed URL, so that a rerun skips those already done. Created
+# by the first list scrape of a folder (the migration of older manifests: they simply lack it).
+_URL_STATUS_TABLE = """
+CREATE TABLE IF NOT EXISTS url_status (
+    url TEXT PRIMARY KEY,            -- as listed, credentials redacted
+    status TEXT NOT NULL,            -- kept | duplicate | rejected (all done for good) | failed (retried)
+    reason TEXT NOT NULL,            -- kept, duplicate_exact, http_404, timeout...
+    sha256 TEXT,                     -- the image it gave (kept and duplicate)
+    extra TEXT,                      -- the list's other columns for this URL (JSON object), or NULL
+    updated_at TEXT NOT NULL
+)
+"""
+# A URL with one of these statuses is not fetched again; "failed" (transient faults after every retry) is.
+URL_DONE_STATUSES = ("kept", "duplicate", "rejected")
 
 
 def relative_file_name(sha256: str, extension: str) -> str:
@@ -151,6 +181,7 @@ class Manifest:
     def __init__(self, root: Path, db: sqlite3.Connection) -> None:
         self.root = Path(root)
         self.db = db
+        self.hash_decode: str | None = None  # set by open(): the decode path of the recorded hashes
 
     @classmethod
     def open(cls, root: Path, hash_decode: str) -> Manifest:
@@ -168,6 +199,7 @@ class Manifest:
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
             manifest._check_meta(hash_decode)
+            manifest.hash_decode = hash_decode
         except BaseException:
             manifest.close()
             raise
@@ -240,7 +272,37 @@ class Manifest:
             known.extend((str(s), to_unsigned64(p)) for s, p in removed.fetchall())
         return known
 
+    def url_statuses(self) -> dict[str, str]:
+        """``redacted url -> status`` of every URL a list scrape settled (empty before the first)."""
+        if not _has_table(self.db, "url_status"):
+            return {}
+        return dict(self.db.execute("SELECT url, status FROM url_status").fetchall())
+
+    def image_urls(self) -> dict[str, str]:
+        """``redacted url -> sha256`` of the kept images (a crash may leave a row before its URL's status)."""
+        rows = self.db.execute("SELECT url, sha256 FROM images WHERE url IS NOT NULL ORDER BY id")
+        return {str(url): str(sha256) for url, sha256 in rows.fetchall()}
+
     # -- writes ----------------------------------------------------------------------------------
+    def record_url(
+        self, url: str, status: str, reason: str, sha256: str | None, extra: dict[str, str] | None
+    ) -> None:
+        """The outcome of one listed URL (credentials never stored), one commit; creates the table."""
+        with self.db:
+            self.db.execute(_URL_STATUS_TABLE)
+            self.db.execute(
+                "INSERT OR REPLACE INTO url_status(url, status, reason, sha256, extra, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    redact(url),
+                    status,
+                    reason,
+                    sha256,
+                    json.dumps(extra, ensure_ascii=False) if extra else None,
+                    utc_now(),
+                ),
+            )
+
     def insert_image(
         self,
         sha256: str,
@@ -294,12 +356,26 @@ class Manifest:
     def write_metadata(self) -> None:
         """Rewrite ``metadata.jsonl`` (Hugging Face imagefolder convention) from the manifest, atomically."""
         lines = []
+        extras = self._list_extras()
         for row in self.rows():
             row["phash"] = f"{row['phash']:016x}"  # hex: JSON readers choke on uint64
             if isinstance(row["url"], str):
                 row["url"] = redact(row["url"])  # rows written by older diffkit versions
+            # a URL list's other columns (caption...), after diffkit's own: a list column never hides one
+            for name, value in extras.get(str(row["sha256"]), {}).items():
+                row.setdefault(name, value)
             lines.append(json.dumps(row, sort_keys=False))
         atomic_write_text(self.root / METADATA_NAME, "".join(line + "\n" for line in lines))
+
+
+    def _list_extras(self) -> dict[str, dict[str, str]]:
+        """``sha256 -> the list's other columns`` of the images kept from a URL list."""
+        if not _has_table(self.db, "url_status"):
+            return {}
+        rows = self.db.execute(
+            "SELECT sha256, extra FROM url_status WHERE status = 'kept' AND extra IS NOT NULL"
+        ).fetchall()
+        return {str(sha256): json.loads(extra) for sha256, extra in rows if sha256}
 
 
 def _has_table(db: sqlite3.Connection, name: str) -> bool:

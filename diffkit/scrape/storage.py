@@ -269,6 +269,13 @@ class Store:
         with self._writing():
             self.manifest.record_endpoint(url)
 
+    def record_url(
+        self, url: str, status: str, reason: str, sha256: str | None = None, extra: dict[str, str] | None = None
+    ) -> None:
+        """The outcome of one URL of a ``--urls`` list (see :meth:`Manifest.record_url`)."""
+        with self._writing():
+            self.manifest.record_url(url, status, reason, sha256, extra)
+
     def load_index(self) -> None:
         """Kept images, plus those ``diffkit dedupe`` removed as duplicates: never fetch them again."""
         self.index = KeptIndex()
