@@ -312,8 +312,13 @@ class Manifest:
         n_bytes: int,
         url: str | None,
         fetched_at: str,
+        thumb: bytes | None = None,
+        mtime_ns: int | None = None,
     ) -> None:
-        """One kept image (``phash`` unsigned; credentials in ``url`` are never stored), one commit."""
+        """One kept image (``phash`` unsigned; credentials in ``url`` are never stored), one commit.
+
+        With ``thumb`` and the written file's ``mtime_ns`` (and a manifest opened with its decode path),
+        the same commit records what ``diffkit dedupe`` needs of the image (table ``image_hashes``)."""
         with self.db:
             self.db.execute(
                 "INSERT INTO images(sha256, file_name, phash, width, height, bytes, url, fetched_at)"
@@ -329,6 +334,11 @@ class Manifest:
                     fetched_at,
                 ),
             )
+            if thumb is not None and mtime_ns is not None and self.hash_decode is not None:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO image_hashes VALUES (?, ?, ?, ?, ?, ?)",
+                    (sha256, self.hash_decode, to_signed64(phash), thumb, n_bytes, mtime_ns),
+                )
 
     def record_endpoint(self, url: str) -> None:
         """Remember the URL that answered the probe (credentials never stored), so that a resume does
@@ -344,6 +354,7 @@ class Manifest:
     def drop_image(self, sha256: str) -> None:
         with self.db:
             self.db.execute("DELETE FROM images WHERE sha256 = ?", (sha256,))
+            self.db.execute("DELETE FROM image_hashes WHERE sha256 = ?", (sha256,))
 
     def add_count(self, reason: str, amount: int = 1) -> None:
         with self.db:
@@ -400,6 +411,46 @@ def fetch_times(root: Path) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
+class RecordedHash:
+    """What scrape recorded of a kept image for ``diffkit dedupe``, and the file it describes."""
+
+    file_name: str
+    sha256: str
+    phash: int  # unsigned
+    thumb: bytes
+    width: int
+    height: int
+    size: int  # of the file as written, with its mtime: a stat that differs means the file changed
+    mtime_ns: int
+
+
+def recorded_hashes(root: Path, hash_decode: str) -> dict[str, RecordedHash]:
+    """``file_name -> RecordedHash`` of the kept images whose values were recorded on ``hash_decode``,
+    read-only; empty for a plain folder, a manifest from before ``image_hashes``, or one that is not a
+    readable manifest. The caller still checks each file against size, mtime and sha256."""
+    path = Path(root) / MANIFEST_NAME
+    if not path.is_file():
+        return {}
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
+            if not _has_table(db, "image_hashes"):
+                return {}
+            rows = db.execute(
+                "SELECT i.file_name, i.sha256, h.phash, h.thumb, i.width, i.height, h.size, h.mtime_ns"
+                " FROM images AS i JOIN image_hashes AS h ON h.sha256 = i.sha256 WHERE h.hash_decode = ?",
+                (hash_decode,),
+            ).fetchall()
+    except sqlite3.Error:
+        return {}  # damaged or not diffkit's: dedupe hashes every file itself
+    return {
+        str(name): RecordedHash(
+            str(name), str(sha), to_unsigned64(int(value)), bytes(thumb), int(w), int(h), int(size), int(mt)
+        )
+        for name, sha, value, thumb, w, h, size, mt in rows
+    }
+
+
+@dataclass(frozen=True)
 class RemovedFile:
     """A kept image that dedupe removed: its ``file_name`` (as in the manifest) and why."""
 
@@ -420,6 +471,7 @@ def record_removals(root: Path, removed: Iterable[RemovedFile]) -> int:
     with contextlib.closing(sqlite3.connect(Path(root) / MANIFEST_NAME, timeout=30)) as db:
         if not _has_table(db, "images"):
             return 0
+        has_hashes = _has_table(db, "image_hashes")
         with db:
             db.execute(_REMOVED_TABLE)
             now = utc_now()
@@ -431,6 +483,12 @@ def record_removals(root: Path, removed: Iterable[RemovedFile]) -> int:
                 )
                 if cursor.rowcount:
                     db.execute("DELETE FROM images WHERE file_name = ?", (item.file_name,))
+                    if has_hashes:
+                        db.execute(  # the removed file's recorded hash goes with its row
+                            "DELETE FROM image_hashes WHERE sha256 IN"
+                            " (SELECT sha256 FROM dedupe_removed WHERE file_name = ?)",
+                            (item.file_name,),
+                        )
                     changed += 1
     return changed
 
