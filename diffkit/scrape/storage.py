@@ -320,8 +320,13 @@ class Store:
     ) -> None:
         """Commit the row of ``image``, whose file ``path`` (``file_name`` in the folder) was checked safe."""
         size = (image.width, image.height)
+        # The pHash and thumbnail from validation's decode are recorded with the file's stat as written,
+        # so ``diffkit dedupe`` of this folder decodes nothing (it trusts them while the file's size,
+        # mtime and sha256 are unchanged). One stat per image; the row commits in the same transaction.
+        mtime_ns = path.stat().st_mtime_ns if image.thumb is not None else None
         self.manifest.insert_image(
-            image.sha256, file_name, image.phash, size, len(image.data), url, fetched_at
+            image.sha256, file_name, image.phash, size, len(image.data), url, fetched_at,
+            thumb=image.thumb, mtime_ns=mtime_ns,
         )
         # The thumbnail from validation is remembered (768 bytes per kept image): a later candidate is
         # verified without reading and decoding this file again.
