@@ -177,7 +177,12 @@ def default(config_class: type, name: str) -> Any:
 
 @app.command()
 def scrape(
-    n: int = typer.Option(..., "--n", help="Unique, valid images wanted (rerun to resume, raise to extend)."),
+    n: int | None = typer.Option(
+        None,
+        "--n",
+        help="Unique, valid images wanted (rerun to resume, raise to extend). Required unless --urls"
+        " is given; with --urls it caps the list (default: every URL).",
+    ),
     out: Path = typer.Option(
         default(ScrapeConfig, "out"), "--out", help="Output folder: images/, manifest, metadata."
     ),
@@ -185,6 +190,12 @@ def scrape(
         default(ScrapeConfig, "url"),
         "--url",
         help="Image URL, used as is. Not given: probe thispersondoesnotexist.com's endpoints.",
+    ),
+    urls: Path | None = typer.Option(
+        default(ScrapeConfig, "urls"),
+        "--urls",
+        help="A list of image URLs, each fetched once: text (one per line, # comments), or CSV/Parquet"
+        " with a url column (other columns kept in metadata.jsonl). Politeness is per host.",
     ),
     concurrency: int = typer.Option(
         default(ScrapeConfig, "concurrency"), "--concurrency", help="Requests in flight at once."
@@ -229,15 +240,20 @@ def scrape(
     """Collect N unique, valid images from a "random image" URL, politely and resumably.
 
     Example: diffkit scrape --n 30000 --out data/faces --rps 1
+    (or: diffkit scrape --urls list.csv --out data/listed)
     """
-    from diffkit.scrape.config import parse_size
+    from diffkit.scrape.config import ALL_LISTED, parse_size
+    from diffkit.scrape.listrun import scrape_urls
     from diffkit.scrape.run import scrape as run_scrape
 
     def call() -> Any:
+        if n is None and urls is None:
+            raise DiffkitError("--n is required (how many images to collect), unless --urls gives a list")
         config = ScrapeConfig(
-            n=n,
+            n=ALL_LISTED if n is None else n,
             out=out,
             url=url,
+            urls=urls,
             concurrency=concurrency,
             rps=rps,
             timeout_s=timeout,
@@ -248,7 +264,7 @@ def scrape(
             report_path=report_path,
             progress=_progress(progress),
         )
-        return run_scrape(config)
+        return scrape_urls(config) if config.urls is not None else run_scrape(config)
 
     result = _run(call, json_output)
     if result is not None and result.interrupted:

@@ -49,6 +49,9 @@ class SiteConfig:
     # Images are served here; "/" is an HTML landing page and "/image" an HTML block page (HTTP 200,
     # like the real site since 2024) unless one of them is the image path.
     image_path: str = "/random-person.jpeg"
+    # Every path under this prefix serves images too (e.g. "/img/": "/img/1.jpg", "/img/2.jpg"), as the
+    # distinct addresses of a URL list (scrape --urls) do; None: only image_path.
+    image_prefix: str | None = None
     repeat_rate: float = 0.0  # exact byte repeat of an earlier fresh image
     near_dup_rate: float = 0.0  # earlier face re-encoded at another quality, resized or brightened
     latency_s: float = 0.0  # added before every response
@@ -323,7 +326,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "path": self.path, "headers": dict(self.headers.items())}
         with site._lock:
             admitted = site._admit()
-            plan = site._plan_image() if admitted and path == cfg.image_path else None
+            is_image = path == cfg.image_path or bool(cfg.image_prefix and path.startswith(cfg.image_prefix))
+            plan = site._plan_image() if admitted and is_image else None
         if cfg.latency_s > 0 and site._stopping.wait(cfg.latency_s):
             self.close_connection = True
             return

@@ -105,16 +105,24 @@ class RateLimiter:
     async def acquire(self) -> None:
         """Wait for this caller's slot. Holding the lock while sleeping keeps callers in FIFO order."""
         async with self._lock:
-            while True:
-                now = self._clock()
-                ready_at = max(self._next_slot, self._paused_until)
-                if ready_at <= now:
-                    break
-                await asyncio.sleep(ready_at - now)  # re-checked: a pause may have arrived meanwhile
-            interval = 1.0 / self.rate
-            # Count from the slot, not from a late wake-up, so sleep overshoot does not pile up and
-            # the long-run rate is the configured one; an idle gap longer than a slot is not banked.
-            self._next_slot = (ready_at if now - ready_at < interval else now) + interval
+            while not self.claim():
+                # re-checked: a pause may have arrived meanwhile
+                await asyncio.sleep(self.ready_at() - self._clock())
+
+    def ready_at(self) -> float:
+        """When the next request may go (clock time): the next slot, or the end of a pause."""
+        return max(self._next_slot, self._paused_until)
+
+    def claim(self) -> bool:
+        """Take the next slot if it is due now (no waiting): a scheduler of many hosts polls with it."""
+        now, ready_at = self._clock(), self.ready_at()
+        if ready_at > now:
+            return False
+        interval = 1.0 / self.rate
+        # Count from the slot, not from a late wake-up, so sleep overshoot does not pile up and
+        # the long-run rate is the configured one; an idle gap longer than a slot is not banked.
+        self._next_slot = (ready_at if now - ready_at < interval else now) + interval
+        return True
 
     def pause(self, seconds: float) -> None:
         """Nobody sends anything for ``seconds`` from now (Retry-After)."""

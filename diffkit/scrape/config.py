@@ -13,6 +13,8 @@ from diffkit.errors import DiffkitError
 
 DEFAULT_USER_AGENT = f"diffkit/{__version__} (+https://github.com/diffkit/diffkit)"
 
+ALL_LISTED = 0  # ScrapeConfig.n with a URL list: as many images as the list has URLs
+
 # thispersondoesnotexist.com moved its image endpoint over the years; the newest first.
 TPDNE_ENDPOINTS: tuple[str, ...] = (
     "https://thispersondoesnotexist.com/random-person.jpeg",
@@ -29,9 +31,10 @@ class ScrapeConfig:
     raise :class:`DiffkitError` when the config is made, before any file or socket is touched.
     """
 
-    n: int
+    n: int  # with ``urls``, ALL_LISTED (0) means every URL of the list
     out: Path = Path("data/faces")
     url: str | None = None
+    urls: Path | None = None  # a URL list (text, CSV or Parquet): each URL fetched once (urllist.py)
     concurrency: int = 2
     rps: float = 1.0  # polite: the site publishes no limit and serves everyone from one generator
     timeout_s: float = 30.0  # whole request, not per socket read (httpx's own timeout is per read)
@@ -56,7 +59,9 @@ class ScrapeConfig:
     report_path: Path | None = None  # default reports/scrape-<timestamp>.html
 
     def __post_init__(self) -> None:
-        if self.n < 1:
+        if self.url is not None and self.urls is not None:
+            raise DiffkitError("--url and --urls exclude each other: pass one image URL or one list")
+        if self.n < 1 and not (self.urls is not None and self.n == ALL_LISTED):
             raise DiffkitError(f"--n must be at least 1, got {self.n}")
         if self.concurrency < 1:
             raise DiffkitError(f"--concurrency must be at least 1, got {self.concurrency}")

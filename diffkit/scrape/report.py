@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from PIL import Image
 
@@ -155,7 +156,9 @@ def write_scrape_report(
         Section(
             heading="Caveats",
             text=(
-                "thispersondoesnotexist.com publishes no licence for its images; check before you share "
+                # the host actually scraped (never a password in the URL), not one fixed site
+                f"{urlsplit(str(result.url or '')).hostname or 'The source site'} publishes no licence "
+                "for its images that diffkit knows of; check its terms before you share "
                 "a dataset or model. Duplicates are judged by sha256 and a 64-bit pHash; near-duplicates "
                 "beyond the threshold and transformed copies are not caught here (see diffkit dedupe)."
             ),

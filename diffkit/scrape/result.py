@@ -23,6 +23,29 @@ def estimate_pool(kept_before: int, valid: int, duplicates: int) -> float | None
     return (kept_before * valid + valid**2 / 2) / duplicates
 
 
+def list_lines(urls: dict[str, Any]) -> list[str]:
+    """The summary of a --urls run: the list, then one line per host (at most 20)."""
+    rejected = ", ".join(f"{reason} {count}" for reason, count in urls["rejected"].items()) or "none"
+    lines = [
+        f"list {shown(urls['file'])}: {urls['listed']} URLs listed ({urls['repeats']} repeats, fetched "
+        f"once), {urls['bad_lines']} bad lines, {urls['already_done']} done before; this run fetched "
+        f"{urls['fetched']}: kept {urls['kept']}, duplicates {urls['duplicates']}, rejected "
+        f"{urls['rejected_total']} ({shown(rejected)}), failed {urls['failed_total']}; "
+        f"not fetched {urls['not_fetched']}",
+    ]
+    lines.extend(
+        f"  bad line {bad['line']}: {shown(bad['text'])} ({bad['reason']})" for bad in urls["bad"][:10]
+    )
+    for host, row in list(urls["hosts"].items())[:20]:
+        lines.append(
+            f"  {shown(host)}: {row['urls']} URLs, fetched {row['fetched']} in {row['requests']} requests, "
+            f"kept {row['kept']}, duplicates {row['duplicates']}, rejected {row['rejected_total']}, "
+            f"failed {row['failed_total']}, Retry-After pauses {row['retry_after_pauses']}"
+            + (f" [yellow]{shown(row['given_up'])}[/]" if row["given_up"] else "")
+        )
+    return lines
+
+
 @dataclass
 class ScrapeResult(CommandResult):
     out: str
@@ -50,6 +73,7 @@ class ScrapeResult(CommandResult):
     interrupted: bool = False
     timeline: list[tuple[float, str]] = field(default_factory=list, repr=False)
     rate_history: list[tuple[float, float]] = field(default_factory=list, repr=False)
+    urls: dict[str, Any] | None = None  # --urls: listed, fetched, kept, rejected by reason, per host...
     report_html: str | None = None
     report_json: str | None = None
     warnings: list[str] = field(default_factory=list)
@@ -91,6 +115,7 @@ class ScrapeResult(CommandResult):
             metadata=printable(store.metadata_path),
             timeline=run.events,
             rate_history=[(t - run.started, rate) for t, rate in run.limiter.history],
+            urls=run.list_summary(),
         )
 
     @property
@@ -117,6 +142,8 @@ class ScrapeResult(CommandResult):
             f"({self.duplicate_rate:.1%} of valid images)",
             f"rejected: {shown(rejected)}",
         ]
+        if self.urls is not None:
+            lines.extend(list_lines(self.urls))
         if self.estimated_pool is not None and self.duplicates_exact + self.duplicates_near >= 10:
             # below ~10 duplicates the estimate is off by more than a third: not worth a line
             lines.append(f"the source seems to hold about {self.estimated_pool:,.0f} distinct images")

@@ -17,6 +17,7 @@ import random
 import signal
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,8 @@ def bar_info(requests: int, elapsed_s: float, duplicates: int, rejected: int) ->
 
 class _Scrape:
     """The state of one run: counters, stop conditions and the worker loop."""
+
+    listing = False  # a --urls run (diffkit.scrape.listrun): no probe, each listed URL fetched once
 
     def __init__(self, config: ScrapeConfig, store: Store | None, reconcile: ReconcileReport) -> None:
         self.config = config
@@ -298,6 +301,10 @@ class _Scrape:
         urls = (self.config.url,) if self.config.url is not None else self.config.candidate_urls
         return next((url for url in urls if recorded is not None and redact(url) == recorded), None)
 
+    def list_summary(self) -> dict[str, Any] | None:
+        """What a --urls run did with its list (None here: one URL, no list)."""
+        return None
+
     def probe_steps(self) -> list[dict[str, str]]:
         if self.trusted is not None:
             note = "recorded in the manifest by an earlier run: not probed again"
@@ -368,7 +375,10 @@ def reconcile_and_report(store: Store, config: ScrapeConfig) -> ReconcileReport:
     return reconcile
 
 
-def scrape(config: ScrapeConfig) -> ScrapeResult:
+RunFactory = Callable[[ScrapeConfig, "Store | None", ReconcileReport], _Scrape]
+
+
+def scrape(config: ScrapeConfig, make_run: RunFactory = _Scrape) -> ScrapeResult:
     """Fill ``config.out`` up to ``config.n`` unique, valid images (resuming what is there).
 
     One run per folder: the folder's lock is held from start to end; a second run into the same
@@ -383,7 +393,7 @@ def scrape(config: ScrapeConfig) -> ScrapeResult:
     created = _make_folder(config.out)
     try:
         with folder_lock(config.out, "scrape"):
-            return _scrape_locked(config)
+            return _scrape_locked(config, make_run)
     except DiffkitError as exc:
         message = redact(str(exc))  # stop messages quote server answers, which may echo the URL
         if message != str(exc):
@@ -415,12 +425,12 @@ def _remove_if_empty(out: Path) -> None:
             out.rmdir()
 
 
-def _scrape_locked(config: ScrapeConfig) -> ScrapeResult:
+def _scrape_locked(config: ScrapeConfig, make_run: RunFactory) -> ScrapeResult:
     store: Store | None = None
     reconcile = ReconcileReport()
     if (config.out / MANIFEST_NAME).exists() or (config.out / IMAGES_DIR).exists():
         store = Store(config.out)
-    run = _Scrape(config, store, reconcile)
+    run = make_run(config, store, reconcile)
     try:
         if store is not None:
             run.reconcile = reconcile_and_report(store, config)
@@ -429,7 +439,7 @@ def _scrape_locked(config: ScrapeConfig) -> ScrapeResult:
             asyncio.run(run.main())
         else:
             say(f"{shown(config.out)} already holds {run.kept} images (--n {config.n}): nothing to fetch")
-        started = run.probe is not None or run.trusted is not None
+        started = run.probe is not None or run.trusted is not None or run.listing
         if run.store is None or (not started and run.kept < config.n and not run.interrupted):
             if run.interrupted:
                 raise KeyboardInterrupt

@@ -270,7 +270,12 @@ class Store:
             self.manifest.record_endpoint(url)
 
     def record_url(
-        self, url: str, status: str, reason: str, sha256: str | None = None, extra: dict[str, str] | None = None
+        self,
+        url: str,
+        status: str,
+        reason: str,
+        sha256: str | None = None,
+        extra: dict[str, str] | None = None,
     ) -> None:
         """The outcome of one URL of a ``--urls`` list (see :meth:`Manifest.record_url`)."""
         with self._writing():

@@ -115,7 +115,9 @@ def _rows_csv(path: Path, delimiter: str) -> list[tuple[int, str, dict[str, str]
     try:
         header = next(reader)
     except StopIteration:
-        raise DiffkitError(f"--urls {path} is empty: a CSV list needs a header row with a 'url' column") from None
+        raise DiffkitError(
+            f"--urls {path} is empty: a CSV list needs a header row with a 'url' column"
+        ) from None
     except csv.Error as exc:
         raise DiffkitError(f"--urls {path}: cannot read its header row ({exc})") from None
     names = [name.strip() for name in header]
