@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from diffkit.dedupe.config import CACHE_NAME, DedupeConfig
-from diffkit.dedupe.hashing import HashCache, HashRecord, hash_images, scan_folder
+from diffkit.dedupe.hashing import HashCache, HashRecord, hash_images, scan_folder, scrape_records
 from diffkit.dedupe.result import DedupeResult
 from diffkit.dedupe.search import search_pairs
 from diffkit.dedupe.stages import thumbnails, verify_candidates
@@ -38,8 +38,10 @@ def _hashed(
     files = scan_folder(folder).files
     cache = HashCache(folder, enabled=config.use_cache, path=cache_path)
     try:
-        records, n_hashed = hash_images(
-            files, config.hash_kind, config.decode, config.effective_workers, cache
+        # A scrape folder (either side) needs no decoding: its manifest's recorded hashes, checked
+        recorded = scrape_records(folder, config.hash_kind, config.decode, config.use_cache)
+        records, n_hashed, _ = hash_images(
+            files, config.hash_kind, config.decode, config.effective_workers, cache, recorded=recorded
         )
         cache.prune({f.rel for f in files})  # the cache stays the size of the folder it describes
     finally:

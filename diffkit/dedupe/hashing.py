@@ -8,6 +8,13 @@ manifest's pHash and dedupe's agree. The same decode yields the 16 x 16 colour t
 second stage (:mod:`diffkit.dataset.verify`), so verifying costs no second decode. Files are spread over
 all cores, and a SQLite cache in the folder keeps every hash and thumbnail keyed by (path, size,
 mtime_ns, hash kind, decode path), so a rerun only hashes new or changed files.
+
+A ``diffkit scrape`` folder needs no hashing at all: scrape records each kept image's pHash and thumbnail
+from its own validation decode in the manifest (:func:`diffkit.dataset.manifest.recorded_hashes`), with
+the file's size and mtime as written. Those values are used only for a file whose size and mtime are
+unchanged and whose bytes still have the recorded sha256 (read and hashed here: ~40x cheaper than a
+decode), so a file replaced after the scrape, even one of the same size with its mtime set back, is
+hashed again.
 """
 
 from __future__ import annotations
@@ -20,7 +27,8 @@ import sqlite3
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +38,8 @@ from PIL import Image, UnidentifiedImageError
 from diffkit.console import printable
 from diffkit.dataset.decode import UndecodableImage
 from diffkit.dataset.listing import ImageEntry, ImageScan, scan_images
-from diffkit.dataset.phash import bits_to_uint64, phash_image, to_signed64, to_unsigned64
+from diffkit.dataset.manifest import RecordedHash, recorded_hashes
+from diffkit.dataset.phash import DRAFT_DECODE, bits_to_uint64, phash_image, to_signed64, to_unsigned64
 from diffkit.dataset.verify import THUMB_BYTES, open_for_hash_and_thumbnail
 from diffkit.dedupe.config import CACHE_NAME
 from diffkit.safepath import unsafe_reason
@@ -43,6 +52,7 @@ __all__ = [
     "hash_images",
     "perceptual_hash",
     "scan_folder",
+    "scrape_records",
 ]
 
 _WHASH_SCALE = 64  # fixed so that whash does not depend on the decoded size (imagehash's default does)
@@ -305,6 +315,48 @@ def _complete(record: HashRecord) -> bool:
     return record.error is not None or (record.thumb is not None and len(record.thumb) == THUMB_BYTES)
 
 
+def scrape_records(root: Path, hash_kind: str, decode: str, enabled: bool) -> dict[str, RecordedHash]:
+    """What a scrape manifest in ``root`` recorded for dedupe (``file_name -> RecordedHash``): only
+    pHashes on scrape's decode path are recorded, so other hash kinds and decode paths get nothing, as
+    does ``--no-cache`` (which hashes every file)."""
+    if not enabled or hash_kind != "phash" or decode != DRAFT_DECODE:
+        return {}
+    return recorded_hashes(root, decode)
+
+
+def _sha256_of(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:  # vanished or unreadable since the scan: hashed (and reported) like any file
+        return None
+
+
+def _trusted_records(
+    files: list[ImageEntry], recorded: Mapping[str, RecordedHash], workers: int
+) -> dict[str, HashRecord]:
+    """The files whose recorded values still describe them: same size and mtime as written (a stat),
+    and the same sha256 (the bytes are read: a forged mtime does not fool it). Threads suffice: file
+    reads and hashlib on large buffers release the GIL."""
+    matched = [
+        (file, hit)
+        for file in files
+        if (hit := recorded.get(file.rel)) is not None
+        and hit.size == file.size
+        and hit.mtime_ns == file.mtime_ns
+    ]
+    if not matched:
+        return {}
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        digests = list(pool.map(_sha256_of, [file.path for file, _ in matched]))
+    return {
+        file.rel: HashRecord(
+            file.rel, file.size, file.mtime_ns, hit.sha256, hit.phash, hit.width, hit.height, None, hit.thumb
+        )
+        for (file, hit), digest in zip(matched, digests, strict=True)
+        if digest == hit.sha256 and len(hit.thumb) == THUMB_BYTES
+    }
+
+
 def hash_images(
     files: list[ImageEntry],
     hash_kind: str,
@@ -312,13 +364,19 @@ def hash_images(
     workers: int,
     cache: HashCache,
     advance: Callable[[int], None] | None = None,
-) -> tuple[list[HashRecord], int]:
-    """Hash every file (cached ones are not reopened). Returns records in ``files`` order and the number
-    of files actually hashed this run."""
+    recorded: Mapping[str, RecordedHash] | None = None,
+) -> tuple[list[HashRecord], int, int]:
+    """Hash every file (cached ones are not reopened, ``recorded`` ones, from a scrape manifest, only
+    checked). Returns records in ``files`` order, the number of files actually hashed (decoded) this
+    run, and how many came from ``recorded``. Recorded values are not copied into the cache: they are
+    checked against the file on every run, where the cache trusts (size, mtime)."""
+    records = _trusted_records(files, recorded, workers) if recorded else {}
+    n_recorded = len(records)
     cached = cache.load(hash_kind, decode)
-    records: dict[str, HashRecord] = {}
     todo: list[ImageEntry] = []
     for file in files:
+        if file.rel in records:
+            continue
         hit = cached.get(file.rel)
         if hit is not None and hit.size == file.size and hit.mtime_ns == file.mtime_ns and _complete(hit):
             records[file.rel] = hit
@@ -358,4 +416,4 @@ def hash_images(
                 collect(file, hash_file(task))
     finally:
         cache.store(hash_kind, decode, pending)  # keep finished work even on Ctrl-C
-    return [records[f.rel] for f in files], len(todo)
+    return [records[f.rel] for f in files], len(todo), n_recorded

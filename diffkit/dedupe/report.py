@@ -76,6 +76,13 @@ def _similarity_figure(result: DedupeResult) -> Figure:
     return figure
 
 
+def _verdict(pair: dict[str, Any]) -> str:
+    """How a borderline pair was judged: a byte-identical pair is a duplicate whatever its thumbnails."""
+    if pair.get("exact"):
+        return "duplicate (byte-identical)"
+    return "duplicate" if pair["accepted"] else "distinct"
+
+
 def _verifier_section(
     result: DedupeResult, locate: Callable[[str], Path], locate_b: Callable[[str], Path] | None = None
 ) -> Section:
@@ -87,7 +94,7 @@ def _verifier_section(
             contact_sheet(
                 [locate(b["a"]), locate_b(b["b"])], [_DUP_COLOUR if b["accepted"] else _KEEP_COLOUR] * 2
             ),
-            f"{'duplicate' if b['accepted'] else 'distinct'}: similarity {b['similarity']},"
+            f"{_verdict(b)}: similarity {b['similarity']},"
             f" {b['distance']} bits: {printable(b['a'])} | {printable(b['b'])}",
         )
         for b in result.borderline[:_MAX_NEAR_MISS_SHEETS]
@@ -270,6 +277,7 @@ def _summary(result: DedupeResult) -> dict[str, Any]:
         "removed": result.n_removed,
         "hashed_this_run": result.n_hashed,
         "from_cache": result.n_cached,
+        "recorded_by_scrape": result.n_from_scrape,
         "seconds": round(result.seconds.get("total", 0.0), 2),
     }
 

@@ -27,7 +27,7 @@ class DedupeResult(CommandResult):
     quarantine: str | None
     n_removed: int  # files moved or deleted by this run
     manifest_rows_updated: int
-    n_hashed: int  # files hashed this run; the rest came from the cache
+    n_hashed: int  # files hashed (decoded) this run; the rest came from the cache or the scrape manifest
     n_cached: int
     nearest_histogram: list[int]  # [count of images whose nearest neighbour is at distance d, d = 0..64]
     near_misses: list[dict[str, Any]]  # closest pairs just above the threshold: {"a", "b", "distance"}
@@ -55,6 +55,9 @@ class DedupeResult(CommandResult):
     # "reason"}. n_removed counts only what was actually moved or deleted.
     left_alone: list[dict[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Of n_cached: files whose pHash and thumbnail a scrape recorded in the manifest, checked unchanged
+    # (size, mtime, sha256) and not decoded again.
+    n_from_scrape: int = 0
 
     def report_paths(self) -> list[Path]:
         return [Path(path) for path in (self.report_html, self.report_json) if path]
@@ -67,7 +70,9 @@ class DedupeResult(CommandResult):
         """Rich markup lines; every piece of user text (paths, messages) is escaped."""
         lines = [
             f"[bold]{self.n_images}[/] images in {shown(self.directory)} ({self.hash_kind}, threshold "
-            f"{self.threshold}, {self.n_hashed} hashed, {self.n_cached} from cache, "
+            f"{self.threshold}, {self.n_hashed} hashed, {self.n_cached} from cache"
+            + (f" ({self.n_from_scrape} recorded by the scrape)" if self.n_from_scrape else "")
+            + ", "
             f"{self.seconds.get('total', 0):.1f} s)",
             f"[bold]{self.n_clusters}[/] duplicate clusters, [bold]{self.n_duplicates}[/] duplicates "
             f"({self.n_exact_duplicates} byte-identical)",

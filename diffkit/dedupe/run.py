@@ -25,7 +25,7 @@ from diffkit.dedupe.actions import (
 )
 from diffkit.dedupe.clusters import Candidate, connected_groups, keeper_order
 from diffkit.dedupe.config import DedupeConfig
-from diffkit.dedupe.hashing import HashCache, HashRecord, hash_images, scan_folder
+from diffkit.dedupe.hashing import HashCache, HashRecord, hash_images, scan_folder, scrape_records
 from diffkit.dedupe.movelog import MoveLog
 from diffkit.dedupe.result import DedupeResult
 from diffkit.dedupe.search import popcount64, search_pairs
@@ -118,9 +118,10 @@ def _dedupe(config: DedupeConfig, root: Path, moves: _Moves | None) -> DedupeRes
     cache = HashCache(root, enabled=config.use_cache)
     try:
         t0 = time.perf_counter()
+        recorded = scrape_records(root, config.hash_kind, config.decode, config.use_cache)
         with _phase("hashing", len(files), config.progress) as advance:
-            records, n_hashed = hash_images(
-                files, config.hash_kind, config.decode, config.effective_workers, cache, advance
+            records, n_hashed, n_recorded = hash_images(
+                files, config.hash_kind, config.decode, config.effective_workers, cache, advance, recorded
             )
         cache.prune({f.rel for f in files})
         seconds["hash"] = time.perf_counter() - t0
@@ -177,6 +178,7 @@ def _dedupe(config: DedupeConfig, root: Path, moves: _Moves | None) -> DedupeRes
         manifest_rows_updated=rows,
         n_hashed=n_hashed,
         n_cached=len(files) - n_hashed,
+        n_from_scrape=n_recorded,
         nearest_histogram=np.bincount(nearest, minlength=65).tolist(),
         near_misses=[
             {"a": readable[i].rel, "b": readable[j].rel, "distance": int(d)}

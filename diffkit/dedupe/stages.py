@@ -61,7 +61,7 @@ def verify_candidates(
         int(pi.size),
         int((~accept).sum()),
         histogram.tolist(),
-        _borderline(records, pi, pj, pd, sims, accept & ~exact) if verify else [],
+        _borderline(records, pi, pj, pd, sims, accept, exact) if verify else [],
     )
 
 
@@ -72,8 +72,11 @@ def _borderline(
     pd: np.ndarray,
     sims: np.ndarray,
     accepted: np.ndarray,
+    exact: np.ndarray,
 ) -> list[dict[str, object]]:
-    """The most similar rejected pairs and the least similar accepted (non-identical) ones."""
+    """The most similar rejected pairs and the least similar accepted ones. Byte-identical pairs are
+    accepted whatever their thumbnails say; they are listed (as accepted, ``exact``) only where their
+    similarity makes them the closest call, never among the rejected."""
     rejected = np.flatnonzero(~accepted)
     rejected = rejected[np.argsort(-sims[rejected], kind="stable")[:_BORDERLINE]]
     kept = np.flatnonzero(accepted)
@@ -85,6 +88,7 @@ def _borderline(
             "distance": int(pd[k]),
             "similarity": round(float(sims[k]), 4),
             "accepted": bool(accepted[k]),
+            "exact": bool(exact[k]),
         }
         for k in np.r_[rejected, kept].tolist()
     ]
