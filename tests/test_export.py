@@ -250,11 +250,12 @@ def test_diffusers_ddim_gives_the_images_of_diffkit_ddim(
 
 def test_model_card_names_data_config_length_and_no_unmeasured_metric(trained: Path, tmp_path: Path) -> None:
     card = (exported(trained, tmp_path / "out") / "README.md").read_text()
-    assert card.startswith("---\nlibrary_name: diffusers\n")
+    assert card.startswith("---\nlicense: unknown\nlibrary_name: diffusers\n")
     assert "- folder: `solid`" in card and "- images: 8, at 16 px" in card
     assert "| preset | tiny |" in card and '| diffusion.schedule | "cosine" |' in card
     assert "| parameters | 3,392,643 |" in card
     assert "0.24 kimg (240 images, step 30) of the 0.24 kimg planned" in card
+    assert "- finished: yes, all 0.24 kimg planned" in card
     assert "30 passes over the 8 training images" in card
     assert "claims no metric" in card and "FID@" not in card
     assert str(trained.parent) not in card  # the data's full path stays on the training machine
@@ -334,7 +335,7 @@ def test_a_non_empty_out_is_refused_unless_forced(trained: Path, tmp_path: Path)
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["files"] == [
         "model_index.json", "scheduler/scheduler_config.json", "unet/config.json",
-        "unet/diffusion_pytorch_model.safetensors", "README.md",
+        "unet/diffusion_pytorch_model.safetensors", "README.md", "samples.png",
     ]  # fmt: skip
     assert (out / "notes.txt").read_text() == "mine"  # what the export does not write stays
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left

@@ -36,7 +36,7 @@ from diffkit.train.config import TrainConfig
 from diffkit.train.run import train
 
 EXPORTED = [
-    "README.md", "model_index.json", "scheduler", "scheduler/scheduler_config.json", "unet",
+    "README.md", "model_index.json", "samples.png", "scheduler", "scheduler/scheduler_config.json", "unet",
     "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
 ]  # fmt: skip
 TIMEOUT_S = 120.0

@@ -14,10 +14,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from diffkit.metrics import caveats as cav
 from diffkit.report.render import visible
-from diffkit.report.sidecars import Sidecar, folder_key, run_of
+from diffkit.report.runpage import eval_run
+from diffkit.report.sidecars import Sidecar, folder_key
 from diffkit.runs.folder import EVAL_KIND, class_names
 
 
@@ -32,6 +34,9 @@ class CardInputs:
     step: int | None
     stats: list[dict[str, Any]] = field(default_factory=list)
     evaluation: Sidecar | None = None
+    license: str | None = None  # --license ID; None: "unknown"
+    source_url: str | None = None  # where the training images were scraped from (the manifest's endpoint)
+    grid_nimg: int | None = None  # the training grid copied as samples.png: at this many images
 
 
 def md(value: object) -> str:
@@ -68,11 +73,11 @@ def py_str(value: str) -> str:
 
 def newest_evaluation(run: Path, reports_dir: Path, sidecars: list[Sidecar]) -> Sidecar | None:
     """The newest ``diffkit eval`` report among ``sidecars`` (newest first, read from ``reports_dir``)
-    whose ``--run`` is this run folder (relative to where it ran)."""
+    whose images this run made (their provenance, or ``--run``; relative to where it ran)."""
     base = reports_dir.resolve().parent  # the folder the commands ran in, for the default reports/
     target = run.resolve()
     for sidecar in sidecars:
-        found = run_of(sidecar)
+        found = eval_run(sidecar) if sidecar.command == "eval" else None
         if sidecar.command == "eval" and found and Path(folder_key(found, base)).resolve() == target:
             return sidecar
     return None
@@ -149,6 +154,107 @@ def _usage(inputs: CardInputs) -> list[str]:
     return lines
 
 
+# diffkit draws image i of --seed s from its own CPU generator seeded s * 1_000_003 + i (diffkit.sample.
+# generate: _SEED_STRIDE; export cannot import sample, a module of its rank). tests/test_model_card.py
+# runs this snippet and compares it with the noise diffkit sample actually starts from.
+NOISE_STRIDE = 1_000_003
+SAMPLES_FILE = "samples.png"
+
+
+def _noise(inputs: CardInputs) -> list[str]:
+    conditional = bool(class_names(inputs.payload))
+    lines = [
+        "## Starting noise (the same images as `diffkit sample --seed`)",
+        "",
+        "`diffkit sample --seed S` starts image `i` from noise drawn on the CPU by its own generator, seeded",
+        f"`S * {NOISE_STRIDE:_} + i`, whatever the device and batch size. This gives a diffusers user the",
+        "same starting noise, so DDIM from it gives the images of `diffkit sample --sampler ddim --seed S`:",
+        "",
+        "```python",
+        "import torch",
+        "",
+        "",
+        "def diffkit_noise(seed: int, n: int, channels: int, size: int) -> torch.Tensor:",
+        "    noise = []",
+        "    for i in range(n):",
+        f"        generator = torch.Generator().manual_seed(seed * {NOISE_STRIDE} + i)",
+        "        noise.append(torch.randn(channels, size, size, generator=generator))",
+        "    return torch.stack(noise)",
+        "```",
+        "",
+    ]
+    if conditional:
+        return [
+            *lines,
+            "In the loop above, start from `x = diffkit_noise(seed, 4, unet.config.in_channels, "
+            "unet.config.sample_size)` instead of `torch.randn(...)`.",
+            "",
+        ]
+    return [
+        *lines,
+        "```python",
+        "from diffusers import DDIMScheduler, UNet2DModel",
+        "",
+        f'unet = UNet2DModel.from_pretrained({py_str(inputs.out_name)}, subfolder="unet")',
+        f'scheduler = DDIMScheduler.from_pretrained({py_str(inputs.out_name)}, subfolder="scheduler")',
+        "seed, steps = 0, 20  # diffkit sample --sampler ddim --steps 20 --seed 0",
+        "x = diffkit_noise(seed, 4, unet.config.in_channels, unet.config.sample_size)",
+        "scheduler.set_timesteps(steps)",
+        "for t in scheduler.timesteps:",
+        "    with torch.no_grad():",
+        "        x = scheduler.step(unet(x, t).sample, t, x, use_clipped_model_output=True).prev_sample",
+        "images = (x.clamp(-1, 1) + 1) / 2  # NCHW in [0, 1]",
+        "```",
+        "",
+    ]
+
+
+def _license(inputs: CardInputs) -> list[str]:
+    lines = ["## License", ""]
+    if inputs.license is not None:
+        lines.append(f"Released as `{inputs.license}` (`diffkit export --license`).")
+    else:
+        lines.append(
+            "`unknown`: no licence was given (`diffkit export --license ID` sets one). Do not assume one."
+        )
+    if inputs.source_url is not None:
+        parts = urlsplit(inputs.source_url)
+        host = parts.hostname or "the source site"
+        lines += [
+            "",
+            f"The training images were scraped from {code(host)} ({code(inputs.source_url)}). That site's "
+            f"terms govern them, and {md(host)} publishes no licence for its images that diffkit knows of:",
+            f"read {code(f'{parts.scheme}://{host}/')}'s terms before you share this model or its samples.",
+        ]
+    return [*lines, ""]
+
+
+def _samples(inputs: CardInputs) -> list[str]:
+    if inputs.grid_nimg is None:
+        return ["## Samples", "", "The run wrote no sample grid while training, so none is shown.", ""]
+    return [
+        "## Samples",
+        "",
+        f"![EMA samples at {_number(inputs.grid_nimg / 1000)} kimg]({SAMPLES_FILE})",
+        "",
+        f"The run's fixed-noise EMA samples at {_number(inputs.grid_nimg / 1000)} kimg (DDIM), as training "
+        "wrote them.",
+        "",
+    ]
+
+
+def _finished(inputs: CardInputs) -> str:
+    planned = _section(inputs.payload, "plan").get("total_nimg")
+    if inputs.nimg is None or not isinstance(planned, int) or isinstance(planned, bool):
+        return "- finished: unknown (the snapshot or the plan does not say)"
+    if inputs.nimg >= planned:
+        return f"- finished: yes, all {_number(planned / 1000)} kimg planned"
+    return (
+        f"- finished: no, interrupted or stopped early: this snapshot is at {_number(inputs.nimg / 1000)} of "
+        f"the {_number(planned / 1000)} kimg planned ({100 * inputs.nimg / planned:.0f}%)"
+    )
+
+
 def _data(inputs: CardInputs) -> list[str]:
     train, plan = _section(inputs.payload, "train"), _section(inputs.payload, "plan")
     data = train.get("data")
@@ -197,6 +303,7 @@ def _training(inputs: CardInputs) -> list[str]:
             f"- this snapshot: {_number(inputs.nimg / 1000)} kimg ({_number(inputs.nimg)} images, "
             f"step {_number(inputs.step)}){of}"
         )
+    lines.append(_finished(inputs))
     size = plan.get("dataset_size")
     if inputs.nimg is not None and isinstance(size, int) and size > 0:
         lines.append(f"- epochs: {inputs.nimg / size:.3g} passes over the {size:,} training images")
@@ -301,6 +408,7 @@ def model_card(inputs: CardInputs) -> str:
     )
     lines = [
         "---",
+        f"license: {inputs.license or 'unknown'}",
         "library_name: diffusers",
         f"pipeline_tag: {pipeline_tag}",
         "tags:",
@@ -315,8 +423,11 @@ def model_card(inputs: CardInputs) -> str:
         f"{code(inputs.run.name)}: `unet/` is a `UNet2DModel`, `scheduler/` a `DDIMScheduler` with the "
         "run's noise schedule and prediction type.",
         "",
+        *_samples(inputs),
         *_usage(inputs),
+        *_noise(inputs),
         *_data(inputs),
+        *_license(inputs),
         *_config(inputs),
         *_training(inputs),
         *_metrics(inputs),

@@ -46,8 +46,9 @@ FILES = (
     f"{UNET_DIR}/config.json",
     f"{UNET_DIR}/{WEIGHTS_FILE}",
     "README.md",
+    "samples.png",  # the run's sample grid, shown in the card; absent when the run wrote none
 )
-TOP_LEVEL = ("model_index.json", SCHEDULER_DIR, UNET_DIR, "README.md")
+TOP_LEVEL = ("model_index.json", SCHEDULER_DIR, UNET_DIR, "README.md", "samples.png")
 # What an export writes inside each folder it writes: a folder holding anything else is the user's.
 FOLDER_FILES = {
     folder: frozenset(name.split("/", 1)[1] for name in FILES if name.startswith(f"{folder}/"))
@@ -228,6 +229,8 @@ def swap_entries(staging: Path, out: Path) -> None:
             if os.path.lexists(out / name):
                 os.rename(out / name, old / name)  # a link moves as the link, never its target
                 moved_aside.append(name)
+            if not os.path.lexists(new / name):
+                continue  # not written this time (no sample grid): the old one is not left beside the card
             os.rename(new / name, out / name)
             placed.append(name)
     except OSError as error:

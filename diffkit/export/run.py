@@ -10,6 +10,7 @@ to be the export's own (see :mod:`diffkit.export.publish`).
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_save
 
+from diffkit.dataset.manifest import MANIFEST_NAME, Manifest
 from diffkit.errors import DiffkitError
-from diffkit.export.card import CardInputs, model_card, newest_evaluation
+from diffkit.export.card import SAMPLES_FILE, CardInputs, model_card, newest_evaluation
 from diffkit.export.config import ExportConfig
 from diffkit.export.mapping import (
     PREDICTION_TYPES,
@@ -31,7 +33,7 @@ from diffkit.export.mapping import (
 from diffkit.export.publish import FILES, SCHEDULER_DIR, UNET_DIR, WEIGHTS_FILE, check_targets, publish
 from diffkit.export.result import ExportResult
 from diffkit.report.sidecars import SidecarScan, scan_sidecars
-from diffkit.runs.folder import STATS_FILE, read_stats
+from diffkit.runs.folder import STATS_FILE, list_grids, read_stats
 from diffkit.runs.snapshots import load_snapshot, resolve_snapshot
 
 
@@ -58,6 +60,38 @@ def _progress(snapshot: Path) -> tuple[int | None, int | None]:
         except (KeyError, ValueError):
             values.append(None)
     return values[0], values[1]
+
+
+def _sample_grid(run: Path, nimg: int | None) -> tuple[int, Path] | None:
+    """The newest fixed-noise training grid at or before the snapshot (else the newest): (nimg, path)."""
+    grids = list_grids(run)
+    before = [grid for grid in grids if nimg is None or grid[0] <= nimg]
+    chosen = before or grids
+    return chosen[-1] if chosen else None
+
+
+def scrape_source(payload: dict[str, Any]) -> str | None:
+    """The URL the run's training images were scraped from, when its data folder is a scrape folder.
+
+    The run's config names the data folder (as given to train: relative to where it ran, taken here
+    from the current folder); the manifest records its endpoint. Read-only: nothing is created there.
+    """
+    train = payload.get("train")
+    data = train.get("data") if isinstance(train, dict) else None
+    if not isinstance(data, str) or not (Path(data) / MANIFEST_NAME).is_file():
+        return None
+    try:
+        uri = (Path(data) / MANIFEST_NAME).resolve().as_uri() + "?mode=ro"
+        db = sqlite3.connect(uri, uri=True)
+    except (sqlite3.Error, OSError):
+        return None
+    manifest = Manifest(Path(data), db)
+    try:
+        return manifest.endpoint()
+    except sqlite3.Error:  # not a manifest after all, or locked: the card then names no source
+        return None
+    finally:
+        manifest.close()
 
 
 def _json(data: dict[str, Any]) -> str:
@@ -88,6 +122,7 @@ def export(config: ExportConfig) -> ExportResult:
             "train it again to export it"
         )
     nimg, step = _progress(snapshot)
+    grid = _sample_grid(run, nimg)
     # A pipe or a huge file among the reports is skipped (and said so), never read.
     scan = scan_sidecars(config.reports_dir) if config.reports_dir.is_dir() else SidecarScan()
     evaluation = newest_evaluation(run, config.reports_dir, scan.sidecars)
@@ -102,6 +137,9 @@ def export(config: ExportConfig) -> ExportResult:
             step=step,
             stats=read_stats(run / STATS_FILE),
             evaluation=evaluation,
+            license=config.license,
+            source_url=scrape_source(payload),
+            grid_nimg=grid[0] if grid is not None else None,
         )
     )
     weights = unet_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
@@ -112,13 +150,15 @@ def export(config: ExportConfig) -> ExportResult:
         f"{UNET_DIR}/{WEIGHTS_FILE}": safetensors_save(weights, metadata={"format": "pt"}),
         "README.md": card.encode(),
     }
+    if grid is not None:
+        contents[SAMPLES_FILE] = grid[1].read_bytes()  # byte for byte the grid training wrote
     removed = publish(config.out, contents)
     return ExportResult(
         run=run,
         snapshot=snapshot,
         out=config.out,
         format=config.format,
-        files=list(FILES),
+        files=[name for name in FILES if name in contents],
         nimg=nimg,
         metrics_report=evaluation.json_path if evaluation is not None else None,
         skipped_reports=scan.skipped,
