@@ -683,6 +683,13 @@ def export(
         "--reports",
         help="Where `diffkit eval --run RUN` wrote reports: the model card quotes the newest one.",
     ),
+    license_id: str | None = typer.Option(
+        default(ExportConfig, "license"),
+        "--license",
+        metavar="ID",
+        help="The model card's licence (mit, cc-by-4.0, other...); default unknown, with the scraped "
+        "site's terms named.",
+    ),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Export a run's EMA weights for another library, with a model card (README.md).
@@ -696,8 +703,9 @@ def export(
 
     def call() -> Any:
         config = ExportConfig(
-            run=run, out=out, format=export_format, snapshot=snapshot, force=force, reports_dir=reports_dir
-        )
+            run=run, out=out, format=export_format, snapshot=snapshot, force=force, reports_dir=reports_dir,
+            license=license_id,
+        )  # fmt: skip
         return run_export(config)
 
     _run(call, json_output)
