@@ -1,8 +1,11 @@
 """One job of ``bench_quality.py``, run in its own process with one thread: train, sample, featurise.
 
-A ``train`` job times a few pilot steps of its contender, trains for the step count that fills its time
-budget at that speed (so the recipe's cosine schedule can be planned for it), draws the shared-noise DDIM
-samples from the EMA weights and writes their features in both spaces. A ``features`` job only writes
+A ``train`` job trains its contender until its budget of process CPU seconds (user + system: for a
+one-thread job, the compute it spent, whatever else shares the machine) is used up, checked after every
+step (``CpuClock``), and records the CPU seconds and steps it actually trained. A few pilot steps, timed on
+the same clock, only plan what needs a length up front (the recipe's cosine schedule, the post-hoc EMA's
+store interval). It then draws the shared-noise DDIM samples from the EMA weights and writes their
+features in both spaces. A ``features`` job only writes
 the features of given image arrays (the reference set and the floor sets).
 
     .venv/bin/python -m benchmarks.bench_quality --job SPEC.json    (bench_quality starts these itself)
@@ -80,6 +83,82 @@ def _steps_for(budget_s: float, step_s: float) -> int:
     return max(1, round(budget_s / step_s))
 
 
+class CpuClock:
+    """Process CPU seconds since it was started: the measured budget every contender trains under."""
+
+    def __init__(self, budget_s: float) -> None:
+        self.budget_s = budget_s
+        self.started = time.process_time()
+
+    def elapsed(self) -> float:
+        return time.process_time() - self.started
+
+    def expired(self) -> bool:
+        return self.elapsed() >= self.budget_s
+
+
+# A safety cap on a clocked run's steps, as a multiple of the pilot's prediction: the clock ends the run.
+STEP_CAP_FACTOR = 10
+
+
+@contextlib.contextmanager
+def stop_on_cpu_budget(budget_s: float) -> Iterator[dict[str, float]]:
+    """Within the block, ``diffkit.train``'s loop stops after the step that uses up ``budget_s`` process
+    CPU seconds, counted from the loop's start (after data loading and the network's build).
+
+    The loop already asks its stop signal after every step (Ctrl-C: finish the step, save, stop), so the
+    clock is that signal with one more reason to stop. ``diffkit train --max-minutes`` (a wall clock) is
+    the user feature; a one-thread benchmark job on a shared machine needs CPU seconds.
+    """
+    from diffkit.train import loop
+    from diffkit.train.monitor import StopOnInterrupt
+
+    clocks: dict[str, CpuClock] = {}
+    seconds: dict[str, float] = {}
+
+    class StopOnBudget(StopOnInterrupt):
+        def __enter__(self) -> StopOnBudget:
+            clocks["train"] = CpuClock(budget_s)
+            super().__enter__()
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            # the step cap ended the run, or the clock did: the CPU seconds of the training steps only
+            # (not the final save that follows the stop)
+            elapsed = getattr(self, "stopped_cpu_s", None)
+            seconds["train_cpu_s"] = elapsed if elapsed is not None else clocks["train"].elapsed()
+            super().__exit__(*exc)
+
+        @property  # type: ignore[override]
+        def requested(self) -> bool:
+            clock = clocks.get("train")
+            if clock is not None and "stopped_at" not in clocks and clock.expired():
+                clocks["stopped_at"] = clock  # the training CPU seconds are read at this moment
+                self.stopped_cpu_s = clock.elapsed()
+            return self._requested or "stopped_at" in clocks
+
+        @requested.setter
+        def requested(self, value: bool) -> None:
+            self._requested = value
+
+    original = loop.StopOnInterrupt
+    loop.StopOnInterrupt = StopOnBudget  # type: ignore[misc]
+    try:
+        yield seconds  # after the block: "train_cpu_s"
+    finally:
+        loop.StopOnInterrupt = original  # type: ignore[misc]
+
+
+def _pilot_step_cpu_s(step: Any, pilot_steps: int) -> float:
+    """Median process CPU seconds of ``step()`` after the first ``PILOT_WARMUP`` calls."""
+    times = []
+    for _ in range(pilot_steps):
+        started = time.process_time()
+        step()
+        times.append(time.process_time() - started)
+    return statistics.median(times[PILOT_WARMUP:] or times)
+
+
 # ------------------------------------------------------------------------------------------- diffkit
 
 
@@ -133,13 +212,16 @@ def _train_and_sample(spec: dict[str, Any], work: Path) -> tuple[dict[str, Any],
     # With fewer than 20 steps, stats.jsonl has one line per step: per-step images/s.
     records = read_stats(pilot_dir / "stats.jsonl")[PILOT_WARMUP:]
     batch = _diffkit_config(spec, pilot_dir, 1).resolved_batch_size
-    step_s = statistics.median(batch / r["img_per_s"] for r in records)
+    step_s = statistics.median(batch / r["img_per_s"] for r in records)  # wall: only sizes the cap
     shutil.rmtree(pilot_dir, ignore_errors=True)
     steps = _steps_for(spec["budget_s"], step_s)
     run_dir = work / "run"
     shutil.rmtree(run_dir, ignore_errors=True)
-    config = _diffkit_config(spec, run_dir, steps)
-    result = train(config)
+    # the post-hoc EMA's store interval is planned for the predicted steps; the run stops on the clock
+    config = dataclasses.replace(_diffkit_config(spec, run_dir, steps), steps=steps * STEP_CAP_FACTOR)
+    with stop_on_cpu_budget(spec["budget_s"]) as measured:
+        result = train(config)
+    train_cpu_s = measured["train_cpu_s"]
     model = json.loads((run_dir / "config.json").read_text())["model"]
     started = time.perf_counter()
     images = generate(
@@ -149,6 +231,8 @@ def _train_and_sample(spec: dict[str, Any], work: Path) -> tuple[dict[str, Any],
     sample_s = time.perf_counter() - started
     info = {
         "precision": result.precision, "pilot_step_s": round(step_s, 4), "steps": result.step,
+        "train_cpu_s": round(train_cpu_s, 2), "stopped_by_clock": bool(result.interrupted),
+        "predicted_steps": steps,
         "batch_size": config.resolved_batch_size, "images_seen": round(result.kimg * 1000),
         "train_seconds": round(result.train_seconds, 2), "final_loss": result.final_loss,
         "params": result.params, "flops_forward_per_image": result.flops_per_image,
@@ -166,7 +250,8 @@ def _train_and_sample(spec: dict[str, Any], work: Path) -> tuple[dict[str, Any],
 def _posthoc_samples(spec: dict[str, Any], run_dir: Path, out: Path, sigma_rel: float) -> None:
     """The run's EMA of ``sigma_rel`` rebuilt from its stored profiles (``diffkit phema``), then sampled
     with the same noise as every other job; features are added by :func:`run_job`."""
-    from diffkit.train.phema import PhemaConfig, posthoc_snapshot
+    from diffkit.phema.config import PhemaConfig
+    from diffkit.phema.run import posthoc_snapshot
 
     out.mkdir(parents=True, exist_ok=True)
     rebuilt = posthoc_snapshot(PhemaConfig(run_dir, sigma_rel))
@@ -193,39 +278,73 @@ _REPORTED_FIELDS = (
 # -------------------------------------------------------------------------------------------- recipe
 
 
+def clocked_steps(step: Any, budget_s: float, max_steps: int) -> tuple[list[float], float]:
+    """``step()`` until ``budget_s`` process CPU seconds are used (checked after each step) or
+    ``max_steps``: the losses and the CPU seconds actually trained."""
+    clock, losses = CpuClock(budget_s), []
+    while not clock.expired() and len(losses) < max_steps:
+        losses.append(step())
+    return losses, clock.elapsed()
+
+
 def _train_recipe(spec: dict[str, Any], images: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
-    from benchmarks._quality_recipe import DEFAULTS, RecipeTrainer, ddim_sample
+    from benchmarks._quality_recipe import SHIPPED, RecipeSetting, RecipeTrainer, ddim_sample
     from benchmarks.twins import counted_flops
 
     config = preset_config("tiny", RESOLUTION)
     bf16 = spec["contender"] == "recipe-bf16"
-    pilot = RecipeTrainer(images, config, spec["pilot_steps"], spec["seed"] + 7919, bf16)
-    times = []
-    for _ in range(spec["pilot_steps"]):
-        started = time.perf_counter()
-        pilot.step()
-        times.append(time.perf_counter() - started)
-    step_s = statistics.median(times[PILOT_WARMUP:])
+    setting = RecipeSetting(**spec["setting"]) if spec.get("setting") else SHIPPED
+    pilot = RecipeTrainer(images, config, spec["pilot_steps"], spec["seed"] + 7919, bf16, setting)
+    step_s = _pilot_step_cpu_s(pilot.step, spec["pilot_steps"])
     del pilot
+    # the cosine schedule is planned for the predicted steps (a user sizing --num_epochs to the budget);
+    # past them its LR would rise again, so the plan also caps the run
     steps = _steps_for(spec["budget_s"], step_s)
-    trainer = RecipeTrainer(images, config, steps, spec["seed"], bf16)
-    train_seconds, losses = 0.0, []
-    for _ in range(steps):  # timed like diffkit's train_seconds: the batch, the step and the EMA update
-        started = time.perf_counter()
-        losses.append(trainer.step())
-        train_seconds += time.perf_counter() - started
+    trainer = RecipeTrainer(images, config, steps, spec["seed"], bf16, setting)
+    losses, train_cpu_s = clocked_steps(trainer.step, spec["budget_s"], steps)
     model = trainer.ema_model()
     started = time.perf_counter()
     noise = shared_noise(spec["n_samples"], spec["sample_seed"])
     samples, _ = ddim_sample(model, trainer.noise_scheduler.config, noise, SAMPLE_STEPS, SAMPLE_BATCH)
-    sample_s = time.perf_counter() - started
     info = {
-        "precision": "bf16" if bf16 else "fp32", "pilot_step_s": round(step_s, 4), "steps": steps,
-        "batch_size": DEFAULTS.batch_size, "images_seen": steps * DEFAULTS.batch_size,
-        "train_seconds": round(train_seconds, 2), "final_loss": float(np.mean(losses[-50:])),
+        "precision": "bf16" if bf16 else "fp32", "pilot_step_s": round(step_s, 4), "steps": len(losses),
+        "predicted_steps": steps, "batch_size": setting.batch_size, "lr": setting.lr,
+        "warmup_steps": setting.warmup_steps(steps), "setting": setting.name,
+        "images_seen": _images_seen(len(losses), setting.batch_size, len(images)),
+        "train_seconds": round(train_cpu_s, 2), "train_cpu_s": round(train_cpu_s, 2),
+        "stopped_by_clock": train_cpu_s >= spec["budget_s"], "final_loss": float(np.mean(losses[-50:])),
         "params": count_parameters(model), "flops_forward_per_image": counted_flops(model, RESOLUTION),
-        "sample_s": round(sample_s, 2), "final_lr": trainer.lr_scheduler.get_last_lr()[0],
-        "ema_decay_final": trainer.ema.cur_decay_value,
+        "sample_s": round(time.perf_counter() - started, 2),
+        "final_lr": trainer.lr_scheduler.get_last_lr()[0], "ema_decay_final": trainer.ema.cur_decay_value,
+    }  # fmt: skip
+    return info, samples
+
+
+def _images_seen(steps: int, batch: int, dataset: int) -> int:
+    """Images a shuffled loader with a short last batch per epoch hands out in ``steps`` batches."""
+    per_epoch = -(-dataset // batch)  # batches per epoch, the last one short
+    epochs, rest = divmod(steps, per_epoch)
+    return epochs * dataset + min(rest * batch, dataset)
+
+
+def _train_ddpm(spec: dict[str, Any], images: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+    """lucidrains' denoising-diffusion-pytorch: no LR schedule, so nothing to plan; the clock stops it."""
+    from benchmarks._quality_ddpm import SHIPPED, DdpmSetting, DdpmTrainer, ddim_sample, forward_flops
+
+    setting = DdpmSetting(**spec["setting"]) if spec.get("setting") else SHIPPED
+    trainer = DdpmTrainer(images, spec["seed"], setting, SAMPLE_STEPS)
+    losses, train_cpu_s = clocked_steps(trainer.step, spec["budget_s"], 10**9)
+    diffusion = trainer.ema_diffusion()
+    started = time.perf_counter()
+    samples, _ = ddim_sample(diffusion, shared_noise(spec["n_samples"], spec["sample_seed"]), SAMPLE_BATCH)
+    info = {
+        "precision": "fp32", "steps": len(losses), "batch_size": setting.batch_size, "lr": setting.lr,
+        "ema_decay": setting.ema_decay, "setting": setting.name,
+        "images_seen": len(losses) * setting.batch_size,  # cycle(DataLoader): always full batches here
+        "train_seconds": round(train_cpu_s, 2), "train_cpu_s": round(train_cpu_s, 2),
+        "stopped_by_clock": True, "final_loss": float(np.mean(losses[-50:])),
+        "params": count_parameters(diffusion.model), "flops_forward_per_image": forward_flops(diffusion),
+        "sample_s": round(time.perf_counter() - started, 2),
     }  # fmt: skip
     return info, samples
 
@@ -253,7 +372,8 @@ def run_job(spec_path: Path) -> None:
             images = np.asarray(
                 load_image_dataset(Path(spec["train_dir"]), RESOLUTION, progress=False).images
             )
-            info, samples = _train_recipe(spec, images)
+            trainer = _train_ddpm if spec["contender"].startswith("ddpm") else _train_recipe
+            info, samples = trainer(spec, images)
         np.save(work / "samples.npy", samples)
         extractor = inception_extractor(Path(spec["weights"]))
         info |= write_features(work / "features.npz", samples, extractor)

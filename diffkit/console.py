@@ -49,7 +49,17 @@ def printable(value: object) -> str:
         text.encode("utf-8")
         return text
     except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        # Surrogate escapes (U+DC80-DCFF, how Python holds undecodable file-name bytes) become \xNN; any
+        # other lone surrogate (from JSON's "\ud800", say) cannot be a byte, so it is written out as \ud800.
+        return "".join(_escaped_char(char) for char in text)
+
+
+def _escaped_char(char: str) -> str:
+    if not 0xD800 <= ord(char) <= 0xDFFF:
+        return char
+    if 0xDC80 <= ord(char) <= 0xDCFF:
+        return f"\\x{ord(char) - 0xDC00:02x}"
+    return f"\\u{ord(char):04x}"
 
 
 def shown(value: object) -> str:

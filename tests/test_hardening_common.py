@@ -272,3 +272,18 @@ def test_report_with_undecodable_file_name_is_written(tmp_path: Path) -> None:
     paths = write_report(Report(title=name, command="dedupe", summary={"file": name}), tmp_path / "r.html")
     assert "caf\\xe9" in paths.html.read_text(encoding="utf-8")
     assert json.loads(paths.json.read_text(encoding="utf-8"))["title"] == name
+
+
+def test_a_lone_surrogate_from_json_is_written_out_and_prints() -> None:
+    """JSON's "\\ud800" gives a lone surrogate that is no file-name byte: it is written out as \\ud800
+    (a surrogate escape of a byte stays \\xNN), and the console prints the result without an error."""
+    import io
+
+    from rich.console import Console
+
+    label = json.loads('"cat\\ud800dog"')
+    assert printable(label) == "cat\\ud800dog"
+    assert printable("caf\udce9 \ud83d") == "caf\\xe9 \\ud83d"
+    buffer = io.StringIO()
+    Console(file=buffer, width=80).print(shown(label))
+    assert buffer.getvalue() == "cat\\ud800dog\n"
