@@ -691,7 +691,9 @@ def _spawn(check: Check, ctx: Context, result_path: Path, log_path: Path) -> tup
     context = json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(ctx).items()})
     cmd = python_cmd("-m", "benchmarks.gpu_check", "--child", check.name, context, str(result_path))
     with log_path.open("ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True, env=child_env())
+        # unbuffered: a check killed at its time box still leaves what it printed in the log
+        env = child_env(PYTHONUNBUFFERED="1")
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True, env=env)
     return proc.pid, proc.poll
 
 
