@@ -16,8 +16,15 @@ arrive as the same uint8 array diffkit trains on; ``ToTensor`` + ``Normalize(0.5
 
 The script's network is far larger; here ``UNet2DModel`` gets diffkit's tiny-preset shape
 (``benchmarks.twins.diffusers_twin``) so parameters and FLOPs match. The run length: the script plans its
-cosine schedule for ``len(dataloader) * num_epochs`` steps; here for the step count that fills the time
-budget, so the schedule ends when the budget does, as a user who sized ``--num_epochs`` to it would get.
+cosine schedule for ``len(dataloader) * num_epochs`` steps; here for the step count that its pilot steps
+predict for the CPU-seconds budget, so the schedule ends when the budget does, as a user who sized
+``--num_epochs`` to it would get; the job then stops on the clock (``_quality_job.CpuClock``).
+
+The knobs a tuning sweep turns (``RecipeSetting``: batch, peak lr, warm-up) are the script's own
+``--train_batch_size``, ``--learning_rate`` and ``--lr_warmup_steps``. Its 500 warm-up steps were set for
+runs of tens of thousands of steps; for a budget of a few hundred steps the setting follows the common
+practice of a warm-up that is a fraction of the run (transformers' ``warmup_ratio``): ``SCALED``, 10% of
+the planned steps, at most the script's 500. ``SWEEP`` is the grid the peer-tuning run trains.
 
 Samples come from the EMA weights through ``DDIMScheduler.from_config`` of the training scheduler, the
 loop of ``DDIMPipeline.__call__`` (eta 0) on given noise, so every contender starts from the same noise.
@@ -59,15 +66,51 @@ class RecipeDefaults:
 
 
 DEFAULTS = RecipeDefaults()
+SCALED_WARMUP_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class RecipeSetting:
+    """What a sweep changes: batch, peak lr, and the warm-up as a fraction of the planned steps (``None``:
+    the script's fixed ``--lr_warmup_steps 500``)."""
+
+    batch_size: int = DEFAULTS.batch_size
+    lr: float = DEFAULTS.lr
+    warmup_fraction: float | None = None
+
+    def warmup_steps(self, total_steps: int) -> int:
+        if self.warmup_fraction is None:
+            return DEFAULTS.warmup_steps
+        # never longer than the script's own warm-up: it was sized for far longer runs
+        return min(DEFAULTS.warmup_steps, round(self.warmup_fraction * total_steps))
+
+    @property
+    def name(self) -> str:
+        warmup = "500steps" if self.warmup_fraction is None else f"{self.warmup_fraction:g}"
+        return f"b{self.batch_size}_lr{self.lr:g}_wu{warmup}"
+
+
+SHIPPED = RecipeSetting()  # the script's defaults, warm-up 500 steps whatever the budget
+SCALED = RecipeSetting(warmup_fraction=SCALED_WARMUP_FRACTION)  # the defaults with a budget-sized warm-up
+# lr x warm-up x batch: 3 x 2 x 2 = 12 settings, as many as diffkit's lever runs trained (bench_quality
+# counts them from the committed lever reports: peer_sweep_size)
+SWEEP = tuple(
+    RecipeSetting(batch, lr, warmup)
+    for batch in (16, 32)
+    for lr in (1e-4, 3e-4, 1e-3)
+    for warmup in (0.02, SCALED_WARMUP_FRACTION)
+)
 
 
 class RecipeTrainer:
     """One run of the recipe: ``step()`` is one iteration of the script's inner loop."""
 
     def __init__(
-        self, images: np.ndarray, config: UNetConfig, total_steps: int, seed: int, bf16: bool
-    ) -> None:
+        self, images: np.ndarray, config: UNetConfig, total_steps: int, seed: int, bf16: bool,
+        setting: RecipeSetting = SHIPPED,
+    ) -> None:  # fmt: skip
         d = DEFAULTS
+        self.setting = setting
         torch.manual_seed(seed)  # the network's initialisation
         self.model = diffusers_twin(config).train()
         self.noise_scheduler = DDPMScheduler(
@@ -76,10 +119,11 @@ class RecipeTrainer:
             prediction_type=d.prediction_type,
         )
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=d.lr, betas=d.adam_betas, weight_decay=d.weight_decay, eps=d.adam_eps
-        )
+            self.model.parameters(), lr=setting.lr, betas=d.adam_betas, weight_decay=d.weight_decay,
+            eps=d.adam_eps,
+        )  # fmt: skip
         self.lr_scheduler = get_scheduler(
-            d.lr_scheduler, optimizer=self.optimizer, num_warmup_steps=d.warmup_steps,
+            d.lr_scheduler, optimizer=self.optimizer, num_warmup_steps=setting.warmup_steps(total_steps),
             num_training_steps=total_steps,
         )  # fmt: skip
         self.ema = EMAModel(
@@ -99,7 +143,7 @@ class RecipeTrainer:
         if self.position >= len(self.order):
             self.order = torch.randperm(len(self.data), generator=self.generator)
             self.position = 0
-        index = self.order[self.position : self.position + DEFAULTS.batch_size]
+        index = self.order[self.position : self.position + self.setting.batch_size]
         self.position += len(index)
         batch = self.data[index].float() / 127.5 - 1.0
         if DEFAULTS.random_flip:

@@ -64,7 +64,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,12 @@ from diffkit.report.model import Report, ReportImage, Section
 from diffkit.report.render import write_report
 from diffkit.train.cache import load_image_dataset
 
-CONTENDERS = ("diffkit", "recipe-fp32", "recipe-bf16")
+# The recipe as shipped (fp32, bf16), with the warm-up its budget calls for ("recipe-scaled"), and
+# lucidrains' denoising-diffusion-pytorch at its Trainer's defaults ("ddpm"); "recipe-tuned" and
+# "ddpm-tuned" join when a setting is known (--recipe-setting / --ddpm-setting, or the peer sweep's report).
+CONTENDERS = ("diffkit", "recipe-fp32", "recipe-bf16", "recipe-scaled", "ddpm")
+PEERS = ("recipe", "ddpm")  # --peer-sweep: the peer whose settings are swept
+SWEEP_REPORT = "bench_quality_sweep_{peer}"  # the sweep's report name; the tuned contender reads its best
 SPACES = ("inception", "pixels")
 TRAIN_SEED, REFERENCE_SEED = 0, 99  # face i of a folder depends on (seed, i): disjoint sets
 CALIBRATION_IMAGES = 64  # training images that calibrate the Inception BatchNorm statistics
@@ -135,6 +140,7 @@ BASELINE = "defaults"  # the variant every lever is compared with, unless --base
 # ~6.3 ms, so a DDIM-50 sample ~0.32 s; one InceptionV3 pass at 299 px ~0.155 s. Start-up, data, pilot
 # steps and the Inception weights load: ~25 s per job. Used only for the up-front wall-time estimate.
 SAMPLE_S_PER_IMAGE = 0.32
+DDPM_SAMPLE_COST = 2.0  # lucidrains' matched Unet: 1.11 GFLOPs per forward against tiny's 0.57
 FEATURE_S_PER_IMAGE = 0.155
 JOB_OVERHEAD_S = 25.0
 PREPARE_S = 30.0  # faces, image caches, Inception calibration; plus the final metrics and report
@@ -208,24 +214,60 @@ def sample_cost_factor(overrides: dict[str, Any]) -> float:
     return lever / flops_per_image(UNet(preset_config("tiny", 32)), 32)
 
 
+def peer_settings(peer: str) -> dict[str, dict[str, Any]]:
+    """A peer's sweep: variant name -> its setting's fields; "defaults" is the peer as it ships."""
+    if peer == "recipe":
+        from benchmarks._quality_recipe import SHIPPED, SWEEP
+    else:
+        from benchmarks._quality_ddpm import SHIPPED, SWEEP  # type: ignore[assignment]
+    return {BASELINE: asdict(SHIPPED)} | {setting.name: asdict(setting) for setting in SWEEP}
+
+
+def contender_settings(args: argparse.Namespace) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Contenders mode: name -> (the job's contender kind, the peer setting's fields or {})."""
+    from benchmarks._quality_recipe import SCALED
+
+    out: dict[str, tuple[str, dict[str, Any]]] = {name: (name, {}) for name in args.contenders}
+    if "recipe-scaled" in out:
+        out["recipe-scaled"] = ("recipe-fp32", asdict(SCALED))
+    for peer, kind in (("recipe", "recipe-fp32"), ("ddpm", "ddpm")):
+        chosen = getattr(args, f"{peer}_setting") or best_swept_setting(args.report_dir, peer)
+        if chosen is not None:
+            settings = peer_settings(peer)
+            if chosen not in settings:
+                raise SystemExit(f"--{peer}-setting {chosen}: not one of {', '.join(settings)}")
+            out[f"{peer}-tuned"] = (kind, settings[chosen])
+    return out
+
+
 def plan_jobs(args: argparse.Namespace, scratch: Scratch) -> list[Job]:
     """Rounds of (budget, seed), longest budget first; the contenders' order flips every round."""
-    names = list(dict.fromkeys([args.baseline, *args.lever_names])) if args.levers else list(CONTENDERS)
+    if args.peer_sweep:
+        kind = "recipe-fp32" if args.peer_sweep == "recipe" else "ddpm"
+        variants = {name: (kind, setting) for name, setting in peer_settings(args.peer_sweep).items()}
+    elif args.levers:
+        names = dict.fromkeys([args.baseline, *args.lever_names])
+        variants = {name: ("diffkit", {}) for name in names}
+    else:
+        variants = contender_settings(args)
+    names = list(variants)
     budgets = sorted({args.budget * 3, args.budget}, reverse=True)
     jobs: list[Job] = []
     for index, (budget, seed) in enumerate((b, s) for b in budgets for s in args.seeds):
         for name in names if index % 2 == 0 else names[::-1]:
-            contender = "diffkit" if args.levers else name
+            contender, setting = variants[name]
             overrides = LEVERS.get(name, {}) if args.levers else {}
             tag = f"{name}-B{budget:g}-seed{seed}"
             spec = {
                 "kind": "train", "contender": contender, "variant": name, "budget_s": budget, "seed": seed,
-                "overrides": overrides, "train_dir": str(scratch.train_dir), "weights": str(scratch.weights),
+                "overrides": overrides, "setting": setting,
+                "train_dir": str(scratch.train_dir), "weights": str(scratch.weights),
                 "n_samples": args.n_samples, "sample_seed": args.sample_seed, "pilot_steps": args.pilot_steps,
                 "out": str(scratch.work / "jobs" / tag),
             }  # fmt: skip
             sample_sets = 1 + len(overrides.get("posthoc_sigma_rels", []))
-            per_image = SAMPLE_S_PER_IMAGE * sample_cost_factor(overrides) + FEATURE_S_PER_IMAGE
+            cost = DDPM_SAMPLE_COST if contender == "ddpm" else sample_cost_factor(overrides)
+            per_image = SAMPLE_S_PER_IMAGE * cost + FEATURE_S_PER_IMAGE
             per_image *= sample_sets
             jobs.append(Job(tag, "train", spec, budget + args.n_samples * per_image + JOB_OVERHEAD_S))
     sets = {name: str(path) for name, path in scratch.sets.items()}
@@ -244,6 +286,45 @@ def estimate_wall(jobs: list[Job], workers: int) -> float:
     for job in jobs:
         slots[slots.index(min(slots))] += job.estimate_s
     return max(slots)
+
+
+def lever_trainings(report_dir: Path) -> int:
+    """Configurations diffkit's committed lever runs trained besides their baseline: the tuning budget a
+    peer's sweep matches (post-hoc EMA rows are rebuilt from one run's weights, not trained)."""
+    count = 0
+    for path in sorted(report_dir.glob("bench_quality_levers*.json")):
+        report = json.loads(path.read_text())
+        baseline = report["summary"].get("baseline", BASELINE)
+        trained = {
+            job["spec"]["variant"]
+            for job in report["data"]["jobs"]
+            if "posthoc_sigma_rel" not in job["result"]
+        }
+        count += len(trained - {baseline})
+    return count
+
+
+def sweep_keys(peer: str, report_dir: Path) -> dict[str, Any]:
+    """A sweep's summary: the peer, its baseline, how many settings it trained besides its defaults and
+    how many diffkit's lever runs trained (the protocol asks for the same number)."""
+    size = len(peer_settings(peer)) - 1
+    return {"peer": peer, "baseline": BASELINE, "sweep_size": size,
+            "diffkit_lever_trainings": lever_trainings(report_dir)}  # fmt: skip
+
+
+def best_swept_setting(report_dir: Path, peer: str) -> str | None:
+    """The swept setting with the lowest distance to the floor, as the mean over both spaces and both
+    budgets of its ratio to the peer's defaults (a setting must win in both spaces to be called best);
+    ``None`` without a sweep report."""
+    path = report_dir / f"{SWEEP_REPORT.format(peer=peer)}.json"
+    if not path.exists():
+        return None
+    rows = json.loads(path.read_text())["data"]["rows"]
+    scores: dict[str, list[float]] = {}
+    for row in rows:
+        for space in SPACES:
+            scores.setdefault(row["variant"], []).append(row[f"fd_{space}_vs_baseline"])
+    return min(scores, key=lambda name: statistics.mean(scores[name]))
 
 
 # -------------------------------------------------------------------------------------------- run
@@ -334,7 +415,7 @@ def aggregate(train_jobs: list[Job], key: str) -> list[dict[str, Any]]:
             row[metric] = values["median"]
             if metric.startswith("fd_"):
                 row[f"{metric}_min"], row[f"{metric}_max"] = values["min"], values["max"]
-        for metric in ("train_seconds", "steps", "images_seen", "train_pflops", "final_loss"):
+        for metric in ("train_seconds", "train_cpu_s", "steps", "images_seen", "train_pflops", "final_loss"):
             row[f"{metric}_median"] = round(
                 statistics.median(float(job.result[metric]) for job in members), 4
             )
@@ -375,6 +456,61 @@ def goals(rows: list[dict[str, Any]], floor: dict[str, float], budget: float) ->
     return out
 
 
+# contender kind -> (the model's label in the report, the summary keys' suffix)
+MODELS = {
+    "diffkit": ("diffkit UNet, tiny preset", "diffkit"),
+    "recipe-fp32": ("diffusers UNet2DModel twin", "diffusers"),
+    "ddpm": ("denoising-diffusion-pytorch Unet(42, (1, 2, 2, 2))", "ddpm"),
+}
+
+
+def model_match_rows(train_jobs: list[Job]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Each network's parameters and forward GFLOPs per image; summary keys once diffkit and a peer ran."""
+    rows, keys = [], {}
+    for contender, (label, suffix) in MODELS.items():
+        job = next((j for j in train_jobs if j.spec["contender"] == contender), None)
+        if job is not None:
+            gflops = round(job.result["flops_forward_per_image"] / 1e9, 4)
+            rows.append({"model": label, "params": job.result["params"], "gflops_forward_per_image": gflops})
+            keys |= {f"params_{suffix}": job.result["params"], f"gflops_{suffix}": gflops}
+    return rows, keys if len(rows) >= 2 else {}
+
+
+GOAL_PREFIXES = ("gap_ratio_", "diffkit_at_B_", "best_peer_", "vs_best_peer_", "vs_peer_defaults_")
+PEER_DEFAULTS = ("recipe-fp32", "ddpm")  # the peers as they ship, each at its own defaults
+
+
+def peer_goals(rows: list[dict[str, Any]], floor: dict[str, float], budget: float) -> dict[str, Any]:
+    """diffkit against the best peer row (any peer, any setting) and against each peer's defaults, per
+    space and budget: the gap ratio, and whether diffkit at B reaches the best peer at 3B."""
+    out: dict[str, Any] = {}
+    for space in SPACES:
+        fd = f"fd_{space}"
+
+        def gap(row: dict[str, Any], fd: str = fd) -> float:
+            return row[fd] - floor[fd]
+
+        best: dict[float, dict[str, Any]] = {}
+        for b in (budget, 3 * budget):
+            tag = _budget_tag(b, budget)
+            peers = [r for r in rows if r["budget_s"] == b and r["contender"] != "diffkit"]
+            ours = _row_lookup(rows, "contender", "diffkit", b)
+            best[b] = min(peers, key=lambda r: r[fd])
+            out[f"best_peer_{space}_{tag}"] = best[b]["contender"]
+            out[f"vs_best_peer_gap_ratio_{space}_{tag}"] = (
+                round(gap(ours) / gap(best[b]), 3) if gap(best[b]) > 0 else None
+            )
+            for name in PEER_DEFAULTS:
+                row = next((r for r in peers if r["contender"] == name), None)
+                if row is not None and gap(row) > 0:
+                    out[f"vs_peer_defaults_{name.replace('-', '_')}_gap_ratio_{space}_{tag}"] = round(
+                        gap(ours) / gap(row), 3
+                    )
+        ours_b = _row_lookup(rows, "contender", "diffkit", budget)[fd]
+        out[f"vs_best_peer_diffkit_at_B_reaches_best_peer_at_3B_{space}"] = ours_b <= best[3 * budget][fd]
+    return out
+
+
 def expand_posthoc(train_jobs: list[Job]) -> list[Job]:
     """A post-hoc EMA job stands for several: one per rebuilt EMA length (its own samples and features,
     the training numbers of the run they came from), named ``<variant>_<sigma_rel>``."""
@@ -404,12 +540,14 @@ def build_report(args: argparse.Namespace, jobs: list[Job], prepared: dict[str, 
     }
     for job in train_jobs:
         job.result |= distances(load_features(Path(job.spec["out"]) / "features.npz"), reference)
-        job.result["budget_used"] = round(job.result["train_seconds"] / job.spec["budget_s"], 3)
+        # the measured budget: process CPU seconds of the training steps over the budget
+        job.result["budget_used"] = round(job.result["train_cpu_s"] / job.spec["budget_s"], 3)
         for space in SPACES:
             job.result[f"gap_fd_{space}"] = round(job.result[f"fd_{space}"] - floor[f"fd_{space}"], 4)
-    key = "variant" if args.levers else "contender"
+    swept = args.levers or bool(args.peer_sweep)
+    key = "variant" if swept else "contender"
     rows = aggregate(train_jobs, key)
-    if args.levers:
+    if swept:
         for row in rows:
             base = _row_lookup(rows, key, args.baseline, row["budget_s"])
             for space in SPACES:
@@ -420,18 +558,12 @@ def build_report(args: argparse.Namespace, jobs: list[Job], prepared: dict[str, 
          "load_1min_before": job.result["load_before"][0], "load_1min_after": job.result["load_after"][0]}
         for job in train_jobs
     ]  # fmt: skip
-    model_match = []
-    for contender in ("diffkit", "recipe-fp32"):
-        job = next((j for j in train_jobs if j.spec["contender"] == contender), None)
-        if job is not None:
-            model = "diffkit UNet, tiny preset" if contender == "diffkit" else "diffusers UNet2DModel twin"
-            gflops = round(job.result["flops_forward_per_image"] / 1e9, 4)
-            model_match.append(
-                {"model": model, "params": job.result["params"], "gflops_forward_per_image": gflops}
-            )
+    model_match, model_keys = model_match_rows(train_jobs)
+    mode = "levers" if args.levers else "peer_sweep" if args.peer_sweep else "contenders"
     summary: dict[str, Any] = {
-        "mode": "levers" if args.levers else "contenders", "budget_s": args.budget,
+        "mode": mode, "budget_s": args.budget, "budget_clock": "process CPU seconds of the training steps",
         **({"baseline": args.baseline} if args.levers else {}),
+        **(sweep_keys(args.peer_sweep, args.report_dir) if args.peer_sweep else {}),
         "budget_3x_s": 3 * args.budget,
         "seeds": list(args.seeds), "n_train": args.n_train, "n_reference": args.n_reference,
         "n_samples": args.n_samples, "sampler": "DDIM, 50 steps, eta 0, fp32", "resolution": 32,
@@ -439,29 +571,29 @@ def build_report(args: argparse.Namespace, jobs: list[Job], prepared: dict[str, 
         "wall_s": round(wall_s, 1), "estimated_wall_s": round(estimate_s, 1),
         "load_avg_before": load["before"], "load_avg_after": load["after"],
         **{f"floor_{m}": round(v, 6) for m, v in floor.items()},
-        # train seconds / budget over all jobs: how well each job's pilot steps predicted its step time
+        # training CPU seconds / budget over all jobs (the clock stops each job after the step that uses
+        # its budget up, so this is at least 1 unless a planned schedule ended first)
         "budget_used_min": min(job.result["budget_used"] for job in train_jobs),
         "budget_used_max": max(job.result["budget_used"] for job in train_jobs),
     }  # fmt: skip
-    if len(model_match) == 2:
-        summary["params_diffkit"], summary["params_diffusers"] = (m["params"] for m in model_match)
-        summary["gflops_diffkit"], summary["gflops_diffusers"] = (
-            m["gflops_forward_per_image"] for m in model_match
-        )
+    summary |= model_keys
     for row in rows:
         for space in SPACES:
             name = row[key].replace("-", "_").replace(".", "_")  # an identifier: the report labels it
             summary[f"fd_{space}_{name}_{_budget_tag(row['budget_s'], args.budget)}"] = row[f"fd_{space}"]
-    if not args.levers:
-        summary |= goals(rows, floor, args.budget)
+    if not swept:
+        summary |= goals(rows, floor, args.budget) | peer_goals(rows, floor, args.budget)
     caveat = (
         f"One {os.cpu_count()}-core CPU; {args.workers} jobs at a time, each its own process with one torch "
         f"thread; 1-minute load average {load['before'][0]:.1f} before, {load['after'][0]:.1f} after (each "
-        "job's own before/after is in the per-job table). Budgets are training-step seconds: each job ran "
-        "the step count its pilot steps predicted, 'train seconds' is what it took and 'budget used' their "
-        f"ratio ({summary['budget_used_min']:.2f} to {summary['budget_used_max']:.2f} here). The recipe "
-        f"plans its cosine LR schedule for that step count after {RECIPE.warmup_steps} warm-up steps, which "
-        "at small budgets are most of the run (see 'steps'). The Inception "
+        "job's own before/after is in the per-job table). Budgets are measured: every job trains until its "
+        "process CPU seconds (one thread: the compute it spent, whatever else ran) reach the budget, checked "
+        "after every step; 'train_cpu_s' is what it trained and 'budget used' the ratio to the budget "
+        f"({summary['budget_used_min']:.2f} to {summary['budget_used_max']:.2f} here; diffkit's clock also "
+        "counts its run-folder work between steps). The recipe plans its cosine LR schedule for the step "
+        "count its pilot steps predict (and stops there if the clock has not); as shipped it warms up for "
+        f"{RECIPE.warmup_steps} steps, which at small budgets is most of the run; 'recipe-scaled' warms up "
+        "for 10% of the planned steps. The Inception "
         "space uses random, BatchNorm-calibrated weights (not the official file): its values compare only "
         "within this report. With 2 seeds the median is the mean; min and max show the seed spread."
     )
@@ -475,11 +607,13 @@ def build_report(args: argparse.Namespace, jobs: list[Job], prepared: dict[str, 
         Section(heading=f"Quality per {key} and budget (median over seeds)", text=spaces_text, table=rows),
         Section(heading="Floor: training images against the reference", table=floor_rows),
     ]  # fmt: skip
-    if not args.levers:
-        goal_rows = [{"goal": k, "value": v} for k, v in goals(rows, floor, args.budget).items()]
+    if not swept:
+        goal_rows = [{"goal": k, "value": v} for k, v in summary.items() if k.startswith(GOAL_PREFIXES)]
         goal_text = (
             "gap_ratio = (diffkit FD - floor) / (recipe fp32 FD - floor) at the same budget (goal: <= 0.5); "
-            "the last rows: diffkit's FD at B is at most the recipe's at 3B (goal: true)."
+            "diffkit's FD at B is at most the recipe's at 3B (goal: true). best_peer_*: the peer row (any "
+            "setting of either peer) with the lowest FD in that space and budget, and the same two goals "
+            "against it; vs_peer_defaults_*: against the peers as they ship."
         )
         sections.append(Section(heading="Goals", table=goal_rows, text=goal_text))
     sections += [
@@ -492,13 +626,11 @@ def build_report(args: argparse.Namespace, jobs: list[Job], prepared: dict[str, 
     first_seed = args.seeds[0]
     for job in sorted(train_jobs, key=lambda j: (j.spec["budget_s"], j.spec[key])):
         # Levers: only the long budget's grids, two rows each (a dozen levers would bloat the page).
-        if job.spec["seed"] == first_seed and not (args.levers and job.spec["budget_s"] != 3 * args.budget):
+        if job.spec["seed"] == first_seed and not (swept and job.spec["budget_s"] != 3 * args.budget):
             samples = np.load(Path(job.spec["out"]) / "samples.npy")
             fd = job.result["fd_inception"]
             caption = f"{job.spec[key]}, {job.spec['budget_s']:g} s, seed {first_seed}: FD inception {fd:.1f}"
-            images.append(
-                ReportImage(grid_image(samples, LEVER_GRID_ROWS if args.levers else GRID_ROWS), caption)
-            )
+            images.append(ReportImage(grid_image(samples, LEVER_GRID_ROWS if swept else GRID_ROWS), caption))
     sections.append(Section(heading="Sample grids (the same noise for every contender)", images=images))
     hidden = ("out", "train_dir", "weights")  # scratch paths: meaningless after the run
     job_data = [
@@ -510,11 +642,12 @@ def build_report(args: argparse.Namespace, jobs: list[Job], prepared: dict[str, 
         for job in train_jobs
     ]
     data = {"summary": summary, "rows": rows, "floor": floor_rows, "jobs": job_data}
-    title = (
-        "bench_quality levers: diffkit config levers at equal training seconds"
-        if args.levers
-        else "bench_quality: diffkit vs diffusers' train_unconditional recipe at equal training seconds"
-    )
+    title = {
+        "levers": "bench_quality levers: diffkit config levers at equal training seconds",
+        "peer_sweep": f"bench_quality peer sweep: {args.peer_sweep} settings at equal training CPU seconds",
+        "contenders": "bench_quality: diffkit vs diffusers' train_unconditional recipe and lucidrains' "
+        "denoising-diffusion-pytorch at equal training CPU seconds",
+    }[mode]
     return Report(title=title, command="bench_quality", summary=summary, sections=sections, data=data,
                   headline=report_headline(summary, data))  # fmt: skip
 
@@ -522,7 +655,8 @@ def build_report(args: argparse.Namespace, jobs: list[Job], prepared: dict[str, 
 def report_headline(summary: dict[str, Any], data: dict[str, Any]) -> str:
     """The index's headline is the README's: the report's one reading (benchmarks/readings/quality.py)."""
     traced = trace({"summary": summary, "data": data}, "bench_quality")
-    reading = quality_reading.levers_headline if summary["mode"] == "levers" else quality_reading.headline
+    swept = summary["mode"] in ("levers", "peer_sweep")  # a sweep reads as a lever run: one row per setting
+    reading = quality_reading.levers_headline if swept else quality_reading.headline
     return plain(reading(traced))
 
 
@@ -605,6 +739,20 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="jobs at a time (one thread each)")
     parser.add_argument("--levers", action="store_true", help="diffkit's config levers instead of contenders")
     parser.add_argument(
+        "--peer-sweep", choices=PEERS, default=None,
+        help="a peer's tuning sweep (its defaults and 12 settings) instead of contenders",
+    )  # fmt: skip
+    parser.add_argument(
+        "--contenders", nargs="+", default=list(CONTENDERS), choices=list(CONTENDERS), metavar="NAME",
+        help=f"contenders mode: which to run (default: all of {', '.join(CONTENDERS)})",
+    )  # fmt: skip
+    for peer in PEERS:
+        parser.add_argument(
+            f"--{peer}-setting", default=None, metavar="SETTING",
+            help=f"the {peer}-tuned contender's setting (default: the best of reports/"
+            f"{SWEEP_REPORT.format(peer=peer)}.json; none without it)",
+        )  # fmt: skip
+    parser.add_argument(
         "--lever-names",
         nargs="+",
         default=list(LEVERS),
@@ -640,6 +788,8 @@ def main() -> None:
     if args.self_test:
         self_test()
         return
+    if args.levers and args.peer_sweep:
+        parser.error("--levers and --peer-sweep are two different runs")
     if args.budget <= 0 or args.n_samples < 16 or args.workers < 1 or len(set(args.seeds)) != len(args.seeds):
         parser.error("--budget must be > 0, --n-samples >= 16, --workers >= 1, --seeds distinct")
     if args.n_reference < args.n_samples or args.n_train < args.n_samples:
@@ -664,7 +814,10 @@ def main() -> None:
         load = {"before": load_before, "after": [round(v, 2) for v in os.getloadavg()]}
         wall = time.perf_counter() - started
         report = build_report(args, jobs, prepared, scratch, wall, estimate, load)
-        name = args.report_name or ("bench_quality_levers" if args.levers else "bench_quality")
+        default_name = "bench_quality_levers" if args.levers else "bench_quality"
+        if args.peer_sweep:
+            default_name = SWEEP_REPORT.format(peer=args.peer_sweep)
+        name = args.report_name or default_name
         paths = write_report(report, args.report_dir / f"{name}.html")
         for row in report.data["rows"]:
             label = row.get("variant", row.get("contender"))
