@@ -272,11 +272,12 @@ class Manifest:
             known.extend((str(s), to_unsigned64(p)) for s, p in removed.fetchall())
         return known
 
-    def url_statuses(self) -> dict[str, str]:
-        """``redacted url -> status`` of every URL a list scrape settled (empty before the first)."""
+    def url_statuses(self) -> dict[str, tuple[str, str | None]]:
+        """``redacted url -> (status, sha256)`` of each URL a list scrape settled (empty before the first)."""
         if not _has_table(self.db, "url_status"):
             return {}
-        return dict(self.db.execute("SELECT url, status FROM url_status").fetchall())
+        rows = self.db.execute("SELECT url, status, sha256 FROM url_status").fetchall()
+        return {str(url): (str(status), sha256) for url, status, sha256 in rows}
 
     def image_urls(self) -> dict[str, str]:
         """``redacted url -> sha256`` of the kept images (a crash may leave a row before its URL's status)."""
@@ -377,7 +378,6 @@ class Manifest:
                 row.setdefault(name, value)
             lines.append(json.dumps(row, sort_keys=False))
         atomic_write_text(self.root / METADATA_NAME, "".join(line + "\n" for line in lines))
-
 
     def _list_extras(self) -> dict[str, dict[str, str]]:
         """``sha256 -> the list's other columns`` of the images kept from a URL list."""

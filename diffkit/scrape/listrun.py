@@ -88,20 +88,36 @@ class _ListScrape(_Scrape):
         self.url = str(url_list.path)  # what the summary says the images came from
         self.hosts: dict[str, _Host] = {}
         self.already_done = 0
+        self.checked_urls = False  # after_reconcile() ran
         self.changed = asyncio.Event()  # a URL was put back, or a request ended: the scheduler looks again
 
     # -- the list ----------------------------------------------------------------------------------
-    def prepare(self) -> None:
-        """Queue every listed URL not done yet, host by host (a resume skips the rest)."""
+    def after_reconcile(self) -> None:
+        """Make the URL statuses agree with the kept images, before anything is fetched or written.
+
+        Killed between an image's row and its URL's status, the image is there: its URL is marked kept
+        (with the list's columns, for ``metadata.jsonl``). A URL marked kept whose image reconcile
+        dropped (its file was lost) is marked failed, so that it is fetched again.
+        """
+        self.checked_urls = True
         store = self.open_store()
         statuses = store.manifest.url_statuses()
         kept_urls = store.manifest.image_urls()
         for listed in self.url_list.urls:
-            status = statuses.get(listed.key)
-            if status is None and listed.key in kept_urls:
-                # killed between the image's row and its URL's status: the image is there, say so
+            status, sha256 = statuses.get(listed.key, ("", None))
+            if not status and listed.key in kept_urls:
                 store.record_url(listed.key, "kept", "kept", kept_urls[listed.key], listed.extra)
-                status = "kept"
+            elif status == "kept" and sha256 not in store.index.sha256:  # kept, or removed by dedupe
+                store.record_url(listed.key, "failed", "file_missing", None, listed.extra)
+
+    def prepare(self) -> None:
+        """Queue every listed URL not done yet, host by host (a resume skips the rest)."""
+        store = self.open_store()
+        if not self.checked_urls:  # a folder this run created
+            self.after_reconcile()
+        statuses = store.manifest.url_statuses()
+        for listed in self.url_list.urls:
+            status, _ = statuses.get(listed.key, ("", None))
             if status in URL_DONE_STATUSES:
                 self.already_done += 1
                 continue

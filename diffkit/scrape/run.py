@@ -301,6 +301,9 @@ class _Scrape:
         urls = (self.config.url,) if self.config.url is not None else self.config.candidate_urls
         return next((url for url in urls if recorded is not None and redact(url) == recorded), None)
 
+    def after_reconcile(self) -> None:
+        """Bring the folder's other records in line with the reconciled manifest (a --urls run: URLs)."""
+
     def list_summary(self) -> dict[str, Any] | None:
         """What a --urls run did with its list (None here: one URL, no list)."""
         return None
@@ -435,6 +438,7 @@ def _scrape_locked(config: ScrapeConfig, make_run: RunFactory) -> ScrapeResult:
         if store is not None:
             run.reconcile = reconcile_and_report(store, config)
             run.kept = store.kept_count()
+            run.after_reconcile()
         if run.kept < config.n:
             asyncio.run(run.main())
         else:
