@@ -388,3 +388,40 @@ def test_verifier_finds_greyscale_copies_in_a_folder(tmp_path: Path) -> None:
     draw_face(np.random.default_rng([24, 4]), 96).convert("L").save(tmp_path / "other.png")
     result = run(tmp_path, threshold=12)
     assert result.clusters == [["grey.png", "grey-copy.jpg"]]
+
+
+def test_a_moved_byte_identical_pair_is_an_accepted_duplicate_in_report_and_sidecar(
+    tmp_path: Path, lookalikes: list[tuple[bytes, bytes, int]]
+) -> None:
+    """Issue 25.3: byte-identical pairs were left out of the accepted mask before the borderline table,
+    so a copy that was moved showed as "accepted: false" (distinct) in the HTML and the JSON sidecar."""
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    face = encode_image(draw_face(np.random.default_rng([25, 3]), 96), "JPEG", 90)
+    (folder / "a.jpg").write_bytes(face)
+    (folder / "a-copy.jpg").write_bytes(face)
+    distinct_a, distinct_b, _ = lookalikes[0]  # within the hash threshold, turned down by the thumbnails
+    (folder / "lookalike-1.jpg").write_bytes(distinct_a)
+    (folder / "lookalike-2.jpg").write_bytes(distinct_b)
+    report = tmp_path / "report.html"
+    result = run(
+        folder, action="move", quarantine=tmp_path / "quarantine", write_report=True, report_path=report
+    )
+    assert result.clusters == [["a.jpg", "a-copy.jpg"]] and result.n_removed == 1  # a.jpg written first
+    assert (result.n_candidates, result.n_rejected) == (2, 1)
+
+    sidecar = json.loads(report.with_suffix(".json").read_text())
+    rows = {(row["a"], row["b"]): row for row in sidecar["data"]["borderline"]}
+    exact = rows[("a-copy.jpg", "a.jpg")]
+    assert (exact["accepted"], exact["exact"]) == (True, True)
+    distinct = rows[("lookalike-1.jpg", "lookalike-2.jpg")]
+    assert (distinct["accepted"], distinct["exact"]) == (False, False)
+    tables = [section.get("table") or [] for section in sidecar["sections"]]
+    shown = [
+        row for table in tables for row in table if {row.get("a"), row.get("b")} == {"a.jpg", "a-copy.jpg"}
+    ]
+    assert shown and all(row["accepted"] is True for row in shown)
+
+    html = report.read_text()
+    assert "duplicate (byte-identical): similarity 1.0, 0 bits: a-copy.jpg | a.jpg" in html
+    assert "distinct: similarity" in html and "distinct: similarity 1.0, 0 bits: a-copy.jpg" not in html
