@@ -5,9 +5,12 @@ The conventions are Hugging Face ``imagefolder``'s:
 - ``metadata.jsonl`` beside the images (one JSON object per line, ``file_name`` relative to the folder
   that holds it) with a ``label`` field: that column is the label. A ``diffkit scrape`` output has a
   ``metadata.jsonl`` without labels; one with a ``label`` column added is a labelled data set.
-- Otherwise, when every image sits in a subfolder of the data folder (``data/cats/1.png``,
-  ``data/dogs/7.png``) and there are at least two of them, the first folder name is the label. A
-  scrape output's ``images/<sha[:2]>/`` folders are storage, never labels.
+- Otherwise, when every image sits at the same depth below the data folder, in a subfolder
+  (``data/cats/1.png``, ``data/dogs/7.png``), and there are at least two folder names, the name of the
+  folder that holds the image is its label: ``data/animals/cats/1.png`` is a ``cats``, as in HF's
+  ``FolderBasedBuilder`` (``os.path.basename(os.path.dirname(file))``, labels only when every file has
+  the same path depth). Images at different depths are not a labelling. A scrape output's
+  ``images/<sha[:2]>/`` folders are storage, never labels.
 
 Names map to integers in sorted order (numbers numerically when every label is a number), so the same
 data set always gives the same classes. The names are saved in the run config; snapshots carry them.
@@ -142,13 +145,21 @@ def _metadata_labels(data_dir: Path) -> dict[str, str] | None:
 
 
 def _folder_labels(data_dir: Path, files: list[str]) -> list[str] | None:
-    tops = [file.split("/", 1) for file in files]
-    if any(len(parts) < 2 for parts in tops):
-        return None  # an image at the top level: the folders are not a labelling
-    names = [parts[0] for parts in tops]
+    """Each image's own folder name (HF imagefolder's rule), when every image is at one depth >= 1."""
+    depths = {file.count("/") for file in files}
+    names = [file.rsplit("/", 2)[-2] if "/" in file else "" for file in files]
     distinct = set(names)
-    if len(distinct) < 2:
+    if len(depths) > 1:
+        if len(distinct - {""}) >= 2:  # folders that look like classes, at different depths: say so
+            err_console.print(
+                f"[yellow]{shown(data_dir)} has images at {len(depths)} different folder depths: its folders "
+                "are not read as classes (as in Hugging Face imagefolder); put every image one folder "
+                f"deep per class, or add a {LABEL_COLUMN} column to {METADATA_NAME}[/]",
+                highlight=False,
+            )
         return None
+    if 0 in depths or len(distinct) < 2:
+        return None  # every image at the top level, or all in one folder: not a labelling
     if len(distinct) > MAX_FOLDER_CLASSES:
         err_console.print(
             f"[yellow]{shown(data_dir)} has {len(distinct)} image folders, more than {MAX_FOLDER_CLASSES}: "

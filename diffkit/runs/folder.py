@@ -39,9 +39,10 @@ _GRID_NAME = re.compile(r"^grid-(\d+)\.png$")
 SNAPSHOT_NAME = re.compile(r"^ema-(\d{6,})\.safetensors$")
 # Post-hoc EMA (--phema-every-kimg): phema/pema-<sigma_rel>-<nimg>.safetensors, the stored profiles.
 PHEMA_DIR = "phema"
+TENSORBOARD_DIR = "tensorboard"  # TensorBoard event files (diffkit train --tensorboard), one per session
 PHEMA_NAME = re.compile(r"^pema-(\d\.\d{3})-(\d{9,})\.safetensors$")
 # Files and folders a training run writes, and the patterns of those it writes many of.
-_WRITTEN = (CONFIG_FILE, STATE_FILE, STATS_FILE, PROGRESSION_FILE, SAMPLES_DIR, PHEMA_DIR)
+_WRITTEN = (CONFIG_FILE, STATE_FILE, STATS_FILE, PROGRESSION_FILE, SAMPLES_DIR, PHEMA_DIR, TENSORBOARD_DIR)
 _WRITTEN_PATTERNS = (re.compile(r"^ema-\d+\.safetensors$"),)
 
 

@@ -1,9 +1,10 @@
 """Decode an image folder once into a uint8 cache (numpy memmap) that every later epoch and run reuses.
 
 Layout: ``<cache dir>/images-<res>px-<key16>.u8`` holds the raw (N, H, W, 3) uint8 pixels and
-``.json`` beside it the shape, file list, skipped files and full content key. The ``.u8`` file is
-written to a temp file and renamed; the JSON is written (also atomically) only after it, so a JSON
-that matches is proof of a complete cache and a kill at any moment leaves either no cache or a good one.
+``.json`` beside it the shape, file list, each file's source size, skipped files and full content key.
+The ``.u8`` file is written to a temp file and renamed; the JSON is written (also atomically) only
+after it, so a JSON that matches is proof of a complete cache and a kill at any moment leaves either
+no cache or a good one.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from diffkit.atomic import TMP_SUFFIX, atomic_open, atomic_write_text
 from diffkit.console import Bar, printable
@@ -26,9 +28,9 @@ from diffkit.dataset.decode import square_pixels
 from diffkit.errors import DiffkitError
 from diffkit.train.cache_key import CACHE_DIR_NAME, DECODER_VERSION, content_key, find_images
 
-__all__ = ["CACHE_FORMAT", "ImageCache", "default_cache_dirs", "load_image_dataset"]
+__all__ = ["CACHE_FORMAT", "ImageCache", "default_cache_dirs", "load_image_dataset", "upscaling"]
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: each file's source size (width, height) in "sizes" (how much training enlarges it)
 # Below this many files a thread pool is not worth its (small) overhead.
 POOL_THRESHOLD = 64
 # Leftover temp files of killed writes older than this are removed (younger ones may be a live writer's).
@@ -48,6 +50,8 @@ class ImageCache:
     reused: bool = False  # True when loaded from an existing cache (nothing was decoded)
     decode_seconds: float = 0.0
     data_dir: Path = field(default_factory=Path)
+    # (width, height) of files[i] as stored (before EXIF rotation, crop and resize)
+    sizes: list[tuple[int, int]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -117,6 +121,9 @@ def _open_existing(directory: Path, key: str, resolution: int, data_dir: Path) -
             return None
         if data_path.stat().st_size != int(np.prod(shape)) or len(header["files"]) != shape[0]:
             return None
+        sizes = [(int(width), int(height)) for width, height in header["sizes"]]
+        if len(sizes) != shape[0]:
+            return None
         images = np.memmap(data_path, dtype=np.uint8, mode="r", shape=shape)
     except (OSError, ValueError, KeyError, TypeError):
         return None  # missing or damaged: rebuild
@@ -130,10 +137,14 @@ def _open_existing(directory: Path, key: str, resolution: int, data_dir: Path) -
         reused=True,
         decode_seconds=float(header.get("decode_seconds", 0.0)),
         data_dir=data_dir,
+        sizes=sizes,
     )
 
 
-def _decoded(jobs: list[tuple[int, str, int]], workers: int) -> Iterator[tuple[int, np.ndarray | None, str]]:
+Decoded = tuple[int, np.ndarray | None, str, tuple[int, int]]
+
+
+def _decoded(jobs: list[tuple[int, str, int]], workers: int) -> Iterator[Decoded]:
     """Decode in order with a thread pool.
 
     Threads, not processes: Pillow releases the GIL while it decodes and resizes, so threads scale
@@ -146,7 +157,7 @@ def _decoded(jobs: list[tuple[int, str, int]], workers: int) -> Iterator[tuple[i
         return
     window = 4 * workers
     with ThreadPoolExecutor(workers, thread_name_prefix="diffkit-decode") as pool:
-        pending: deque[Future[tuple[int, np.ndarray | None, str]]] = deque()
+        pending: deque[Future[Decoded]] = deque()
         try:
             for job in jobs:
                 pending.append(pool.submit(decode_or_reason, job))
@@ -160,24 +171,31 @@ def _decoded(jobs: list[tuple[int, str, int]], workers: int) -> Iterator[tuple[i
 
 
 def _build(
-    data_dir: Path, relative_paths: list[str], resolution: int, key: str, directory: Path,
-    progress: bool, workers: int | None,
+    data_dir: Path,
+    relative_paths: list[str],
+    resolution: int,
+    key: str,
+    directory: Path,
+    progress: bool,
+    workers: int | None,
 ) -> ImageCache:
     data_path, header_path = _paths(directory, key, resolution)
     _remove_stale_tmp(directory, data_path.name)
     workers = workers if workers is not None else min(8, len(os.sched_getaffinity(0)))
     jobs = [(i, str(data_dir / rel), resolution) for i, rel in enumerate(relative_paths)]
     kept: list[str] = []
+    sizes: list[tuple[int, int]] = []
     skipped: list[tuple[str, str]] = []
     start = time.perf_counter()
     bar = Bar(f"Decoding images {resolution}px", total=len(jobs), enabled=progress)
     with bar, atomic_open(data_path, "wb") as handle:
-        for index, pixels, reason in _decoded(jobs, workers):
+        for index, pixels, reason, size in _decoded(jobs, workers):
             if pixels is None:
                 skipped.append((relative_paths[index], reason))
             else:
                 handle.write(pixels.tobytes())
                 kept.append(relative_paths[index])
+                sizes.append(size)
             bar.update(advance=1, info=f"{len(skipped)} skipped")
         if not kept:
             first = f" (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
@@ -185,10 +203,18 @@ def _build(
     seconds = time.perf_counter() - start
     shape = [len(kept), resolution, resolution, 3]
     header = {
-        "format": CACHE_FORMAT, "content_key": key, "resolution": resolution, "dtype": "uint8",
-        "shape": shape, "data_dir": str(data_dir), "decoder_version": DECODER_VERSION,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "decode_seconds": round(seconds, 3),
-        "files": kept, "skipped": [list(item) for item in skipped],
+        "format": CACHE_FORMAT,
+        "content_key": key,
+        "resolution": resolution,
+        "dtype": "uint8",
+        "shape": shape,
+        "data_dir": str(data_dir),
+        "decoder_version": DECODER_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "decode_seconds": round(seconds, 3),
+        "files": kept,
+        "sizes": [list(size) for size in sizes],
+        "skipped": [list(item) for item in skipped],
     }
     atomic_write_text(header_path, json.dumps(header))
     _remove_superseded(directory, resolution, data_dir, keep=data_path)
@@ -227,15 +253,35 @@ def _remove_stale_tmp(directory: Path, name: str) -> None:
             pass
 
 
-def decode_or_reason(job: tuple[int, str, int]) -> tuple[int, np.ndarray | None, str]:
-    """Pool worker: ``(index, pixels, "")`` or ``(index, None, reason)`` for a file that cannot be used.
+def decode_or_reason(job: tuple[int, str, int]) -> Decoded:
+    """Pool worker: ``(index, pixels, "", size)`` or ``(index, None, reason, (0, 0))`` for a file that
+    cannot be used; ``size`` is the file's (width, height) as stored (its header, read apart because the
+    decode may be a reduced-scale JPEG draft).
 
     The pixels are :func:`diffkit.dataset.decode.square_pixels` (the decoder dedupe and eval use too):
     centre-cropped, Lanczos-resized to the training resolution, HWC uint8 RGB.
     """
     index, path, resolution = job
     try:
-        return index, square_pixels(Path(path), resolution), ""
+        with Image.open(path) as image:
+            size = (int(image.width), int(image.height))
+        return index, square_pixels(Path(path), resolution), "", size
     except Exception as error:  # any decoder failure means "skip and list", never a crash
         reason = printable(f"{type(error).__name__}: {error}").strip().splitlines()[0][:200]
-        return index, None, reason
+        return index, None, reason, (0, 0)
+
+
+def upscaling(sizes: list[tuple[int, int]], resolution: int) -> dict[str, float | int] | None:
+    """How many images training enlarges (shorter side below ``resolution``: the centre square is
+    resized up) and by how much (``resolution / shorter side``); None when none is."""
+    factors = sorted(resolution / min(size) for size in sizes if min(size) < resolution)
+    if not factors:
+        return None
+    return {
+        "count": len(factors),
+        "images": len(sizes),
+        "min_factor": factors[0],
+        "median_factor": float(np.median(factors)),
+        "max_factor": factors[-1],
+        "smallest_side": min(min(size) for size in sizes),
+    }

@@ -26,7 +26,10 @@ from diffkit.runs.folder import train_options
 DEFAULT_EPOCHS = 50.0
 LENGTH_FIELDS = ("steps", "kimg", "epochs")
 # On --resume these come from the command line, not from the saved config.json.
-ALWAYS_FROM_REQUEST = ("resume", "dry_run", "progress", "report")
+# The time budgets and TensorBoard are per session: a resume gets a fresh budget, or none.
+ALWAYS_FROM_REQUEST = (
+    "resume", "dry_run", "progress", "report", "max_minutes", "max_cpu_seconds", "tensorboard", "given",
+)  # fmt: skip
 # On --resume these change only when given (as a value other than the default); otherwise the saved
 # value holds, so that `--resume` alone continues exactly as the run started (same device, precision).
 RESUMABLE_OVERRIDES = (
@@ -121,6 +124,17 @@ class TrainConfig:
     progress: bool = True
     report: bool = True
     cache_dir: Path | None = None
+    # Stop cleanly (state, snapshot, report; resumable) at the first step boundary after this many minutes
+    # of the training loop's wall clock (the data cache and model building not counted); None: no budget.
+    max_minutes: float | None = None
+    # The same on the process's CPU time (all its threads): benchmarks give one-thread jobs equal compute.
+    max_cpu_seconds: float | None = None
+    # TensorBoard event files under the run folder's tensorboard/; None: on when tensorboard is installed.
+    tensorboard: bool | None = None
+    # The options the user gave explicitly (the CLI fills it): on --resume a given option that differs
+    # from the saved run is refused even when it equals the default (`--preset small` on a tiny run).
+    # Not saved in config.json.
+    given: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         # JSON and the CLI may hand over strings for paths; keep the declared types.
@@ -180,6 +194,10 @@ class TrainConfig:
             problems.append("sample_grid, sample_steps, log_every_steps and max_bad_steps must be >= 1")
         if not 0.0 <= self.label_dropout < 1.0:  # also refuses NaN
             problems.append(f"--label-dropout must be in [0, 1) (got {self.label_dropout})")
+        for name in ("max_minutes", "max_cpu_seconds"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:  # also refuses NaN
+                problems.append(f"{name.replace('_', '-')} must be positive (got {value})")
         if self.ema_halflife_kimg <= 0:
             problems.append("ema_halflife_kimg must be positive")
         if problems:
@@ -199,6 +217,7 @@ class TrainConfig:
         return {
             f.name: (str(v) if isinstance(v, Path) else v)
             for f in dataclasses.fields(self)
+            if f.name != "given"
             for v in [getattr(self, f.name)]
         }
 
@@ -244,16 +263,21 @@ def _comparable(value: Any) -> Any:
 def merge_for_resume(saved: TrainConfig, requested: TrainConfig) -> TrainConfig:
     """The saved run config, with the few fields a resume may change taken from ``requested``.
 
-    A field the user set to something other than both the default and the saved value is a conflict:
-    resuming with a different model or schedule would silently train something else.
+    A field the user set (given explicitly, or to something other than the default) to a value other than
+    the saved one is a conflict: resuming with a different model or schedule would silently train
+    something else.
     """
     defaults = TrainConfig()
+
+    def given(name: str) -> bool:
+        return name in requested.given or getattr(requested, name) != getattr(defaults, name)
+
     conflicts = [
         f.name
         for f in dataclasses.fields(TrainConfig)
         if f.name not in (*RESUMABLE_OVERRIDES, *ALWAYS_FROM_REQUEST, "out", "runs_dir")
         and _comparable(getattr(requested, f.name)) != _comparable(getattr(saved, f.name))
-        and getattr(requested, f.name) != getattr(defaults, f.name)
+        and given(f.name)
     ]
     if conflicts:
         raise DiffkitError(
@@ -264,7 +288,7 @@ def merge_for_resume(saved: TrainConfig, requested: TrainConfig) -> TrainConfig:
     overrides |= {
         name: getattr(requested, name)
         for name in RESUMABLE_OVERRIDES
-        if name not in LENGTH_FIELDS and getattr(requested, name) != getattr(defaults, name)
+        if name not in LENGTH_FIELDS and given(name)
     }
     if any(getattr(requested, name) is not None for name in LENGTH_FIELDS):
         overrides.update({name: getattr(requested, name) for name in LENGTH_FIELDS})

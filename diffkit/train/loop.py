@@ -15,6 +15,7 @@ for it at the end.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -31,7 +32,8 @@ from diffkit.errors import DiffkitError
 from diffkit.models.unet import UNet
 from diffkit.runs.folder import STATE_FILE, STATS_FILE, phema_path, write_run_config
 from diffkit.runs.snapshots import save_ema_snapshot
-from diffkit.train import distributed
+from diffkit.train import distributed, tblog
+from diffkit.train.budget import WALL, TimeBudget
 from diffkit.train.config import TrainConfig, TrainPlan
 from diffkit.train.distributed import World
 from diffkit.train.evaluation import TrainingEvaluator
@@ -73,6 +75,7 @@ class LoopEnd:
     interrupted: bool
     snapshot: Path | None  # the EMA snapshot written at the end (rank 0)
     img_per_s: float | None  # this session's training steps, global images
+    budget_stop: dict[str, Any] | None = None  # stopped on --max-minutes / max_cpu_seconds: TimeBudget.record
 
 
 def _kimg(nimg: int) -> str:
@@ -108,6 +111,16 @@ class RunFolderWork:
         self.snapshot_every = round(config.snapshot_every_kimg * 1000)
         self.phema_every = round(config.phema_every_kimg * 1000)
         self.last_state_time = time.monotonic()
+        # TensorBoard: copies of the stats lines and the grids; a resume writes only steps after its own.
+        resume_step = state.step if config.resume else 0
+        self.tb = tblog.TensorBoardLog(job.run_dir, resume_step) if tblog.wanted(config.tensorboard) else None
+
+    def __enter__(self) -> RunFolderWork:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.tb is not None:
+            self.tb.close()
 
     def _crossed(self, every_nimg: int) -> bool:
         return _crossed(every_nimg, self.state.nimg, self.job.config.batch_size)
@@ -116,11 +129,17 @@ class RunFolderWork:
         state, precision = self.state, self.job.precision
         loss_scale = precision.scaler.get_scale() if precision.name == "fp16" else None
         lr = state.optimizer.param_groups[0]["lr"]
-        self.stats.flush(state.step, state.nimg, lr, state.train_seconds, state.guard.skipped, loss_scale)
+        record = self.stats.flush(
+            state.step, state.nimg, lr, state.train_seconds, state.guard.skipped, loss_scale
+        )
+        if record is not None and self.tb is not None:
+            self.tb.stats(record)
 
     def save_state(self) -> None:
         self.state.save(self.job.state_path, self.job.payload, self.job.world.size)
         self.last_state_time = time.monotonic()
+        if self.tb is not None:  # the event files hold at least what the state does
+            self.tb.flush()
 
     def save_phema(self) -> None:
         state, job = self.state, self.job
@@ -141,9 +160,11 @@ class RunFolderWork:
     def sample_grid(self) -> None:
         job = self.job
         assert self.state.ema is not None
-        write_sample_grid(
+        path = write_sample_grid(
             self.state.ema.model, job.diffusion, job.config, job.precision, job.run_dir, self.state.nimg
         )
+        if self.tb is not None:
+            self.tb.grid(path, self.state.step)
         write_progression(job.run_dir, job.config.resolution)
 
     def evaluate(self) -> None:
@@ -153,6 +174,8 @@ class RunFolderWork:
             self.state.ema.model, self.job.diffusion, self.state.nimg, self.state.step
         )
         self.stats.log_eval(record)
+        if self.tb is not None:
+            self.tb.evaluation(record)
 
     def after_step(self, outcome: StepOutcome, img_per_s: float) -> None:
         config, state = self.job.config, self.state
@@ -224,20 +247,27 @@ def train_loop(job: TrainJob, model: UNet, saved: dict[str, Any] | None) -> Loop
     session_images, session_seconds = 0, 0.0
 
     # --- the steps
-    with stop_signals as stop, bar:
+    with stop_signals as stop, bar, work or contextlib.nullcontext():
         bar.update(completed=state.step, info=f"{_kimg(state.nimg)}kimg")
+        # --max-minutes / max_cpu_seconds: from here (the cache, model and resume state are ready); a
+        # spent budget is a stop request like Ctrl-C, voted on by every rank in the step's all-reduce.
+        budget = TimeBudget.start(config.max_minutes, config.max_cpu_seconds)
+
+        def stop_now() -> bool:
+            return stop.requested or budget.spent() is not None
+
         try:
             while state.step < plan.total_steps and not stopping:
                 if world.enabled:  # where a peer failure rewinds to (see below)
                     before_step = state.position()
-                outcome = train_step(state, setup, lambda: stop.requested)
+                outcome = train_step(state, setup, stop_now)
                 session_seconds += outcome.seconds
                 session_images += config.batch_size  # the global batch: stats report global img/s
                 if work is not None:
                     work.after_step(outcome, session_images / max(session_seconds, 1e-9))
                 # Several ranks stop on the step's vote (all after the same step); one process on the
                 # request as it stands now, so a Ctrl-C during the run folder work counts at once.
-                stopping = outcome.stop_voted if world.enabled else stop.requested
+                stopping = outcome.stop_voted if world.enabled else stop_now()
         except Exception as error:
             if not (world.enabled and distributed.is_peer_failure(error)):
                 raise
@@ -246,17 +276,30 @@ def train_loop(job: TrainJob, model: UNet, saved: dict[str, Any] | None) -> Loop
             state.rewind(before_step)
             _stop_after_peer_failure(job, state, work, error)
 
-        # --- the end of the session (finished, or stopped by Ctrl-C)
-        interrupted = stopping and state.step < plan.total_steps
+        # --- the end of the session (finished, stopped by Ctrl-C, or by its time budget)
+        early = stopping and state.step < plan.total_steps
+        budget_stop = None
+        if early and budget.enabled and not stop.requested:  # a budget stop ends like a finished session
+            budget_stop = budget.record(budget.spent() or WALL, state.step, state.nimg, session_seconds)
+        interrupted = early and budget_stop is None
         snapshot = None
         if work is not None:
             work.flush_stats()  # the last window of an interrupted run (a no-op after a full one)
+            if budget_stop is not None:
+                work.stats.log_stop(budget_stop)
             snapshot = work.finish(interrupted)
     world.barrier()  # the other ranks wait until rank 0 has written the run folder
 
     img_per_s = session_images / session_seconds if session_seconds > 0 else None
     return LoopEnd(
-        state.step, state.nimg, state.train_seconds, state.guard.skipped, interrupted, snapshot, img_per_s
+        state.step,
+        state.nimg,
+        state.train_seconds,
+        state.guard.skipped,
+        interrupted,
+        snapshot,
+        img_per_s,
+        budget_stop,
     )
 
 

@@ -35,6 +35,7 @@ from diffkit.train.config import TrainConfig
 
 GRID_SEED_OFFSET = 2  # fixed grid noise comes from seed + 2 (batcher: seed, loss: seed + 1)
 SAMPLE_CHUNK = 64
+STOP_KIND = "stop"  # a stats.jsonl line saying that a session stopped on its time budget (no loss key)
 
 
 class NonFiniteGuard:
@@ -107,9 +108,10 @@ class StatsWriter:
 
     def flush(
         self, step: int, nimg: int, lr: float, train_seconds: float, skipped: int, loss_scale: float | None
-    ) -> None:
+    ) -> dict[str, Any] | None:
+        """Append the window's line and return it (None when no step was added since the last one)."""
         if self.count == 0:
-            return
+            return None
         record: dict[str, Any] = {
             "step": step,
             "kimg": nimg / 1000,
@@ -124,11 +126,16 @@ class StatsWriter:
             record["loss_scale"] = loss_scale
         self._append(record)
         self._reset()
+        return record
 
     def log_eval(self, record: dict[str, Any]) -> None:
         """Append an evaluation record (``TrainingEvaluator.evaluate``'s; it carries ``step``)."""
         self._append({"kind": EVAL_KIND} | record)
         self._eval_steps.add(record["step"])
+
+    def log_stop(self, record: dict[str, Any]) -> None:
+        """Append why the session stopped early on its own (a time budget: ``TimeBudget.record``)."""
+        self._append({"kind": STOP_KIND} | record)
 
     def has_eval(self, step: int) -> bool:
         """Whether stats.jsonl already holds an evaluation at ``step`` (a finished run resumed as is)."""

@@ -23,7 +23,7 @@ from diffkit.report.model import Report, ReportImage, ReportPaths, Section
 from diffkit.report.plots import line_plot
 from diffkit.report.render import write_report
 from diffkit.runs.folder import STATS_FILE, eval_records, list_grids, read_stats
-from diffkit.train.result import TrainResult
+from diffkit.train.result import TrainResult, budget_text, upscale_text
 
 # Grids of 16-64 px samples are tiny on screen; scale them up (nearest: no smoothing) to about this width.
 DISPLAY_WIDTH = 768
@@ -222,6 +222,7 @@ def write_train_report(
                 figure=line_plot({"img/s": _series(records, "img_per_s")}, "kimg", "img/s"),
             )
         )
+    sections += _budget_and_upscale_sections(result)
     samples = _samples_section(run_dir, result, real, result.resolution)
     if samples is not None:
         sections.append(samples)
@@ -238,7 +239,7 @@ def write_train_report(
     sections.append(Section(heading="Config", table=config_rows))
     summary = {
         "run": str(run_dir),
-        "status": "interrupted" if result.interrupted else "done",
+        "status": _status(result),
         "steps": result.step,
         "kimg": round(result.kimg, 3),
         "params_M": round(result.params / 1e6, 3),
@@ -252,6 +253,10 @@ def write_train_report(
         "skipped_images": len(result.skipped_images),
         "skipped_steps": result.skipped_steps,
     }
+    if result.budget_stop is not None:
+        summary["trained_seconds_this_session"] = round(result.budget_stop["wall_seconds"], 3)
+    if result.upscaled is not None:
+        summary["upscaled_images"] = result.upscaled["count"]
     evals = eval_records(records)
     if evals:  # the last FID/KID during training, the FID with its N, reference N, engine and weights
         summary["fid_during_training"] = evals[-1]["headline"]
@@ -264,3 +269,33 @@ def write_train_report(
         data={"result": dataclasses.asdict(result) | {"report": None}, "config": payload, "stats": records},
     )
     return write_report(report)
+
+
+def _status(result: TrainResult) -> str:
+    if result.budget_stop is not None:
+        return f"stopped on the {result.budget_stop['reason']}"
+    return "interrupted" if result.interrupted else "done"
+
+
+def _budget_and_upscale_sections(result: TrainResult) -> list[Section]:
+    """Where a time budget stopped the session, and how much training enlarges small images."""
+    sections = []
+    if result.budget_stop is not None:
+        sections.append(
+            Section(
+                heading="Stopped on the time budget",
+                text=f"The session stopped cleanly at step {result.step} ({result.kimg:.2f} kimg) of "
+                f"{result.total_steps}: {budget_text(result.budget_stop)}. The state and an EMA snapshot "
+                "are saved; --resume continues the run (with a fresh budget when one is given again).",
+            )
+        )
+    if result.upscaled is not None:
+        sections.append(
+            Section(
+                heading="Upscaled images",
+                text=upscale_text(result.upscaled, result.resolution)
+                + f". The smallest image's shorter side is {result.upscaled['smallest_side']} px: an "
+                "enlarged image has no detail beyond its own size, so the model learns blur at that scale.",
+            )
+        )
+    return sections

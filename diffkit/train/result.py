@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from diffkit.console import CommandResult, shown
 
@@ -38,6 +39,12 @@ class TrainResult(CommandResult):
     report: Path | None = None
     files: list[str] = field(default_factory=list)
     world_size: int = 1  # training processes (torchrun ranks); img_per_s counts all of them
+    # Stopped cleanly on --max-minutes / max_cpu_seconds (resumable): the reason, the budget and the
+    # seconds this session trained (the loop's wall clock, its CPU time, the steps alone).
+    budget_stop: dict[str, Any] | None = None
+    # Images smaller than the training resolution (enlarged): count and min/median/max factor (cache.py).
+    upscaled: dict[str, Any] | None = None
+    tensorboard: Path | None = None  # the run's TensorBoard event folder, when it was written
 
     def report_paths(self) -> list[Path]:
         return [self.report] if self.report is not None else []
@@ -50,6 +57,8 @@ class TrainResult(CommandResult):
             f"[bold]data[/]: {self.dataset_size} images"
             + (f", {len(self.skipped_images)} skipped (unreadable)" if self.skipped_images else "")
         )
+        if self.upscaled:
+            lines.append(f"[yellow]upscaled[/]: {upscale_text(self.upscaled, self.resolution)}")
         for item in self.skipped_images[:5]:
             lines.append(f"  skipped {shown(item['path'])}: {shown(item['reason'])}")
         if len(self.skipped_images) > 5:
@@ -62,6 +71,8 @@ class TrainResult(CommandResult):
             )
             return lines
         state = "[yellow]interrupted[/]" if self.interrupted else "[green]done[/]"
+        if self.budget_stop is not None:
+            state = f"[yellow]stopped on the {self.budget_stop['reason']}[/]"
         done = f"step {self.step}/{self.total_steps}, {self.kimg:.2f}/{self.total_kimg:.2f} kimg"
         lines.append(f"[bold]{state}[/]: {done}")
         if self.final_loss is not None:
@@ -71,6 +82,8 @@ class TrainResult(CommandResult):
             lines.append(
                 f"[bold]speed[/]: {self.img_per_s:.1f} img/s ({self.train_seconds / 60:.1f} min training)"
             )
+        if self.budget_stop is not None:
+            lines.append(f"[bold]budget[/]: {budget_text(self.budget_stop)}")
         if self.skipped_steps:
             lines.append(f"[yellow]non-finite steps skipped[/]: {self.skipped_steps}")
         lines.append(f"[bold]run[/]: {shown(self.run_dir)}")
@@ -78,7 +91,11 @@ class TrainResult(CommandResult):
             lines.append(f"[bold]snapshot[/]: {shown(self.snapshot)}")
         if self.report:
             lines.append(f"[bold]report[/]: {shown(self.report)}")
-        if self.interrupted and self.run_dir is not None:
+        if self.tensorboard is not None:
+            lines.append(
+                f"[bold]tensorboard[/]: tensorboard --logdir {shown(shlex.quote(str(self.tensorboard)))}"
+            )
+        if (self.interrupted or self.budget_stop is not None) and self.run_dir is not None:
             launcher = (
                 f"torchrun --nproc_per_node {self.world_size} -m diffkit"
                 if self.world_size > 1
@@ -88,3 +105,25 @@ class TrainResult(CommandResult):
                 f"continue with: {launcher} train --out {shown(shlex.quote(str(self.run_dir)))} --resume"
             )
         return lines
+
+
+def upscale_text(upscaled: dict[str, Any], resolution: int) -> str:
+    """``12 of 30 images are smaller than 128 px and are enlarged 2.7-7.5x (median 4.0x)``."""
+    return (
+        f"{upscaled['count']} of {upscaled['images']} images are smaller than {resolution} px (shorter "
+        f"side) and are enlarged {upscaled['min_factor']:.2f}-{upscaled['max_factor']:.2f}x (median "
+        f"{upscaled['median_factor']:.2f}x); a lower --resolution trains on their own pixels"
+    )
+
+
+def budget_text(stop: dict[str, Any]) -> str:
+    """``--max-minutes 30: this session trained 30.1 min (loop wall clock), 29.0 min CPU, steps 28.7 min``."""
+    limit = (
+        f"--max-minutes {stop['max_minutes']:g}"
+        if stop["reason"] == "time budget"
+        else f"max_cpu_seconds {stop['max_cpu_seconds']:g}"
+    )
+    return (
+        f"{limit}: this session ran {stop['wall_seconds']:.1f} s (the loop's wall clock), "
+        f"{stop['cpu_seconds']:.1f} s of CPU time, {stop['step_seconds']:.1f} s in training steps"
+    )

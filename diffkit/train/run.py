@@ -31,6 +31,7 @@ from diffkit.runs.folder import (
     PROGRESSION_FILE,
     STATE_FILE,
     STATS_FILE,
+    TENSORBOARD_DIR,
     check_run_dir,
     class_names,
     latest_run_dir,
@@ -39,13 +40,13 @@ from diffkit.runs.folder import (
 )
 from diffkit.runs.state import load_state
 from diffkit.train import distributed
-from diffkit.train.cache import load_image_dataset
+from diffkit.train.cache import load_image_dataset, upscaling
 from diffkit.train.config import TrainConfig, TrainPlan, load_run_config, merge_for_resume
 from diffkit.train.distributed import World
 from diffkit.train.loop import LoopEnd, TrainJob, train_loop
 from diffkit.train.monitor import first_and_last_loss
 from diffkit.train.report import write_train_report
-from diffkit.train.result import TrainResult
+from diffkit.train.result import TrainResult, upscale_text
 
 
 def _resolve_config(config: TrainConfig) -> tuple[TrainConfig, Path | None]:
@@ -216,6 +217,10 @@ def _train_locked(config: TrainConfig, locks: _RunLocks, world: World) -> TrainR
         )
     )
     plan = TrainPlan.resolve(config, len(dataset.files))
+    # Said before training starts (and in the dry run): small images are enlarged, never refused.
+    upscaled = upscaling(dataset.sizes, config.resolution)
+    if upscaled is not None:
+        err_console.print(f"[yellow]{upscale_text(upscaled, config.resolution)}[/]", highlight=False)
     _check_length(state, plan, run_dir)
     labels = _labels(config, dataset, state)
     if labels is not None:  # the U-Net's class embedding, plus its null label
@@ -254,6 +259,7 @@ def _train_locked(config: TrainConfig, locks: _RunLocks, world: World) -> TrainR
         total_kimg=plan.total_nimg / 1000,
         world_size=world.size,
         resumed_from_step=0 if state is None else int(state["step"]),
+        upscaled=upscaled,
     )
     if config.dry_run:
         result.run_dir = run_dir or next_run_dir(config.runs_dir, config.preset, create=False)
@@ -313,6 +319,7 @@ def _finish(job: TrainJob, result: TrainResult, end: LoopEnd) -> TrainResult:
     result.step, result.kimg = end.step, end.nimg / 1000
     result.train_seconds, result.skipped_steps = end.train_seconds, end.skipped_steps
     result.interrupted, result.img_per_s = end.interrupted, end.img_per_s
+    result.budget_stop = end.budget_stop
     if not job.world.is_main:
         return result
     run_dir = job.run_dir
@@ -320,6 +327,8 @@ def _finish(job: TrainJob, result: TrainResult, end: LoopEnd) -> TrainResult:
     result.first_loss, result.final_loss = first_and_last_loss(run_dir / STATS_FILE)
     progression = run_dir / PROGRESSION_FILE
     result.progression = progression if progression.exists() else None
+    tensorboard = run_dir / TENSORBOARD_DIR
+    result.tensorboard = tensorboard if tensorboard.is_dir() else None
     if job.config.report:
         images = job.dataset.images
         result.report = write_train_report(run_dir, result, job.payload, images, job.diffusion).html
