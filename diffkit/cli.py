@@ -374,6 +374,7 @@ DEVICE_HELP = "auto, cpu, cuda, cuda:N or mps."
 
 @app.command()
 def train(
+    ctx: typer.Context,
     data: Path = typer.Option(
         default(TrainConfig, "data"), "--data", help="Images or a scrape output folder."
     ),
@@ -464,7 +465,8 @@ def train(
     labels: LabelsMode = typer.Option(
         default(TrainConfig, "labels"),
         "--labels",
-        help="auto: class labels from subfolders or a label column in metadata.jsonl; none: unconditional.",
+        help="auto: class labels from a label column in metadata.jsonl, else from each image's own folder "
+        "name when all images are one depth down (as Hugging Face imagefolder); none: unconditional.",
     ),
     label_dropout: float = typer.Option(
         default(TrainConfig, "label_dropout"),
@@ -472,6 +474,18 @@ def train(
         help="Share of labels replaced by the null label (trains the model guidance needs).",
     ),
     device: str = typer.Option(default(TrainConfig, "device"), "--device", help=DEVICE_HELP),
+    max_minutes: float | None = typer.Option(
+        default(TrainConfig, "max_minutes"),
+        "--max-minutes",
+        help="Stop cleanly (state, snapshot, report) at the first step after M minutes of training "
+        "(the data cache not counted); --resume continues, with a fresh M when given again.",
+    ),
+    tensorboard: bool | None = typer.Option(
+        default(TrainConfig, "tensorboard"),
+        "--tensorboard/--no-tensorboard",
+        help="TensorBoard event files in RUN/tensorboard. Not given: on when tensorboard is installed.",
+        show_default=False,
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (or the latest run)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Resolve config, build the model, print, exit."),
     progress: bool | None = PROGRESS_OPTION,
@@ -486,7 +500,19 @@ def train(
 
     Example: diffkit train --data data/faces --preset small --resolution 64 --kimg 2000
     """
+    from click.core import ParameterSource
+
     from diffkit.train.run import train as run_training
+
+    # What the user typed, so --resume refuses a changed option even when it equals the default
+    # (`--preset small` on a tiny run); --json and --progress are the CLI's, not the run's.
+    renamed = {"compile_model": "compile"}
+    given = frozenset(
+        renamed.get(name, name)
+        for name in ctx.params
+        if name not in ("json_output", "progress")
+        and ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    )
 
     def call() -> Any:
         # None (--out, --steps/--kimg/--epochs): derived in TrainConfig. On --resume an option left at
@@ -520,9 +546,12 @@ def train(
             labels=labels,
             label_dropout=label_dropout,
             device=device,
+            max_minutes=max_minutes,
+            tensorboard=tensorboard,
             resume=resume,
             dry_run=dry_run,
             progress=_progress(progress),
+            given=given,
         )
         return run_training(config)
 
