@@ -54,12 +54,13 @@ SHIPPED = DdpmSetting()
 ADAM_BETAS = (0.9, 0.99)
 MAX_GRAD_NORM = 1.0
 EMA_UPDATE_EVERY = 10
-# lr x batch x EMA decay: 3 x 2 x 2 = 12, the size of the recipe's sweep and of diffkit's lever runs
+# lr x batch x EMA decay: 3 x 2 x 2 = 12 settings besides the defaults, the size of the recipe's sweep
+# and of diffkit's lever runs
 SWEEP = tuple(
     DdpmSetting(batch, lr, decay)
     for batch in (16, 32)
     for lr in (1e-4, 3e-4, 1e-3)
-    for decay in (0.995, 0.99)
+    for decay in (0.999, 0.99)  # either side of the default 0.995, so the grid does not repeat it
 )
 
 

@@ -343,7 +343,9 @@ def _train_ddpm(spec: dict[str, Any], images: np.ndarray) -> tuple[dict[str, Any
         "images_seen": len(losses) * setting.batch_size,  # cycle(DataLoader): always full batches here
         "train_seconds": round(train_cpu_s, 2), "train_cpu_s": round(train_cpu_s, 2),
         "stopped_by_clock": True, "final_loss": float(np.mean(losses[-50:])),
-        "params": count_parameters(diffusion.model), "flops_forward_per_image": forward_flops(diffusion),
+        # every weight: the EMA copy holds no trainable ones, which count_parameters would skip
+        "params": sum(p.numel() for p in diffusion.model.parameters()),
+        "flops_forward_per_image": forward_flops(diffusion),
         "sample_s": round(time.perf_counter() - started, 2),
     }  # fmt: skip
     return info, samples

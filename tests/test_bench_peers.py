@@ -1,0 +1,252 @@
+"""bench_quality's peers under the peer protocol (docs/benchmarks.md): matched sizes, measured budgets,
+the peers' own samplers from shared noise, budget-scaled warm-up and sweeps as large as diffkit's tuning.
+
+Tiny sizes only: every test runs in seconds on a loaded 2-core machine.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+pytest.importorskip("denoising_diffusion_pytorch")
+
+from diffkit.models.config import preset_config
+from diffkit.models.stats import count_parameters
+from diffkit.models.unet import UNet
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _repository_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    """benchmarks/ is a package of the repository root (as `python -m benchmarks.x` sees it from there)."""
+    monkeypatch.syspath_prepend(str(ROOT))
+
+
+def _images(n: int = 24) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+
+
+def _burn(seconds: float) -> float:
+    """A step that spends about ``seconds`` of process CPU time."""
+    started = time.process_time()
+    while time.process_time() - started < seconds:
+        pass
+    return 0.0
+
+
+# ------------------------------------------------------------------------------------ matched size
+
+
+def test_ddpm_unet_is_within_two_percent_of_diffkit_tiny() -> None:
+    from benchmarks import _quality_ddpm as ddpm
+
+    ours = count_parameters(UNet(preset_config("tiny", 32)))
+    theirs = count_parameters(ddpm.build_diffusion(4).model)
+    assert abs(theirs / ours - 1) <= 0.02, (theirs, ours)
+
+
+def test_ddpm_sampler_from_given_noise_is_the_library_ddim() -> None:
+    """Our loop from shared noise = ``GaussianDiffusion.ddim_sample`` drawing the same noise itself."""
+    from benchmarks import _quality_ddpm as ddpm
+
+    torch.manual_seed(3)
+    diffusion = ddpm.build_diffusion(sample_steps=3).eval()
+    torch.manual_seed(11)
+    library = diffusion.ddim_sample((2, 3, 32, 32))
+    torch.manual_seed(11)
+    noise = torch.randn(2, 3, 32, 32)
+    images, final = ddpm.ddim_sample(diffusion, noise, batch_size=1)
+    assert torch.allclose(final, library, atol=1e-6)
+    assert images.shape == (2, 32, 32, 3) and images.dtype == np.uint8
+
+
+def test_ddpm_trainer_is_the_trainers_defaults_and_flips_per_image() -> None:
+    from benchmarks import _quality_ddpm as ddpm
+
+    trainer = ddpm.DdpmTrainer(_images(), seed=0, sample_steps=2)
+    group = trainer.optimizer.param_groups[0]
+    assert isinstance(trainer.optimizer, torch.optim.Adam) and not isinstance(
+        trainer.optimizer, torch.optim.AdamW
+    )
+    assert (group["lr"], group["betas"]) == (1e-4, (0.9, 0.99))
+    assert (trainer.ema.beta, trainer.ema.update_every) == (0.995, 10)
+    batch = trainer.next_batch()
+    originals = torch.from_numpy(_images()[trainer.order[:16].numpy()]).permute(0, 3, 1, 2).float() / 255
+    same = (batch == originals).flatten(1).all(1)
+    mirrored = (batch == originals.flip(-1)).flatten(1).all(1)
+    assert bool((same | mirrored).all()) and 0 < int(mirrored.sum()) < 16
+    assert float(batch.min()) >= 0 and float(batch.max()) <= 1  # [0, 1]: the library normalises itself
+
+
+# ----------------------------------------------------------------------------------- measured budget
+
+
+def test_clocked_steps_stop_after_the_step_that_uses_the_budget_up() -> None:
+    from benchmarks._quality_job import clocked_steps
+
+    losses, spent = clocked_steps(lambda: _burn(0.02), budget_s=0.1, max_steps=1000)
+    assert 0.1 <= spent < 0.1 + 0.05  # stopped on the clock, at most one step late
+    assert 4 <= len(losses) <= 6
+    losses, spent = clocked_steps(lambda: _burn(0.02), budget_s=10.0, max_steps=3)
+    assert len(losses) == 3 and spent < 1.0  # a planned schedule's end stops it first
+
+
+def test_cpu_clock_counts_process_time_not_waiting() -> None:
+    from benchmarks._quality_job import CpuClock
+
+    clock = CpuClock(0.05)
+    time.sleep(0.2)  # wall time passes, the process spends none
+    assert not clock.expired()
+    _burn(0.06)
+    assert clock.expired()
+
+
+def test_diffkit_train_stops_on_the_cpu_budget(tmp_path: Path) -> None:
+    from benchmarks._quality_job import _diffkit_config, stop_on_cpu_budget
+    from diffkit.fakesite.faces import write_face_folder
+    from diffkit.train import loop
+    from diffkit.train.monitor import StopOnInterrupt
+    from diffkit.train.run import train
+
+    write_face_folder(tmp_path / "faces", 8, size=32, seed=0)
+    spec = {"train_dir": str(tmp_path / "faces"), "seed": 0, "overrides": {"batch_size": 4}}
+    config = _diffkit_config(spec, tmp_path / "run", steps=100_000)
+    with stop_on_cpu_budget(1.0) as measured:
+        result = train(config)
+    assert loop.StopOnInterrupt is StopOnInterrupt  # restored after the block
+    assert result.interrupted and 1 <= result.step < 100_000
+    assert 1.0 <= measured["train_cpu_s"] < 1.0 + 5.0  # read when the clock stopped it, not after saving
+    assert (tmp_path / "run" / "state-latest.pt").exists()  # stopped cleanly: saved, resumable
+
+
+def test_ddpm_job_runs_end_to_end(tmp_path: Path) -> None:
+    """One lucidrains job as bench_quality starts it: clocked training, shared-noise samples, features."""
+    from benchmarks._quality_job import run_job
+    from diffkit.fakesite.faces import write_face_folder
+    from diffkit.testing.inception import make_inception_weights
+
+    write_face_folder(tmp_path / "faces", 16, size=32, seed=0)
+    make_inception_weights(tmp_path / "inception.pt", _images(8), seed=0)
+    spec = {
+        "kind": "train", "contender": "ddpm", "variant": "ddpm", "budget_s": 0.5, "seed": 0,
+        "overrides": {}, "setting": {"batch_size": 4, "lr": 3e-4, "ema_decay": 0.99},
+        "train_dir": str(tmp_path / "faces"), "weights": str(tmp_path / "inception.pt"), "n_samples": 2,
+        "sample_seed": 0, "pilot_steps": 3, "out": str(tmp_path / "job"),
+    }  # fmt: skip
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    threads = torch.get_num_threads()
+    try:
+        run_job(tmp_path / "spec.json")
+    finally:
+        torch.set_num_threads(threads)
+    result = json.loads((tmp_path / "job" / "result.json").read_text())
+    assert result["train_cpu_s"] >= 0.5 and result["steps"] >= 1 and result["stopped_by_clock"]
+    assert result["setting"] == "b4_lr0.0003_ema0.99" and result["images_seen"] == 4 * result["steps"]
+    assert abs(result["params"] / count_parameters(UNet(preset_config("tiny", 32))) - 1) <= 0.02
+    samples = np.load(tmp_path / "job" / "samples.npy")
+    assert samples.shape == (2, 32, 32, 3) and samples.dtype == np.uint8
+    with np.load(tmp_path / "job" / "features.npz") as features:
+        assert features["pixels"].shape == (2, 192) and features["inception"].shape == (2, 2048)
+
+
+# ---------------------------------------------------------------------------------- recipe settings
+
+
+def test_recipe_warmup_scales_with_the_planned_run() -> None:
+    from benchmarks import _quality_recipe as recipe
+
+    assert recipe.SHIPPED.warmup_steps(300) == 500  # as shipped: never reaches its peak in 300 steps
+    assert recipe.SCALED.warmup_steps(300) == 30
+    assert recipe.SCALED.warmup_steps(100_000) == 500  # never longer than the script's own
+    trainer = recipe.RecipeTrainer(_images(), preset_config("tiny", 32), 300, 0, False, recipe.SCALED)
+    lrs = []
+    for _ in range(31):
+        lrs.append(trainer.optimizer.param_groups[0]["lr"])
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+    assert lrs[15] == pytest.approx(1e-4 * 15 / 30) and lrs[30] == pytest.approx(1e-4, rel=1e-3)
+
+
+def test_recipe_setting_sets_the_batch_and_lr() -> None:
+    from benchmarks import _quality_recipe as recipe
+
+    setting = recipe.RecipeSetting(batch_size=32, lr=1e-3, warmup_fraction=0.02)
+    trainer = recipe.RecipeTrainer(_images(40), preset_config("tiny", 32), 100, 0, False, setting)
+    assert [len(trainer.next_batch()) for _ in range(2)] == [32, 8]
+    assert trainer.optimizer.param_groups[0]["initial_lr"] == 1e-3
+    assert setting.name == "b32_lr0.001_wu0.02"
+
+
+@pytest.mark.parametrize("peer", ["recipe", "ddpm"])
+def test_peer_sweep_is_as_large_as_diffkits_lever_runs(peer: str) -> None:
+    """The protocol's tuning budget: the committed lever reports trained 12 settings besides their
+    baselines, so each peer sweeps 12 distinct settings besides its defaults."""
+    from benchmarks.bench_quality import BASELINE, lever_trainings, peer_settings
+
+    settings = peer_settings(peer)
+    assert BASELINE in settings
+    assert len(settings) - 1 == lever_trainings(ROOT / "reports") == 12
+    assert len({json.dumps(s, sort_keys=True) for s in settings.values()}) == len(settings)
+
+
+def test_recipe_sweep_turns_lr_warmup_and_batch() -> None:
+    from benchmarks.bench_quality import BASELINE, peer_settings
+
+    swept = [setting for name, setting in peer_settings("recipe").items() if name != BASELINE]
+    for knob in ("lr", "warmup_fraction", "batch_size"):
+        assert len({s[knob] for s in swept}) >= 2, knob
+
+
+# ------------------------------------------------------------------------------------------ report
+
+
+def _sweep_report(tmp_path: Path, ratios: dict[str, tuple[float, float]]) -> Path:
+    rows = [
+        {"variant": name, "budget_s": b, "fd_pixels_vs_baseline": px, "fd_inception_vs_baseline": inc}
+        for name, (px, inc) in ratios.items()
+        for b in (10.0, 30.0)
+    ]
+    (tmp_path / "bench_quality_sweep_recipe.json").write_text(json.dumps({"data": {"rows": rows}}))
+    return tmp_path
+
+
+def test_best_swept_setting_must_win_in_both_spaces(tmp_path: Path) -> None:
+    from benchmarks.bench_quality import best_swept_setting
+
+    # "a" wins the pixels by a little and loses the Inception space badly: "b" is better in both on average
+    report_dir = _sweep_report(tmp_path, {"defaults": (1, 1), "a": (0.7, 1.4), "b": (0.8, 0.8)})
+    assert best_swept_setting(report_dir, "recipe") == "b"
+    assert best_swept_setting(report_dir, "ddpm") is None  # no sweep report: no tuned contender
+
+
+def _row(contender: str, budget: float, pixels: float, inception: float) -> dict[str, Any]:
+    return {"contender": contender, "budget_s": budget, "fd_pixels": pixels, "fd_inception": inception}
+
+
+def test_peer_goals_compare_with_the_best_peer_and_with_the_defaults() -> None:
+    from benchmarks.bench_quality import peer_goals
+
+    rows = [
+        _row("diffkit", 10, 0.3, 30), _row("diffkit", 30, 0.2, 20),
+        _row("recipe-fp32", 10, 0.9, 90), _row("recipe-fp32", 30, 0.5, 50),
+        _row("recipe-tuned", 10, 0.4, 70), _row("recipe-tuned", 30, 0.25, 40),
+        _row("ddpm", 10, 0.6, 35), _row("ddpm", 30, 0.35, 25),
+    ]  # fmt: skip
+    goals = peer_goals(rows, {"fd_pixels": 0.1, "fd_inception": 10}, 10)
+    assert goals["best_peer_pixels_B"] == "recipe-tuned" and goals["best_peer_inception_B"] == "ddpm"
+    assert goals["vs_best_peer_gap_ratio_pixels_B"] == pytest.approx(0.2 / 0.3, abs=1e-3)
+    assert goals["vs_best_peer_gap_ratio_inception_3B"] == pytest.approx(10 / 15, abs=1e-3)
+    assert goals["vs_peer_defaults_recipe_fp32_gap_ratio_pixels_B"] == pytest.approx(0.2 / 0.8, abs=1e-3)
+    assert goals["vs_peer_defaults_ddpm_gap_ratio_inception_B"] == pytest.approx(20 / 25, abs=1e-3)
+    # diffkit at B (0.3) against the best peer at 3B (recipe-tuned 0.25): not reached in pixels
+    assert goals["vs_best_peer_diffkit_at_B_reaches_best_peer_at_3B_pixels"] is False
+    assert goals["vs_best_peer_diffkit_at_B_reaches_best_peer_at_3B_inception"] is False  # 30 > 25
