@@ -339,6 +339,65 @@ def test_an_interrupted_run_leads_with_its_training_state_and_shows_its_curves(t
     assert _plot_headings(finished) == ["Loss"]  # no evaluation while training: no FID curve
 
 
+class _IndexOutline(HTMLParser):
+    """The index's report listing as [(heading, [report links])], in page order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.outline: list[tuple[str, list[str]]] = []
+        self._in: str | None = None
+        self._listing = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "section":
+            self._listing = dict(attrs).get("id") == "reports"
+        elif self._listing and tag in ("h3", "h4"):
+            self._in = tag
+            self.outline.append(("", []))
+        elif self._listing and tag == "a" and self._in is None and self.outline:
+            self.outline[-1][1].append(str(dict(attrs).get("href")))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("h3", "h4"):
+            self._in = None
+
+    def handle_data(self, data: str) -> None:
+        if self._in is not None:
+            heading, links = self.outline[-1]
+            self.outline[-1] = (heading + data, links)
+
+
+def test_the_index_groups_reports_by_dataset_and_run_newest_first(tmp_path: Path) -> None:
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    train = {"config": {"train": {"data": a, "out": "runs/1"}}}
+    made = [
+        ("scrape", "a", {"out": a}, "10:00"),
+        ("dedupe", "a", {"directory": a}, "10:05"),
+        ("train", "1", train, "10:10"),
+        ("train", "2", {"config": {"train": {"data": a, "out": "runs/2"}}}, "10:20"),
+        ("scrape", "b", {"out": b}, "10:30"),
+        ("eval", "1", {"reference": a, "provenance": {"run": "runs/1"}, "config": {}}, "11:00"),
+        ("bench", "x", {}, "12:00"),  # names no dataset and no run
+    ]
+    for command, name, data, created in made:
+        _stage(reports, name, command, data)
+        sidecar = reports / f"{command}-{name}.json"
+        sidecar.write_text(sidecar.read_text().replace(json.loads(sidecar.read_text())["created"],
+                                                       f"2026-01-01 {created}:00 UTC"))  # fmt: skip
+    result = build_index(IndexConfig(reports_dir=reports))
+    parser = _IndexOutline()
+    parser.feed(result.index.read_text(encoding="utf-8"))
+    assert parser.outline == [
+        (f"Dataset {a}", ["./dedupe-a.html", "./scrape-a.html"]),
+        ("Run runs/1", ["./eval-1.html", "./train-1.html"]),
+        ("Run runs/2", ["./train-2.html"]),
+        (f"Dataset {b}", ["./scrape-b.html"]),
+        ("Other reports", ["./bench-x.html"]),
+    ]
+
+
 def test_help_reads_finished_flags_usage_wrapping_and_completion() -> None:
     """--json is a flag (no <bool>), dedupe's usage says DIR (not {DIR}), docstrings reflow, completion on."""
     from typer.testing import CliRunner

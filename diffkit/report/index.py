@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from diffkit.atomic import atomic_write_text, check_writable_dir
 from diffkit.console import CommandResult, printable, shown
@@ -60,6 +61,70 @@ class IndexResult(CommandResult):
         return lines
 
 
+DATASET_STAGES = ("scrape", "dedupe")  # a dataset's own reports: listed once under it, not per run
+
+
+def _entry(sidecar: Sidecar) -> dict[str, object]:
+    return {
+        "created": sidecar.created,
+        "command": sidecar.command,
+        "title": sidecar.title,
+        "href": relative_href(sidecar.html_path.name),
+        "headline_text": sidecar.headline,
+        "headline": list(sidecar.summary.items())[:6],
+    }
+
+
+def _newest(entries: list[dict[str, object]]) -> str:
+    return max((str(entry["created"]) for entry in entries), default="")
+
+
+def _by_created(sidecars: list[Sidecar]) -> list[dict[str, object]]:
+    return [_entry(s) for s in sorted(sidecars, key=lambda s: s.created, reverse=True)]
+
+
+def group_entries(sidecars: list[Sidecar], run_pages: list[RunPage]) -> list[dict[str, Any]]:
+    """The reports by dataset, then by run within it, each level newest first.
+
+    A dataset's scrape and dedupe reports are listed once, under the dataset; a run's train, sample and
+    eval reports under the run (an eval by its images' provenance, as on the run pages); reports that
+    name neither go last, under "Other reports".
+    """
+    placed: set[Path] = set()
+    dataset_reports: dict[str, list[Sidecar]] = {}
+    runs: dict[str, list[dict[str, Any]]] = {}
+    names: dict[str, str | None] = {}
+    for page in run_pages:
+        group = page.group
+        key = group.dataset or ""
+        names[key] = group.dataset
+        mine = [s for command in group.commands() for s in group.reports[command]]
+        shared = [s for s in mine if group.run is None or s.command in DATASET_STAGES]
+        dataset_reports.setdefault(key, []).extend(s for s in shared if s.html_path not in placed)
+        placed.update(s.html_path for s in shared)
+        runs.setdefault(key, [])
+        if group.run is not None:
+            own = [s for s in mine if s.command not in DATASET_STAGES]
+            placed.update(s.html_path for s in own)
+            entries = _by_created(own)
+            runs[key].append(
+                {"run": group.run, "href": relative_href(page.html.name), "headline": page.headline,
+                 "entries": entries, "newest": _newest(entries)}
+            )  # fmt: skip
+    groups = []
+    for key, dataset in names.items():
+        entries = _by_created(dataset_reports.get(key, []))
+        in_runs = sorted(runs[key], key=lambda run: str(run["newest"]), reverse=True)
+        newest = max([_newest(entries), *(str(run["newest"]) for run in in_runs)])
+        listed = {"dataset": dataset, "other": False, "entries": entries, "runs": in_runs, "newest": newest}
+        groups.append(listed)
+    groups.sort(key=lambda group: str(group["newest"]), reverse=True)
+    rest = [_entry(s) for s in sidecars if s.command != RUN_PAGE_COMMAND and s.html_path not in placed]
+    if rest:
+        groups.append({"dataset": None, "other": True, "entries": rest, "runs": [], "newest": _newest(rest)})
+    return groups
+
+
 def render_index(
     reports_dir: Path,
     sidecars: list[Sidecar],
@@ -67,18 +132,7 @@ def render_index(
     skipped: list[Skipped] | None = None,
 ) -> tuple[str, int]:
     """HTML listing every run page and every report in ``reports_dir``, newest first; how many reports."""
-    entries = [
-        {
-            "created": sidecar.created,
-            "command": sidecar.command,
-            "title": sidecar.title,
-            "href": relative_href(sidecar.html_path.name),
-            "headline_text": sidecar.headline,
-            "headline": list(sidecar.summary.items())[:6],
-        }
-        for sidecar in sidecars
-        if sidecar.command != RUN_PAGE_COMMAND
-    ]
+    entries = [_entry(sidecar) for sidecar in sidecars if sidecar.command != RUN_PAGE_COMMAND]
     runs = [
         {
             "href": relative_href(page.html.name),
@@ -97,6 +151,7 @@ def render_index(
         json_name="",
         json_href="",
         entries=entries,
+        groups=group_entries(sidecars, run_pages or []),
         runs=runs,
         skipped=[{"name": printable(s.name), "reason": s.reason} for s in skipped or []],
     )
