@@ -212,3 +212,15 @@ def test_manifest_from_before_the_table_is_migrated_and_hashed_lazily(folder: Pa
     with counting_decodes() as decoded:
         again = run(folder)  # the old rows have no record: dedupe's own cache serves them
     assert decoded == [] and outcome(again) == outcome(old)
+
+
+def test_a_touched_file_is_checked_again_by_decoding(folder: Path) -> None:
+    """The record is keyed by size, mtime and sha256 together: a new mtime alone (same bytes) is a miss,
+    decoded once, and then served by dedupe's own cache."""
+    target = kept_files(folder)[3]
+    os.utime(target, ns=(target.stat().st_atime_ns, target.stat().st_mtime_ns + 1_000_000_000))
+    with counting_decodes() as decoded:
+        result = run(folder)
+    assert (
+        decoded == [hashlib.sha256(target.read_bytes()).hexdigest()] and result.n_from_scrape == N_SCRAPED - 1
+    )
