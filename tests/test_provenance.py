@@ -125,8 +125,11 @@ def test_the_run_page_credits_an_eval_only_to_the_run_that_made_its_images(
         sidecar["data"]["made_by"].startswith(made)
         and "DDIM 2 steps, seed 1, N=4" in sidecar["data"]["made_by"]
     )
+    setup = next(s["table"] for s in sidecar["sections"] if s["heading"] == "Setup")
+    assert {"field": "generated_by", "value": sidecar["data"]["made_by"]} in setup  # on the eval page too
     stranger = json.loads((reports / "eval-x.json").read_text())
     assert stranger["data"]["provenance"] is None
+    assert stranger["data"]["made_by"] == "images of unknown origin (no provenance.json)"
 
     result = build_index(IndexConfig(reports_dir=reports))
     page = result.page_for_run(run)

@@ -267,8 +267,11 @@ def build_report(
                 images=images,
             )
         )
+    provenance = _provenance(config, gen)  # the run pages credit this eval to the run it names, only
+    made = made_by(provenance) if provenance else "images of unknown origin (no provenance.json)"
     setup = {
         "generated": result.generated,
+        "generated_by": made,
         "reference": result.reference,
         "n_generated": result.n_generated,
         "n_reference": result.n_reference,
@@ -312,9 +315,8 @@ def build_report(
             "run": str(config.run) if config.run is not None else None,  # links this report to its run
         },
     }
-    provenance = _provenance(config, gen)  # the run pages credit this eval to the run it names, only
     data["provenance"] = provenance
-    data["made_by"] = made_by(provenance) if provenance else "images of unknown origin (no provenance.json)"
+    data["made_by"] = made
     report = Report(
         title=f"Eval {result.generated} vs {result.reference}",
         command="eval",
