@@ -161,3 +161,32 @@ def test_ten_thousand_classes_train_save_and_sample(tmp_path: Path) -> None:
     message = str(refused.value)
     assert "trained with classes ['class-0', 'class-1', 'class-10'," in message and len(message) < 400
     assert message.count("(10000 classes)") == 2
+
+
+def test_nested_folders_label_by_the_images_own_folder_as_hf_imagefolder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """HF's FolderBasedBuilder: label = os.path.basename(os.path.dirname(file)), and labels only when
+    every file has the same path depth and there are two names or more."""
+    two_levels = ["animals/cats/1.png", "animals/dogs/2.png", "plants/cats/3.png", "plants/ferns/4.png"]
+    labels = read_labels(tmp_path, two_levels)
+    assert labels is not None and labels.names == ("cats", "dogs", "ferns")  # not ("animals", "plants")
+    assert labels.indices.tolist() == [0, 1, 0, 2] and labels.source == "folders"
+    # different depths: not a labelling, and said
+    assert read_labels(tmp_path, ["cats/1.png", "dogs/2.png", "dogs/big/3.png"]) is None
+    note = " ".join(capsys.readouterr().err.split())
+    assert "images at 2 different folder depths" in note and "Hugging Face imagefolder" in note
+    # all two levels down under one top folder: the leaf folders are the classes
+    one_top = read_labels(tmp_path, ["all/a/1.png", "all/b/2.png"])
+    assert one_top is not None and one_top.names == ("a", "b")
+    assert read_labels(tmp_path, ["x/a/1.png", "y/a/2.png"]) is None  # one name: no labelling
+
+
+def test_a_two_level_tree_trains_with_the_leaf_folders_as_classes(tmp_path: Path) -> None:
+    for top, leaf, seed in (("animals", "cats", 1), ("animals", "dogs", 2), ("plants", "ferns", 3)):
+        write_face_folder(tmp_path / "data" / top / leaf, 3, size=16, seed=seed)
+    result = train(TrainConfig(data=tmp_path / "data", out=tmp_path / "run", steps=1, **FAST))
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["labels"]
+    assert saved["classes"] == ["cats", "dogs", "ferns"]
+    assert saved["counts"] == {"cats": 3, "dogs": 3, "ferns": 3}
+    assert result.step == 1

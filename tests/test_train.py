@@ -486,3 +486,56 @@ def test_edm_prediction_trains_samples_resumes_and_refuses_export(faces: Path, t
     with pytest.raises(DiffkitError, match="--prediction edm.*cannot be exported exactly"):
         export(ExportConfig(run=run, out=tmp_path / "exported"))
     assert not (tmp_path / "exported").exists()
+
+
+def test_upscaled_images_are_counted_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Images smaller than --resolution are enlarged: the count and the min/median/max factor (resolution /
+    shorter side) in the dry run, on the terminal before training, in --json and in the report; the
+    cache records every source size (format 2), and a format-1 cache without sizes is rebuilt."""
+    from PIL import Image
+
+    from diffkit.train.cache import CACHE_FORMAT, load_image_dataset
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    sizes = {"a.png": (8, 8), "b.png": (20, 12), "c.png": (32, 32), "d.png": (5, 40)}
+    for name, (width, height) in sizes.items():
+        Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(data / name)
+    cache = load_image_dataset(data, 16, progress=False)
+    assert cache.sizes == [(8, 8), (20, 12), (32, 32), (5, 40)]
+    header = json.loads(cache.cache_path.with_suffix(".json").read_text())
+    assert header["format"] == CACHE_FORMAT == 2 and header["sizes"] == [[8, 8], [20, 12], [32, 32], [5, 40]]
+    # a cache written before the sizes were recorded: rebuilt, not read without them
+    old = header | {"format": 1}
+    del old["sizes"]
+    cache.cache_path.with_suffix(".json").write_text(json.dumps(old))
+    rebuilt = load_image_dataset(data, 16, progress=False)
+    assert not rebuilt.reused and rebuilt.sizes == cache.sizes
+
+    options = dict(FAST, data=data, steps=1)
+    dry = train(TrainConfig(dry_run=True, **options))
+    expected = {"count": 3, "images": 4, "min_factor": 16 / 12, "median_factor": 2.0, "max_factor": 16 / 5,
+                "smallest_side": 5}  # fmt: skip
+    assert dry.upscaled == pytest.approx(expected)
+    text = "\n".join(dry.summary_lines())
+    said = "3 of 4 images are smaller than 16 px (shorter side) and are enlarged 1.33-3.20x (median 2.00x)"
+    assert said in text
+    assert "3 of 4 images are smaller than 16 px" in capsys.readouterr().err
+    out = CliRunner().invoke(
+        app, ["train", "--data", str(data), "--preset", "tiny", "--resolution", "16", "--dry-run", "--json"]
+    )
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["upscaled"] == pytest.approx(expected)
+    # at 8 px only the 5 px wide image is enlarged; none at all at 4 px
+    assert train(TrainConfig(**dict(options, resolution=8, dry_run=True))).upscaled["count"] == 1  # type: ignore[index]
+    assert train(TrainConfig(**dict(options, resolution=4, dry_run=True))).upscaled is None
+
+    monkeypatch.chdir(tmp_path)
+    result = train(TrainConfig(out=tmp_path / "run", **dict(options, report=True)))
+    assert result.report is not None
+    page = result.report.read_text()
+    assert "Upscaled images" in page and "3 of 4 images are smaller than 16 px" in page
+    assert json.loads(result.report.with_suffix(".json").read_text())["summary"]["upscaled_images"] == 3

@@ -245,7 +245,7 @@ def test_report_plots_fid_and_kid_next_to_the_loss(tmp_path: Path, monkeypatch: 
 def test_eval_on_trains_the_same_weights_as_eval_off(faces: Path, tmp_path: Path, with_weights: Path) -> None:
     """Dropout draws from the global RNG that building Inception also uses: it must not notice."""
     options = FAST | dict(dropout=0.1, seed=3)
-    on = train(TrainConfig(data=faces, out=tmp_path / "on", steps=6, **options))
+    on = train(TrainConfig(data=faces, out=tmp_path / "on", steps=6, tensorboard=True, **options))
     off = train(TrainConfig(data=faces, out=tmp_path / "off", steps=6, **options | {"eval_every_kimg": 0.0}))
     assert on.step == off.step == 6
     state_on = torch.load(tmp_path / "on" / "state-latest.pt", weights_only=True)
@@ -267,6 +267,14 @@ def test_eval_on_trains_the_same_weights_as_eval_off(faces: Path, tmp_path: Path
         )
         assert record["headline"].startswith("FID@2 ") and record["engine"] == "torch-fidelity"
         assert np.isfinite(record["fid"]) and record["fid"] > 0 and np.isfinite(record["kid"])
+    # TensorBoard (read with its own reader) holds the same FID and KID at the same steps, as float32
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "on" / "tensorboard"))
+    events.Reload()
+    for key in ("fid", "kid"):
+        points = [(p.step, p.value) for p in events.Scalars(f"eval/{key}")]
+        assert points == [(r["step"], float(np.float32(r[key]))) for r in evals]
     # The last record is the EMA model's (not the raw weights'): the same evaluator on the saved EMA
     # weights gives exactly the logged numbers.
     config = TrainConfig(data=faces, **options)

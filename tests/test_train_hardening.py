@@ -385,3 +385,19 @@ def test_a_pickled_resume_state_is_refused_without_running_it(faces: Path, tmp_p
     line = one_error_line(cli("train", "--out", run, "--resume", "--steps", "2", "--no-progress"))
     assert f"cannot read {run / STATE_FILE}" in line and "resume state is damaged" in line
     assert not marker.exists()
+
+
+def test_resume_refuses_a_given_preset_even_when_it_is_the_default(faces: Path, tmp_path: Path) -> None:
+    """`--preset small` is the default: before, a resume of a tiny run took it for "not given" and went
+    on as tiny without a word. A given option that differs from the run is one error line."""
+    run = one_step_run(faces, tmp_path / "run")
+    for preset in ("small", "base"):
+        line = one_error_line(cli("train", "--out", run, "--resume", "--preset", preset, "--dry-run"))
+        assert "--resume continues the saved run, but preset differ" in line
+    line = one_error_line(cli("train", "--out", run, "--resume", "--resolution", "64", "--dry-run"))
+    assert "resolution differ" in line  # 64 is the default resolution, the run's is 16
+    same = cli("train", "--out", run, "--resume", "--preset", "tiny", "--dry-run", "--json")
+    assert same.exit_code == 0, same.output
+    assert json.loads(same.stdout)["preset"] == "tiny"
+    # not given: the run's own values, as before
+    assert cli("train", "--out", run, "--resume", "--dry-run").exit_code == 0

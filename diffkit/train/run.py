@@ -220,7 +220,9 @@ def _train_locked(config: TrainConfig, locks: _RunLocks, world: World) -> TrainR
     # Said before training starts (and in the dry run): small images are enlarged, never refused.
     upscaled = upscaling(dataset.sizes, config.resolution)
     if upscaled is not None:
-        err_console.print(f"[yellow]{upscale_text(upscaled, config.resolution)}[/]", highlight=False)
+        err_console.print(
+            f"[yellow]{upscale_text(upscaled, config.resolution)}[/]", highlight=False, soft_wrap=True
+        )
     _check_length(state, plan, run_dir)
     labels = _labels(config, dataset, state)
     if labels is not None:  # the U-Net's class embedding, plus its null label

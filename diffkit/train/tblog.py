@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from rich.markup import escape
 
 from diffkit.console import err_console
 from diffkit.runs.folder import TENSORBOARD_DIR
@@ -49,9 +50,10 @@ def wanted(requested: bool | None) -> bool:
         return True
     if requested:  # asked for explicitly: say why there are no event files, and train on
         err_console.print(
-            f"[yellow]--tensorboard: the tensorboard package is not installed ({INSTALL_HINT}); "
+            f"[yellow]--tensorboard: the tensorboard package is not installed ({escape(INSTALL_HINT)}); "
             "training without event files (stats.jsonl has every number)[/]",
             highlight=False,
+            soft_wrap=True,
         )
     return False
 
