@@ -500,18 +500,17 @@ def train(
 
     Example: diffkit train --data data/faces --preset small --resolution 64 --kimg 2000
     """
-    from click.core import ParameterSource
-
     from diffkit.train.run import train as run_training
 
     # What the user typed, so --resume refuses a changed option even when it equals the default
-    # (`--preset small` on a tiny run); --json and --progress are the CLI's, not the run's.
+    # (`--preset small` on a tiny run); --json and --progress are the CLI's, not the run's. Compared by
+    # name: Typer may bring its own copy of click, whose ParameterSource is another enum than click's.
     renamed = {"compile_model": "compile"}
     given = frozenset(
         renamed.get(name, name)
         for name in ctx.params
         if name not in ("json_output", "progress")
-        and ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+        and getattr(ctx.get_parameter_source(name), "name", None) in ("COMMANDLINE", "ENVIRONMENT")
     )
 
     def call() -> Any:
