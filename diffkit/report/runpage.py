@@ -278,8 +278,8 @@ def stage_view(command: str, sidecars: list[Sidecar], href: Any) -> dict[str, An
         "title": newest.title,
         "href": href(newest.html_path.name),
         "created": newest.created,
-        "headline": labelled(newest.headline, newest),
-        "measured_on": measured_on(newest),
+        "headline": newest.headline,
+        "measured_on": measured_on(newest),  # shown right below the headline: what the FID was measured on
         "summary": list(newest.summary.items())[:SUMMARY_ITEMS],
         "badges": _badges(newest),
         "caveats": _caveats(newest),
