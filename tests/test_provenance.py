@@ -49,20 +49,8 @@ def _sample(run: Path, out: Path, *options: object) -> dict:
 
 def test_sample_records_the_run_snapshot_and_sampling_it_used(run: Path, tmp_path: Path) -> None:
     out = tmp_path / "gen"
-    _sample(
-        run,
-        out,
-        "--n",
-        "3",
-        "--sampler",
-        "dpmpp",
-        "--steps",
-        "4",
-        "--seed",
-        "7",
-        "--report",
-        tmp_path / "r.html",
-    )
+    options = ["--n", "3", "--sampler", "dpmpp", "--steps", "4", "--seed", "7"]
+    printed = _sample(run, out, *options, "--report", tmp_path / "r.html")
     snapshot = latest_snapshot(run)
     with safe_open(str(snapshot), framework="pt") as handle:  # read independently of the code under test
         metadata = handle.metadata()
@@ -73,7 +61,11 @@ def test_sample_records_the_run_snapshot_and_sampling_it_used(run: Path, tmp_pat
         "sampler": "dpmpp", "steps": 4, "eta": 0.0, "seed": 7, "n": 3, "resolution": RES, "label": None,
         "guidance": None,
     }  # fmt: skip
-    assert read_provenance(out) == recorded
+    assert read_provenance(out) == recorded and printed["provenance"] == recorded
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["summary"]["made_by"] == (
+        f"{snapshot.name} of {run} ({int(metadata['nimg']) / 1000:g} kimg), DPMPP 4 steps, seed 7, N=3"
+    )
 
 
 def test_a_folder_being_resampled_carries_no_stale_provenance(

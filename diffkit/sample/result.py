@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, overload
 
 from diffkit.console import CommandResult, shown
+from diffkit.sample.provenance import PROVENANCE_FILE
 
 
 class NumberedNames(Sequence[str]):
@@ -91,6 +92,8 @@ class SampleResult(CommandResult):
         ]
         if self.label is not None:
             lines.insert(2, f"label: {shown(self.label)}, guidance {self.guidance:g}")
+        if self.provenance is not None:  # eval and the run pages credit these images to this run by it
+            lines.append(f"provenance: {shown(self.out_dir / PROVENANCE_FILE)}")
         if self.grid:
             lines.append(f"grid: {shown(self.grid)}")
         if self.animation:
