@@ -133,3 +133,28 @@ def test_the_checks_catch_a_broken_page(browser: Any, tmp_path: Path) -> None:
     assert "console: boom" in problems
     assert "overflows its card: Wide" in problems
     assert "request left the file: http://127.0.0.1:9/x.png" in problems
+
+
+def test_the_run_page_draws_the_runs_curves_and_the_index_groups_its_reports(
+    demo: DemoRun, browser: Any
+) -> None:
+    """What issue 25 added, as a reader sees it: the training curves drawn on the run page, its
+    headline naming what the FID was measured on, and the index grouped by dataset and run."""
+    assert demo.result.run_page is not None
+    page = browser.new_page()
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto((demo.root / demo.result.run_page).as_uri(), wait_until="load")
+    plots = page.evaluate(
+        "() => [...document.querySelectorAll('img.plot')]"
+        ".map(i => [i.alt, i.naturalWidth > 0 && i.getBoundingClientRect().width > 300])"
+    )
+    assert ["Loss", True] in plots, plots
+    headline = page.evaluate("() => document.querySelector('#run .headline').innerText")
+    assert " — generated: " in headline and ", M=" in headline, headline
+    page.goto((demo.root / "reports" / "index.html").as_uri(), wait_until="load")
+    headings = page.evaluate(
+        "() => [...document.querySelectorAll('#reports h3, #reports h4')].map(h => h.innerText)"
+    )
+    assert headings and headings[0].startswith("Dataset "), headings
+    assert any(heading.startswith("Run ") for heading in headings), headings
+    page.close()

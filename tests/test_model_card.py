@@ -163,3 +163,18 @@ def test_the_cards_noise_is_the_noise_diffkit_sample_starts_from(
     ours = generate_images(run, 4, sampler="ddim", steps=STEPS, seed=0, device="cpu", precision="fp32",
                            progress=False).astype(np.float64)  # fmt: skip
     assert np.abs(theirs - ours).max() <= TOLERANCE
+
+
+def test_a_run_without_a_grid_leaves_no_old_grid_beside_its_card(scraped: dict, tmp_path: Path) -> None:
+    """--force over an export that had samples.png: the new card shows none, and the old picture is gone."""
+    out = _export_plain(Path(scraped["run"]), tmp_path / "out")
+    assert (out / "samples.png").is_file()
+    run = tmp_path / "run"
+    shutil.copytree(Path(scraped["run"]), run)
+    for _, grid in list_grids(run):
+        grid.unlink()
+    export(ExportConfig(run=run, out=out, reports_dir=tmp_path / "none", force=True))
+    text, _ = _card(out)
+    assert not (out / "samples.png").exists()
+    assert "The run wrote no sample grid while training, so none is shown." in text
+    assert "](samples.png)" not in text
