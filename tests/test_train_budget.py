@@ -58,7 +58,7 @@ def test_stops_on_the_budget_saves_reports_and_resumes_bit_exactly(
     monkeypatch.chdir(tmp_path)  # the report goes to ./reports
     run = tmp_path / "run"
     # 2.5 minutes: past the budget after step 3 (3 minutes), not after step 2
-    first = train(TrainConfig(data=faces, out=run, steps=8, max_minutes=2.5, **FAST | {"report": True}))
+    first = train(TrainConfig(data=faces, out=run, steps=10, max_minutes=2.5, **FAST | {"report": True}))
     assert (first.step, first.interrupted) == (3, False)
     assert first.budget_stop is not None and first.budget_stop["reason"] == "time budget"
     assert first.budget_stop["wall_seconds"] == 3 * STEP_SECONDS
@@ -75,16 +75,16 @@ def test_stops_on_the_budget_saves_reports_and_resumes_bit_exactly(
     assert "Stopped on the time budget" in first.report.read_text()  # type: ignore[union-attr]
 
     # --resume with --max-minutes again: a fresh 2.5 minutes (not the 3 already spent) -> step 6
-    second = train(TrainConfig(out=run, steps=8, resume=True, max_minutes=2.5, progress=False, report=False))
+    second = train(TrainConfig(out=run, steps=10, resume=True, max_minutes=2.5, progress=False, report=False))
     assert second.step == 6 and second.budget_stop is not None
-    # --resume without it: no budget (the saved one is not reapplied) -> the planned end
-    third = train(TrainConfig(out=run, steps=8, resume=True, progress=False, report=False))
-    assert (third.step, third.budget_stop, third.interrupted) == (8, None, False)
+    # --resume without it: no budget (the saved one is not reapplied) -> 4 more steps, the planned end
+    third = train(TrainConfig(out=run, steps=10, resume=True, progress=False, report=False))
+    assert (third.step, third.budget_stop, third.interrupted) == (10, None, False)
     assert [r["step"] for r in _stops(run)] == [3, 6]
-    assert [r["step"] for r in read_stats(run / STATS_FILE) if "loss" in r] == list(range(1, 9))
+    assert [r["step"] for r in read_stats(run / STATS_FILE) if "loss" in r] == list(range(1, 11))
 
     whole = tmp_path / "whole"
-    train(TrainConfig(data=faces, out=whole, steps=8, **FAST))
+    train(TrainConfig(data=faces, out=whole, steps=10, **FAST))
     split_state, whole_state = _state(run), _state(whole)
     for part in ("model", "ema"):
         for name, tensor in whole_state[part].items():
