@@ -126,6 +126,7 @@ def test_csv_captions_repeats_broken_bad_lines_credentials_and_non_ascii(tmp_pat
             (f"{base}/missing.jpg", "a broken URL", "x"),  # 404
             ("ftp://example.com/a.jpg", "not http", "x"),  # bad line
             ("not a url at all", "bad", "x"),  # bad line
+            ("ftp://user:s3cret@example.com/b.jpg", "bad, with a password", "x"),  # bad line, redacted
             (secret_url, "two\nlines", ""),
             (f"{base}/img/3.jpg?size=big&q=ü", "", "mit"),
         ]
@@ -142,10 +143,13 @@ def test_csv_captions_repeats_broken_bad_lines_credentials_and_non_ascii(tmp_pat
         requested = paths_requested(site)
         auth = [r.headers.get("Authorization") for r in site.requests if r.path == "/img/secret.jpg"]
     summary = json.loads(done.stdout)["urls"]
-    assert (summary["listed"], summary["unique"], summary["repeats"], summary["bad_lines"]) == (6, 5, 1, 2)
-    assert [bad["line"] for bad in summary["bad"]] == [6, 7] and summary["bad"][0][
-        "text"
-    ] == "ftp://example.com/a.jpg"
+    assert (summary["listed"], summary["unique"], summary["repeats"], summary["bad_lines"]) == (6, 5, 1, 3)
+    assert [bad["line"] for bad in summary["bad"]] == [6, 7, 8]
+    assert [bad["text"] for bad in summary["bad"]] == [
+        "ftp://example.com/a.jpg",
+        "not a url at all",
+        "ftp://***@example.com/b.jpg",
+    ]
     assert summary["kept"] == 4 and summary["rejected"] == {"http_404": 1} and summary["fetched"] == 5
     assert summary["columns"] == ["caption", "licence"]
     assert sorted(requested) == sorted(
@@ -261,8 +265,14 @@ def test_a_kept_image_without_its_url_status_is_not_fetched_again(tmp_path: Path
         requests = len(site.requests)
         again = run_list(listed, out)
         assert len(site.requests) == requests and again.kept_total == 2
-    assert statuses(out)[f"{site.base_url}/img/1.jpg"] == ("kept", "kept")
-    assert {entry["caption"] for entry in metadata(out)} == {"one", "two"}
+        assert statuses(out)[f"{site.base_url}/img/1.jpg"] == ("kept", "kept")
+        assert {entry["caption"] for entry in metadata(out)} == {"one", "two"}
+        # the other way round: a kept URL whose file was lost is fetched again (reconcile drops its row)
+        lost = next(entry for entry in metadata(out) if entry["caption"] == "two")
+        (out / str(lost["file_name"])).unlink()
+        third = run_list(listed, out)
+        assert paths_requested(site)[requests:] == ["/img/2.jpg"] and third.kept_total == 2
+    assert sorted(entry["caption"] for entry in metadata(out)) == ["one", "two"]
 
 
 def test_failed_urls_are_fetched_again_and_an_old_manifest_gains_the_table(tmp_path: Path) -> None:
