@@ -179,6 +179,11 @@ def test_csv_captions_repeats_broken_bad_lines_credentials_and_non_ascii(tmp_pat
     assert not [blob for blob in written if b"s3cr" in blob]
     assert "s3cr" not in done.stdout + done.stderr
     assert statuses(out)[f"{base}/missing.jpg"] == ("rejected", "http_404")
+    html = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "URL list, per host" in html and f"127.0.0.1:{site.port}" in html
+    assert "Bad lines of the list" in html and "ftp://***@example.com/b.jpg" in html
+    sidecar = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
+    assert sidecar["data"]["urls"] == summary
 
 
 def test_text_list_comments_and_bad_lines_and_n_caps_the_list(tmp_path: Path) -> None:

@@ -90,6 +90,47 @@ def pool_section(result: ScrapeResult) -> Section:
     return Section(heading="Distinct images at the source (estimate)", text=text, badges=badges)
 
 
+def list_sections(result: ScrapeResult) -> list[Section]:
+    """A --urls run: what became of the list, host by host, and its bad lines (none for one URL)."""
+    urls = result.urls
+    if urls is None:
+        return []
+    text = (
+        f"{urls['file']}: {urls['listed']} URLs listed, {urls['unique']} distinct ({urls['repeats']} repeats "
+        f"fetched once), {urls['bad_lines']} bad lines, {urls['already_done']} done by an earlier run. "
+        f"This run settled {urls['fetched']}: kept {urls['kept']}, duplicates {urls['duplicates']}, "
+        f"rejected {urls['rejected_total']}, failed {urls['failed_total']} (fetched again by a rerun); "
+        f"{urls['not_fetched']} not fetched. Each host has its own rate limiter and Retry-After pause."
+    )
+    hosts = [
+        {
+            "host": host,
+            "URLs": row["urls"],
+            "requests": row["requests"],
+            "kept": row["kept"],
+            "duplicates": row["duplicates"],
+            "rejected": ", ".join(f"{reason} {count}" for reason, count in row["rejected"].items()) or "0",
+            "failed": ", ".join(f"{reason} {count}" for reason, count in row["failed"].items()) or "0",
+            "Retry-After pauses": row["retry_after_pauses"],
+            "not fetched": row["not_fetched"],
+            "note": row["given_up"],
+        }
+        for host, row in urls["hosts"].items()
+    ]
+    sections = [Section(heading="URL list, per host", text=text, table=hosts or None)]
+    if urls["bad"]:
+        shown = len(urls["bad"])
+        sections.append(
+            Section(
+                heading="Bad lines of the list",
+                text=f"{urls['bad_lines']} lines are not http(s) URLs"
+                + (f" (the first {shown})" if shown < urls["bad_lines"] else ""),
+                table=urls["bad"],
+            )
+        )
+    return sections
+
+
 def _thumbnail(path: Path) -> Image.Image:
     with Image.open(path) as image:
         image.draft("RGB", (THUMBNAIL_PX, THUMBNAIL_PX))
@@ -148,6 +189,7 @@ def write_scrape_report(
                 ylabel="requests/s",
             ),
         ),
+        *list_sections(result),
         Section(
             heading="Contact sheet",
             text="The newest kept images. Look for watermarks and odd crops.",
