@@ -195,13 +195,15 @@ def scrape(
         default(ScrapeConfig, "urls"),
         "--urls",
         help="A list of image URLs, each fetched once: text (one per line, # comments), or CSV/Parquet"
-        " with a url column (other columns kept in metadata.jsonl). Politeness is per host.",
+        " with a url column (other columns kept in metadata.jsonl). Rate limit and Retry-After per host.",
     ),
     concurrency: int = typer.Option(
         default(ScrapeConfig, "concurrency"), "--concurrency", help="Requests in flight at once."
     ),
     rps: float = typer.Option(
-        default(ScrapeConfig, "rps"), "--rps", help="Most requests per second (all workers together)."
+        default(ScrapeConfig, "rps"),
+        "--rps",
+        help="Most requests per second (all workers together; with --urls, to each host).",
     ),
     timeout: float = typer.Option(
         default(ScrapeConfig, "timeout_s"), "--timeout", help="Seconds allowed for one whole request."
