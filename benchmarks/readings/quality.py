@@ -57,14 +57,34 @@ def headline(report: dict[str, Any]) -> str:
     def gaps(space: str) -> str:
         return f"{gap_ratio(report, 'diffkit', b, space):.2f} / {gap_ratio(report, 'diffkit', b3, space):.2f}"
 
+    bf16 = f" (bf16 {pair('pixels', 'recipe_bf16')})" if "fd_pixels_recipe_bf16_B" in s else ""
     return (
         f"{s['n_train']:,} procedural {s['resolution']} px faces, {b:g} s / {b3:g} s of training, "
         f"{count(s['seeds'])} seeds, {s['n_samples']} DDIM-50 samples: FD on 8x8 pixels "
-        f"{pair('pixels', 'diffkit')} vs {pair('pixels', 'recipe_fp32')} "
-        f"(bf16 {pair('pixels', 'recipe_bf16')}), "
+        f"{pair('pixels', 'diffkit')} vs {pair('pixels', 'recipe_fp32')}{bf16}, "
         f"floor {s['floor_fd_pixels']:.2g}; random-weight Inception FD {pair('inception', 'diffkit')} vs "
         f"{pair('inception', 'recipe_fp32')}, floor {s['floor_fd_inception']:.3g}; diffkit's distance to the "
         f"floor over the recipe's: pixels {gaps('pixels')}, Inception {gaps('inception')}"
+        f"{best_peer_text(report)}"
+    )
+
+
+def best_peer_text(report: dict[str, Any]) -> str:
+    """Reports under the peer protocol (measured budgets, two peers, tuned settings): diffkit's distance to
+    the floor over the best peer row's, per space, at B / 3B; empty for earlier reports."""
+    s = report["summary"]
+    if "best_peer_pixels_B" not in s:
+        return ""
+    b, b3 = s["budget_s"], s["budget_3x_s"]
+
+    def against_best(space: str) -> str:
+        named = [(budget, s[f"best_peer_{space}_{tag}"]) for budget, tag in ((b, "B"), (b3, "3B"))]
+        ratios = " / ".join(f"{gap_ratio(report, 'diffkit', bb, space, name):.2f}" for bb, name in named)
+        return f"{ratios} (`{named[0][1]}` / `{named[1][1]}`)"
+
+    return (
+        f"; against the best peer row at each budget: pixels {against_best('pixels')}, Inception "
+        f"{against_best('inception')}"
     )
 
 
