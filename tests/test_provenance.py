@@ -133,3 +133,27 @@ def test_the_run_page_credits_an_eval_only_to_the_run_that_made_its_images(
     )
     html = page.read_text()
     assert "eval-x.html" not in html and "FID/KID measured on generated: " + made in html
+
+
+def test_eval_run_records_which_snapshot_made_its_samples(run: Path, tmp_path: Path) -> None:
+    """`eval --run` samples into the run folder: that folder's provenance names the run, the snapshot
+    file and the sampling it used, and the eval's sidecar carries the same record."""
+    from diffkit.eval.config import EvalConfig
+    from diffkit.eval.sampling import ensure_samples
+
+    weights = make_inception_weights(tmp_path / "inception.pth")
+    _invoke(
+        "eval", "--run", run, "--samples", "3", "--steps", "2", "--seed", "5", "--metrics", "fid",
+        "--weights", weights, "--device", "cpu", "--no-progress", "--report", tmp_path / "e.html",
+    )  # fmt: skip
+    config = EvalConfig(run=run, samples=3, steps=2, seed=5, metrics=("fid",), device="cpu", progress=False)
+    folder, reused = ensure_samples(config)
+    assert reused  # the eval above sampled this very folder
+    recorded = read_provenance(folder)
+    assert recorded is not None
+    assert (recorded["command"], recorded["run"], recorded["snapshot"]) == (
+        "eval --run", str(run), str(latest_snapshot(run))
+    )
+    assert (recorded["steps"], recorded["seed"], recorded["n"], recorded["eta"]) == (2, 5, 3, 0.0)
+    sidecar = json.loads((tmp_path / "e.json").read_text())
+    assert sidecar["data"]["provenance"] == recorded

@@ -21,6 +21,7 @@ from diffkit.runs.snapshots import list_snapshots
 from diffkit.sample.generate import generate_batches
 from diffkit.sample.options import SamplingOptions
 from diffkit.sample.pngs import check_disk_space, write_png
+from diffkit.sample.provenance import clear_provenance, write_provenance
 
 MARKER = "samples.json"
 
@@ -69,10 +70,12 @@ def ensure_samples(config: EvalConfig) -> tuple[Path, bool]:
     check_disk_space(folder, options.n, options.resolution, "lower --samples or free space in the run folder")
     check_writable_dir(folder, "the eval samples")
     (folder / MARKER).unlink(missing_ok=True)  # invalid until every PNG of this sampling is written
+    clear_provenance(folder)  # no record may describe PNGs that are being replaced
     index = 0
     for batch in generate_batches(options, progress=config.progress):  # one batch in memory at a time
         for image in batch:
             write_png(folder / f"sample-{index:05d}.png", image)
             index += 1
+    write_provenance(folder, options, "eval --run")  # which snapshot, sampler and seed made these images
     atomic_write_text(folder / MARKER, json.dumps(wanted, indent=2) + "\n")
     return folder, False
