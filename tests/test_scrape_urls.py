@@ -74,13 +74,14 @@ def test_a_429_pauses_only_its_host_the_other_keeps_its_pace(tmp_path: Path) -> 
     # A: nothing during its announced pause (all its requests were sent before the 429 arrived or after)
     during_a = [r for r in log_a if first_429.time_monotonic + 0.05 < r.time_monotonic < pause_end - 0.05]
     assert during_a == []
-    # B: kept its pace during A's pause: 8/s for 2 s is 16 requests (a loaded machine: at least 10)
+    # B: kept its pace during A's pause: 8/s for 2 s is 16 requests (a loaded machine: at least 8)
     during_b = [r for r in log_b if first_429.time_monotonic < r.time_monotonic < pause_end]
-    assert len(during_b) >= 10, len(during_b)
+    assert len(during_b) >= 8, len(during_b)
     # from its second request on (the first validation of a process imports the decoders: ~1 s), B's
     # requests are 1/8 s apart, A's pause included
     times_b = [r.time_monotonic for r in log_b][1:]
-    assert max(later - earlier for earlier, later in zip(times_b, times_b[1:], strict=False)) < 0.5
+    gaps_b = [later - earlier for earlier, later in zip(times_b, times_b[1:], strict=False)]
+    assert max(gaps_b) < 1.0  # A's pause is 2 s
     assert (
         min(r.time_monotonic for r in log_a if r.time_monotonic > first_429.time_monotonic)
         >= pause_end - 0.05
