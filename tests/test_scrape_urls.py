@@ -353,3 +353,10 @@ def test_unusable_lists_are_one_line_errors(
 def test_url_and_urls_exclude_each_other(tmp_path: Path) -> None:
     with pytest.raises(DiffkitError, match="exclude each other"):
         ScrapeConfig(n=1, url="http://a/b.jpg", urls=tmp_path / "l.txt")
+
+
+def test_the_cli_needs_n_or_urls_and_says_so_in_one_line(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "diffkit", "scrape", "--out", str(tmp_path / "out")]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 2 and "--n is required" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
