@@ -16,6 +16,7 @@ import dataclasses
 import inspect
 import os
 import sys
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ try:  # typer >= 0.20 vendors its own copy of click
 except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_exceptions
     from click.exceptions import Abort
+from diffkit.clihelp import arrange, panel_of, print_help
+from diffkit.configfile import Accepted, file_options
 from diffkit.console import err_console, print_result, progress_default, shown
 from diffkit.dataset.labels import LabelsMode
 from diffkit.dedupe.config import DEFAULT_THRESHOLDS, Action, DedupeConfig, HashKind
@@ -43,9 +46,10 @@ from diffkit.eval.config import EngineName, EvalConfig
 from diffkit.export.config import ExportConfig, ExportFormat
 from diffkit.models.config import PresetName
 from diffkit.report.index import IndexConfig
+from diffkit.runs.folder import RUN_FORMAT
 from diffkit.sample.config import DEFAULT_GUIDANCE, GRID_MAX, SampleConfig
 from diffkit.scrape.config import ScrapeConfig
-from diffkit.train.config import DEFAULT_EPOCHS, PRESET_BATCH, PRESET_LR, TrainConfig
+from diffkit.train.config import ALWAYS_FROM_REQUEST, DEFAULT_EPOCHS, PRESET_BATCH, PRESET_LR, TrainConfig
 
 
 def _reflow(help_text: str | None) -> str | None:
@@ -64,16 +68,28 @@ def _plain_flags(params: list[Any]) -> None:
 
 
 class _Command(TyperCommand):
-    """Every subcommand: reflowed docstring help, flags without ``<bool>``, ``DIR`` (not ``{DIR}``)."""
+    """Every subcommand: reflowed docstring help, flags without ``<bool>``, ``DIR`` (not ``{DIR}``),
+    ``--config FILE`` where a command takes one, options in help panels (diffkit/clihelp.py)."""
 
     def __init__(self, *args: Any, help: str | None = None, **kwargs: Any) -> None:  # noqa: A002 (click's name)
         super().__init__(*args, help=_reflow(help), **kwargs)
+        if self.name in _FILE_CONFIGS:
+            self.params.insert(0, _config_option())
         _plain_flags(self.params)
+        arrange(self.name or "", self.params)
 
     def get_help_option(self, ctx: Any) -> Any:
         option = super().get_help_option(ctx)
         _plain_flags([option])
+        if option is not None:
+            option.rich_help_panel = panel_of(self.name or "", option)
         return option
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        if self.rich_markup_mode is None:  # pragma: no cover - the app always sets "rich"
+            return super().format_help(ctx, formatter)
+        print_help(self, ctx, self.rich_markup_mode)
+        return None
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
@@ -83,6 +99,88 @@ class _Command(TyperCommand):
             else:
                 pieces.extend(param.get_usage_pieces(ctx))
         return pieces
+
+
+# The commands that take --config FILE, each with its config class when a file may also set that class's
+# fields that no option reaches (train's weight_decay, hflip...: a run's config.json holds them all, and
+# replaying it must not drop one). sample's and eval's option-less fields are test knobs: options only.
+_FILE_CONFIGS: dict[str, type | None] = {"train": TrainConfig, "sample": None, "eval": None}
+# A run's config.json keys that are that run's own: its folder, and what even --resume takes from the
+# command line (resume, the time budgets, TensorBoard, progress...); a replay takes them from its own.
+_RUN_ONLY = frozenset({"out", *ALWAYS_FROM_REQUEST})
+_FILE_FIELDS = "diffkit.config_file"  # ctx.meta key: what a --config file set (FileOptions)
+
+
+def _config_option() -> Any:
+    """``--config FILE``, built by Typer from a declaration like every other option, then made eager (read
+    before the other options, so its values are their defaults) and kept out of the command's arguments."""
+    probe = typer.Typer()
+
+    @probe.command()
+    def _probe(
+        config: Path | None = typer.Option(
+            None,
+            "--config",
+            metavar="FILE",
+            help="Read options from a TOML, YAML or JSON file; options given here win. A run's config.json "
+            "replays that run.",
+        ),
+    ) -> None:  # pragma: no cover - never called
+        del config
+
+    option = typer.main.get_command(probe).params[0]
+    option.is_eager = True
+    option.expose_value = False
+    option.callback = _read_config_file
+    return option
+
+
+def _accepted(command: Any) -> Accepted:
+    """What ``command`` takes from a file: each option under its long name (--batch-size: batch_size,
+    --compile: compile, --json: json) and, for train, the config fields no option reaches."""
+    options: dict[str, str] = {}
+    flags: set[str] = set()
+    for param in command.params:
+        if param.name in ("config", "help") or not param.expose_value:
+            continue
+        for key in [opt[2:].replace("-", "_") for opt in param.opts if opt.startswith("--")] or [param.name]:
+            options[key] = param.name
+        if getattr(param, "is_flag", False):
+            flags.add(param.name)
+    config_class = _FILE_CONFIGS.get(command.name)
+    hints = typing.get_type_hints(config_class) if config_class else {}
+    fields = {name: hint for name, hint in hints.items() if name not in options and name != "given"}
+    run_only = _RUN_ONLY if command.name == "train" else frozenset()
+    return Accepted(command.name, options, frozenset(flags), fields, run_only)
+
+
+def _read_config_file(ctx: Any, param: Any, value: Path | None) -> None:
+    """The file's values become the command's defaults (click's default_map): a typed option still wins,
+    and click checks each value as it checks a typed one. Its option-less fields wait in ctx.meta."""
+    if value is None or ctx.resilient_parsing:
+        return
+    try:
+        found = file_options(value, _accepted(ctx.command), RUN_FORMAT)
+    except DiffkitError as exc:
+        if _state["debug"]:
+            raise
+        err_console.print(f"[bold red]error:[/] {shown(exc)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    ctx.default_map = {**(ctx.default_map or {}), **found.defaults}
+    ctx.meta[_FILE_FIELDS] = found
+
+
+def _with_file_fields(ctx: Any, config: Any) -> Any:
+    """``config`` with the fields its --config file set that no option reaches. Everything the file set
+    counts as given, as a typed option does, so ``--resume`` refuses a value that differs from the run."""
+    found = ctx.meta.get(_FILE_FIELDS)
+    if found is None:
+        return config
+    changes = dict(found.fields)
+    if hasattr(config, "given"):  # option keys are the config's field names (--compile: compile)
+        names = {f.name for f in dataclasses.fields(config)}
+        changes["given"] = config.given | (found.keys & names)
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 class _Group(TyperGroup):
@@ -554,7 +652,7 @@ def train(
             progress=_progress(progress),
             given=given,
         )
-        return run_training(config)
+        return run_training(_with_file_fields(ctx, config))
 
     result = _run(call, json_output)
     if result is not None and result.interrupted:

@@ -18,6 +18,8 @@ RANKS: dict[str, int] = {
     "safepath": 0,
     "lock": 1,
     "console": 0,
+    "clihelp": 0,
+    "configfile": 1,
     "report": 2,
     "dataset": 2,
     "device": 1,
