@@ -250,3 +250,28 @@ def test_peer_goals_compare_with_the_best_peer_and_with_the_defaults() -> None:
     # diffkit at B (0.3) against the best peer at 3B (recipe-tuned 0.25): not reached in pixels
     assert goals["vs_best_peer_diffkit_at_B_reaches_best_peer_at_3B_pixels"] is False
     assert goals["vs_best_peer_diffkit_at_B_reaches_best_peer_at_3B_inception"] is False  # 30 > 25
+
+
+# ------------------------------------------------------------------------------------- bench_train
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_diffusers_twin_is_within_two_percent_of_diffkit(preset: str) -> None:
+    from benchmarks.twins import diffusers_twin
+
+    for resolution in (32, 64):
+        config = preset_config(preset, resolution)
+        ours, theirs = count_parameters(UNet(config)), count_parameters(diffusers_twin(config))
+        assert abs(theirs / ours - 1) <= 0.02, (preset, resolution, theirs, ours)
+
+
+def test_bench_train_runs_diffusers_with_fused_adamw_too() -> None:
+    """The peer protocol's row: the same optimizer flag on both sides."""
+    from benchmarks.bench_train import PEER_FUSED
+    from benchmarks.twins import SHIPPED, build_trainer
+
+    config = preset_config("tiny", 32)
+    for kind, fused in ((PEER_FUSED, True), (SHIPPED, True), ("diffusers", None), ("diffkit", None)):
+        trainer = build_trainer(kind, config, batch=1, dtype=None)
+        assert trainer.optimizer.defaults["fused"] is fused, kind
+    assert type(build_trainer(PEER_FUSED, config, 1, None).model).__name__ == "UNet2DModel"
