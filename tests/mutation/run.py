@@ -481,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         return list_mutants(mutants)
     started = time.monotonic()
+    source = source_description(args.source)  # before the copy: HEAD may move during a long run
     workdir = Path(tempfile.mkdtemp(prefix="diffkit-mutation-"))
     try:
         copies = [workdir / f"copy{index}" for index in range(max(1, args.jobs))]
@@ -506,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     print_summary(summarise([r.record() for r in results]), f"this run ({time.monotonic() - started:.0f} s)")
     if not args.no_report:
-        report = write_report(args.report, results, source_description(args.source))
+        report = write_report(args.report, results, source)
         print_summary(report["summary"], f"{args.report} (all modules, latest result of each mutant)")  # type: ignore[arg-type]
     failing = [r for r in results if not r.ok]
     if failing:
