@@ -369,8 +369,10 @@ def test_batcher_labels_follow_their_images_across_epochs_and_resume() -> None:
 def test_labels_from_subfolders_need_every_image_in_one_of_two_or_more(tmp_path: Path) -> None:
     from diffkit.dataset.labels import read_labels
 
-    labels = read_labels(tmp_path, ["b/1.png", "a/2.png", "b/3/4.png"])
+    labels = read_labels(tmp_path, ["b/1.png", "a/2.png", "b/4.png"])
     assert labels is not None and labels.names == ("a", "b") and labels.indices.tolist() == [1, 0, 1]
+    # HF imagefolder's rule: the file's own folder, all files at one depth (two depths: no labels)
+    assert read_labels(tmp_path, ["b/1.png", "a/2.png", "b/3/4.png"]) is None
     assert read_labels(tmp_path, ["a/1.png", "top.png"]) is None  # an image outside the subfolders
     assert read_labels(tmp_path, ["a/1.png", "a/2.png"]) is None  # one folder is no labelling
     numbers = read_labels(tmp_path, ["10/a.png", "9/b.png", "-1/c.png"])
