@@ -31,6 +31,7 @@ __all__ = [
     "CommandResult",
     "dumps",
     "err_console",
+    "no_report_line",
     "out_console",
     "print_result",
     "printable",
@@ -155,6 +156,17 @@ class CommandResult:
         if dataclasses.is_dataclass(self):
             return {f.name: to_jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
         return dict(vars(self))
+
+
+# A command that did no work (a scrape already at --n, a resume already at its target) writes no report:
+# 73 reports after 45 minutes of use buried the few that said something (issue 25.6, docs/reports.md).
+NO_REPORT_HINT = "pass --report to write one"
+
+
+def no_report_line(reason: str, hint: str = NO_REPORT_HINT) -> str:
+    """The summary line of a command that wrote no report, e.g. ``nothing to do: 300 of 300 images
+    already kept; no report (pass --report to write one)``. ``reason`` is user text: shown escaped."""
+    return f"{shown(reason)}; no report ({shown(hint)})"
 
 
 # --- printing results on stdout -----------------------------------------------------------------------

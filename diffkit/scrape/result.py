@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffkit.console import CommandResult, printable, shown
+from diffkit.console import CommandResult, no_report_line, printable, shown
 from diffkit.dataset.redact import redact
 from diffkit.scrape.storage import ReconcileReport, Store
 
@@ -76,6 +76,8 @@ class ScrapeResult(CommandResult):
     urls: dict[str, Any] | None = None  # --urls: listed, fetched, kept, rejected by reason, per host...
     report_html: str | None = None
     report_json: str | None = None
+    # Why no report was written though reports are on: the run fetched nothing (docs/reports.md).
+    report_skipped: str | None = None
     warnings: list[str] = field(default_factory=list)
 
     @classmethod
@@ -151,5 +153,7 @@ class ScrapeResult(CommandResult):
             lines.append("[yellow]interrupted[/]: rerun the same command to resume")
         if self.report_html:
             lines.append(f"report: {shown(self.report_html)}")
+        if self.report_skipped:
+            lines.append(no_report_line(self.report_skipped))
         lines.extend(f"[yellow]warning:[/] {shown(warning)}" for warning in self.warnings)
         return lines

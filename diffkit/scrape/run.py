@@ -428,6 +428,23 @@ def _remove_if_empty(out: Path) -> None:
             out.rmdir()
 
 
+def _no_work(run: _Scrape, result: ScrapeResult) -> str | None:
+    """Why this run deserves no report (it sent no request and the folder needed no repair), or None.
+
+    A resume that already holds --n images, or a list whose every URL was fetched before, changes
+    nothing: its report would repeat the last one (docs/reports.md). An explicit --report still writes."""
+    if run.requests or run.reconcile.changed or run.interrupted or run.stop_message is not None:
+        return None
+    if result.urls is not None:
+        return (
+            f"nothing to do: every URL of {result.urls['file']} was fetched before "
+            f"({result.kept_total} images kept)"
+        )
+    if result.kept_total == result.target:
+        return f"nothing to do: {result.kept_total} of {result.target} images already kept"
+    return f"nothing to do: {result.kept_total} images already kept (--n {result.target})"
+
+
 def _scrape_locked(config: ScrapeConfig, make_run: RunFactory) -> ScrapeResult:
     store: Store | None = None
     reconcile = ReconcileReport()
@@ -450,7 +467,9 @@ def _scrape_locked(config: ScrapeConfig, make_run: RunFactory) -> ScrapeResult:
             raise DiffkitError(run.stop_message or "no endpoint answered")  # nothing was fetched
         run.store.write_metadata()
         result = ScrapeResult.from_run(run, run.reconcile, run.store)
-        if config.report:
+        if config.report and config.report_path is None:  # an explicit --report is always written
+            result.report_skipped = _no_work(run, result)
+        if config.report and result.report_skipped is None:
             try:
                 paths = write_scrape_report(result, run.store, run.kept_new, config.report_path)
                 result.report_html, result.report_json = str(paths.html), str(paths.json)
