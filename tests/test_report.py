@@ -418,3 +418,19 @@ def test_help_reads_finished_flags_usage_wrapping_and_completion() -> None:
     assert "--install-completion" in help_of()
     for command in ("scrape", "train", "sample", "eval", "report", "demo"):
         assert "<bool>" not in help_of(command), command
+
+
+def test_a_run_stopped_on_its_time_budget_says_so_not_trained(tmp_path: Path) -> None:
+    """`train --max-minutes` ends a session that is resumable, not finished: the run page says which."""
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    report = Report(
+        title="Training 00004-tiny", command="train",
+        data={"config": {"train": {"data": str(tmp_path / "data"), "out": "runs/00004-tiny"}}, "stats": []},
+        summary={"run": "runs/00004-tiny", "status": "stopped on the time budget", "steps": 7, "kimg": 0.028},
+    )  # fmt: skip
+    write_report(report, reports / "train-4.html")
+    result = build_index(IndexConfig(reports_dir=reports))
+    (page,) = result.run_pages
+    headline = json.loads(page.with_suffix(".json").read_text())["headline"]
+    assert headline == "Training stopped on the time budget at 0.028 kimg (step 7)"

@@ -298,8 +298,11 @@ def train_headline(sidecar: Sidecar) -> str:
     kimg, steps = summary.get("kimg"), summary.get("steps")
     where = f"{kimg:g} kimg" if isinstance(kimg, (int, float)) else ""
     where += f" (step {steps})" if isinstance(steps, int) else ""
-    if summary.get("status") == "interrupted":
+    status = str(summary.get("status", ""))
+    if status == "interrupted":
         line = f"Training interrupted at {where}" if where else "Training interrupted"
+    elif status.startswith("stopped on the"):  # a --max-minutes budget: resumable, not finished
+        line = f"Training {status} at {where}" if where else f"Training {status}"
     else:
         line = f"Trained {where}" if where else "Trained"
     evals = _train_evals(sidecar)
