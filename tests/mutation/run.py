@@ -249,10 +249,10 @@ class Zygote:
         assert self.process.stdin is not None
         argv = pytest_command(test_files, k)[3:]  # without "python -m pytest"
         request = {"root": str(root), "argv": argv, "log": str(self.log), "env": pytest_env(root)}
-        started = time.monotonic()
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
-        pid = self._answer(None)["pid"]  # type: ignore[index]
+        pid = self._answer(None)["pid"]  # type: ignore[index]  (the first waits for the server's imports)
+        started = time.monotonic()
         ended = self._answer(timeout)
         code: int | None = None
         if ended is None:  # the timeout: kill the child's whole group; the server reaps it
