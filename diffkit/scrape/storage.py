@@ -329,10 +329,8 @@ class Store:
         # so ``diffkit dedupe`` of this folder decodes nothing (it trusts them while the file's size,
         # mtime and sha256 are unchanged). One stat per image; the row commits in the same transaction.
         mtime_ns = path.stat().st_mtime_ns if image.thumb is not None else None
-        self.manifest.insert_image(
-            image.sha256, file_name, image.phash, size, len(image.data), url, fetched_at,
-            thumb=image.thumb, mtime_ns=mtime_ns,
-        )
+        row = (image.sha256, file_name, image.phash, size, len(image.data), url, fetched_at)
+        self.manifest.insert_image(*row, image.thumb, mtime_ns)
         # The thumbnail from validation is remembered (768 bytes per kept image): a later candidate is
         # verified without reading and decoding this file again.
         self.index.add(image.sha256, image.phash, path, image.thumb)
