@@ -89,3 +89,50 @@ def test_scrape_no_report_is_said_in_text_and_json(tmp_path: Path, monkeypatch: 
             "nothing to do: 3 of 3 images already kept; no report (pass --report to write one)" in text.stdout
         )
         assert listing(tmp_path / "reports") == reports
+
+
+# Train as tests/test_train.py does: the tiny U-Net at 16 px, fp32, a 4-image grid of 3 DDIM steps.
+TRAIN = dict(
+    preset="tiny",
+    resolution=16,
+    batch_size=8,
+    device="cpu",
+    precision="fp32",
+    progress=False,
+    sample_every_kimg=0.0,
+    sample_grid=4,
+    sample_steps=3,
+    log_every_steps=1,
+)
+
+
+def test_a_resume_already_at_its_target_writes_no_report(
+    faces: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from diffkit.train.config import TrainConfig
+    from diffkit.train.run import train
+
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    first = train(TrainConfig(data=faces, out=run, steps=2, **TRAIN))  # type: ignore[arg-type]
+    reports = listing(tmp_path / "reports")
+    assert first.report is not None and first.report_skipped is None
+    assert reports == [first.report.name, first.report.with_suffix(".json").name]
+
+    again = train(TrainConfig(data=faces, out=run, steps=2, resume=True, **TRAIN))  # type: ignore[arg-type]
+    assert again.step == again.resumed_from_step == 2 and again.report is None
+    assert again.report_skipped == f"nothing to do: {run} is already at step 2 of 2"
+    assert listing(tmp_path / "reports") == reports
+    assert (
+        f"nothing to do: {run} is already at step 2 of 2; no report (a longer --steps/--kimg/--epochs "
+        "trains on)" in again.summary_lines()
+    )
+    # A report asked for by name (TrainConfig.given, as the CLI fills it) is written all the same.
+    asked = TrainConfig(data=faces, out=run, steps=2, resume=True, given=frozenset({"report"}), **TRAIN)
+    forced = train(asked)  # type: ignore[arg-type]
+    assert forced.report is not None and forced.report_skipped is None
+    assert len(listing(tmp_path / "reports")) == 4
+
+    more = train(TrainConfig(data=faces, out=run, steps=3, resume=True, **TRAIN))  # type: ignore[arg-type]
+    assert more.step == 3 and more.report is not None and more.report_skipped is None
+    assert len(listing(tmp_path / "reports")) == 6

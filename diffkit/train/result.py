@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffkit.console import CommandResult, shown
+from diffkit.console import CommandResult, no_report_line, shown
 
 
 @dataclass
@@ -37,6 +37,8 @@ class TrainResult(CommandResult):
     state: Path | None = None
     progression: Path | None = None
     report: Path | None = None
+    # Why no report was written though reports are on: a resume that took no step (docs/reports.md).
+    report_skipped: str | None = None
     files: list[str] = field(default_factory=list)
     world_size: int = 1  # training processes (torchrun ranks); img_per_s counts all of them
     # Stopped cleanly on --max-minutes / max_cpu_seconds (resumable): the reason, the budget and the
@@ -91,6 +93,10 @@ class TrainResult(CommandResult):
             lines.append(f"[bold]snapshot[/]: {shown(self.snapshot)}")
         if self.report:
             lines.append(f"[bold]report[/]: {shown(self.report)}")
+        if self.report_skipped:
+            at_end = self.step >= self.total_steps
+            hint = "a longer --steps/--kimg/--epochs trains on" if at_end else "--resume again continues"
+            lines.append(no_report_line(self.report_skipped, hint))
         if self.tensorboard is not None:
             lines.append(
                 f"[bold]tensorboard[/]: tensorboard --logdir {shown(shlex.quote(str(self.tensorboard)))}"

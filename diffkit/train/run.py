@@ -314,6 +314,17 @@ def _check_length(state: dict[str, Any] | None, plan: TrainPlan, run_dir: Path |
         )
 
 
+def _no_training(config: TrainConfig, result: TrainResult) -> str | None:
+    """Why a session deserves no report (a resume that took no step: its report would repeat the last
+    one, docs/reports.md), or None."""
+    if not config.resume or result.step != result.resumed_from_step:
+        return None
+    if result.step >= result.total_steps:
+        return f"nothing to do: {result.run_dir} is already at step {result.step} of {result.total_steps}"
+    where = f"{result.run_dir} stays at step {result.step} of {result.total_steps}"
+    return f"no step trained this session: {where}"
+
+
 def _finish(job: TrainJob, result: TrainResult, end: LoopEnd) -> TrainResult:
     """The end-of-run numbers, and on rank 0 the loss summary, the HTML report and the file list."""
     result.world_size = job.world.size
@@ -331,7 +342,9 @@ def _finish(job: TrainJob, result: TrainResult, end: LoopEnd) -> TrainResult:
     result.progression = progression if progression.exists() else None
     tensorboard = run_dir / TENSORBOARD_DIR
     result.tensorboard = tensorboard if tensorboard.is_dir() else None
-    if job.config.report:
+    if job.config.report and "report" not in job.config.given:  # a report asked for by name is written
+        result.report_skipped = _no_training(job.config, result)
+    if job.config.report and result.report_skipped is None:
         images = job.dataset.images
         result.report = write_train_report(run_dir, result, job.payload, images, job.diffusion).html
     result.files = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("."))
