@@ -15,12 +15,14 @@ functions in cli.py keep only their options; a command not in it keeps Typer's "
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.panel import Panel
-from rich.table import Table
-from rich.text import Text
-from typer import rich_utils
+if TYPE_CHECKING:
+    from rich.panel import Panel
+    from rich.text import Text
+
+# Rich and Typer's rich_utils are imported where help is printed, not here: cli.py imports this module
+# for every command, and only --help needs them (a few hundred milliseconds on a loaded 2-core machine).
 
 ARGUMENTS = "Arguments"
 OPTIONS = "Options"
@@ -44,7 +46,10 @@ PANELS: dict[str, dict[str, tuple[str, ...]]] = {
         "Length": ("steps", "kimg", "epochs", "max_minutes"),
         "Device and precision": ("device", "precision", "compile_model"),
         "Evaluation while training": ("sample_every_kimg", "eval_every_kimg", "eval_samples", "eval_steps"),
-        "Run and output": ("config", "out", "resume", "dry_run", "phema_every_kimg", "tensorboard", *_OUTPUT),
+        "Run and output": (
+            "config", "out", "resume", "dry_run", "phema_every_kimg", "tensorboard", "progress",
+            "json_output", "help",
+        ),
     },
     "sample": {
         "What to sample": ("run", "snapshot", "n", "seed", "label", "guidance"),
@@ -112,6 +117,9 @@ def _metavar(param: Any, ctx: Any) -> str:
 
 
 def _left_cell(param: Any, ctx: Any) -> Text:
+    from rich.text import Text
+    from typer import rich_utils
+
     if param.param_type_name == "argument":
         return Text(param.metavar or param.name.upper(), style=rich_utils.STYLE_OPTION)
     names = ", ".join(sorted(param.opts, key=len))  # the short name first: -t, --threshold
@@ -127,6 +135,9 @@ def _left_cell(param: Any, ctx: Any) -> Text:
 def _help_cell(param: Any, ctx: Any) -> Text:
     """The help (Rich markup, as Typer reads it), then ``[default: ...]`` / ``[required]`` on the same
     line: click's own help record supplies those, so they read as they do elsewhere in click."""
+    from rich.text import Text
+    from typer import rich_utils
+
     help_text = getattr(param, "help", None) or ""
     record = param.get_help_record(ctx)
     full = record[1] if record else help_text
@@ -138,6 +149,10 @@ def _help_cell(param: Any, ctx: Any) -> Text:
 
 
 def _panel(title: str, rows: list[tuple[Text, Text]], left: int) -> Panel:
+    from rich.panel import Panel
+    from rich.table import Table
+    from typer import rich_utils
+
     table = Table.grid(padding=(0, 2), expand=True)
     table.add_column(width=left, overflow="fold")
     table.add_column(ratio=1, overflow="fold")
@@ -166,6 +181,8 @@ def print_help(command: Any, ctx: Any, markup_mode: Any) -> None:
     """Usage and description as Typer prints them, then the option panels of this module."""
     from rich.align import Align
     from rich.padding import Padding
+    from rich.text import Text
+    from typer import rich_utils
 
     console = rich_utils._get_rich_console()  # Typer's console: its width, colours and styles
     usage = rich_utils.highlighter(command.get_usage(ctx))
