@@ -17,8 +17,9 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from diffkit.cli import _FILE_CONFIGS, _accepted, app
-from diffkit.configfile import Accepted, read_table
+from diffkit.configfile import Accepted, file_options, read_table
 from diffkit.errors import DiffkitError
+from diffkit.runs.folder import RUN_FORMAT
 from diffkit.train.config import ALWAYS_FROM_REQUEST, TrainConfig
 from diffkit.train.run import train
 
@@ -307,3 +308,18 @@ def test_accepted_keys_are_the_long_option_names() -> None:
     assert "given" not in accepted.fields and not set(accepted.fields) & set(accepted.options)
     assert accepted.run_only == frozenset(RUN_ONLY)
     assert _FILE_CONFIGS["train"] is TrainConfig
+
+
+@pytest.mark.parametrize("page", ["train.md", "sample.md"])
+def test_the_docs_toml_examples_are_valid_files(page: str, tmp_path: Path) -> None:
+    """Every ```toml block of the page, read as the commands it has tables for would read it."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / page).read_text()
+    blocks = [block.split("```", 1)[0] for block in text.split("```toml\n")[1:]]
+    assert blocks
+    commands = typer.main.get_command(app).commands
+    for index, block in enumerate(blocks):
+        path = tmp_path / f"example{index}.toml"
+        path.write_text(block)
+        for name in read_table(path):
+            found = file_options(path, _accepted(commands[name]), RUN_FORMAT)
+            assert found.defaults or found.fields, (page, name)
