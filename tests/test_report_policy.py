@@ -7,12 +7,18 @@ and its exact listing is asserted before and after the run that must leave it al
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from diffkit.cli import app
+from diffkit.dedupe.config import DedupeConfig
+from diffkit.dedupe.result import DedupeResult
+from diffkit.dedupe.run import dedupe
+from diffkit.fakesite.faces import write_face_folder
 from diffkit.fakesite.site import FaceSite, SiteConfig
 from diffkit.scrape.config import ScrapeConfig
 from diffkit.scrape.result import ScrapeResult
@@ -136,3 +142,79 @@ def test_a_resume_already_at_its_target_writes_no_report(
     more = train(TrainConfig(data=faces, out=run, steps=3, resume=True, **TRAIN))  # type: ignore[arg-type]
     assert more.step == 3 and more.report is not None and more.report_skipped is None
     assert len(listing(tmp_path / "reports")) == 6
+
+
+def _dedupe(folder: Path, **options: object) -> DedupeResult:
+    return dedupe(DedupeConfig(directory=folder, progress=False, workers=1, **options))  # type: ignore[arg-type]
+
+
+def test_dedupe_writes_a_report_only_when_something_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "imgs"
+    paths = write_face_folder(folder, 5, size=48, seed=8, fmt="png")
+    shutil.copyfile(paths[3], folder / "dup.png")
+    reports = tmp_path / "reports"
+
+    first = _dedupe(folder)
+    assert first.report_html is not None and first.report_skipped is None and first.n_duplicates == 1
+    before = listing(reports)
+    assert before == [Path(first.report_html).name, Path(first.report_html).with_suffix(".json").name]
+
+    again = _dedupe(folder)  # the same images (all from the hash cache), options and findings
+    assert again.n_hashed == 0 and again.report_html is None and listing(reports) == before
+    expected = (
+        f"nothing changed since {first.report_html} (the same images, options and findings; nothing "
+        "moved or deleted)"
+    )
+    assert again.report_skipped == expected
+    assert f"{expected}; no report (pass --report to write one)" in again.summary_lines()
+    assert again.fingerprint == first.fingerprint
+
+    write_face_folder(tmp_path / "other", 3, size=48, seed=9, fmt="png")
+    elsewhere = _dedupe(tmp_path / "other")  # another folder's newer report: not this folder's last one
+    assert elsewhere.report_html is not None and len(listing(reports)) == 4
+    assert _dedupe(folder).report_skipped == expected
+    (reports / Path(elsewhere.report_html).name).unlink()
+    (reports / Path(str(elsewhere.report_json)).name).unlink()
+
+    asked = _dedupe(folder, report_path=tmp_path / "asked.html")  # --report X: always written
+    assert asked.report_html == str(tmp_path / "asked.html") and (tmp_path / "asked.json").is_file()
+    assert listing(reports) == before
+
+    other = _dedupe(folder, threshold=2)  # other options: another report
+    assert other.report_html is not None and len(listing(reports)) == 4
+    again = _dedupe(folder, threshold=2)
+    assert again.report_skipped is not None and len(listing(reports)) == 4
+
+    back = _dedupe(folder)  # the newest report of the folder decides, not any older one
+    assert back.report_html is not None and len(listing(reports)) == 6
+
+    os.utime(paths[0], ns=(1_000_000_000, 1_000_000_000))  # the hash cache sees a changed file
+    touched = _dedupe(folder)
+    assert touched.n_hashed == 1 and touched.report_html is not None and len(listing(reports)) == 8
+
+    moved = _dedupe(folder, action="move", quarantine=tmp_path / "quarantine")
+    assert moved.n_removed == 1 and moved.report_html is not None and len(listing(reports)) == 10
+    clean = _dedupe(folder, action="move", quarantine=tmp_path / "quarantine")  # nothing left to move
+    assert clean.n_removed == 0 and clean.report_html is not None and len(listing(reports)) == 12
+    assert _dedupe(folder, action="move", quarantine=tmp_path / "quarantine").report_skipped is not None
+    assert len(listing(reports)) == 12
+
+
+def test_dedupe_against_a_reference_writes_again_only_when_the_leaks_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    paths = write_face_folder(tmp_path / "gen", 4, size=48, seed=8, fmt="png")
+    write_face_folder(tmp_path / "ref", 4, size=48, seed=9, fmt="png")
+    first = _dedupe(tmp_path / "gen", against=tmp_path / "ref")
+    before = listing(tmp_path / "reports")
+    assert first.report_html is not None and len(before) == 2
+    again = _dedupe(tmp_path / "gen", against=tmp_path / "ref")
+    assert again.report_skipped is not None and listing(tmp_path / "reports") == before
+    shutil.copyfile(paths[0], tmp_path / "ref" / "leak.png")  # a generated image now in the reference
+    leaked = _dedupe(tmp_path / "gen", against=tmp_path / "ref")
+    assert len(leaked.leaks) == 1 and leaked.report_html is not None
+    assert len(listing(tmp_path / "reports")) == 4

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffkit.console import CommandResult, printable, shown
+from diffkit.console import CommandResult, no_report_line, printable, shown
 
 
 @dataclass
@@ -58,6 +58,10 @@ class DedupeResult(CommandResult):
     # Of n_cached: files whose pHash and thumbnail a scrape recorded in the manifest, checked unchanged
     # (size, mtime, sha256) and not decoded again.
     n_from_scrape: int = 0
+    # sha256 of what the report says and of the files as the hash cache keys them; a run that moved and
+    # deleted nothing and matches the newest report of the folder writes none: report_skipped says why.
+    fingerprint: str | None = None
+    report_skipped: str | None = None
 
     def report_paths(self) -> list[Path]:
         return [Path(path) for path in (self.report_html, self.report_json) if path]
@@ -101,6 +105,8 @@ class DedupeResult(CommandResult):
         lines.extend(f"[yellow]warning:[/] {shown(w)}" for w in self.warnings)
         if self.report_html:
             lines.append(f"report: {shown(self.report_html)}")
+        if self.report_skipped:
+            lines.append(no_report_line(self.report_skipped))
         return lines
 
     def _action_lines(self) -> list[str]:

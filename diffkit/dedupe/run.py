@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -65,8 +67,7 @@ def dedupe(config: DedupeConfig) -> DedupeResult:
         from diffkit.dedupe.against import dedupe_against
 
         result = dedupe_against(config, root)
-        if config.write_report:
-            _write_report(result, root, config.report_path)
+        _report_unless_unchanged(result, root, config, acted=False, records=None)  # the leaks decide
         return result
     if config.action == "report":
         return _dedupe(config, root, None)
@@ -197,8 +198,8 @@ def _dedupe(config: DedupeConfig, root: Path, moves: _Moves | None) -> DedupeRes
         notes=_symlink_notes(scan.symlinks),
     )
     seconds["total"] = time.perf_counter() - started
-    if config.write_report:
-        _write_report(result, root, config.report_path)
+    acted = bool(outcome.done or rows or recovered.done)
+    _report_unless_unchanged(result, root, config, acted=acted, records=records)
     return result
 
 
@@ -223,6 +224,69 @@ def _symlink_notes(symlinks: list[str]) -> list[str]:
         f"{len(symlinks)} symlink(s) skipped, not images of this folder (never kept, moved or deleted;"
         f" linked folders are not searched): {shown_names}"
     ]
+
+
+# Counters that differ between two runs over the same folder (timings, what the cache spared): left out of
+# the fingerprint that decides whether a run's report would only repeat the last one (docs/reports.md).
+_VOLATILE = ("seconds", "n_hashed", "n_cached", "n_from_scrape", "report_html", "report_json")
+_VOLATILE += ("report_skipped", "fingerprint")
+
+
+def _fingerprint(result: DedupeResult, records: list[HashRecord] | None) -> str:
+    """sha256 of what the report says (options, findings, action) and of the files as the hash cache
+    keys them (path, size, mtime, hash): equal fingerprints, the same report."""
+    said = {key: value for key, value in result.to_dict().items() if key not in _VOLATILE}
+    files = [[r.rel, r.size, r.mtime_ns, r.hash] for r in records or []]
+    text = json.dumps([said, files], sort_keys=True, default=str)  # ASCII: odd bytes of names escaped
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _last_report(directory: str, reports_dir: Path) -> tuple[Path, str | None] | None:
+    """The newest dedupe report of ``directory`` in ``reports_dir`` (its page, its fingerprint), read as
+    the index reads sidecars (regular files, size cap); unreadable ones are passed over."""
+    from diffkit.report.sidecars import (
+        SCHEMA,
+        SIDECAR_MAX_BYTES,
+        UnreadableFile,
+        parse_sidecar,
+        read_regular_file,
+    )
+
+    found: list[tuple[str, int, Path, str | None]] = []
+    for path in reports_dir.glob("dedupe-*.json") if reports_dir.is_dir() else []:
+        try:
+            content = parse_sidecar(read_regular_file(path, SIDECAR_MAX_BYTES))
+            mtime = path.stat().st_mtime_ns
+        except (UnreadableFile, OSError):
+            continue
+        data = content.get("data") if isinstance(content, dict) else None
+        if isinstance(data, dict) and content.get("schema") == SCHEMA and data.get("directory") == directory:
+            found.append((str(content.get("created", "")), mtime, path, data.get("fingerprint")))
+    if not found:
+        return None
+    _created, _mtime, path, fingerprint = max(found, key=lambda item: item[:2])
+    return path.with_suffix(".html"), fingerprint if isinstance(fingerprint, str) else None
+
+
+def _report_unless_unchanged(
+    result: DedupeResult, root: Path, config: DedupeConfig, acted: bool, records: list[HashRecord] | None
+) -> None:
+    """Write the report, unless this run moved, deleted and repaired nothing (``acted``) and would repeat
+    the newest report of the same folder. An explicit --report is always written."""
+    if not config.write_report:
+        return
+    result.fingerprint = _fingerprint(result, records)
+    if not acted and config.report_path is None:
+        from diffkit.report.render import DEFAULT_REPORTS_DIR
+
+        last = _last_report(printable(result.directory), DEFAULT_REPORTS_DIR)
+        if last is not None and last[1] == result.fingerprint:
+            result.report_skipped = (
+                f"nothing changed since {last[0]} (the same images, options and findings; nothing moved "
+                "or deleted)"
+            )
+            return
+    _write_report(result, root, config.report_path)
 
 
 def _write_report(result: DedupeResult, root: Path, path: Path | None) -> None:
