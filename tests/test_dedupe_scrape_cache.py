@@ -224,3 +224,17 @@ def test_a_touched_file_is_checked_again_by_decoding(folder: Path) -> None:
     assert (
         decoded == [hashlib.sha256(target.read_bytes()).hexdigest()] and result.n_from_scrape == N_SCRAPED - 1
     )
+
+
+def test_against_uses_the_folder_record_and_leaves_a_scrape_reference_untouched(
+    folder: Path, scraped: Path, tmp_path: Path
+) -> None:
+    """DIR's recorded hashes serve it; REF's manifest is never opened (a read-only SQLite open of a WAL
+    database leaves -wal/-shm files behind), so REF is decoded and its listing stays the same."""
+    reference = Path(shutil.copytree(scraped, tmp_path / "reference"))
+    before = sorted(path.relative_to(reference).as_posix() for path in reference.rglob("*"))
+    with counting_decodes() as decoded:
+        result = run(folder, against=reference)
+    assert len(decoded) == N_SCRAPED and result.n_hashed == 0  # REF's files only; DIR's from its record
+    assert {leak["path"] for leak in result.leaks} == set(recorded_hashes(folder, DRAFT_DECODE))
+    assert sorted(path.relative_to(reference).as_posix() for path in reference.rglob("*")) == before

@@ -38,8 +38,11 @@ def _hashed(
     files = scan_folder(folder).files
     cache = HashCache(folder, enabled=config.use_cache, path=cache_path)
     try:
-        # A scrape folder (either side) needs no decoding: its manifest's recorded hashes, checked
-        recorded = scrape_records(folder, config.hash_kind, config.decode, config.use_cache)
+        # DIR as a scrape folder needs no decoding (its manifest's recorded hashes, checked). REF's
+        # manifest is not opened: even a read-only SQLite open of a WAL database leaves -wal and -shm
+        # files behind, and REF must stay untouched.
+        reading = config.use_cache and cache_path is None
+        recorded = scrape_records(folder, config.hash_kind, config.decode, reading)
         records, n_hashed, _ = hash_images(
             files, config.hash_kind, config.decode, config.effective_workers, cache, recorded=recorded
         )
