@@ -332,7 +332,8 @@ def scrape(
     report_path: Path | None = typer.Option(
         default(ScrapeConfig, "report_path"),
         "--report",
-        help="HTML report path (not given: reports/scrape-<time>.html).",
+        help="HTML report path, written even when nothing was fetched (not given: "
+        "reports/scrape-<time>.html, only when the run fetched or repaired something).",
     ),
     progress: bool | None = PROGRESS_OPTION,
     json_output: bool = JSON_OPTION,
@@ -430,7 +431,8 @@ def dedupe(
     report_path: Path | None = typer.Option(
         default(DedupeConfig, "report_path"),
         "--report",
-        help="HTML report to write (not given: reports/dedupe-<time>.html).",
+        help="HTML report to write, even when nothing changed (not given: reports/dedupe-<time>.html, "
+        "only when something changed since the folder's last report there).",
     ),
     workers: int | None = typer.Option(
         default(DedupeConfig, "workers"), "--workers", help="Hashing processes (not given: all cores)."
