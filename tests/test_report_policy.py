@@ -74,6 +74,29 @@ def test_scrape_twice_with_the_same_n_writes_one_report(
         assert len(listing(tmp_path / "reports")) == 4
 
 
+def test_a_url_list_already_fetched_writes_no_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from diffkit.scrape.config import ALL_LISTED
+    from diffkit.scrape.listrun import scrape_urls
+
+    monkeypatch.chdir(tmp_path)
+    listed = tmp_path / "list.txt"
+    with FaceSite(SiteConfig(seed=1, size=32, image_prefix="/img/")) as site:
+        listed.write_text("\n".join(f"{site.base_url}/img/{i}.jpg" for i in range(3)) + "\n")
+
+        def run() -> ScrapeResult:
+            config = ScrapeConfig(n=ALL_LISTED, out=tmp_path / "listed", urls=listed, seed=0, **FAST)  # type: ignore[arg-type]
+            return scrape_urls(config)
+
+        first = run()
+        reports = listing(tmp_path / "reports")
+        assert first.kept_new == 3 and len(reports) == 2
+        again = run()
+        assert again.requests == 0 and again.report_html is None and listing(tmp_path / "reports") == reports
+        assert (
+            again.report_skipped == f"nothing to do: every URL of {listed} was fetched before (3 images kept)"
+        )
+
+
 def test_scrape_no_report_is_said_in_text_and_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     with FaceSite(SiteConfig(size=32)) as site:
