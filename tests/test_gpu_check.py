@@ -25,12 +25,11 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # benchmarks/ is a package of the repository root, as `python -m` sees it
-    sys.path.insert(0, str(ROOT))
+# benchmarks/ is a package of the repository root, importable here through pytest's `pythonpath = ["."]`
+from benchmarks import gpu_check, gpu_wheels
+from benchmarks.gpu_wheels import GPU_IMAGE, PINS, Requirement, canonicalize_name
 
-from benchmarks import gpu_check, gpu_wheels  # noqa: E402
-from benchmarks.gpu_wheels import GPU_IMAGE, PINS, Requirement, canonicalize_name  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 HOST = f"{sys.version_info.major}.{sys.version_info.minor}"
 
