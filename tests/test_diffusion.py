@@ -148,6 +148,40 @@ def test_loss_is_deterministic_given_the_generator_and_zero_for_a_perfect_model(
     assert diffusion.loss(oracle, x0, generator).item() == pytest.approx(0.0, abs=1e-10)
 
 
+@pytest.mark.parametrize("prediction", ["v", "eps", "edm"])
+def test_loss_is_the_min_snr_weighted_mean_of_the_per_sample_errors(prediction: str) -> None:
+    """loss() applies loss_weight(t) to each sample's MSE before averaging (not a plain mean)."""
+    diffusion = GaussianDiffusion.create("cosine", prediction, min_snr_gamma=5.0)
+    generator = torch.Generator().manual_seed(11)
+    t = torch.tensor([3, 50, 150, 250])  # snr > gamma at each: no weight is 1, even for eps
+    x0 = torch.rand(4, 3, 4, 4, generator=generator) * 2 - 1
+    noise = torch.randn(x0.shape, generator=generator)
+    output = torch.randn(x0.shape, generator=generator)  # the network's (fixed) answer
+    seen: list[torch.Tensor] = []
+
+    def model(x_in: torch.Tensor, t_float: torch.Tensor) -> torch.Tensor:
+        seen.append(t_float)
+        return output
+
+    loss = diffusion.loss(model, x0, inputs=(t, noise))
+    assert torch.equal(seen[0], t.float())
+    snr = diffusion.schedule.snr[t]
+    denominators = {"v": snr + 1.0, "eps": snr, "edm": (1.0 + 0.25 * snr) / 0.25}
+    weight = snr.clamp(max=5.0) / denominators[prediction]
+    assert (weight - 1.0).abs().min() > 0.05  # every one of these timesteps is reweighted
+    abar = diffusion.schedule.alphas_cumprod[t].reshape(-1, 1, 1, 1)
+    targets = {
+        "v": lambda: abar.sqrt() * noise - (1 - abar).sqrt() * x0,
+        "eps": lambda: noise.double(),
+        "edm": lambda: diffusion.target(x0, noise, t).double(),  # checked against Karras below
+    }
+    target = targets[prediction]()
+    per_sample = (output.double() - target).square().mean(dim=(1, 2, 3))
+    expected = (weight * per_sample).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert abs(per_sample.mean().item() - expected.item()) > 0.05 * expected.item()
+
+
 def test_trailing_timesteps() -> None:
     assert trailing_timesteps(1000, 4).tolist() == [999, 749, 499, 249]
     assert trailing_timesteps(1000, 1000).tolist() == list(range(999, -1, -1))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import json
 import random
 import re
+import sqlite3
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -21,7 +23,7 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from diffkit.dataset.manifest import RemovedFile, record_removals
+from diffkit.dataset.manifest import MANIFEST_NAME, RemovedFile, record_removals, relative_file_name
 from diffkit.dataset.phash import to_signed64, to_unsigned64
 from diffkit.errors import DiffkitError
 from diffkit.fakesite.content import bomb_jpeg
@@ -335,6 +337,64 @@ def test_images_removed_by_dedupe_count_as_known_duplicates(tmp_path: Path) -> N
     store.load_index()
     assert store.kept_count() == 1 and len(store.index) == 2
     assert removed.sha256 in store.index.sha256 and store.index.nearest_distance(removed.phash) == 0
+    store.close()
+
+
+def _quarantine(root: Path, name: str, keeper: str) -> bytes:
+    """What `diffkit dedupe --action move` does: the file to the quarantine, its row to dedupe_removed."""
+    data = (root / name).read_bytes()
+    moved_to = root.parent / "quarantine" / name
+    moved_to.parent.mkdir(parents=True)
+    (root / name).rename(moved_to)
+    assert record_removals(root, [RemovedFile(name, "move", str(moved_to), keeper, 2)]) == 1
+    return data
+
+
+def test_reconcile_removes_a_restored_duplicate_that_dedupe_removed(tmp_path: Path) -> None:
+    """A quarantined duplicate put back under images/ is a copy of a known image: removed, not adopted."""
+    root = tmp_path / "out"
+    store = Store(root)
+    kept, duplicate, fresh = _valid(40), _valid(41), _valid(42)
+    keeper = store.add(kept, "u")
+    name = store.add(duplicate, "u")
+    store.close()
+    data = _quarantine(root, name, keeper)
+    (root / name).write_bytes(data)  # the user moves it back by hand
+    fresh_path = root / relative_file_name(fresh.sha256, fresh.extension)
+    fresh_path.parent.mkdir(parents=True, exist_ok=True)
+    fresh_path.write_bytes(fresh.data)  # and one genuine orphan, which is adopted
+    store = Store(root)
+    report = store.reconcile(max_pixels=10**7, threshold=4)
+    assert (report.files_adopted, report.files_removed, report.rows_dropped) == (1, 1, 0)
+    assert not (root / name).exists() and fresh_path.exists()
+    assert {row["sha256"] for row in store.rows()} == {kept.sha256, fresh.sha256}
+    assert len(store.index) == 3 and duplicate.sha256 in store.index.sha256
+    assert not store.reconcile(max_pixels=10**7, threshold=4).changed
+    store.close()
+
+
+def test_reconcile_removes_an_exact_copy_even_when_its_recorded_phash_disagrees(tmp_path: Path) -> None:
+    """The sha256 stage does not lean on the pHash: a removed image whose recorded pHash is not what this
+    decoder computes (a manifest written by another version or decoder) is still an exact duplicate."""
+    root = tmp_path / "out"
+    store = Store(root)
+    kept, duplicate = _valid(43), _valid(44)
+    keeper = store.add(kept, "u")
+    name = store.add(duplicate, "u")
+    store.close()
+    data = _quarantine(root, name, keeper)
+    far = to_signed64(duplicate.phash ^ 0xFFFF_FFFF_FFFF_FFFF)  # 64 bits away from this decode's
+    with contextlib.closing(sqlite3.connect(root / MANIFEST_NAME)) as db, db:
+        db.execute("UPDATE dedupe_removed SET phash = ? WHERE sha256 = ?", (far, duplicate.sha256))
+    (root / name).write_bytes(data)
+    store = Store(root)
+    store.load_index()
+    assert duplicate.sha256 in store.index.sha256
+    assert not store.index.near_duplicate(duplicate.phash, data, 4, thumb=duplicate.thumb)  # by pHash: new
+    report = store.reconcile(max_pixels=10**7, threshold=4)
+    assert (report.files_adopted, report.files_removed) == (0, 1)
+    assert not (root / name).exists()
+    assert [row["sha256"] for row in store.rows()] == [kept.sha256]
     store.close()
 
 

@@ -19,6 +19,7 @@ from diffkit.diffusion.gaussian import GaussianDiffusion
 from diffkit.runs import state as state_file
 from diffkit.train.batcher import DeviceBatcher
 from diffkit.train.config import TrainConfig
+from diffkit.train.distributed import reseed_dropout
 from diffkit.train.ema import EMA
 from diffkit.train.phema import PowerEMA, sigma_rel_to_gamma
 from diffkit.train.run import train
@@ -147,6 +148,40 @@ def test_dropped_labels_become_exactly_the_null_label(faces: Path, tmp_path: Pat
     labels = torch.tensor([0, 1, 1, 0])
     assert drop_labels(labels, 0.5, 2, torch.tensor([0.1, 0.9, 0.4, 0.5])).tolist() == [2, 1, 2, 0]
     assert drop_labels(labels, 0.5, 2, None) is labels
+
+
+def test_dropout_masks_change_every_step_and_micro_batch(faces: Path, tmp_path: Path) -> None:
+    """Dropout is reseeded from (seed, step, rank, micro-batch): each micro-batch of each step draws its
+    own masks (the resume tests alone pass with one mask for the whole run), and the first mask of each
+    is exactly what a fresh ``reseed_dropout(seed, step, 0, micro)`` draws."""
+    seed, p, steps, accum = 5, 0.3, 2, 2
+    masks: list[tuple[torch.Tensor, torch.Tensor]] = []  # (dropped entries, input) per training call
+    real_forward = torch.nn.Dropout.forward
+
+    def forward(self: torch.nn.Dropout, x: torch.Tensor) -> torch.Tensor:
+        out = real_forward(self, x)
+        if self.training and x.device.type != "meta":  # not the FLOP count's shape-only forward
+            masks.append(((out == 0) & (x != 0), x.detach()))
+        return out
+
+    options = FAST | dict(batch_size=8, grad_accum=accum, dropout=p, seed=seed)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.nn.Dropout, "forward", forward)
+        train(TrainConfig(data=faces, out=tmp_path / "run", steps=steps, **options))
+    per_call = len(masks) // (steps * accum)  # dropout layers met by one micro-batch's forward
+    assert per_call >= 2 and len(masks) == per_call * steps * accum
+    calls = [masks[k * per_call : (k + 1) * per_call] for k in range(steps * accum)]  # (step, micro) order
+    for dropped, x in masks:
+        assert 0.15 < dropped.sum().item() / (x != 0).sum().item() < 0.45  # dropout p=0.3 is on
+    firsts = [call[0][0] for call in calls]
+    for a in range(len(firsts)):
+        for b in range(a + 1, len(firsts)):
+            assert not torch.equal(firsts[a], firsts[b]), f"micro-batch calls {a} and {b} share a mask"
+    for k, call in enumerate(calls):
+        step, micro = divmod(k, accum)
+        reseed_dropout(seed, step, 0, micro)
+        fresh = torch.nn.functional.dropout(torch.ones_like(call[0][1]), p, training=True) == 0
+        assert torch.equal(call[0][0], fresh & (call[0][1] != 0)), (step, micro)
 
 
 # --- kill -9 while state-latest.pt is written -----------------------------------------------------

@@ -936,7 +936,7 @@ TRAIN_MUTANTS = [
         "reseed_dropout(config.seed, ",
         "reseed_dropout(config.seed, 0 * ",
         "the dropout RNG is reseeded identically every step (the same mask all run long)",
-        k="resume_is_bit_exact",
+        k="dropout_masks or resume_is_bit_exact",
     ),
     Mutant(
         "ddp-share-from-zero",
