@@ -59,6 +59,13 @@ def test_scrape_twice_with_the_same_n_writes_one_report(
             in again.summary_lines()
         )
 
+        (out / ".half-written.tmp").write_bytes(b"left by a killed run")  # the reconcile repairs it: work
+        repaired = _scrape(site, out, 4)
+        assert repaired.requests == 0 and repaired.reconcile["temp_files_removed"] == 1
+        assert repaired.report_html is not None and repaired.report_skipped is None
+        reports = listing(tmp_path / "reports")
+        assert len(reports) == 4
+
         fewer = _scrape(site, out, 3)  # a smaller --n than the folder holds: nothing to do either
         assert fewer.report_skipped == "nothing to do: 4 images already kept (--n 3)"
         assert listing(tmp_path / "reports") == reports
@@ -71,7 +78,7 @@ def test_scrape_twice_with_the_same_n_writes_one_report(
 
         more = _scrape(site, out, 6)  # a larger --n fetches: a report again
         assert more.kept_new == 2 and more.report_skipped is None and more.report_html is not None
-        assert len(listing(tmp_path / "reports")) == 4
+        assert len(listing(tmp_path / "reports")) == 6
 
 
 def test_a_url_list_already_fetched_writes_no_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
