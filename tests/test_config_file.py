@@ -323,3 +323,11 @@ def test_the_docs_toml_examples_are_valid_files(page: str, tmp_path: Path) -> No
         for name in read_table(path):
             found = file_options(path, _accepted(commands[name]), RUN_FORMAT)
             assert found.defaults or found.fields, (page, name)
+
+
+def test_a_list_is_the_comma_list_an_option_takes(tmp_path: Path) -> None:
+    path = tmp_path / "eval.toml"
+    path.write_text('[eval]\nmetrics = ["fid", "kid"]\nsamples = 500\n')
+    found = file_options(path, _accepted(typer.main.get_command(app).commands["eval"]), RUN_FORMAT)
+    assert found.defaults == {"metrics": "fid,kid", "samples": 500} and found.fields == {}
+    assert found.keys == {"metrics", "samples"}
