@@ -6,11 +6,16 @@ Contenders, each at two time budgets (B and 3B seconds of training steps) and tw
   CPU with native bf16), through :func:`diffkit.train.train`;
 - ``recipe-fp32``: a faithful re-implementation of the diffusers example at its defaults
   (``benchmarks/_quality_recipe.py``) on a ``UNet2DModel`` with the tiny preset's shape;
-- ``recipe-bf16``: the same with ``--mixed_precision bf16``, so precision is not the whole story.
+- ``recipe-bf16``: the same with ``--mixed_precision bf16``, so precision is not the whole story;
+- ``recipe-scaled``: the recipe with a warm-up of 10% of its planned steps (the peer protocol: a short
+  budget gets a short warm-up), and ``recipe-tuned``: its best setting from ``--peer-sweep recipe``;
+- ``ddpm`` / ``ddpm-tuned``: lucidrains' ``denoising-diffusion-pytorch`` at its Trainer's defaults, at
+  matched parameters (``benchmarks/_quality_ddpm.py``), and at its best setting from ``--peer-sweep ddpm``.
 
-Equal compute: every job trains for the number of steps that fills its budget at the speed it measured in
-a few pilot steps (in its own process, under the same load), and the seconds actually spent are
-reported. Jobs run two at a time, one thread each, each in its own process; within a round of budget and
+Equal compute, measured: every job trains until it has spent its budget of process CPU seconds (one
+thread, so the compute it used whatever else ran), checked after every step, and reports the CPU seconds
+and steps it actually trained; pilot steps only plan what needs a length up front. Jobs run two at a
+time, one thread each, each in its own process; within a round of budget and
 seed the contenders' order alternates. All jobs see the same training images, the same held-out
 reference and the same sample noise (image i of every contender starts from the same noise).
 
@@ -40,6 +45,10 @@ same spaces with the same N, which is as close as a perfect model could get at t
     # the small preset aligned with UNet2DModel against its old shape (~55 min)
     .venv/bin/python -m benchmarks.bench_quality --levers --budget 180 --baseline preset_small \
         --lever-names small_unaligned --report-name bench_quality_small_aligned
+    # the peers' tuning sweeps (12 settings each, as many as diffkit's lever runs trained; ~3 h each), then
+    # the comparison reads each sweep's best setting from its report
+    .venv/bin/python -m benchmarks.bench_quality --peer-sweep recipe --budget 120
+    .venv/bin/python -m benchmarks.bench_quality --peer-sweep ddpm --budget 120
     .venv/bin/python -m benchmarks.bench_quality --plan           # the jobs and the wall-time estimate
     .venv/bin/python -m benchmarks.bench_quality --budget 10 --n-samples 32 --report-dir /tmp/q   # smoke
     .venv/bin/python -m benchmarks.bench_quality --self-test      # checks of the harness (seconds)
