@@ -254,6 +254,8 @@ def _last_report(directory: str, reports_dir: Path) -> tuple[Path, str | None] |
 
     found: list[tuple[str, int, Path, str | None]] = []
     for path in reports_dir.glob("dedupe-*.json") if reports_dir.is_dir() else []:
+        if not path.with_suffix(".html").is_file():  # a sidecar without its page is no report (as the index)
+            continue
         try:
             content = parse_sidecar(read_regular_file(path, SIDECAR_MAX_BYTES))
             mtime = path.stat().st_mtime_ns
