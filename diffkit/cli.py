@@ -279,7 +279,7 @@ def scrape(
         None,
         "--n",
         help="Unique, valid images wanted (rerun to resume, raise to extend). Required unless --urls"
-        " is given; with --urls it caps the list (default: every URL).",
+        " is given; with --urls it caps the list, which is read whole when it is left out.",
     ),
     out: Path = typer.Option(
         default(ScrapeConfig, "out"), "--out", help="Output folder: images/, manifest, metadata."

@@ -18,7 +18,6 @@ from typing import Any
 
 from diffkit.atomic import atomic_write_text
 from diffkit.console import printable, to_jsonable
-from diffkit.report.plots import loss_plot, metric_plot
 from diffkit.report.render import figure_to_data_uri, relative_href, render_template, report_metadata
 from diffkit.report.sidecars import (
     PAGE_MAX_BYTES,
@@ -260,6 +259,10 @@ def _plots(sidecar: Sidecar) -> list[dict[str, str]]:
     plots, which the run page does not copy)."""
     if sidecar.command != "train":
         return []
+    # matplotlib loads here, not with the module: the CLI imports the index (and so this module) for
+    # `diffkit report`'s defaults, and `diffkit --help` must stay fast.
+    from diffkit.report.plots import loss_plot, metric_plot
+
     stats = [r for r in _data(sidecar).get("stats") or [] if isinstance(r, dict)]
     evals = _train_evals(sidecar)
     label = str(evals[-1].get("fid_label") or "FID") if evals else "FID"
