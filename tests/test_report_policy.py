@@ -163,10 +163,17 @@ def test_a_resume_already_at_its_target_writes_no_report(
         f"nothing to do: {run} is already at step 2 of 2; no report (a longer --steps/--kimg/--epochs "
         "trains on)" in again.summary_lines()
     )
-    # A report asked for by name (TrainConfig.given, as the CLI fills it) is written all the same.
-    asked = TrainConfig(data=faces, out=run, steps=2, resume=True, given=frozenset({"report"}), **TRAIN)
-    forced = train(asked)  # type: ignore[arg-type]
-    assert forced.report is not None and forced.report_skipped is None
+    # `report = true` in a --config file asks for the report by name (TrainConfig.given): written.
+    (tmp_path / "report.toml").write_text("report = true\n")
+    args = ["train", "--out", str(run), "--resume", "--config", "report.toml", "--no-progress", "--json"]
+    forced = CliRunner().invoke(app, args)
+    assert forced.exit_code == 0, forced.output
+    data = json.loads(forced.stdout)
+    assert data["report"] is not None and data["report_skipped"] is None and data["step"] == 2
+    assert len(listing(tmp_path / "reports")) == 4
+    plain = CliRunner().invoke(app, args[:4] + ["--no-progress", "--json"])  # the CLI without the file: none
+    assert plain.exit_code == 0, plain.output
+    assert json.loads(plain.stdout)["report_skipped"] == f"nothing to do: {run} is already at step 2 of 2"
     assert len(listing(tmp_path / "reports")) == 4
 
     more = train(TrainConfig(data=faces, out=run, steps=3, resume=True, **TRAIN))  # type: ignore[arg-type]
