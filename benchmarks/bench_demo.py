@@ -102,12 +102,16 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     summary = summarise(runs, load_before)
     defaults = DemoConfig()
-    settings = "a smoke run at test size: " + " ".join(QUICK_ARGS) if args.quick else (
-        f"diffkit demo at its defaults: {defaults.n_images} images scraped from the local site at "
-        f"{defaults.site_image_size} px, the tiny preset at {defaults.resolution} px for "
-        f"{defaults.train_steps} steps of batch {defaults.batch_size}, "
-        f"FID/KID at N = {defaults.eval_samples} "
-        "with generated stand-in Inception weights (the official file's architecture and cost)."
+    settings = (
+        "a smoke run at test size: " + " ".join(QUICK_ARGS)
+        if args.quick
+        else (
+            f"diffkit demo at its defaults: {defaults.n_images} images scraped from the local site at "
+            f"{defaults.site_image_size} px, the tiny preset at {defaults.resolution} px for "
+            f"{defaults.train_steps} steps of batch {defaults.batch_size}, "
+            f"FID/KID at N = {defaults.eval_samples} "
+            "with generated stand-in Inception weights (the official file's architecture and cost)."
+        )
     )
     report = Report(
         title="bench_demo: the default `diffkit demo`, stage by stage (CPU)",
@@ -119,8 +123,10 @@ def main() -> None:
             Section(heading="Settings", text=settings),
             Section(
                 heading="Per repeat (s)",
-                table=[{"repeat": i + 1, "wall_s": r["wall_s"], "cpu_s": r["cpu_s"], **r["stages_s"]}
-                       for i, r in enumerate(runs)],  # fmt: skip
+                table=[
+                    {"repeat": i + 1, "wall_s": r["wall_s"], "cpu_s": r["cpu_s"], **r["stages_s"]}
+                    for i, r in enumerate(runs)
+                ],  # fmt: skip
                 text="Stage seconds are the demo's own timings (its --json); wall and CPU seconds are the "
                 "whole command's, start-up and reports included.",
             ),
