@@ -401,3 +401,26 @@ def test_resume_refuses_a_given_preset_even_when_it_is_the_default(faces: Path, 
     assert json.loads(same.stdout)["preset"] == "tiny"
     # not given: the run's own values, as before
     assert cli("train", "--out", run, "--resume", "--dry-run").exit_code == 0
+
+
+def test_ctrl_c_during_the_run_folder_set_up_saves_a_state(
+    faces: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rank 0's set-up before the first step (stats.jsonl, reference features, TensorBoard's import)
+    takes seconds: a Ctrl-C there is a stop request, so the run saves a resumable state and says it was
+    interrupted, instead of a KeyboardInterrupt that leaves no state-latest.pt (seen under load)."""
+    real_init = loop.RunFolderWork.__init__
+
+    def ctrl_c_while_setting_up(self: loop.RunFolderWork, *args: object) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # delivered at once, in the main thread
+        real_init(self, *args)
+
+    monkeypatch.setattr(loop.RunFolderWork, "__init__", ctrl_c_while_setting_up)
+    out = tmp_path / "run"
+    try:
+        result = train(TrainConfig(data=faces, out=out, steps=50, seed=0, **API_FAST))
+    except KeyboardInterrupt:  # caught here, or it would stop the whole pytest session
+        pytest.fail("a Ctrl-C during the run folder set-up escaped as KeyboardInterrupt")
+    assert result.interrupted and result.step == 1  # the first step ran, then the stop was honoured
+    state = torch.load(out / STATE_FILE, weights_only=True)
+    assert state["step"] == 1

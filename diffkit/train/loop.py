@@ -241,13 +241,20 @@ def train_loop(job: TrainJob, model: UNet, saved: dict[str, Any] | None) -> Loop
 
     # --- rank 0's run folder work, the bar and the stop signals
     bar = Bar("train", total=plan.total_steps, enabled=config.progress and world.is_main)
-    work = RunFolderWork(job, state, bar) if world.is_main else None
     stop_signals = distributed.StopOnSignal() if world.enabled else StopOnInterrupt()
     stopping = False
     session_images, session_seconds = 0, 0.0
 
     # --- the steps
-    with stop_signals as stop, bar, work or contextlib.nullcontext():
+    with contextlib.ExitStack() as stack:
+        # Ctrl-C is a stop request from here on: rank 0's set-up (stats.jsonl, the reference features
+        # of FID while training, TensorBoard's import) takes seconds, and a Ctrl-C during it must end
+        # with a saved state like one during a step, not a KeyboardInterrupt.
+        stop = stack.enter_context(stop_signals)
+        work = RunFolderWork(job, state, bar) if world.is_main else None
+        stack.enter_context(bar)
+        if work is not None:
+            stack.enter_context(work)
         bar.update(completed=state.step, info=f"{_kimg(state.nimg)}kimg")
         # --max-minutes / max_cpu_seconds: from here (the cache, model and resume state are ready); a
         # spent budget is a stop request like Ctrl-C, voted on by every rank in the step's all-reduce.
