@@ -36,7 +36,7 @@ from diffkit.scrape.run import _Scrape, say
 from diffkit.scrape.run import scrape as run_scrape
 from diffkit.scrape.storage import ReconcileReport, Store
 from diffkit.scrape.urllist import BAD_LINES_SHOWN, ListedUrl, UrlList, read_url_list
-from diffkit.scrape.validate import DUPLICATE_EXACT, DUPLICATE_NEAR, Rejection, ValidImage, is_transient
+from diffkit.scrape.validate import Rejection, ValidImage, is_transient
 
 __all__ = ["scrape_urls"]
 
@@ -260,17 +260,8 @@ class _ListScrape(_Scrape):
         del served_by  # the listed URL is what a list user looks an image up by (as img2dataset keeps)
         now = time.monotonic()
         store = self.open_store()
-        if image.sha256 in store.index.sha256:
-            duplicate: str | None = DUPLICATE_EXACT
-        else:
-            near = store.index.near_duplicate(
-                image.phash, image.data, self.config.threshold, thumb=image.thumb
-            )
-            duplicate = DUPLICATE_NEAR if near else None
+        duplicate = self.count_if_duplicate(store, image, now)
         if duplicate is not None:
-            store.count(duplicate)
-            self.duplicates[duplicate] += 1
-            self.events.append((now - self.started, "duplicate"))
             store.record_url(listed.key, "duplicate", duplicate, image.sha256, listed.extra)
             host.duplicates += 1
         elif self.kept >= self.config.n:

@@ -228,14 +228,14 @@ class _Scrape:
         self.bar.update(completed=self.kept, info=info)
 
     # -- keeping -----------------------------------------------------------------------------------
-    def keep_or_count(self, image: ValidImage, url: str) -> None:
-        """Exact and perceptual de-duplication, then the atomic write. No ``await`` in here."""
-        now = time.monotonic()
-        store = self.open_store()
+    def count_if_duplicate(self, store: Store, image: ValidImage, now: float) -> str | None:
+        """DUPLICATE_EXACT, DUPLICATE_NEAR (counted in the store and the run) or None for a new image.
+
+        The same two-stage test as diffkit dedupe: hash candidates, then the thumbnail check.
+        """
         if image.sha256 in store.index.sha256:
             duplicate: str | None = DUPLICATE_EXACT
         else:
-            # The same two-stage test as diffkit dedupe: hash candidates, then the thumbnail check.
             near = store.index.near_duplicate(
                 image.phash, image.data, self.config.threshold, thumb=image.thumb
             )
@@ -244,10 +244,17 @@ class _Scrape:
             store.count(duplicate)
             self.duplicates[duplicate] += 1
             self.events.append((now - self.started, "duplicate"))
-        elif self.kept >= self.config.n:
-            self.surplus += 1
-            return
-        else:
+        return duplicate
+
+    def keep_or_count(self, image: ValidImage, url: str) -> None:
+        """Exact and perceptual de-duplication, then the atomic write. No ``await`` in here."""
+        now = time.monotonic()
+        store = self.open_store()
+        duplicate = self.count_if_duplicate(store, image, now)
+        if duplicate is None:
+            if self.kept >= self.config.n:
+                self.surplus += 1
+                return
             self.kept_new.append(store.add(image, url))
             self.kept += 1
             self.events.append((now - self.started, "kept"))
