@@ -2,8 +2,9 @@
 (including dedupe's removal table), ``metadata.jsonl`` and the pHash that scrape and dedupe share.
 
 The pHash values below were computed with the code before this module existed (scrape's
-``validate.phash_of`` and dedupe's ``hashing.hash_file``); a manifest's ``hash_decode`` and dedupe's
-cache depend on them, so they must never change.
+``validate.phash_of`` and dedupe's ``hashing.hash_file``; ``draft-L-256`` and ``full``) and when the
+default became ``draft-L-64``; a manifest's ``hash_decode`` and dedupe's cache depend on them, so the
+values of a decode path must never change (a new decode is a new path name, and old values migrate).
 """
 
 from __future__ import annotations
@@ -46,16 +47,17 @@ def fixed_images() -> dict[str, bytes]:
     Image.fromarray((_pattern(80, 60, 3)[..., 0] * 257).astype(np.uint16)).save(grey16, "PNG")
     return {
         "png_rgb": _encode(_pattern(64, 48, 1), "PNG"),
-        "jpeg_large": _encode(_pattern(1200, 800, 2), "JPEG", quality=90),  # draft decodes it at 600x400
+        "jpeg_large": _encode(_pattern(1200, 800, 2), "JPEG", quality=90),  # draft: 150x100 (600x400 on
+        # the retired draft-L-256)
         "png_grey16": grey16.getvalue(),  # mode I;16: hashed as its picture, not as white
     }
 
 
-# name -> (pHash on the draft decode path, pHash on the full decode path), as the old code computed them
+# name -> pHash on each decode path: the default (1/8 scale here), the retired default, the full decode
 EXPECTED_PHASH = {
-    "png_rgb": ("eab5953f903e9038", "eab5953f903e9038"),
-    "jpeg_large": ("ad2ad52a55aa55aa", "a52af52a55aa55aa"),
-    "png_grey16": ("802a7f207b237f2e", "802a7f207b237f2e"),
+    "png_rgb": ("eab5953f903e9038", "eab5953f903e9038", "eab5953f903e9038"),
+    "jpeg_large": ("872a752ad5aa55aa", "ad2ad52a55aa55aa", "a52af52a55aa55aa"),
+    "png_grey16": ("802a7f207b237f2e", "802a7f207b237f2e", "802a7f207b237f2e"),
 }
 
 
@@ -64,9 +66,10 @@ def test_phash_values_are_unchanged_on_both_decode_paths(tmp_path: Path) -> None
     from diffkit.dataset.phash import DRAFT_DECODE, FULL_DECODE, phash
 
     for name, data in fixed_images().items():
-        draft, full = EXPECTED_PHASH[name]
+        draft, retired, full = EXPECTED_PHASH[name]
         assert f"{phash(data):016x}" == draft, name
         assert f"{phash(data, DRAFT_DECODE):016x}" == draft, name
+        assert f"{phash(data, 'draft-L-256'):016x}" == retired, name  # still decodable, for migrations
         assert f"{phash(data, FULL_DECODE):016x}" == full, name
         (tmp_path / name).write_bytes(data)
         assert f"{phash(tmp_path / name):016x}" == draft, name  # a file hashes like its bytes
@@ -79,12 +82,12 @@ def test_scrape_and_dedupe_hash_the_same_bytes_to_the_same_phash(tmp_path: Path)
     from diffkit.dedupe.hashing import hash_file
     from diffkit.scrape.validate import HASH_DECODE, decode_image, phash_of
 
-    assert HASH_DECODE == DECODE_DRAFT == "draft-L-256"
+    assert HASH_DECODE == DECODE_DRAFT == "draft-L-64"
     for name, data in fixed_images().items():
         path = tmp_path / name
         path.write_bytes(data)
         scraped = decode_image(data, max_pixels=10**8, expect_size=None)
-        draft, full = EXPECTED_PHASH[name]
+        draft, _, full = EXPECTED_PHASH[name]
         assert f"{phash_of(data):016x}" == f"{scraped.phash:016x}" == draft, name  # type: ignore[union-attr]
         assert f"{hash_file((str(path), 'phash', DECODE_DRAFT))[1]:016x}" == draft, name
         assert f"{hash_file((str(path), 'phash', DECODE_FULL))[1]:016x}" == full, name
@@ -95,7 +98,7 @@ def test_open_for_hash_reports_the_full_size_and_refuses_float_pixels(tmp_path: 
     from diffkit.dataset.phash import open_for_hash, phash
 
     image, width, height = open_for_hash(fixed_images()["jpeg_large"])
-    assert (width, height) == (1200, 800) and image.size == (600, 400) and image.mode == "L"
+    assert (width, height) == (1200, 800) and image.size == (150, 100) and image.mode == "L"
     buffer = io.BytesIO()
     Image.fromarray(np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64), mode="F").save(
         buffer, "TIFF"
@@ -280,7 +283,7 @@ def test_manifest_round_trip_and_removal_table(tmp_path: Path) -> None:
     reopened.close()
 
 
-def test_manifest_refuses_other_hash_paths_garbage_and_symlinks(tmp_path: Path) -> None:
+def test_manifest_migrates_other_hash_paths_refuses_garbage_and_symlinks(tmp_path: Path) -> None:
     from diffkit.dataset.manifest import (
         MANIFEST_NAME,
         METADATA_NAME,
@@ -291,8 +294,12 @@ def test_manifest_refuses_other_hash_paths_garbage_and_symlinks(tmp_path: Path) 
     )
 
     Manifest.open(tmp_path, "draft-L-256").close()
-    with pytest.raises(DiffkitError, match="computed with 'draft-L-256'"):
-        Manifest.open(tmp_path, "full")
+    migrated = Manifest.open(tmp_path, "full")  # another path: migrated (tests/test_hash_migration.py)
+    meta = dict(migrated.db.execute("SELECT key, value FROM meta").fetchall())
+    assert meta["hash_decode"] == "full" and migrated.migrated == 0 and migrated.stale_shas() == []
+    migrated.close()
+    with pytest.raises(ValueError, match="decode must be one of"):
+        Manifest.open(tmp_path, "draft-L-9")  # a path this diffkit does not know
     assert unsafe_manifest_files(tmp_path) is None
     (tmp_path / METADATA_NAME).symlink_to(tmp_path / "elsewhere.jsonl")
     assert unsafe_manifest_files(tmp_path) is not None

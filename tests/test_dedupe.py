@@ -69,7 +69,7 @@ def test_planted_near_duplicates_recall_and_precision(planted: Path, tmp_path: P
     result = run(planted, write_report=True, report_path=tmp_path / "dedupe.html")
 
     assert result.n_images == N_DISTINCT + N_PLANTED * len(TRANSFORMS)
-    assert result.threshold == DEFAULT_THRESHOLDS["phash"] == 12 and result.decode == "draft-L-256"
+    assert result.threshold == DEFAULT_THRESHOLDS["phash"] == 12 and result.decode == "draft-L-64"
     assert result.min_similarity == 0.94 and result.n_candidates > result.n_rejected > 0
     cluster_of = {rel: c for c, cluster in enumerate(result.clusters) for rel in cluster}
     found = {kind: 0 for kind in TRANSFORMS}

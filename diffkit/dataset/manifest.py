@@ -9,6 +9,13 @@ with action, destination and keeper). Scrape reads ``dedupe_removed`` so it neve
 duplicate again. ``scrape --urls`` adds ``url_status`` (the outcome of each listed URL, and the list's
 other columns, which ``metadata.jsonl`` carries for each image).
 
+A manifest whose pHashes come from an older decode path (meta ``hash_decode``; see
+:mod:`diffkit.dataset.phash`) is migrated when scrape opens it, never refused: every row is marked in
+``stale_phash`` and meta names the new path in one commit, then each file still there with its sha256 is
+hashed again on the new path, in batches that commit the new pHash and thumbnail and clear the mark
+(a kill resumes where it stopped). A row whose file is gone (a duplicate that dedupe deleted) keeps its
+old value and its mark; :meth:`Manifest.known_hashes` tells scrape which values those are.
+
 This module runs SQL and raises SQLite's and the OS's own errors; the commands decide what a failure
 means to the user (scrape: :func:`diffkit.scrape.storage.storage_error`). It never follows a symlink to
 write: callers check :func:`unsafe_manifest_files` first.
@@ -20,14 +27,17 @@ import contextlib
 import json
 import re
 import sqlite3
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from diffkit.atomic import atomic_write_text
-from diffkit.dataset.phash import to_signed64, to_unsigned64
+from diffkit.console import Bar
+from diffkit.dataset.phash import check_decode, to_signed64, to_unsigned64
 from diffkit.dataset.redact import redact
+from diffkit.dataset.rehash import rehash_files
 from diffkit.errors import DiffkitError
 from diffkit.safepath import unsafe_reason
 
@@ -124,6 +134,15 @@ CREATE TABLE IF NOT EXISTS url_status (
 # A URL with one of these statuses is not fetched again; "failed" (transient faults after every retry) is.
 URL_DONE_STATUSES = ("kept", "duplicate", "rejected")
 
+# Rows (of images or dedupe_removed) whose stored pHash came from an older decode path than meta
+# ``hash_decode``. Created by the first open on a newer path; a row leaves when its file is hashed again.
+_STALE_TABLE = """
+CREATE TABLE IF NOT EXISTS stale_phash (
+    sha256 TEXT PRIMARY KEY,         -- images.sha256 or dedupe_removed.sha256
+    hash_decode TEXT NOT NULL        -- the path its stored phash (and image_hashes row) came from
+)
+"""
+
 
 def relative_file_name(sha256: str, extension: str) -> str:
     """Where an image with this content lives in the folder: ``images/<sha[:2]>/<sha>.<ext>``."""
@@ -182,14 +201,17 @@ class Manifest:
         self.root = Path(root)
         self.db = db
         self.hash_decode: str | None = None  # set by open(): the decode path of the recorded hashes
+        self.migrated = 0  # rows whose pHash open() computed again on hash_decode (a migration)
 
     @classmethod
-    def open(cls, root: Path, hash_decode: str) -> Manifest:
+    def open(cls, root: Path, hash_decode: str, progress: bool | None = None) -> Manifest:
         """Open (or create) the manifest of ``root`` for writing, in WAL mode, with its schema.
 
-        Raises :class:`DiffkitError` when it holds pHashes from another decode path than ``hash_decode``,
-        ``sqlite3.Error`` for anything SQLite refuses (the connection is closed again then).
+        A manifest holding pHashes of another decode path is migrated to ``hash_decode`` here (see the
+        module's docstring), with a progress bar when ``progress`` (default: stderr is a terminal).
+        Raises ``sqlite3.Error`` for anything SQLite refuses (the connection is closed again then).
         """
+        check_decode(hash_decode)
         db = sqlite3.connect(Path(root) / MANIFEST_NAME, isolation_level=None)
         manifest = cls(root, db)
         try:
@@ -200,6 +222,8 @@ class Manifest:
             db.executescript(_SCHEMA)
             manifest._check_meta(hash_decode)
             manifest.hash_decode = hash_decode
+            if _has_table(db, "stale_phash"):
+                manifest._migrate(hash_decode, sys.stderr.isatty() if progress is None else progress)
         except BaseException:
             manifest.close()
             raise
@@ -211,15 +235,76 @@ class Manifest:
 
     def _check_meta(self, hash_decode: str) -> None:
         meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
-        if meta.get("hash_decode", hash_decode) != hash_decode:
-            raise DiffkitError(
-                f"{self.path} holds pHashes computed with {meta['hash_decode']!r}, this diffkit "
-                f"uses {hash_decode!r}; scrape into a new --out folder"
-            )
+        old = meta.get("hash_decode", hash_decode)
+        if old != hash_decode:  # one commit: every stored value is marked old, then meta names the new path
+            with self.db:
+                self.db.execute(_STALE_TABLE)
+                tables = ["images"] + (["dedupe_removed"] if _has_table(self.db, "dedupe_removed") else [])
+                for table in tables:  # a mark from an earlier migration keeps the path it names
+                    self.db.execute(
+                        f"INSERT OR IGNORE INTO stale_phash SELECT sha256, ? FROM {table}"
+                        " WHERE phash IS NOT NULL",
+                        (old,),
+                    )
+                self.db.execute("UPDATE meta SET value = ? WHERE key = 'hash_decode'", (hash_decode,))
+            meta["hash_decode"] = hash_decode
         missing = {"schema_version": SCHEMA_VERSION, "hash_decode": hash_decode}.items() - meta.items()
         if missing:  # a rerun on a full or read-only disk must not need a write here
             with self.db:
                 self.db.executemany("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", sorted(missing))
+
+    def _stale_files(self) -> list[tuple[str, Path]]:
+        """``(sha256, path)`` of every marked row whose content may still be on disk: a kept image's file
+        (a safe diffkit name in the folder), a moved duplicate's file in its quarantine. Marks naming no
+        row any more are dropped."""
+        with self.db:
+            self.db.execute(
+                "DELETE FROM stale_phash WHERE sha256 NOT IN (SELECT sha256 FROM images)"
+                + (" AND sha256 NOT IN (SELECT sha256 FROM dedupe_removed)" if self._has_removed() else "")
+            )
+        files = [
+            (str(sha), self.root / str(name))
+            for sha, name in self.db.execute(
+                "SELECT i.sha256, i.file_name FROM images AS i JOIN stale_phash AS s USING (sha256)"
+                " ORDER BY i.id"
+            )
+            if row_problem(self.root, str(sha), str(name)) is None
+        ]
+        if self._has_removed():
+            moved = self.db.execute(
+                "SELECT r.sha256, r.moved_to FROM dedupe_removed AS r JOIN stale_phash AS s USING (sha256)"
+                " WHERE r.moved_to IS NOT NULL ORDER BY r.sha256"
+            )
+            files.extend((str(sha), Path(str(to))) for sha, to in moved)
+        return files
+
+    def _migrate(self, hash_decode: str, progress: bool) -> None:
+        """Hash every marked row's file again on ``hash_decode`` (sha256 checked first); each batch commits
+        the new values and clears their marks, so a kill loses at most one batch."""
+        files = self._stale_files()
+        if not files:
+            return
+        has_removed = self._has_removed()
+        with Bar(f"pHashes to {hash_decode}", len(files), progress) as bar:
+            for _, done in rehash_files(files, hash_decode, lambda n: bar.update(advance=n)):
+                with self.db:
+                    for item in done:
+                        value = to_signed64(item.phash)
+                        self.db.execute("UPDATE images SET phash = ? WHERE sha256 = ?", (value, item.sha256))
+                        if has_removed:
+                            self.db.execute(
+                                "UPDATE dedupe_removed SET phash = ? WHERE sha256 = ?", (value, item.sha256)
+                            )
+                        if self.has_image(item.sha256):  # dedupe's record (a removed row has none)
+                            self.db.execute(
+                                "INSERT OR REPLACE INTO image_hashes VALUES (?, ?, ?, ?, ?, ?)",
+                                (item.sha256, hash_decode, value, item.thumb, item.size, item.mtime_ns),
+                            )
+                        self.db.execute("DELETE FROM stale_phash WHERE sha256 = ?", (item.sha256,))
+                self.migrated += len(done)
+
+    def _has_removed(self) -> bool:
+        return _has_table(self.db, "dedupe_removed")
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):  # a full disk may refuse the closing checkpoint: harmless
@@ -261,16 +346,29 @@ class Manifest:
     def has_image(self, sha256: str) -> bool:
         return self.db.execute("SELECT 1 FROM images WHERE sha256 = ?", (sha256,)).fetchone() is not None
 
-    def known_hashes(self) -> list[tuple[str, int]]:
-        """``(sha256, unsigned pHash)`` of every kept image, then of every image dedupe removed."""
+    def known_hashes(self, current_only: bool = False) -> list[tuple[str, int]]:
+        """``(sha256, unsigned pHash)`` of every kept image, then of every image dedupe removed.
+
+        With ``current_only``, only values on the manifest's decode path: a row whose old value could not
+        be migrated (:meth:`stale_shas`; its file is gone) is left out, since a pHash is only comparable
+        with one of the same path. Without it those rows come too, with their old values."""
+        stale = set(self.stale_shas()) if current_only else set()
         known = [
             (str(s), to_unsigned64(p))
             for s, p in self.db.execute("SELECT sha256, phash FROM images ORDER BY id")
+            if s not in stale
         ]
         if _has_table(self.db, "dedupe_removed"):
             removed = self.db.execute("SELECT sha256, phash FROM dedupe_removed WHERE phash IS NOT NULL")
-            known.extend((str(s), to_unsigned64(p)) for s, p in removed.fetchall())
+            known.extend((str(s), to_unsigned64(p)) for s, p in removed.fetchall() if s not in stale)
         return known
+
+    def stale_shas(self) -> list[str]:
+        """sha256 of the rows whose pHash is still from an older decode path (not comparable with current
+        values; their sha256 still names content that was kept or removed)."""
+        if not _has_table(self.db, "stale_phash"):
+            return []
+        return [str(sha) for (sha,) in self.db.execute("SELECT sha256 FROM stale_phash ORDER BY sha256")]
 
     def url_statuses(self) -> dict[str, tuple[str, str | None]]:
         """``redacted url -> (status, sha256)`` of each URL a list scrape settled (empty before the first)."""
@@ -356,6 +454,8 @@ class Manifest:
         with self.db:
             self.db.execute("DELETE FROM images WHERE sha256 = ?", (sha256,))
             self.db.execute("DELETE FROM image_hashes WHERE sha256 = ?", (sha256,))
+            if _has_table(self.db, "stale_phash"):
+                self.db.execute("DELETE FROM stale_phash WHERE sha256 = ?", (sha256,))
 
     def add_count(self, reason: str, amount: int = 1) -> None:
         with self.db:

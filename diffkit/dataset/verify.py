@@ -14,9 +14,11 @@ pixel. Correlation ignores brightness and contrast changes (each channel is cent
 A channel that is flat in either thumbnail (a greyscale picture's chroma) carries no evidence and is
 left out; two pictures flat in every channel compare by their mean difference.
 
-JPEGs on the draft path decode once, as YCbCr: the Y plane is exactly the greyscale picture libjpeg
+JPEGs on a draft path decode once, as YCbCr: the Y plane is exactly the greyscale picture libjpeg
 gives for mode ``L`` (the pHash input, so hash values are unchanged) and the chroma planes feed the
-thumbnail for free.
+thumbnail. At the default 1/8 DCT scale the chroma costs entropy decoding that a greyscale decode does
+too, plus an upsampling of 64 x 64 chroma pixels (``benchmarks/bench_dedupe.py`` measures both decodes).
+A thumbnail, like a hash, belongs to the decode path it came from.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from diffkit.dataset.decode import to_8bit
-from diffkit.dataset.phash import DECODE_PATHS, DRAFT_DECODE, DRAFT_SIZE
+from diffkit.dataset.phash import DRAFT_DECODE, draft_size
 
 __all__ = [
     "CANDIDATE_BITS",
@@ -71,18 +73,17 @@ def open_for_hash_and_thumbnail(
 ) -> tuple[Image.Image, bytes, int, int]:
     """Decode once; return the image to hash (as :func:`diffkit.dataset.phash.open_for_hash` would give
     it, so every hash value is unchanged), its thumbnail, and the full-resolution width and height."""
-    if decode not in DECODE_PATHS:
-        raise ValueError(f"decode must be one of {', '.join(DECODE_PATHS)}, got {decode!r}")
+    size = draft_size(decode)
     image = Image.open(io.BytesIO(source)) if isinstance(source, bytes) else Image.open(source)
     width, height = image.size
-    if decode == DRAFT_DECODE and image.format == "JPEG" and image.mode in ("RGB", "YCbCr"):
-        image.draft("YCbCr", DRAFT_SIZE)  # same DCT scale as draft("L"); Y is libjpeg's greyscale
+    if size is not None and image.format == "JPEG" and image.mode in ("RGB", "YCbCr"):
+        image.draft("YCbCr", size)  # same DCT scale as draft("L"); Y is libjpeg's greyscale
         image.load()
         if image.mode == "YCbCr":
             return image.getchannel("Y"), thumbnail(image), width, height
         return to_8bit(image), thumbnail(image), width, height
-    if decode == DRAFT_DECODE and image.format == "JPEG":
-        image.draft("L", DRAFT_SIZE)  # greyscale or CMYK JPEGs: exactly the old path
+    if size is not None and image.format == "JPEG":
+        image.draft("L", size)  # greyscale or CMYK JPEGs: as open_for_hash decodes them
     image.load()
     image = to_8bit(image)
     return image, thumbnail(image), width, height

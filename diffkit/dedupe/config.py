@@ -62,7 +62,8 @@ ACTIONS: tuple[str, ...] = tuple(action.value for action in Action)
 DEFAULT_THRESHOLDS: dict[str, int] = {"phash": CANDIDATE_BITS, "dhash": 3, "whash": 1, "ahash": 0}
 
 # Decode paths (DECODE_DRAFT, the default, and DECODE_FULL) are the one pHash's (diffkit.dataset.phash):
-# hashes from different paths differ by a few bits, so the path is part of the cache key and every output.
+# hashes from different paths differ by a few bits, so the path is part of the cache key and every output
+# (a cache or manifest written on a retired default is hashed again, never refused).
 # MOVE_LOG_NAME (diffkit.dataset.listing) is written into every quarantine folder; a folder holding it is
 # never listed as images of a larger tree.
 CACHE_NAME = ".diffkit-hashcache.sqlite"

@@ -3,11 +3,13 @@
 Which files are images is the one lister's rule (:func:`diffkit.dataset.listing.scan_images`): symlinks
 are listed as skipped, never hashed, kept, moved or deleted (a link kept as "the original" would leave
 the real file deleted). Decoding for hashes and the pHash itself are the dataset's
-(:mod:`diffkit.dataset.phash`: draft decode of JPEGs to >= 256 px greyscale, 8-bit pixels), so a scrape
-manifest's pHash and dedupe's agree. The same decode yields the 16 x 16 colour thumbnail of the
-second stage (:mod:`diffkit.dataset.verify`), so verifying costs no second decode. Files are spread over
-all cores, and a SQLite cache in the folder keeps every hash and thumbnail keyed by (path, size,
-mtime_ns, hash kind, decode path), so a rerun only hashes new or changed files.
+(:mod:`diffkit.dataset.phash`: JPEGs decoded at libjpeg's smallest DCT scale that keeps >= 64 px, 8-bit
+pixels), so a scrape manifest's pHash and dedupe's agree. The same decode yields the 16 x 16 colour
+thumbnail of the second stage (:mod:`diffkit.dataset.verify`), so verifying costs no second decode. Files
+are spread over all cores, and a SQLite cache in the folder keeps every hash and thumbnail keyed by
+(path, size, mtime_ns, hash kind, decode path), so a rerun only hashes new or changed files. Rows of a
+retired decode path (an earlier version's default) are never read: their files are hashed again, and
+each new row replaces the file's old one, so a cache migrates as the folder is deduplicated.
 
 A ``diffkit scrape`` folder needs no hashing at all: scrape records each kept image's pHash and thumbnail
 from its own validation decode in the manifest (:func:`diffkit.dataset.manifest.recorded_hashes`), with
@@ -39,7 +41,14 @@ from diffkit.console import printable
 from diffkit.dataset.decode import UndecodableImage
 from diffkit.dataset.listing import ImageEntry, ImageScan, scan_images
 from diffkit.dataset.manifest import RecordedHash, recorded_hashes
-from diffkit.dataset.phash import DRAFT_DECODE, bits_to_uint64, phash_image, to_signed64, to_unsigned64
+from diffkit.dataset.phash import (
+    DRAFT_DECODE,
+    RETIRED_DECODES,
+    bits_to_uint64,
+    phash_image,
+    to_signed64,
+    to_unsigned64,
+)
 from diffkit.dataset.verify import THUMB_BYTES, open_for_hash_and_thumbnail
 from diffkit.dedupe.config import CACHE_NAME
 from diffkit.safepath import unsafe_reason
@@ -257,10 +266,13 @@ class HashCache:
         }
 
     def store(self, hash_kind: str, decode: str, records: list[HashRecord]) -> None:
+        """Write ``records``; each replaces its file's row of the same kind on a retired decode path."""
         if self._db is None or not records:
             return
+        retired = [(_db_key(r.rel), hash_kind, old) for r in records for old in RETIRED_DECODES]
         try:
             with self._db:
+                self._db.executemany("DELETE FROM hashes WHERE rel = ? AND kind = ? AND decode = ?", retired)
                 self._db.executemany(
                     "INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [

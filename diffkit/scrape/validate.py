@@ -40,7 +40,8 @@ RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 TRANSIENT_REASONS = frozenset({TIMEOUT, CONNECTION_ERROR, TRUNCATED} | {f"http_{s}" for s in RETRY_STATUSES})
 
 # The decode path of the pHashes scrape stores (manifest meta ``hash_decode``): the one pHash's default,
-# libjpeg DCT-scaled greyscale decode to >= 256 px, the same as ``diffkit dedupe``'s default.
+# libjpeg's smallest DCT scale that keeps >= 64 px, the same as ``diffkit dedupe``'s default. A folder
+# scraped on an earlier default is migrated when opened (diffkit.dataset.manifest), never refused.
 HASH_DECODE = DRAFT_DECODE
 
 _FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
