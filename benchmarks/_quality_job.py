@@ -2,10 +2,12 @@
 
 A ``train`` job trains its contender until its budget of process CPU seconds (user + system: for a
 one-thread job, the compute it spent, whatever else shares the machine) is used up, checked after every
-step (``CpuClock``), and records the CPU seconds and steps it actually trained. A few pilot steps, timed on
-the same clock, only plan what needs a length up front (the recipe's cosine schedule, the post-hoc EMA's
-store interval). It then draws the shared-noise DDIM samples from the EMA weights and writes their
-features in both spaces. A ``features`` job only writes
+step, and records the CPU seconds and steps it actually trained. The peers' loops ask ``CpuClock``;
+diffkit's own loop asks its ``TrainConfig.max_cpu_seconds`` budget (``diffkit.train.budget``, the same
+``time.process_time`` clock), so diffkit trains through its public option, unpatched. A few pilot
+steps, timed on the same clock, only plan what needs a length up front (the recipe's cosine schedule,
+the post-hoc EMA's store interval). It then draws the shared-noise DDIM samples from the EMA weights
+and writes their features in both spaces. A ``features`` job only writes
 the features of given image arrays (the reference set and the floor sets).
 
     .venv/bin/python -m benchmarks.bench_quality --job SPEC.json    (bench_quality starts these itself)
@@ -33,6 +35,7 @@ from diffkit.models.config import preset_config
 from diffkit.models.stats import count_parameters
 from diffkit.runs.folder import read_stats
 from diffkit.sample.generate import generate, initial_noise
+from diffkit.train.budget import CPU
 from diffkit.train.cache import load_image_dataset
 from diffkit.train.config import TrainConfig
 from diffkit.train.run import train
@@ -101,54 +104,6 @@ class CpuClock:
 STEP_CAP_FACTOR = 10
 
 
-@contextlib.contextmanager
-def stop_on_cpu_budget(budget_s: float) -> Iterator[dict[str, float]]:
-    """Within the block, ``diffkit.train``'s loop stops after the step that uses up ``budget_s`` process
-    CPU seconds, counted from the loop's start (after data loading and the network's build).
-
-    The loop already asks its stop signal after every step (Ctrl-C: finish the step, save, stop), so the
-    clock is that signal with one more reason to stop. ``diffkit train --max-minutes`` (a wall clock) is
-    the user feature; a one-thread benchmark job on a shared machine needs CPU seconds.
-    """
-    from diffkit.train import loop
-    from diffkit.train.monitor import StopOnInterrupt
-
-    clocks: dict[str, CpuClock] = {}
-    seconds: dict[str, float] = {}
-
-    class StopOnBudget(StopOnInterrupt):
-        def __enter__(self) -> StopOnBudget:
-            clocks["train"] = CpuClock(budget_s)
-            super().__enter__()
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            # the step cap ended the run, or the clock did: the CPU seconds of the training steps only
-            # (not the final save that follows the stop)
-            elapsed = getattr(self, "stopped_cpu_s", None)
-            seconds["train_cpu_s"] = elapsed if elapsed is not None else clocks["train"].elapsed()
-            super().__exit__(*exc)
-
-        @property  # type: ignore[override]
-        def requested(self) -> bool:
-            clock = clocks.get("train")
-            if clock is not None and "stopped_at" not in clocks and clock.expired():
-                clocks["stopped_at"] = clock  # the training CPU seconds are read at this moment
-                self.stopped_cpu_s = clock.elapsed()
-            return self._requested or "stopped_at" in clocks
-
-        @requested.setter
-        def requested(self, value: bool) -> None:
-            self._requested = value
-
-    original = loop.StopOnInterrupt
-    loop.StopOnInterrupt = StopOnBudget  # type: ignore[misc]
-    try:
-        yield seconds  # after the block: "train_cpu_s"
-    finally:
-        loop.StopOnInterrupt = original  # type: ignore[misc]
-
-
 def _pilot_step_cpu_s(step: Any, pilot_steps: int) -> float:
     """Median process CPU seconds of ``step()`` after the first ``PILOT_WARMUP`` calls."""
     times = []
@@ -199,6 +154,20 @@ def preset_shape(preset: str, shape: dict[str, Any] | None) -> Iterator[None]:
         PRESETS[preset] = original
 
 
+def trained_cpu_seconds(result: Any, whole_call_cpu_s: float) -> tuple[float, bool]:
+    """The CPU seconds diffkit's loop trained, and whether its ``max_cpu_seconds`` budget stopped it.
+
+    A budget stop records the loop's own CPU clock at the stop (``TimeBudget.record``: the steps since
+    the session's first, before the final save). Should the step cap end the run first, the loop records
+    nothing, so the CPU seconds of the whole ``train()`` call stand in (an upper bound: data loading and
+    the final save included).
+    """
+    stop = result.budget_stop
+    if stop is not None and stop["reason"] == CPU:
+        return float(stop["cpu_seconds"]), True
+    return whole_call_cpu_s, False
+
+
 def _train_diffkit(spec: dict[str, Any], work: Path) -> tuple[dict[str, Any], np.ndarray]:
     overrides = spec.get("overrides") or {}
     with preset_shape(overrides.get("preset", "tiny"), overrides.get("preset_shape")):
@@ -218,10 +187,12 @@ def _train_and_sample(spec: dict[str, Any], work: Path) -> tuple[dict[str, Any],
     run_dir = work / "run"
     shutil.rmtree(run_dir, ignore_errors=True)
     # the post-hoc EMA's store interval is planned for the predicted steps; the run stops on the clock
-    config = dataclasses.replace(_diffkit_config(spec, run_dir, steps), steps=steps * STEP_CAP_FACTOR)
-    with stop_on_cpu_budget(spec["budget_s"]) as measured:
-        result = train(config)
-    train_cpu_s = measured["train_cpu_s"]
+    config = dataclasses.replace(
+        _diffkit_config(spec, run_dir, steps), steps=steps * STEP_CAP_FACTOR, max_cpu_seconds=spec["budget_s"]
+    )
+    started_cpu = time.process_time()
+    result = train(config)
+    train_cpu_s, stopped_by_clock = trained_cpu_seconds(result, time.process_time() - started_cpu)
     model = json.loads((run_dir / "config.json").read_text())["model"]
     started = time.perf_counter()
     images = generate(
@@ -231,7 +202,7 @@ def _train_and_sample(spec: dict[str, Any], work: Path) -> tuple[dict[str, Any],
     sample_s = time.perf_counter() - started
     info = {
         "precision": result.precision, "pilot_step_s": round(step_s, 4), "steps": result.step,
-        "train_cpu_s": round(train_cpu_s, 2), "stopped_by_clock": bool(result.interrupted),
+        "train_cpu_s": round(train_cpu_s, 2), "stopped_by_clock": stopped_by_clock,
         "predicted_steps": steps,
         "batch_size": config.resolved_batch_size, "images_seen": round(result.kimg * 1000),
         "train_seconds": round(result.train_seconds, 2), "final_loss": result.final_loss,
@@ -271,7 +242,7 @@ def _posthoc_samples(spec: dict[str, Any], run_dir: Path, out: Path, sigma_rel: 
 _REPORTED_FIELDS = (
     "preset", "batch_size", "lr", "warmup_kimg", "weight_decay", "adam_beta1", "adam_beta2", "grad_clip",
     "ema_halflife_kimg", "ema_rampup", "schedule", "prediction", "min_snr_gamma", "timesteps", "hflip",
-    "precision", "dropout", "channels", "num_res_blocks", "phema_every_kimg",
+    "precision", "dropout", "channels", "num_res_blocks", "phema_every_kimg", "max_cpu_seconds",
 )  # fmt: skip
 
 
@@ -356,7 +327,8 @@ def _train_ddpm(spec: dict[str, Any], images: np.ndarray) -> tuple[dict[str, Any
 
 def run_job(spec_path: Path) -> None:
     torch.set_num_threads(1)
-    torch.set_num_interop_threads(1)
+    if torch.get_num_interop_threads() != 1:  # settable once per process (a test may run two jobs)
+        torch.set_num_interop_threads(1)
     spec = json.loads(Path(spec_path).read_text())
     work = Path(spec["out"])
     work.mkdir(parents=True, exist_ok=True)

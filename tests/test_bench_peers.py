@@ -110,22 +110,49 @@ def test_cpu_clock_counts_process_time_not_waiting() -> None:
     assert clock.expired()
 
 
-def test_diffkit_train_stops_on_the_cpu_budget(tmp_path: Path) -> None:
-    from benchmarks._quality_job import _diffkit_config, stop_on_cpu_budget
+def test_diffkit_job_stops_on_its_own_max_cpu_seconds(tmp_path: Path) -> None:
+    """diffkit's job trains through ``TrainConfig.max_cpu_seconds`` (no patched stop signal) and records
+    the CPU seconds its loop measured at the stop and the steps it trained."""
+    from benchmarks._quality_job import STEP_CAP_FACTOR, run_job
     from diffkit.fakesite.faces import write_face_folder
+    from diffkit.testing.inception import make_inception_weights
     from diffkit.train import loop
     from diffkit.train.monitor import StopOnInterrupt
-    from diffkit.train.run import train
 
     write_face_folder(tmp_path / "faces", 8, size=32, seed=0)
-    spec = {"train_dir": str(tmp_path / "faces"), "seed": 0, "overrides": {"batch_size": 4}}
-    config = _diffkit_config(spec, tmp_path / "run", steps=100_000)
-    with stop_on_cpu_budget(1.0) as measured:
-        result = train(config)
-    assert loop.StopOnInterrupt is StopOnInterrupt  # restored after the block
-    assert result.interrupted and 1 <= result.step < 100_000
-    assert 1.0 <= measured["train_cpu_s"] < 1.0 + 5.0  # read when the clock stopped it, not after saving
-    assert (tmp_path / "run" / "state-latest.pt").exists()  # stopped cleanly: saved, resumable
+    make_inception_weights(tmp_path / "inception.pt", _images(8), seed=0)
+    spec = {
+        "kind": "train", "contender": "diffkit", "variant": "diffkit", "budget_s": 1.0, "seed": 0,
+        "overrides": {"batch_size": 4}, "train_dir": str(tmp_path / "faces"),
+        "weights": str(tmp_path / "inception.pt"), "n_samples": 2, "sample_seed": 0, "pilot_steps": 4,
+        "out": str(tmp_path / "job"),
+    }  # fmt: skip
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    threads = torch.get_num_threads()
+    try:
+        run_job(tmp_path / "spec.json")
+    finally:
+        torch.set_num_threads(threads)
+    assert loop.StopOnInterrupt is StopOnInterrupt  # nothing of diffkit's loop is patched
+    result = json.loads((tmp_path / "job" / "result.json").read_text())
+    assert result["config"]["max_cpu_seconds"] == 1.0
+    assert result["stopped_by_clock"] and 1 <= result["steps"] < result["predicted_steps"] * STEP_CAP_FACTOR
+    assert 1.0 <= result["train_cpu_s"] < 1.0 + 5.0  # the loop's clock at the stop, not after saving
+    assert result["images_seen"] == 4 * result["steps"]
+    assert np.load(tmp_path / "job" / "samples.npy").shape == (2, 32, 32, 3)
+
+
+def test_trained_cpu_seconds_reads_the_budget_stop_or_falls_back_to_the_whole_call() -> None:
+    from types import SimpleNamespace
+
+    from benchmarks._quality_job import trained_cpu_seconds
+    from diffkit.train.budget import CPU, WALL
+
+    stop = {"reason": CPU, "cpu_seconds": 12.5, "wall_seconds": 30.0}
+    assert trained_cpu_seconds(SimpleNamespace(budget_stop=stop), 14.0) == (12.5, True)
+    wall = {"reason": WALL, "cpu_seconds": 3.0}  # not the benchmark's clock: not a clock stop
+    assert trained_cpu_seconds(SimpleNamespace(budget_stop=wall), 4.0) == (4.0, False)
+    assert trained_cpu_seconds(SimpleNamespace(budget_stop=None), 9.0) == (9.0, False)  # the step cap
 
 
 def test_ddpm_job_runs_end_to_end(tmp_path: Path) -> None:
