@@ -14,7 +14,7 @@ torch-fidelity's ``fid_statistics_to_metric``, from the same statistics), and th
 extraction alone (diffkit's ``extract_features`` without cache vs torch-fidelity's
 ``extract_featuresdict_from_input_id`` on the same folder, same network and weights).
 
-    .venv/bin/python -m benchmarks.bench_eval [--quick] [--n 64] [--m 64] [--big-n 2100]
+    .venv/bin/python -m benchmarks.bench_eval [--quick] [--n 64] [--m 64] [--big-n 2100] [--threads 1]
 """
 
 from __future__ import annotations
@@ -59,14 +59,23 @@ def run_diffkit(gen: Path, ref: Path, n: int, weights: Path, cache: Path, report
     return time.perf_counter() - start, result.to_dict()
 
 
-# The peer protocol: torch-fidelity at its defaults (save_cpu_ram False: its DataLoader decodes on worker
-# processes), but for these options, each with its reason; the report lists them.
+# The peer protocol: torch-fidelity (0.4) at its defaults (``torch_fidelity.defaults.DEFAULTS``; e.g.
+# save_cpu_ram False, batch_size 64, samples_shuffle True, rng_seed 2020), but for these options, each with
+# its reason; the report lists them.
 TORCH_FIDELITY_NON_DEFAULTS = {
+    "isc / fid / kid": "True: the three metrics compared (each is off unless asked for)",
     "cuda": "False: the benchmark measures CPU time",
     "feature_extractor_weights_path": "the generated weights diffkit also reads (no download here)",
     "kid_subset_size": "min(1000, N): its default 1000 needs N >= 1000",
     "verbose": "False: no progress output in a timed call",
-    "cache / input1_cache_name / input2_cache_name": "on for the re-run row only, which measures the caches",
+    "input1_cache_name / input2_cache_name": "set in every round, so that the cold rounds write the "
+    "feature cache the re-run reads (diffkit's cold runs write theirs too); a folder input is cached only "
+    "under a name",
+    "cache_root": "a fresh folder of the benchmark's own, emptied before each cold round (the default is a "
+    "folder in the user's home, which could hold an earlier run's cache); cache stays at its default, True",
+    "extraction section": "create_feature_extractor('inception-v3-compat', ['2048', 'logits_unbiased']) and "
+    "extract_featuresdict_from_input_id with cuda=False, verbose=False and the same weights path; "
+    "its other options at their defaults",
 }
 
 
@@ -158,7 +167,14 @@ def main() -> None:
     parser.add_argument("--big-n", type=int, default=2100, help="samples per set for the N >= 2048 case")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the big-N and extraction sections")
     parser.add_argument("--out", type=Path, default=Path("reports/bench_eval.html"))
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, the same for both tools")
     args = parser.parse_args()
+    import torch
+
+    # One thread by default: on a shared 2-core machine two OpenMP threads mostly spin-wait for each
+    # other (a tiny U-Net's forward took 50x the CPU time with two threads at a load of 7). Both tools
+    # run in this process, so both get the same.
+    torch.set_num_threads(args.threads)
     n, m = (32, 32) if args.quick else (args.n, args.m)
     load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="bench-eval-"))
@@ -220,6 +236,7 @@ def main() -> None:
                "extraction_diffkit_s": extraction["diffkit_s"],
                "extraction_torch_fidelity_s": extraction["torch_fidelity_s"],
                "extraction_ratio": extraction["ratio_median"],
+               "torch_threads": torch.get_num_threads(),
                "load_avg_before": [round(v, 2) for v in load_before],
                "load_avg_after": [round(v, 2) for v in os.getloadavg()]}  # fmt: skip
     report = Report(
@@ -236,7 +253,12 @@ def main() -> None:
                   Section(heading="Inception extraction alone (no cache), median of rounds",
                           table=[extraction],
                           text="Same network class and weights; the feature difference is the largest "
-                               "absolute difference after sorting each column (file order may differ).")],
+                               "absolute difference after sorting each column (file order may differ)."),
+                  Section(heading="torch-fidelity's options: its defaults but for these",
+                          table=[{"option": k, "set to, and why": v}
+                                 for k, v in TORCH_FIDELITY_NON_DEFAULTS.items()],
+                          text="The peer protocol (docs/benchmarks.md): every non-default option, with its "
+                               "reason. save_cpu_ram is at its default (False) since this run.")],
         data={"rows": rows, "values": values, "summary": summary, "big_n": big, "extraction": extraction},
     )  # fmt: skip
     paths = write_report(report, args.out)
