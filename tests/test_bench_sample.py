@@ -11,6 +11,7 @@ here).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -252,3 +253,28 @@ def test_steps_within_needs_every_larger_count_within() -> None:
     assert steps_within(rows, "a", 0.1, "e") is None
     assert steps_within(rows, "b", 1.0, "e") is None
     assert steps_within(rows, "b", 3.0, "e") == 5
+
+
+def test_the_reading_traces_the_ranking_and_says_when_no_count_was_within(tmp_path: Path) -> None:
+    import json
+
+    from benchmarks.readings import sample
+    from benchmarks.readings.figures import collect, load
+
+    summary = {
+        "resolution": 8, "n_images": 64, "tolerance_levels": 1.0, "reference_steps": 1000,
+        "dpmpp_steps_within_tolerance": 30, "ddim_steps_within_tolerance": None,
+        "gaussian_dpmpp_steps_within_tolerance": 50, "gaussian_ddim_steps_within_tolerance": 150,
+        "gaussian_ddpm_steps_w2_within_tolerance": 300, "s_per_image_ddpm1000": 3.5,
+        "s_per_image_dpmpp20": 0.2, "run_train_options": {"steps": 800}, "timing_rounds": 3,
+        "rmse_dpmpp20_levels": 1.5,
+        "rmse_ddim20_levels": 3.2, "reference_check_dpmpp500_levels": 0.004, "ddim_steps_within_5pct": 10,
+        "dpmpp_steps_within_5pct": 10, "fd_ddim20_over_ddpm1000": 0.81, "fd_dpmpp20_over_ddpm1000": 0.8,
+    }  # fmt: skip
+    (tmp_path / "bench_sample.json").write_text(json.dumps({"summary": summary}))
+    report = load("sample", tmp_path)
+    text, figures = collect(sample.headline(report))
+    assert "at 30 DPM++ steps and none of the counts measured DDIM steps" in text
+    assert [f[3] for f in figures if f[1] == "30"] == [["summary", "dpmpp_steps_within_tolerance"]]
+    prose = {name: collect(value)[0] for name, value in sample.prose(report).items()}
+    assert prose["ddim_steps"] == "none of the counts measured" and prose["gaussian_ddpm_steps"] == "300"
