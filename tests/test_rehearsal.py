@@ -1,0 +1,140 @@
+"""The rehearsal's measuring parts (benchmarks/rehearsal.py, rehearsal_report.py): the numbers the report
+is built from must be right before hours are spent producing them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.rehearsal import (
+    Plan,
+    clusters_by_file_name,
+    count_files,
+    folder_usage,
+    last_json_line,
+    run_measured,
+)
+from benchmarks.rehearsal_report import (
+    GPUS,
+    MFU_ASSUMED,
+    REFERENCE_PROJECT,
+    projection,
+    rate_early_late,
+    train_rates,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_rate_early_late_constant_rate_is_one_and_a_halved_rate_is_half() -> None:
+    steady = [(float(t), 10.0 * t) for t in range(101)]
+    assert rate_early_late(steady) == {"early": 10.0, "late": 10.0, "late_over_early": 1.0}
+    # 10 per second for the first 80 units of progress, then 5 per second: the last fifth is at half speed
+    slowing = [(t, 10.0 * t) for t in range(9)] + [(8 + k, 80.0 + 5 * k) for k in range(1, 5)]
+    rates = rate_early_late(slowing)
+    assert rates["early"] == 10.0 and rates["late"] == 5.0 and rates["late_over_early"] == 0.5
+
+
+def test_rate_early_late_needs_progress() -> None:
+    assert rate_early_late([(0.0, 5.0), (1.0, 5.0), (2.0, 5.0), (3.0, 5.0)])["late_over_early"] is None
+    assert rate_early_late([(0.0, 1.0), (1.0, 2.0)])["early"] is None
+
+
+def test_train_rates_skip_the_first_record() -> None:
+    # The first logged step includes start-up: it is left out of the early window.
+    steps = [{"img_per_s": 1.0}] + [{"img_per_s": 10.0}] * 4 + [{"img_per_s": 8.0}] * 5
+    assert train_rates(steps) == {"early": 10.0, "late": 8.0, "late_over_early": 0.8}
+
+
+def test_clusters_compare_by_file_name_across_roots() -> None:
+    cold = {"clusters": [["ab/abc.jpg", "cd/cde.jpg"], ["ff/ffa.jpg", "00/001.jpg"]]}
+    warm = {
+        "clusters": [["images/00/001.jpg", "images/ff/ffa.jpg"], ["images/cd/cde.jpg", "images/ab/abc.jpg"]]
+    }
+    assert (
+        clusters_by_file_name(cold)
+        == clusters_by_file_name(warm)
+        == [["001.jpg", "ffa.jpg"], ["abc.jpg", "cde.jpg"]]
+    )
+    assert clusters_by_file_name({"clusters": []}) == []
+
+
+def test_projection_hours_follow_flops_over_peak_times_mfu() -> None:
+    flops = 26.0e9
+    rows, text = projection(flops, cpu_img_per_s=12.5)
+    images = REFERENCE_PROJECT["images"]
+    hours_key = f"hours for {images:,} images"
+    assert rows[0]["img/s"] == 12.5 and rows[0][hours_key] == round(images / 12.5 / 3600, 1)
+    assert len(rows) == 1 + len(GPUS) * len(MFU_ASSUMED)
+    peak = GPUS["RTX 3060 (bf16 dense)"]
+    row = next(r for r in rows[1:] if r["hardware"].startswith("RTX 3060") and r["assumed MFU"] == "30%")
+    assert row[hours_key] == round(images * flops / (peak * 0.30) / 3600, 2)
+    assert "PROJECTION" in text
+
+
+def test_run_measured_counts_the_commands_reaped_children(tmp_path: Path) -> None:
+    # The child burns CPU in a grandchild it waits for (as dedupe's hashing pool does): wait4's usage
+    # of the child includes it; the child's own stdout is kept for its --json.
+    script = (
+        "import subprocess, sys, time\n"
+        "burn = 'import time\\nt = time.process_time()\\nwhile time.process_time() - t < 0.6: pass'\n"
+        "subprocess.run([sys.executable, '-c', burn], check=True)\n"
+        "print('{\"ok\": true}')\n"
+    )
+    seen: list[float | None] = []
+    finished = run_measured(
+        [sys.executable, "-c", script],
+        tmp_path,
+        lambda: 1.0,
+        0.05,
+        lambda process, t, value: seen.append(value),
+    )
+    assert finished.returncode == 0 and json.loads(finished.stdout) == {"ok": True}
+    assert finished.cpu_s >= 0.6
+    assert finished.peak_rss_mb > 1
+    assert finished.curve[-1]["progress"] == 1.0 and seen and all(v == 1.0 for v in seen)
+
+
+def test_folder_usage_counts_files_and_blocks(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.jpg").write_bytes(b"1" * 10_000)
+    (tmp_path / "y.png").write_bytes(b"2")
+    disk, files = folder_usage(tmp_path)
+    assert files == 2 and disk >= 10_000
+    assert count_files(tmp_path, ".jpg") == 1
+
+
+def test_last_json_line_skips_a_torn_last_line(tmp_path: Path) -> None:
+    path = tmp_path / "stats.jsonl"
+    path.write_text('{"kimg": 1.0}\n{"kimg": 2.0}\n{"kimg": 3')
+    assert last_json_line(path) == {"kimg": 2.0}
+    assert last_json_line(tmp_path / "missing") is None
+
+
+def test_a_work_folder_of_another_plan_is_refused(tmp_path: Path) -> None:
+    other = json.loads(json.dumps(Plan().__dict__)) | {"n": 10}
+    (tmp_path / "plan.json").write_text(json.dumps(other))
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.rehearsal", "--work", str(tmp_path), "--report-only"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2 and "another plan" in done.stderr
+
+
+@pytest.mark.parametrize("flag", [["--quick"]])
+def test_quick_refuses_the_committed_report_folder(tmp_path: Path, flag: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.rehearsal", "--work", str(tmp_path), *flag],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2 and "--report-dir" in done.stderr
