@@ -230,9 +230,10 @@ def write_rehearsal_report(plan: Plan, rehearsal: Rehearsal, report_dir: Path) -
             heading="Per stage",
             table=stage_rows,
             text=(
-                "Wall and CPU seconds, peak resident memory of the command (its reaped children included), the "
-                "disk its output takes and its file count, and the mean 1-minute load average while it ran (the "
-                "machine's 2 cores were shared with other work: a load above 2 means the stage waited for a core)."
+                "Wall and CPU seconds, peak resident memory of the command (its reaped children included), "
+                "the disk its output takes and its file count, and the mean 1-minute load average while it "
+                "ran (the machine's 2 cores were shared with other work: a load above 2 means the stage "
+                "waited for a core)."
             ),
         ),
         Section(
@@ -264,10 +265,10 @@ def write_rehearsal_report(plan: Plan, rehearsal: Rehearsal, report_dir: Path) -
             heading="FID over training (stand-in Inception weights)",
             figure=fid_figure(evals),
             text=(
-                f"{len(evals)} evaluations while training: FID of {plan.eval_samples} EMA samples against the "
-                "training data, with generated stand-in InceptionV3 weights (the official file cannot be "
-                "downloaded here): the curve's shape and cost are real, its values do not compare with published "
-                "FIDs."
+                f"{len(evals)} evaluations while training: FID of {plan.eval_samples} EMA samples against "
+                "the training data, with generated stand-in InceptionV3 weights (the official file cannot "
+                "be downloaded here): the curve's shape and cost are real, its values do not compare with "
+                "published FIDs."
             ),
         ),
         Section(heading="GPU projection (a projection, not a measurement)", table=rows, text=projection_text),
@@ -307,8 +308,8 @@ def settings_text(plan: Plan) -> str:
         f"The local fake-face site serving {plan.image_size} px JPEGs at quality {plan.jpeg_quality}, with "
         f"{plan.repeat_rate:.0%} exact repeats, {plan.near_dup_rate:.0%} near-copies and faults "
         f"({', '.join(plan.faults)}); diffkit scrape --n {plan.n} --rps {plan.rps:g} --concurrency "
-        f"{plan.concurrency}; diffkit dedupe of the images alone (cold: every file decoded) and of the scrape "
-        f"folder (warm: the scraper's records); diffkit train --preset {plan.preset} --resolution "
+        f"{plan.concurrency}; diffkit dedupe of the images alone (cold: every file decoded) and of the "
+        f"scrape folder (warm: the scraper's records); diffkit train --preset {plan.preset} --resolution "
         f"{plan.resolution} --max-minutes {plan.train_minutes:g} --eval-every-kimg {plan.eval_every_kimg:g} "
         f"--eval-samples {plan.eval_samples} --phema-every-kimg {plan.phema_every_kimg:g}, killed with "
         f"SIGKILL {plan.kill_after_minutes:g} minutes into training and resumed with what was left of the "
