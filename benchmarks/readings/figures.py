@@ -143,9 +143,18 @@ def trace(node: Any, report: str, path: list[Any] | None = None) -> Any:
     return items
 
 
+# Reports that are not a comparison with a peer keep their own file name (issue 28: reports/rehearsal.json).
+OWN_NAMES = frozenset({"rehearsal"})
+
+
+def report_stem(name: str) -> str:
+    """The file name (without .json/.html) of reading ``name``'s report: ``bench_<name>`` for benchmarks."""
+    return name if name in OWN_NAMES else f"bench_{name}"
+
+
 def load(name: str, reports: Path = REPORTS) -> dict[str, Any]:
-    """``reports/bench_<name>.json``, every value traced to ``bench_<name>`` and its key path."""
-    report = f"bench_{name}"
+    """``reports/<report_stem(name)>.json``, every value traced to that stem and its key path."""
+    report = report_stem(name)
     return trace(json.loads((reports / f"{report}.json").read_text(encoding="utf-8")), report, [])
 
 
