@@ -425,3 +425,26 @@ def test_a_moved_byte_identical_pair_is_an_accepted_duplicate_in_report_and_side
     html = report.read_text()
     assert "duplicate (byte-identical): similarity 1.0, 0 bits: a-copy.jpg | a.jpg" in html
     assert "distinct: similarity" in html and "distinct: similarity 1.0, 0 bits: a-copy.jpg" not in html
+
+
+def test_sha256_only_for_files_that_share_a_size_and_exact_copies_still_count(tmp_path: Path) -> None:
+    """Issue 28.3: a file no other file matches in size cannot be byte-identical to one, so it gets no
+    sha256 (8 % of a decode); a copy added later gives both files one, the cached one included."""
+    faces = [encode_image(draw_face(np.random.default_rng(90 + k), 96), "JPEG", 80 + k) for k in range(3)]
+    assert len({len(data) for data in faces}) == 3
+    for k, data in enumerate(faces):
+        (tmp_path / f"f{k}.jpg").write_bytes(data)
+    first = run(tmp_path, workers=2)
+    assert first.n_clusters == 0
+    with contextlib.closing(sqlite3.connect(tmp_path / CACHE_NAME)) as db:
+        assert db.execute("SELECT COUNT(*) FROM hashes WHERE sha256 IS NOT NULL").fetchone()[0] == 0
+
+    (tmp_path / "copy.jpg").write_bytes(faces[1])  # byte-identical to the cached f1.jpg
+    (tmp_path / "same-size.jpg").write_bytes(faces[2][:-3] + b"\x00\xff\xd9")  # f2's size, other bytes
+    second = run(tmp_path, workers=2)
+    assert second.n_hashed == 2 and second.n_exact_duplicates == 1
+    assert sorted(map(sorted, second.clusters)) == [["copy.jpg", "f1.jpg"], ["f2.jpg", "same-size.jpg"]]
+    with contextlib.closing(sqlite3.connect(tmp_path / CACHE_NAME)) as db:
+        shas = dict(db.execute("SELECT rel, sha256 FROM hashes"))
+    assert shas["f0.jpg"] is None and shas["f1.jpg"] == shas["copy.jpg"] is not None
+    assert None is not shas["f2.jpg"] != shas["same-size.jpg"] is not None

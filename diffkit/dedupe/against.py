@@ -18,7 +18,7 @@ from diffkit.dedupe.config import CACHE_NAME, DedupeConfig
 from diffkit.dedupe.hashing import HashCache, HashRecord, hash_images, scan_folder, scrape_records
 from diffkit.dedupe.result import DedupeResult
 from diffkit.dedupe.search import search_pairs
-from diffkit.dedupe.stages import thumbnails, verify_candidates
+from diffkit.dedupe.stages import identical, thumbnails, verify_candidates
 
 __all__ = ["dedupe_against"]
 
@@ -110,7 +110,7 @@ def dedupe_against(config: DedupeConfig, root: Path) -> DedupeResult:
         n_clusters=0,
         n_duplicates=len({leak["path"] for leak in leaks}),
         n_exact_duplicates=sum(
-            records[i].sha256 == records[j].sha256
+            identical(records[i], records[j])
             for i, j in zip(verified.pairs_i.tolist(), verified.pairs_j.tolist(), strict=True)
         ),
         unreadable=unreadable,

@@ -21,16 +21,16 @@ hashed again.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import multiprocessing
 import os
 import re
 import sqlite3
-import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,7 +74,6 @@ _CACHE_SCHEMA = 3
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COMMIT_EVERY_S = 2.0  # a kill loses at most this much hashing work...
 _COMMIT_EVERY_N = 200  # ...or this many files (one small WAL transaction each)
-_MIN_FILES_FOR_POOL = 200
 
 
 @dataclass(frozen=True)
@@ -82,6 +81,8 @@ class HashRecord:
     rel: str
     size: int
     mtime_ns: int
+    # None when unreadable, or (``lazy_sha256``) when no other file has this size: only files of equal
+    # size can be byte-identical, and SHA-256 cost 8 % of a decode at the floor (bench_dedupe.py)
     sha256: str | None
     hash: int | None  # unsigned 64-bit perceptual hash, bit 63 = first bit of imagehash's bit array
     width: int
@@ -111,19 +112,26 @@ def perceptual_hash(image: Image.Image, hash_kind: str) -> int:
 
 
 HashOutput = tuple[str | None, int | None, int, int, str | None, bytes | None]
+# (path, hash kind, decode) or (path, hash kind, decode, with_sha256): without, the sha256 is computed
+HashTask = tuple[str, str, str] | tuple[str, str, str, bool]
 
 
-def hash_file(task: tuple[str, str, str]) -> HashOutput:
-    """Worker: (path, hash kind, decode) -> (sha256, hash, width, height, error, thumbnail). Never
-    raises."""
-    path, hash_kind, decode = task
+def hash_file(task: HashTask) -> HashOutput:
+    """Worker: (path, hash kind, decode[, with_sha256]) -> (sha256, hash, width, height, error,
+    thumbnail). Never raises. Thread-safe: it leaves the (process-wide) warning filters alone;
+    :func:`hash_images` turns Pillow's decompression-bomb warning into an error around all its workers,
+    and an image over the limit is refused here too when a caller did not."""
+    path, hash_kind, decode = task[:3]
+    with_sha = bool(task[3]) if len(task) > 3 else True
     try:
         data = Path(path).read_bytes()
-        sha = hashlib.sha256(data).hexdigest()
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image, thumb, width, height = open_for_hash_and_thumbnail(data, decode)
-            value = perceptual_hash(image, hash_kind)
+        sha = hashlib.sha256(data).hexdigest() if with_sha else None
+        image, thumb, width, height = open_for_hash_and_thumbnail(data, decode)
+        if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+            raise Image.DecompressionBombError(
+                f"Image size ({width * height} pixels) exceeds limit of {Image.MAX_IMAGE_PIXELS} pixels"
+            )
+        value = perceptual_hash(image, hash_kind)
         return sha, value, width, height, None, thumb
     except Exception as exc:  # any decoder failure means "unreadable": listed, never fatal
         return None, None, 0, 0, _describe(exc), None
@@ -311,15 +319,24 @@ class HashCache:
             self._db = None
 
 
-def _pool_context() -> multiprocessing.context.BaseContext:
-    # forkserver: workers fork from a clean server process, not from a parent that may hold threads
-    # (rich's refresh thread, torch); spawn where fork does not exist.
-    if sys.platform.startswith("linux"):
-        context = multiprocessing.get_context("forkserver")
-        # scipy.fftpack: imagehash imports it on the first pHash; preloaded, each worker saves ~0.3 s.
-        context.set_forkserver_preload(["diffkit.dedupe.hashing", "scipy.fftpack"])
-        return context
-    return multiprocessing.get_context("spawn")
+def _threaded(tasks: list[HashTask], workers: int) -> Iterator[HashOutput]:
+    """:func:`hash_file` of each task on ``workers`` threads, in order. Threads, not processes: libjpeg
+    decodes, SHA-256 hashes and Pillow resizes with the GIL released, and a process pool cost 0.5-1 s
+    to start (forkserver and imports) on the 2-core machine, a tenth of a 2,000-face run. At most a
+    window of tasks is queued, so a Ctrl-C waits only for the files being hashed."""
+    window = 8 * workers
+    with ThreadPoolExecutor(workers, thread_name_prefix="diffkit-hash") as pool:
+        queued: deque[Future[HashOutput]] = deque()
+        try:
+            for task in tasks:
+                queued.append(pool.submit(hash_file, task))
+                if len(queued) >= window:
+                    yield queued.popleft().result()
+            while queued:
+                yield queued.popleft().result()
+        finally:  # Ctrl-C, or the caller stopped early: drop what has not started
+            for future in queued:
+                future.cancel()
 
 
 def _complete(record: HashRecord) -> bool:
@@ -377,11 +394,20 @@ def hash_images(
     cache: HashCache,
     advance: Callable[[int], None] | None = None,
     recorded: Mapping[str, RecordedHash] | None = None,
+    lazy_sha256: bool = False,
 ) -> tuple[list[HashRecord], int, int]:
     """Hash every file (cached ones are not reopened, ``recorded`` ones, from a scrape manifest, only
     checked). Returns records in ``files`` order, the number of files actually hashed (decoded) this
     run, and how many came from ``recorded``. Recorded values are not copied into the cache: they are
-    checked against the file on every run, where the cache trusts (size, mtime)."""
+    checked against the file on every run, where the cache trusts (size, mtime).
+
+    ``lazy_sha256``: only readable files that share their size with another of ``files`` get a sha256
+    (the only ones that can be byte-identical to one of them); otherwise every readable file has one."""
+    sizes = Counter(file.size for file in files)
+
+    def wants_sha(file: ImageEntry) -> bool:
+        return not lazy_sha256 or sizes[file.size] > 1
+
     records = _trusted_records(files, recorded, workers) if recorded else {}
     n_recorded = len(records)
     cached = cache.load(hash_kind, decode)
@@ -397,7 +423,7 @@ def hash_images(
     if advance is not None and records:
         advance(len(records))
 
-    tasks = [(str(f.path), hash_kind, decode) for f in todo]
+    tasks: list[HashTask] = [(str(f.path), hash_kind, decode, wants_sha(f)) for f in todo]
     pending: list[HashRecord] = []
     last_commit = time.monotonic()
 
@@ -415,17 +441,29 @@ def hash_images(
             last_commit = time.monotonic()
 
     try:
-        # A pool costs 0.5-1 s to start (forkserver + imports), measured on the 2-core test machine:
-        # 110 JPEGs of 1024 px hashed in 0.8 s in one process and 1.5 s with two; below ~200 files one
-        # process wins everywhere.
-        if workers > 1 and len(tasks) >= max(8 * workers, _MIN_FILES_FOR_POOL):
-            chunksize = max(1, min(32, len(tasks) // (workers * 8)))
-            with _pool_context().Pool(workers) as pool:
-                for file, result in zip(todo, pool.imap(hash_file, tasks, chunksize=chunksize), strict=True):
+        # The filters are process-wide: set once here, for every worker thread, never inside one.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            if workers > 1 and len(tasks) > 1:
+                for file, result in zip(todo, _threaded(tasks, workers), strict=True):
                     collect(file, result)
-        else:
-            for file, task in zip(todo, tasks, strict=True):
-                collect(file, hash_file(task))
+            else:
+                for file, task in zip(todo, tasks, strict=True):
+                    collect(file, hash_file(task))
     finally:
         cache.store(hash_kind, decode, pending)  # keep finished work even on Ctrl-C
+    # A cached row may lack the sha256 a file now needs (it had no twin in size when it was hashed).
+    missing = [
+        f for f in files if wants_sha(f) and records[f.rel].error is None and not records[f.rel].sha256
+    ]
+    if missing:
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            digests = list(pool.map(_sha256_of, [file.path for file in missing]))
+        filled = [
+            dataclasses.replace(records[file.rel], sha256=digest)
+            for file, digest in zip(missing, digests, strict=True)
+            if digest is not None
+        ]
+        records.update((record.rel, record) for record in filled)
+        cache.store(hash_kind, decode, filled)
     return [records[f.rel] for f in files], len(todo), n_recorded

@@ -31,7 +31,7 @@ from diffkit.dedupe.hashing import HashCache, HashRecord, hash_images, scan_fold
 from diffkit.dedupe.movelog import MoveLog
 from diffkit.dedupe.result import DedupeResult
 from diffkit.dedupe.search import popcount64, search_pairs
-from diffkit.dedupe.stages import Verified, thumbnails, verify_candidates
+from diffkit.dedupe.stages import Verified, identical, thumbnails, verify_candidates
 from diffkit.errors import DiffkitError
 from diffkit.lock import folder_lock
 
@@ -122,7 +122,14 @@ def _dedupe(config: DedupeConfig, root: Path, moves: _Moves | None) -> DedupeRes
         recorded = scrape_records(root, config.hash_kind, config.decode, config.use_cache)
         with _phase("hashing", len(files), config.progress) as advance:
             records, n_hashed, n_recorded = hash_images(
-                files, config.hash_kind, config.decode, config.effective_workers, cache, advance, recorded
+                files,
+                config.hash_kind,
+                config.decode,
+                config.effective_workers,
+                cache,
+                advance,
+                recorded,
+                lazy_sha256=True,  # exact duplicates are found among the files of one size
             )
         cache.prune({f.rel for f in files})
         seconds["hash"] = time.perf_counter() - t0
@@ -332,5 +339,5 @@ def _clusters(
         distances.append(to_keeper)
         for k, d in zip(ordered[1:], to_keeper[1:], strict=True):
             removals.append(Removal(readable[k].rel, readable[keeper].rel, d))
-            n_exact += readable[k].sha256 == readable[keeper].sha256
+            n_exact += identical(readable[k], readable[keeper])
     return clusters, distances, removals, n_exact

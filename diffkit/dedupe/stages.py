@@ -16,7 +16,7 @@ from diffkit.dataset.verify import THUMB_BYTES, pair_similarities
 from diffkit.dedupe.hashing import HashRecord
 from diffkit.dedupe.search import SearchResult
 
-__all__ = ["SIMILARITY_BINS", "Verified", "verify_candidates"]
+__all__ = ["SIMILARITY_BINS", "Verified", "identical", "verify_candidates"]
 
 SIMILARITY_BINS = np.round(np.arange(0.50, 1.0001, 0.01), 2)  # histogram edges; below 0.5 in the first bin
 _BORDERLINE = 25  # pairs shown on each side of the similarity threshold
@@ -43,13 +43,19 @@ def thumbnails(records: list[HashRecord]) -> np.ndarray:
     return out
 
 
+def identical(a: HashRecord, b: HashRecord) -> bool:
+    """Byte-identical: the same sha256. A file without one had no other file of its size (lazy sha256 in
+    :func:`diffkit.dedupe.hashing.hash_images`), so it is identical to none."""
+    return a.sha256 is not None and a.sha256 == b.sha256
+
+
 def verify_candidates(
     records: list[HashRecord], thumbs: np.ndarray, found: SearchResult, min_similarity: float, verify: bool
 ) -> Verified:
     pi, pj, pd = found.pairs_i, found.pairs_j, found.distances
     sims = pair_similarities(thumbs, pi, pj) if pi.size else np.empty(0, np.float32)
     exact = np.array(
-        [records[i].sha256 == records[j].sha256 for i, j in zip(pi.tolist(), pj.tolist(), strict=True)], bool
+        [identical(records[i], records[j]) for i, j in zip(pi.tolist(), pj.tolist(), strict=True)], bool
     )
     accept = exact | (sims >= min_similarity) if verify else np.ones(pi.size, dtype=bool)
     histogram, _ = np.histogram(np.clip(sims, SIMILARITY_BINS[0], SIMILARITY_BINS[-1]), bins=SIMILARITY_BINS)
