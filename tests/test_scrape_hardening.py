@@ -477,3 +477,129 @@ def test_kept_index_works_without_numpy_2_bitwise_count(monkeypatch) -> None:
     for _ in range(100):
         big.nearest_distance(12345)
     assert time.perf_counter() - started < 5.0  # a guard against a per-hash Python loop, not a benchmark
+
+
+# -- issue 28.3: the cheaper keep path keeps every guarantee ------------------------------------------
+def test_store_refuses_a_symlink_at_any_component_of_a_kept_file_even_mid_run(tmp_path: Path) -> None:
+    """Bug caught: the per-image symlink check (one lstat per component) skips a component, so a folder
+    or file swapped for a symlink while the run holds the folder is written through."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    out = tmp_path / "faces"
+    store = Store(out)
+    first, second, third = _valid(60), _valid(61), _valid(62)
+    store.add(first, "u")
+    # the image's own file is a symlink to somewhere else
+    target = out / "images" / second.sha256[:2] / f"{second.sha256}.jpg"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(outside / "victim.jpg")
+    with pytest.raises(DiffkitError, match=f"symlink images/{second.sha256[:2]}/{second.sha256}.jpg"):
+        store.add(second, "u")
+    # its folder is a symlink
+    folder = out / "images" / third.sha256[:2]
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.symlink_to(outside, target_is_directory=True)
+    with pytest.raises(DiffkitError, match=f"symlink images/{third.sha256[:2]}"):
+        store.add(third, "u")
+    # images/ itself was swapped for a symlink after the store opened
+    (out / "images").rename(tmp_path / "moved")
+    (out / "images").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(DiffkitError, match="symlink images"):
+        store.add(_valid(63), "u")
+    assert [row["sha256"] for row in store.rows()] == [first.sha256]
+    store.close()
+    assert sorted(path.name for path in outside.iterdir()) == []  # nothing written there
+
+
+def test_write_durably_replaces_a_stale_temp_and_leaves_none_after_a_failure(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Bug caught: a temp file left by an earlier failed write blocks every later write of that image
+    (O_EXCL), or a write that fails half-way leaves its temp file behind."""
+    from diffkit.atomic import NEW_FILE_MODE
+    from diffkit.scrape.storage import write_durably
+
+    path = tmp_path / "ab" / "abc.jpg"
+    stale = tmp_path / "ab" / f".abc.jpg.{os.getpid()}.tmp"
+    path.parent.mkdir()
+    stale.write_bytes(b"half")
+    write_durably(str(path), b"x" * 100_000)
+    assert path.read_bytes() == b"x" * 100_000 and not stale.exists()
+    assert path.stat().st_mode & 0o777 == NEW_FILE_MODE  # what any new file gets, as atomic.py's
+    write_durably(str(tmp_path / "new" / "deep.jpg"), b"y")  # a missing folder is made
+    assert (tmp_path / "new" / "deep.jpg").read_bytes() == b"y"
+
+    def no_space(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(OSError):
+        write_durably(str(tmp_path / "ab" / "other.jpg"), b"z")
+    monkeypatch.undo()
+    assert sorted(entry.name for entry in (tmp_path / "ab").iterdir()) == ["abc.jpg"]
+
+
+def test_near_duplicate_verifies_all_candidates_as_the_pairwise_check_did() -> None:
+    """The candidates' thumbnails are compared in one vectorised pass: the answer is the pairwise one
+    (any candidate at or above min_similarity; a thumbnail-less kept image judged by its hash alone)."""
+    from diffkit.dataset.verify import similarity
+
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 256, (40, 768), dtype=np.uint8)
+    index = KeptIndex()
+    for k in range(39):  # every kept hash within 12 bits of the probe's (1 << 20): all are candidates
+        index.add(f"{k:064x}", (1 << (k % 12)) - 1, None, base[k].tobytes())
+    index.add("f" * 64, (1 << 11) - 1)  # no thumbnail (its file is gone): 12 bits away, never a duplicate
+    for trial in range(60):
+        probe = base[trial % 39].astype(np.int16) + rng.integers(-40, 41, 768)
+        thumb = np.clip(probe, 0, 255).astype(np.uint8).tobytes()
+        for min_similarity in (0.5, 0.9, 0.97, 0.999):
+            pairwise = any(similarity(thumb, base[k].tobytes()) >= min_similarity for k in range(39))
+            got = index.near_duplicate(1 << 20, b"", 12, min_similarity, thumb=thumb)
+            assert got == pairwise, (trial, min_similarity)
+    # the thumbnail-less kept image decides by its hash alone, within HASH_ONLY_BITS (4) bits
+    unreachable = 2.0  # no thumbnail pair reaches it: only the hash-only rule can answer yes
+    near, far = ((1 << 11) - 1) ^ 0b111 ^ (1 << 40), ((1 << 11) - 1) ^ 0b1111 ^ (1 << 40)
+    assert index.near_duplicate(near, b"", 12, unreachable, thumb=bytes(768))
+    assert not index.near_duplicate(far, b"", 12, unreachable, thumb=bytes(768))
+
+
+def test_a_run_freezes_the_heap_only_while_it_runs_and_leaves_a_callers_freeze_alone(tmp_path: Path) -> None:
+    """The garbage collector's full passes skip what existed before the run (issue 28.3); the heap is
+    unfrozen after the run, even a failed one, and a caller that froze it keeps its freeze."""
+    import gc
+
+    import diffkit.scrape.run as run_module
+
+    seen: list[int] = []
+
+    class Watching(run_module._Scrape):
+        async def main(self) -> None:
+            seen.append(gc.get_freeze_count())
+            await super().main()
+
+    assert gc.get_freeze_count() == 0
+    with FaceSite(SiteConfig(size=32)) as site:
+        config = run_module.ScrapeConfig(n=2, out=tmp_path / "a", url=site.url, progress=False, report=False)
+        run_module.scrape(config, Watching)
+        assert seen[0] > 0 and gc.get_freeze_count() == 0
+        with pytest.raises(DiffkitError):  # nothing answers: the run fails, the heap is unfrozen all the same
+            run_module.scrape(
+                run_module.ScrapeConfig(
+                    n=1,
+                    out=tmp_path / "b",
+                    url=site.url + "-missing",
+                    progress=False,
+                    report=False,
+                    max_retries=0,
+                ),
+                Watching,
+            )
+        assert len(seen) == 2 and seen[1] > 0 and gc.get_freeze_count() == 0
+        gc.freeze()
+        frozen = gc.get_freeze_count()
+        try:
+            run_module.scrape(config.__class__(**{**config.__dict__, "n": 3}), Watching)
+            assert 0 < gc.get_freeze_count() <= frozen  # the caller's freeze: not undone, nothing added
+        finally:
+            gc.unfreeze()

@@ -63,7 +63,6 @@ __all__ = ["KeptIndex", "ReconcileReport", "Store", "storage_error", "write_dura
 
 # Set bits of every byte value: a popcount that works on numpy 1.x too (np.bitwise_count is 2.x only).
 _POPCOUNT = np.array([bin(value).count("1") for value in range(256)], dtype=np.uint8)
-_BITWISE_COUNT = getattr(np, "bitwise_count", None)  # one ufunc pass: 50x less than the table at 100k hashes
 
 # The temp file of a kept image: created new (never an existing file, never through a symlink), with
 # the permissions any new file gets (mode 0o666 less the umask, as diffkit.atomic's NEW_FILE_MODE).
@@ -155,8 +154,9 @@ class KeptIndex:
 
     def _distances(self, phash: int) -> np.ndarray:
         xor = np.bitwise_xor(self._hashes[: self._count], np.uint64(phash))
-        if _BITWISE_COUNT is not None:
-            return _BITWISE_COUNT(xor)
+        count = getattr(np, "bitwise_count", None)  # numpy 2: one ufunc pass, 50x less than the table
+        if count is not None:
+            return count(xor)
         return _POPCOUNT[xor.view(np.uint8)].reshape(self._count, 8).sum(axis=1, dtype=np.uint16)
 
     def nearest_distance(self, phash: int) -> int | None:
