@@ -441,9 +441,16 @@ def test_sha256_only_for_files_that_share_a_size_and_exact_copies_still_count(tm
 
     (tmp_path / "copy.jpg").write_bytes(faces[1])  # byte-identical to the cached f1.jpg
     (tmp_path / "same-size.jpg").write_bytes(faces[2][:-3] + b"\x00\xff\xd9")  # f2's size, other bytes
+    requality = encode_image(Image.open(tmp_path / "f0.jpg"), "JPEG", 60)  # a near copy of another size
+    assert len(requality) not in {len(data) for data in faces}
+    (tmp_path / "requality.jpg").write_bytes(requality)
     second = run(tmp_path, workers=2)
-    assert second.n_hashed == 2 and second.n_exact_duplicates == 1
-    assert sorted(map(sorted, second.clusters)) == [["copy.jpg", "f1.jpg"], ["f2.jpg", "same-size.jpg"]]
+    assert second.n_hashed == 3 and second.n_exact_duplicates == 1  # two files without a sha256 differ
+    assert sorted(map(sorted, second.clusters)) == [
+        ["copy.jpg", "f1.jpg"],
+        ["f0.jpg", "requality.jpg"],
+        ["f2.jpg", "same-size.jpg"],
+    ]
     with contextlib.closing(sqlite3.connect(tmp_path / CACHE_NAME)) as db:
         shas = dict(db.execute("SELECT rel, sha256 FROM hashes"))
     assert shas["f0.jpg"] is None and shas["f1.jpg"] == shas["copy.jpg"] is not None

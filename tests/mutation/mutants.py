@@ -542,6 +542,104 @@ ATOMIC_MUTANTS = [
     ),
 ]
 
+# Issue 28.3: the pHash decode path is a version; old manifests and caches are migrated, never refused,
+# and only values of one path are compared. Lazy sha256: only files that share a size get one.
+MANIFEST = "diffkit/dataset/manifest.py"
+REHASH = "diffkit/dataset/rehash.py"
+HASHING = "diffkit/dedupe/hashing.py"
+MIGRATION_TESTS = ("tests/test_hash_migration.py",)
+HASH_MIGRATION_MUTANTS = [
+    Mutant(
+        "migration-compares-across-paths",
+        "dedupe",
+        MANIFEST,
+        "stale = set(self.stale_shas()) if current_only else set()",
+        "stale: set[str] = set()",
+        "scrape's index gets old-path pHashes of rows that could not be migrated, compared with new ones",
+        tests=MIGRATION_TESTS,
+    ),
+    Mutant(
+        "migration-forgets-old-rows",
+        "dedupe",
+        MANIFEST,
+        'tables = ["images"] + (["dedupe_removed"] if _has_table(self.db, "dedupe_removed") else [])',
+        'tables = ["dedupe_removed"] if _has_table(self.db, "dedupe_removed") else []',
+        "meta names the new path but the kept images keep their old-path pHashes (never re-hashed)",
+        tests=MIGRATION_TESTS,
+    ),
+    Mutant(
+        "migration-trusts-a-changed-file",
+        "dedupe",
+        REHASH,
+        "if hashlib.sha256(data).hexdigest() != sha256:",
+        "if not data:",
+        "a file replaced since the scrape is hashed in the name of the content its row records",
+        tests=MIGRATION_TESTS,
+    ),
+    Mutant(
+        "migration-refuses-again",
+        "dedupe",
+        MANIFEST,
+        "        if old != hash_decode:  # one commit",
+        "        if old != hash_decode:\n"
+        "            raise DiffkitError('scrape into a new --out folder')\n"
+        "        if old != hash_decode:  # one commit",
+        "the old refusal: a folder scraped on an earlier default cannot be scraped again",
+        tests=MIGRATION_TESTS,
+    ),
+    Mutant(
+        "cache-keeps-retired-rows",
+        "dedupe",
+        HASHING,
+        'self._db.executemany("DELETE FROM hashes WHERE rel = ? AND kind = ? AND decode = ?", retired)',
+        "pass",
+        "dedupe's cache keeps every file's retired-path row beside the new one (it grows with each version)",
+        tests=MIGRATION_TESTS,
+        k="cache",
+    ),
+    Mutant(
+        "lazy-sha-none-is-identical",
+        "dedupe",
+        STAGES,
+        "return a.sha256 is not None and a.sha256 == b.sha256",
+        "return a.sha256 == b.sha256",
+        "two files without a sha256 (no twin in size) count as byte-identical: accepted unverified",
+        tests=VERIFY_TESTS,
+        k="sha256_only",
+    ),
+    Mutant(
+        "lazy-sha-cached-row-not-filled",
+        "dedupe",
+        HASHING,
+        "    if missing:\n        with ThreadPoolExecutor",
+        "    if not missing:\n        with ThreadPoolExecutor",
+        "a cached file without a sha256 gets none when a same-size file appears: its exact copy is missed",
+        tests=VERIFY_TESTS,
+        k="sha256_only",
+    ),
+    Mutant(
+        "lazy-sha-by-kind-not-size",
+        "dedupe",
+        HASHING,
+        "return not lazy_sha256 or sizes[file.size] > 1",
+        "return not lazy_sha256",
+        "no file gets a sha256 in a plain dedupe: byte-identical copies are no longer told from near ones",
+        tests=("tests/test_dedupe.py",),
+        k="exact_duplicates",
+    ),
+    Mutant(
+        "decode-thumbnail-on-retired-scale",
+        "dedupe",
+        VERIFY,
+        'image.draft("YCbCr", size)  # same DCT scale',
+        'image.draft("YCbCr", (256, 256))  # same DCT scale',
+        "the pHash and thumbnail decode at the retired scale while the manifest names the new path",
+        tests=("tests/test_dataset.py",),
+        k="same_phash",
+    ),
+]
+
+
 DEDUPE_MUTANTS = [
     Mutant(
         "verify-strict-at-min-similarity",
@@ -679,6 +777,7 @@ DEDUPE_MUTANTS = [
         "the smallest copy is kept instead of the largest",
         k="union or keeper",
     ),
+    *HASH_MIGRATION_MUTANTS,
 ]
 
 SCRAPE_MUTANTS = [
@@ -769,8 +868,8 @@ SCRAPE_MUTANTS = [
         "inline-dedupe-strict-similarity",
         "scrape",
         STORAGE,
-        "elif similarity(thumb, kept) >= min_similarity:",
-        "elif similarity(thumb, kept) > min_similarity:",
+        "return bool((similarities(ours, theirs) >= min_similarity).any())",
+        "return bool((similarities(ours, theirs) > min_similarity).any())",
         "the scraper's thumbnail check rejects a copy exactly at --min-similarity",
         tests=("tests/test_scrape_units.py", "tests/test_scrape_hardening.py", "tests/test_dedupe_stages.py"),
         k="near_duplicate or inline or threshold or similarity",
@@ -832,6 +931,96 @@ SCRAPE_MUTANTS = [
         "",
         "reconcile adopts an orphan file that duplicates a kept image",
         k="reconcile",
+    ),
+    # Issue 28.3: the cheaper keep path (write_durably, the per-component symlink check, the vectorised
+    # candidate check, the frozen heap) keeps every guarantee.
+    Mutant(
+        "kept-file-counted-before-fsync",
+        "scrape",
+        STORAGE,
+        "                view = view[os.write(fd, view) :]\n            os.fsync(fd)\n",
+        "                view = view[os.write(fd, view) :]\n",
+        "a kept image is renamed into place and its row committed before its bytes are fsynced",
+        tests=("tests/test_scrape_hardening.py",),
+        k="fsync",
+    ),
+    Mutant(
+        "kept-file-written-in-place",
+        "scrape",
+        STORAGE,
+        'temp = os.path.join(folder, f".{name}.{os.getpid()}{TMP_SUFFIX}")',
+        "temp = path",
+        "the image is written straight to its final name (a kill leaves a partial file under it)",
+        tests=("tests/test_scrape_hardening.py",),
+        k="fsync or rename",
+    ),
+    Mutant(
+        "failed-write-leaves-temp",
+        "scrape",
+        STORAGE,
+        "        with contextlib.suppress(OSError):\n            os.unlink(temp)\n        raise\n",
+        "        raise\n",
+        "a write that fails half-way (disk full) leaves its temp file behind",
+        tests=("tests/test_scrape_hardening.py",),
+        k="stale_temp or manifest_row",
+    ),
+    Mutant(
+        "stale-temp-blocks-writes",
+        "scrape",
+        STORAGE,
+        "    except FileExistsError:  # left by a write of this process that failed before its cleanup\n"
+        "        os.unlink(temp)\n",
+        "    except FileExistsError:  # left by a write of this process that failed before its cleanup\n"
+        "        raise\n",
+        "a temp file left by an earlier failed write makes every later write of that image fail",
+        tests=("tests/test_scrape_hardening.py",),
+        k="stale_temp",
+    ),
+    Mutant(
+        "symlink-check-first-component-only",
+        "scrape",
+        STORAGE,
+        '        end = file_name.find("/", end + 1)\n',
+        "        return None\n",
+        "only images/ is checked for a symlink: a symlinked images/<xx>/ or file is written through",
+        tests=("tests/test_scrape_hardening.py",),
+        k="symlink",
+    ),
+    Mutant(
+        "row-committed-before-file",
+        "scrape",
+        STORAGE,
+        "        with self._writing():\n            write_durably(os.fspath(path), image.data)\n"
+        "        self._unsynced_dirs.add(path.parent)\n        try:\n            with self._writing():\n"
+        "                self._insert(image, file_name, path, url, fetched_at or utc_now())\n",
+        "        with self._writing():\n            path.parent.mkdir(parents=True, exist_ok=True)\n"
+        "            path.touch()\n"
+        "            self._insert(image, file_name, path, url, fetched_at or utc_now())\n"
+        "        self._unsynced_dirs.add(path.parent)\n        try:\n            with self._writing():\n"
+        "                write_durably(os.fspath(path), image.data)\n",
+        "the manifest row is committed before the image's bytes are on disk",
+        tests=("tests/test_scrape_hardening.py",),
+        k="manifest_row",
+    ),
+    Mutant(
+        "candidates-need-every-thumbnail-to-match",
+        "scrape",
+        STORAGE,
+        "return bool((similarities(ours, theirs) >= min_similarity).any())",
+        "return bool((similarities(ours, theirs) >= min_similarity).all())",
+        "a copy is a near duplicate only when every candidate's thumbnail matches, not any",
+        tests=("tests/test_scrape_hardening.py",),
+        k="candidates",
+    ),
+    Mutant(
+        "heap-left-frozen",
+        "scrape",
+        "diffkit/scrape/run.py",
+        "    try:\n        yield\n    finally:\n        gc.unfreeze()\n",
+        "    yield\n",
+        "the run freezes the heap and never unfreezes it (its garbage is never collected again)",
+        tests=("tests/test_scrape_hardening.py",),
+        k="freezes_the_heap",
     ),
 ]
 
