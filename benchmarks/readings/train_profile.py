@@ -14,13 +14,22 @@ _GROUPS = ("convolution", "matmul_attention", "normalization", "optimizer", "ele
 
 def headline(report: dict[str, Any]) -> str:
     s = report["summary"]
-    return (
+    text = (
         f"`{s['preset']}` preset, batch {s['batch_size']}, as shipped vs its example, operators' self time: "
         f"convolutions and matrix products (the same kernels in both) are {s['diffkit_dense_share_min']:.0%}-"
         f"{s['diffkit_dense_share_max']:.0%} of diffkit's step; a {s['goal']}x step needs "
         f"{s['glue_cut_needed_min']:.0%}-{s['glue_cut_needed_max']:.0%} of the rest removed (ceiling with "
         f"the rest free: {s['ceiling_if_glue_free_min']:.2f}-{s['ceiling_if_glue_free_max']:.2f})"
     )
+    if "conv_cpu_ratio_1thread_min" in s:  # reports with the convolution audit (issue 28.3)
+        same = (
+            "the same convolution calls and shapes" if s["conv_same_shapes_all_cells"] else "different calls"
+        )
+        text += (
+            f"; {same} in both, convolutions' CPU time with one thread {s['conv_cpu_ratio_1thread_min']:.2f}-"
+            f"{s['conv_cpu_ratio_1thread_max']:.2f}x diffusers'"
+        )
+    return text
 
 
 def block(report: dict[str, Any]) -> str:
@@ -51,7 +60,43 @@ def block(report: dict[str, Any]) -> str:
     ]
     header = ["cell", "ratio (profiled)", "dense share of diffkit's step", "dense ms diffkit / diffusers",
               "ceiling if the rest were free", f"diffkit's rest to remove for {s['goal']}x"]  # fmt: skip
-    return "\n\n".join([setup, split, table(header, limit_rows)])
+    blocks = [setup, split, table(header, limit_rows)]
+    if all("conv_audit" in cell for cell in cells.values()):
+        blocks += _conv_audit(cells)
+    return "\n\n".join(blocks)
+
+
+def _conv_audit(cells: dict[str, Any]) -> list[str]:
+    """The convolution audit (issue 28.3): the calls compared, and their cost measured two ways."""
+    rows, ratios = [], []
+    for name, cell in cells.items():
+        audit = cell["conv_audit"]
+        for model in (m for m in audit if isinstance(audit[m], dict)):
+            a = audit[model]
+            same = audit["same_shapes"] if model in ("diffkit+fused", "diffusers") else audit[
+                "layout_variant_same_shapes"]  # fmt: skip
+            rows.append([
+                name.replace("_", " "), f"`{model}`", "yes" if same else "no",
+                f"{a['weight_casts']}", f"{a['forward_inputs_channels_last']}",
+                f"{a['backward_grads_strided']}",
+                f"{a['cpu_ms_1thread']:.1f}", f"{a['step_cpu_ms_1thread']:.1f}",
+            ])  # fmt: skip
+        ours, theirs = cell["diffkit+fused"], cell["diffusers"]
+        ratios.append([
+            name.replace("_", " "),
+            f"{ours['convolution'] / theirs['convolution']:.2f} "
+            f"({min(cell['convolution_ratio_rounds']):.2f}-{max(cell['convolution_ratio_rounds']):.2f})",
+            f"{audit['cpu_ratio_1thread_median']:.2f} ({audit['cpu_ratio_1thread_min']:.2f}-"
+            f"{audit['cpu_ratio_1thread_max']:.2f})",
+            f"{audit['layout_variant_conv_cpu_over_shipped']:.2f}",
+            f"{audit['layout_variant_step_cpu_over_shipped']:.2f}",
+        ])  # fmt: skip
+    calls = table(["cell", "model", "same conv shapes as diffkit", "weight casts per step",
+                   "conv inputs channels_last", "strided incoming grads", "conv CPU ms, 1 thread",
+                   "step CPU ms, 1 thread"], rows)  # fmt: skip
+    cost = table(["cell", "conv wall ms diffkit / diffusers (rounds)", "conv CPU, 1 thread (rounds)",
+                  "diffusers' layout on diffkit: conv CPU", "... step CPU"], ratios)  # fmt: skip
+    return [calls, cost]
 
 
 def prose(report: dict[str, Any]) -> dict[str, str]:
