@@ -29,6 +29,12 @@ def headline(report: dict[str, Any]) -> str:
             f"; both with fused AdamW {min(both):.2f}-{max(both):.2f} (the fused-AdamW flag on diffkit only: "
             f"{min(shipped):.2f}-{max(shipped):.2f})"
         )
+        slower = _slower_with_fused(ratios)
+        text += (
+            f"; {slower[0].lower()}{slower[1:]}"
+            if slower
+            else "; not slower than fused diffusers in any cell"
+        )
     elif shipped:
         text += f"; as shipped (fused AdamW) vs its example {min(shipped):.2f}-{max(shipped):.2f}"
     compiled = [row for row in report["data"].get("levers", []) if row["contender"] == "diffkit+compile"]
@@ -86,7 +92,13 @@ def block(report: dict[str, Any]) -> str:
     )
     params = {(m["model"], m["resolution"]): m["params_m"] for m in data["measurements"]}
     if any("fused_ratio_over_fused_diffusers" in r for r in data["ratios"]):
-        return "\n\n".join([setup, _fused_table(data, params), *_extra_blocks(data)])
+        slower = _slower_with_fused(data["ratios"])
+        verdict = (
+            f"{slower}: both run the same optimizer there, so it is diffkit's network step that is slower."
+            if slower
+            else "diffkit is not slower than diffusers with the same fused AdamW in any cell."
+        )
+        return "\n\n".join([setup, _fused_table(data, params), verdict, *_extra_blocks(data)])
     rows = [
         [
             f"{r['resolution']} px",
@@ -114,6 +126,19 @@ def _extra_blocks(data: dict[str, Any]) -> list[str]:
     if data.get("scaling"):
         blocks.append(_scaling(data["scaling"]))
     return blocks
+
+
+def _slower_with_fused(ratios: list[dict[str, Any]]) -> str:
+    """A plain sentence naming the cells where diffkit is slower than diffusers, both with fused AdamW."""
+    cells = [r for r in ratios if r["fused_ratio_over_fused_diffusers"] < 1]
+    if not cells:
+        return ""
+    named = ", ".join(
+        f"{r['resolution']} px {r['precision']} ({r['fused_ratio_over_fused_diffusers']:.2f}x, rounds "
+        f"{r['fused_ratio_min']:.2f}-{r['fused_ratio_max']:.2f})"
+        for r in cells
+    )
+    return f"Slower than diffusers with the same fused AdamW at {named}"
 
 
 def _fused_table(data: dict[str, Any], params: dict[tuple[str, int], float]) -> str:
