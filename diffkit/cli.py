@@ -553,6 +553,11 @@ def train(
     eval_steps: int = typer.Option(
         default(TrainConfig, "eval_steps"), "--eval-steps", help="Sampler steps per evaluation sample."
     ),
+    eval_reference: int = typer.Option(
+        default(TrainConfig, "eval_reference"),
+        "--eval-reference",
+        help="Training images in the FID reference while training: a fixed random subset; 0: all.",
+    ),
     ema_halflife_kimg: float = typer.Option(
         default(TrainConfig, "ema_halflife_kimg"), "--ema-halflife-kimg", help="EMA half-life in kimg."
     ),
@@ -641,6 +646,7 @@ def train(
             eval_every_kimg=eval_every_kimg,
             eval_samples=eval_samples,
             eval_steps=eval_steps,
+            eval_reference=eval_reference,
             ema_halflife_kimg=ema_halflife_kimg,
             phema_every_kimg=phema_every_kimg,
             seed=seed,

@@ -15,6 +15,7 @@ from PIL import Image
 
 from diffkit.device import Precision
 from diffkit.diffusion.gaussian import GaussianDiffusion
+from diffkit.errors import DiffkitError
 from diffkit.eval.config import EvalConfig
 from diffkit.eval.run import evaluate
 from diffkit.fakesite.faces import write_face_folder
@@ -26,7 +27,7 @@ from diffkit.runs.folder import eval_records, read_stats
 from diffkit.testing.inception import make_inception_weights
 from diffkit.train.cache import load_image_dataset
 from diffkit.train.config import TrainConfig
-from diffkit.train.evaluation import TrainingEvaluator
+from diffkit.train.evaluation import TrainingEvaluator, reference_files
 from diffkit.train.monitor import StatsWriter
 from diffkit.train.report import write_train_report
 from diffkit.train.result import TrainResult
@@ -323,3 +324,40 @@ def test_missing_weights_one_message_and_training_goes_on(
     assert capsys.readouterr().err.count(OFF_MESSAGE) == 1
     records = read_stats(tmp_path / "run" / "stats.jsonl")
     assert [r["step"] for r in records] == [1, 2, 3, 4] and eval_records(records) == []
+
+
+def test_reference_subset_is_fixed_seeded_and_in_data_order() -> None:
+    files = [f"{index:03d}.png" for index in range(100)]
+    config = TrainConfig(data=Path("unused"), **FAST | dict(eval_reference=10))
+    chosen = reference_files(files, config)
+    assert len(chosen) == 10 == len(set(chosen)) and chosen == sorted(chosen) and set(chosen) <= set(files)
+    assert reference_files(files, config) == chosen  # the same draw every time (evaluations, a resume)
+    other_seed = dataclasses.replace(config, seed=config.seed + 1)
+    assert reference_files(files, other_seed) != chosen
+    assert reference_files(files, dataclasses.replace(config, eval_reference=0)) == files
+    assert reference_files(files, dataclasses.replace(config, eval_reference=100)) == files
+    assert reference_files(files, dataclasses.replace(config, eval_reference=99)) != files
+    assert TrainConfig(data=Path("unused"), **FAST).eval_reference == 5000
+
+
+@pytest.mark.parametrize("bad", [-1, 1])
+def test_reference_size_below_two_is_refused(bad: int) -> None:
+    with pytest.raises(DiffkitError, match="--eval-reference"):
+        TrainConfig(data=Path("unused"), **FAST | dict(eval_reference=bad)).validate()
+
+
+def test_evaluator_reference_is_the_chosen_subsets_features(
+    faces: Path, tmp_path: Path, with_weights: Path
+) -> None:
+    """A reference of 5 of the 8 training images: exactly those images' features, in data order."""
+    dataset = load_image_dataset(faces, 16, progress=False)
+    device, cache = torch.device("cpu"), tmp_path / "features"
+    precision = Precision.create("fp32", device)
+    whole = TrainingEvaluator.create(
+        TrainConfig(data=faces, **FAST), dataset, device, precision, cache_dir=cache
+    )
+    config = TrainConfig(data=faces, **FAST | dict(eval_reference=5))
+    part = TrainingEvaluator.create(config, dataset, device, precision, cache_dir=cache)
+    assert whole is not None and part is not None and part.reference.shape == (5, 2048)
+    rows = [dataset.files.index(name) for name in reference_files(dataset.files, config)]
+    np.testing.assert_allclose(part.reference, whole.reference[rows], rtol=1e-5, atol=1e-5)

@@ -112,7 +112,9 @@ class TrainingEvaluator:
                     ENGINE, resolve_weights(TORCH_FIDELITY_INCEPTION, weights), device
                 )
                 reference_set = describe_set(
-                    data_dir, [data_dir / name for name in dataset.files], config.resolution
+                    data_dir,
+                    [data_dir / name for name in reference_files(dataset.files, config)],
+                    config.resolution,
                 )
                 bar = Bar("eval: training data features", total=len(reference_set), enabled=config.progress)
                 with bar:
@@ -201,6 +203,18 @@ class TrainingEvaluator:
         finally:
             ema_model.train(was_training)
         return np.concatenate(chunks)
+
+
+def reference_files(files: list[str], config: TrainConfig) -> list[str]:
+    """The training images FID is measured against: all, or a fixed random subset of
+    ``config.eval_reference`` (the same for the same data and seed, so every evaluation of a run, and
+    its resume, compares with the same reference; in the data's order, so the feature cache's key for
+    the set does not depend on the draw's order)."""
+    if config.eval_reference == 0 or config.eval_reference >= len(files):
+        return list(files)
+    rng = np.random.default_rng(config.seed + EVAL_SEED_OFFSET)
+    chosen = np.sort(rng.choice(len(files), size=config.eval_reference, replace=False))
+    return [files[index] for index in chosen]
 
 
 def _off(reason: str) -> None:
