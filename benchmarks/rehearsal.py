@@ -259,6 +259,7 @@ class Rehearsal:
             "files": files,
             "curve": finished.curve,
             "result": json.loads(finished.stdout),
+            "stderr_tail": finished.stderr[-1500:],
         }
 
     # -- scrape ------------------------------------------------------------------------------------
