@@ -63,9 +63,17 @@ def _floor(s: dict[str, Any], split: dict[str, Any]) -> str:
     )
 
 
+def _compare(ours: float, theirs: float) -> str:
+    return "wins" if ours > theirs else "ties" if ours == theirs else "loses"
+
+
 def _versus_best(s: dict[str, Any], timings: dict[str, Any]) -> str:
     """Against imagededup at the threshold that suits it best (highest F1 on the planted pairs)."""
-    return (
+    precision = _compare(float(s["diffkit_precision"]), float(s["imagededup_best_precision"]))
+    recall = _compare(float(s["diffkit_recall_planted"]), float(s["imagededup_best_recall_planted"]))
+    speed = _compare(float(s["speedup_vs_imagededup_at_its_best"]), 1.0)
+    verdict = f"diffkit {precision} on precision, {recall} on recall and {speed} on speed. "
+    return verdict + (
         f"Against imagededup at its own best threshold ({s['imagededup_best_threshold']}: recall "
         f"{s['imagededup_best_recall_planted']:.3f}, precision {s['imagededup_best_precision']:.3f}, "
         f"{s['imagededup_best_seconds']:.2f} s), diffkit (threshold {s['threshold']} with its thumbnail "

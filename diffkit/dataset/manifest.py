@@ -238,6 +238,7 @@ class Manifest:
         old = meta.get("hash_decode", hash_decode)
         if old != hash_decode:  # one commit: every stored value is marked old, then meta names the new path
             with self.db:
+                self.db.execute("BEGIN")  # autocommit connection: the marks and meta commit together
                 self.db.execute(_STALE_TABLE)
                 tables = ["images"] + (["dedupe_removed"] if _has_table(self.db, "dedupe_removed") else [])
                 for table in tables:  # a mark from an earlier migration keeps the path it names
@@ -256,12 +257,14 @@ class Manifest:
     def _stale_files(self) -> list[tuple[str, Path]]:
         """``(sha256, path)`` of every marked row whose content may still be on disk: a kept image's file
         (a safe diffkit name in the folder), a moved duplicate's file in its quarantine. Marks naming no
-        row any more are dropped."""
-        with self.db:
-            self.db.execute(
-                "DELETE FROM stale_phash WHERE sha256 NOT IN (SELECT sha256 FROM images)"
-                + (" AND sha256 NOT IN (SELECT sha256 FROM dedupe_removed)" if self._has_removed() else "")
-            )
+        row any more are dropped (written only when there are some: a rerun on a read-only disk with marks
+        left for good, duplicates whose files dedupe deleted, must not need a write)."""
+        orphans = "FROM stale_phash WHERE sha256 NOT IN (SELECT sha256 FROM images)" + (
+            " AND sha256 NOT IN (SELECT sha256 FROM dedupe_removed)" if self._has_removed() else ""
+        )
+        if self.db.execute(f"SELECT 1 {orphans} LIMIT 1").fetchone() is not None:
+            with self.db:
+                self.db.execute(f"DELETE {orphans}")
         files = [
             (str(sha), self.root / str(name))
             for sha, name in self.db.execute(
@@ -287,7 +290,10 @@ class Manifest:
         has_removed = self._has_removed()
         with Bar(f"pHashes to {hash_decode}", len(files), progress) as bar:
             for _, done in rehash_files(files, hash_decode, lambda n: bar.update(advance=n)):
+                if not done:  # files gone or changed: their rows keep the old values, nothing to write
+                    continue
                 with self.db:
+                    self.db.execute("BEGIN")  # one commit per batch: a kill loses at most this batch
                     for item in done:
                         value = to_signed64(item.phash)
                         self.db.execute("UPDATE images SET phash = ? WHERE sha256 = ?", (value, item.sha256))
