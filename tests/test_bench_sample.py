@@ -268,7 +268,7 @@ def test_the_reading_traces_the_ranking_and_says_when_no_count_was_within(tmp_pa
         "gaussian_ddpm_steps_w2_within_tolerance": 300, "s_per_image_ddpm1000": 3.5,
         "s_per_image_dpmpp20": 0.2, "run_train_options": {"steps": 800}, "timing_rounds": 3,
         "rmse_dpmpp20_levels": 1.5,
-        "rmse_ddim20_levels": 3.2, "reference_check_dpmpp500_levels": 0.004, "ddim_steps_within_5pct": 10,
+        "rmse_ddim20_levels": 3.2, "reference_check_dpmpp200_levels": 0.004, "ddim_steps_within_5pct": 10,
         "dpmpp_steps_within_5pct": 10, "fd_ddim20_over_ddpm1000": 0.81, "fd_dpmpp20_over_ddpm1000": 0.8,
     }  # fmt: skip
     (tmp_path / "bench_sample.json").write_text(json.dumps({"summary": summary}))

@@ -27,6 +27,15 @@ def block(report: dict[str, Any]) -> str:
         f"Setup: {s['n_generated']} generated vs {s['n_reference']} reference images, FID + KID + IS, "
         f"weights: {s['weights']}; report created {report['created']}."
     )
+    non_defaults = s.get("torch_fidelity_non_defaults")
+    if non_defaults:  # the peer protocol: every option torch-fidelity does not run at its default
+        threads = s.get("torch_threads")
+        setup += (
+            " torch-fidelity runs at its defaults except "
+            + ", ".join(f"`{name}`" for name in non_defaults)
+            + " (each with its reason in the report)"
+            + (f"; both tools on {threads} torch thread(s)." if threads is not None else ".")
+        )
     rows = [
         [
             r["round"],
