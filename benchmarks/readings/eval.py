@@ -32,8 +32,8 @@ def block(report: dict[str, Any]) -> str:
         threads = s.get("torch_threads")
         setup += (
             " torch-fidelity runs at its defaults except "
-            + ", ".join(f"`{name}`" for name in non_defaults)
-            + " (each with its reason in the report)"
+            + ", ".join(f"`{name}`" for name in non_defaults if name != "extraction section")
+            + " (each with its reason in the report, as are the extraction section's calls)"
             + (f"; both tools on {threads} torch thread(s)." if threads is not None else ".")
         )
     rows = [
