@@ -46,6 +46,7 @@ import os
 import statistics
 import time
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -161,9 +162,9 @@ class ConvAudit(TorchDispatchMode):
     A dispatch mode sees the aten calls after autocast, so it sees the bf16 convolutions and the casts.
     """
 
-    def __init__(self, timed: bool = False) -> None:
+    def __init__(self, timed: bool = False, clock: Callable[[], int] = time.thread_time_ns) -> None:
         super().__init__()
-        self.timed = timed
+        self.timed, self.clock = timed, clock
         self.signatures: list[tuple] = []
         self.layouts: list[tuple[str, str, str]] = []  # (op, input layout, grad_output layout or "")
         self.weight_casts = 0
@@ -173,9 +174,9 @@ class ConvAudit(TorchDispatchMode):
         kwargs = kwargs or {}
         if func is torch.ops.aten.convolution.default or func is torch.ops.aten.convolution_backward.default:
             backward = func is torch.ops.aten.convolution_backward.default
-            start = time.thread_time_ns()
+            start = self.clock()
             out = func(*args, **kwargs)
-            self.cpu_ns["backward" if backward else "forward"] += time.thread_time_ns() - start
+            self.cpu_ns["backward" if backward else "forward"] += self.clock() - start
             tensors = [a for a in args if isinstance(a, torch.Tensor)]
             self.signatures.append((str(func), *(tuple(t.shape) for t in tensors), str(tensors[0].dtype),
                                     *(repr(a) for a in args if not isinstance(a, torch.Tensor))))  # fmt: skip
@@ -252,10 +253,20 @@ def conv_audit(preset: str, resolution: int, precision: str, batch: int, rounds:
                 cpu[trainer.name][-1]["step"] = step_ns / steps / 1e6
     finally:
         torch.set_num_threads(threads)
+    # With the run's threads, the process's CPU time in the convolutions: on an idle machine about one
+    # thread's; on a loaded one, more, by the time threads spin waiting for a descheduled peer.
+    spread: dict[str, list[float]] = {kind: [] for kind in CONTENDERS}
+    for index in range(rounds if threads > 1 else 0):
+        for trainer in trainers[:2] if index % 2 == 0 else trainers[1::-1]:
+            with ConvAudit(timed=True, clock=time.process_time_ns) as timed:
+                for _ in range(steps):
+                    _plain_step(trainer)
+            spread[trainer.name].append(sum(timed.cpu_ns.values()) / steps / 1e6)
     ours, theirs = (audits[kind] for kind in CONTENDERS)
     result: dict[str, object] = {
         "same_shapes": sorted(ours.signatures) == sorted(theirs.signatures),
         "calls": len(ours.signatures),
+        "threads": threads,
     }
     result["layout_variant_same_shapes"] = sorted(audits[LAYOUT_VARIANT].signatures) == sorted(
         ours.signatures
@@ -275,6 +286,8 @@ def conv_audit(preset: str, resolution: int, precision: str, batch: int, rounds:
             "cpu_ms_1thread": round(statistics.median(r["forward"] + r["backward"] for r in rows), 2),
             "step_cpu_ms_1thread": round(statistics.median(r["step"] for r in rows), 2),
         }
+        if spread.get(kind):
+            result[kind]["cpu_ms_all_threads"] = round(statistics.median(spread[kind]), 2)  # type: ignore[index]
     per_round = [
         (a["forward"] + a["backward"]) / (b["forward"] + b["backward"])
         for a, b in zip(cpu[CONTENDERS[0]], cpu[CONTENDERS[1]], strict=True)
@@ -404,6 +417,9 @@ def main() -> None:
                 f" given diffusers' layout ({LAYOUT_VARIANT!r}: its attention blocks write the sum as"
                 " diffusers does, the same numbers); the cells' layout_variant_*_cpu_over_shipped say what"
                 " that layout changes in the convolutions' and the whole step's CPU time (below 1: cheaper)."
+                " cpu_ms_all_threads (runs with more than one thread): the process's CPU time in the"
+                " convolutions with the run's threads; above cpu_ms_1thread by what the threads burn"
+                " waiting for each other (spinning while a peer waits for a core, on a loaded machine)."
             ),
         ),
         Section(

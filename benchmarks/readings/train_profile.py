@@ -84,6 +84,7 @@ def _conv_audit(cells: dict[str, Any]) -> list[str]:
                 f"{a['weight_casts']}", f"{a['forward_inputs_channels_last']}",
                 f"{a['backward_grads_strided']}",
                 f"{a['cpu_ms_1thread']:.1f}", f"{a['step_cpu_ms_1thread']:.1f}",
+                f"{a['cpu_ms_all_threads']:.1f}" if "cpu_ms_all_threads" in a else "",
             ])  # fmt: skip
         ours, theirs = cell["diffkit+fused"], cell["diffusers"]
         ratios.append([
@@ -97,7 +98,7 @@ def _conv_audit(cells: dict[str, Any]) -> list[str]:
         ])  # fmt: skip
     calls = table(["cell", "model", "same conv shapes as diffkit", "weight casts per step",
                    "conv inputs channels_last", "strided incoming grads", "conv CPU ms, 1 thread",
-                   "step CPU ms, 1 thread"], rows)  # fmt: skip
+                   "step CPU ms, 1 thread", "conv CPU ms, the run's threads"], rows)  # fmt: skip
     cost = table(["cell", "conv wall ms diffkit / diffusers (rounds)", "conv CPU, 1 thread (rounds)",
                   "diffusers' layout on diffkit: conv CPU", "... step CPU"], ratios)  # fmt: skip
     return [calls, cost]
