@@ -58,7 +58,12 @@ def block(report: dict[str, Any]) -> str:
     )
     parts = [[row["part"], f"{row['cpu_ms_per_kept']:.2f}"] for row in report["data"]["breakdown"]]
     breakdown = table(["where diffkit's CPU goes (one more run, instrumented)", "ms per kept image"], parts)
-    return setup + "\n\n" + table(header, rows) + "\n\n" + floor + "\n\n" + breakdown
+    above = [
+        [row["part"], f"{row['cpu_ms_per_kept']:.2f}", f"{row['of the floor']:.0%}"]
+        for row in report["data"]["above_floor"]
+    ]
+    remains = table(["what diffkit spends above the floor", "ms per kept image", "of the floor"], above)
+    return setup + "\n\n" + "\n\n".join([table(header, rows), floor, breakdown, remains])
 
 
 def prose(report: dict[str, Any]) -> dict[str, str]:
