@@ -7,7 +7,8 @@ level widths, blocks per level, attention levels and head size as the diffkit pr
 NCHW, AdamW with torch's default implementation). Each cell runs ``--rounds`` rounds; in a round every
 contender takes ``--steps`` timed steps in turn (the order flips every round), the speed ratio is taken
 within the round, and the report gives the median ratio and its spread, with the load average before
-and after. A lever section measures diffkit variants (channels_last, fused AdamW, torch.compile, and
+and after. With one torch thread (``--threads 1``) each ratio is also taken in thread CPU time, the
+step's work, which a loaded machine does not inflate (``cpu_*`` keys). A lever section measures diffkit variants (channels_last, fused AdamW, torch.compile, and
 diffusers compiled too, so a compiler gain is not counted as diffkit's) in the same interleaved way:
 each compiled model against its own eager self, and compiled diffkit against compiled diffusers.
 
@@ -23,6 +24,8 @@ the same precision measured in the same run (best of several, before and after t
     .venv/bin/python -m benchmarks.bench_train            # tiny, batch 8, 32+64 px, fp32+bf16, 3x10 steps,
                                                           # all levers, 1 vs 2 ranks (~40 min idle, 2 cores)
     .venv/bin/python -m benchmarks.bench_train --quick    # smoke: 32 px, 3x2 steps, fused lever, 1 vs 2 ranks
+    .venv/bin/python -m benchmarks.bench_train --threads 1 --rounds 5 --steps 4 --levers --no-scaling
+                                                          # main cells on a loaded machine (CPU-time ratios)
 
 Needs ``pip install diffusers`` (the ``bench`` extra). Results: ``reports/bench_train.html`` + ``.json``.
 """
@@ -103,6 +106,7 @@ def interleaved(
             for _ in range(steps):
                 trainer.step(record=True)
             medians[trainer.name] = statistics.median(trainer.times[before:])
+            medians[f"{trainer.name}{CPU}"] = statistics.median(trainer.cpu_times[before:])
         per_round.append(medians)
     return trainers, per_round
 
@@ -148,15 +152,19 @@ def run_config(
     kinds = ["diffkit", "diffusers", SHIPPED, PEER_FUSED]
     trainers, per_round = interleaved(kinds, config, batch, PRECISIONS[precision], rounds, steps, warmup)
     results = [measure(trainer, resolution, precision, batch, peaks) for trainer in trainers]
-    ratio = ratio_row("diffkit", "diffusers", per_round)
-    shipped = ratio_row(SHIPPED, "diffusers", per_round)
-    fused = ratio_row(SHIPPED, PEER_FUSED, per_round)
-    return results, ratio | {f"shipped_{k}": v for k, v in shipped.items()} | {
-        f"fused_{k}": v for k, v in fused.items()
-    }
+    ratios: dict[str, float] = {}
+    # with one torch thread, the same ratios in CPU time too: the step's work, robust to a loaded machine
+    for suffix in ("", CPU) if torch.get_num_threads() == 1 else ("",):
+        prefix = "cpu_" if suffix else ""
+        for name, (a, b) in {"": ("diffkit", "diffusers"), "shipped_": (SHIPPED, "diffusers"),
+                             "fused_": (SHIPPED, PEER_FUSED)}.items():  # fmt: skip
+            row = ratio_row(a + suffix, b + suffix, per_round)
+            ratios |= {f"{prefix}{name}{k}": v for k, v in row.items()}
+    return results, ratios
 
 
 PEER_FUSED = "diffusers+fused"  # diffusers with fused AdamW: both sides with the same optimizer flag
+CPU = "@cpu"  # per-round keys of the thread CPU time medians
 CELL_KINDS = 4  # measurements per cell: diffkit, diffusers, diffkit+fused, diffusers+fused
 
 LEVERS = {
@@ -423,6 +431,7 @@ def main() -> None:
             "shipped_row_is": "diffkit's fused-AdamW flag against diffusers' default AdamW",
             "goal_1_3x_met": ratio["shipped_ratio_median"] >= 1.3,
             "goal_1_3x_met_fused_both": ratio["fused_ratio_median"] >= 1.3,
+            **{k: v for k, v in ratio.items() if k.startswith("cpu_")},
             "param_ratio": round(ours.params_m / theirs.params_m, 3),
             "diffkit_mfu": ours.mfu, "diffusers_mfu": theirs.mfu,
         })  # fmt: skip
