@@ -8,9 +8,10 @@ NCHW, AdamW with torch's default implementation). Each cell runs ``--rounds`` ro
 contender takes ``--steps`` timed steps in turn (the order flips every round), the speed ratio is taken
 within the round, and the report gives the median ratio and its spread, with the load average before
 and after. With one torch thread (``--threads 1``) each ratio is also taken in thread CPU time, the
-step's work, which a loaded machine does not inflate (``cpu_*`` keys). A lever section measures diffkit variants (channels_last, fused AdamW, torch.compile, and
-diffusers compiled too, so a compiler gain is not counted as diffkit's) in the same interleaved way:
-each compiled model against its own eager self, and compiled diffkit against compiled diffusers.
+step's work, which a loaded machine does not inflate (``cpu_*`` keys). A lever section measures
+diffkit variants (channels_last, fused AdamW, torch.compile, and diffusers compiled too, so a compiler
+gain is not counted as diffkit's) in the same interleaved way: each compiled model against its own
+eager self, and compiled diffkit against compiled diffusers.
 
 A scaling section times diffkit's step in DistributedDataParallel over gloo on the CPU: one rank with
 one thread, one rank with two threads (what the machine does without DDP) and two ranks with one
