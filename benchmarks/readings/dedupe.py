@@ -27,7 +27,8 @@ def headline(report: dict[str, Any]) -> str:
     return (
         f"{s['images']:,} JPEGs ({s['megabytes']:.0f} MB), threshold {s['threshold']}, median of "
         f"{s['repeats']} alternating rounds: {s['diffkit_s']:.1f} s vs {s['imagededup_s']:.1f} s "
-        f"({x(s['speedup_vs_imagededup'])}), {x(s['diffkit_over_decode_floor'], 2)} the decode floor; "
+        f"({x(s['speedup_vs_imagededup'])}); {x(s['diffkit_cpu_over_floor_cpu'], 2)} the decode floor in "
+        f"CPU seconds ({x(s['diffkit_over_decode_floor'], 2)} in wall time on a shared machine); "
         f"pair precision {s['diffkit_precision']:.3f} vs {s['imagededup_precision']:.3f} at this "
         f"threshold, {s['imagededup_best_precision']:.3f} at imagededup's best; cached rerun "
         f"{s['diffkit_cached_rerun_s']:.2f} s; 1,000,000 hashes searched at 8 bits in "
@@ -36,28 +37,38 @@ def headline(report: dict[str, Any]) -> str:
 
 
 def _floor(s: dict[str, Any], split: dict[str, Any]) -> str:
-    """The floor ratio, and where the time over the floor goes, measured."""
-    ratio, stage = s["diffkit_over_decode_floor"], s["diffkit_stage_s"]
+    """The floor ratio, judged on the larger of wall and CPU time, and where the time over the floor goes."""
+    wall, cpu, stage = s["diffkit_over_decode_floor"], s["diffkit_cpu_over_floor_cpu"], s["diffkit_stage_s"]
     retired = s["retired_draft_L_256_cpu_over_floor_one_core"]
+    # A wall ratio below 1 cannot be measured truth (see below): then CPU seconds alone judge the goal.
+    judged = float(cpu) if float(wall) < 1 else max(float(wall), float(cpu))
+    basis = "in CPU seconds" if float(wall) < 1 else "on the larger of the two"
     verdict = (
-        f"within the {GOAL}x goal"
-        if ratio <= GOAL
-        else f"over the {GOAL}x goal; the per-file costs below are where the rest goes"
+        f"within the {GOAL}x goal {basis}"
+        if judged <= GOAL
+        else f"over the {GOAL}x goal {basis}; the per-file costs below are where the rest goes"
+    )
+    below_one = (
+        " A wall ratio below 1 is the shared machine's doing, not a result: diffkit does all that the"
+        " floor does and then hashes; under load the floor's process pool also waits on its parent's"
+        " task and result threads."
+        if float(wall) < 1
+        else ""
     )
     return (
         f"Entropy decoding alone (libjpeg's cheapest 1/8 scale, greyscale, same workers) takes "
-        f"{s['decode_floor_s']:.2f} s: diffkit takes {x(ratio, 2)} that floor ({verdict}). The machine was "
-        f"shared (load average {s['load_before'][0]:.1f} before, {s['load_after'][0]:.1f} after, on "
-        f"{s['workers']} cores), which a wall-clock ratio cannot hide; in CPU seconds, which other "
-        f"processes do not inflate, diffkit's run takes {s['diffkit_cpu_s_median']:.2f} s against the "
-        f"floor's {s['decode_floor_cpu_s_median']:.2f} s: {x(s['diffkit_cpu_over_floor_cpu'], 2)}. "
+        f"{s['decode_floor_s']:.2f} s, {s['decode_floor_cpu_s_median']:.2f} CPU seconds: diffkit takes "
+        f"{x(wall, 2)} that floor in wall time and {x(cpu, 2)} in CPU seconds "
+        f"({s['diffkit_cpu_s_median']:.2f} s; {verdict}). The machine was shared (load average "
+        f"{s['load_before'][0]:.1f} before, "
+        f"{s['load_after'][0]:.1f} after, on {s['workers']} cores): CPU seconds are what other processes "
+        f"do not inflate.{below_one} "
         f"imagededup / floor = {x(s['max_speedup_vs_imagededup_at_decode_floor'], 2)} is the most any tool "
         "that decodes these JPEGs through libjpeg could gain over imagededup before it hashes anything; with "
-        "a pHash "
-        f"added, {x(s['max_speedup_vs_imagededup_with_cheapest_phash'], 2)}. Per file in one thread's CPU "
-        f"time, diffkit's worker costs {x(s['diffkit_cpu_over_floor_one_core'], 2)} the floor's read and "
-        f"entropy decoding ({s['diffkit_cpu_ms_per_file']:.2f} ms; the retired draft-L-256 path "
-        f"{s['retired_draft_L_256_cpu_ms_per_file']:.2f} ms, {x(retired, 2)}): "
+        f"a pHash added, {x(s['max_speedup_vs_imagededup_with_cheapest_phash'], 2)}. Per file in one "
+        f"thread's CPU time, diffkit's worker costs {x(s['diffkit_cpu_over_floor_one_core'], 2)} the "
+        f"floor's read and entropy decoding ({s['diffkit_cpu_ms_per_file']:.2f} ms; the retired draft-L-256 "
+        f"path {s['retired_draft_L_256_cpu_ms_per_file']:.2f} ms, {x(retired, 2)}): "
         f"read {split['read']:.2f} ms, sha256 {split['sha256']:.2f} ms (only for the "
         f"{s['sha256_share_of_files']:.3f} of files that share a size), decode {split['decode']:.2f} ms "
         f"(of which colour {s['colour_cost_ms_per_file']:.2f} ms over a greyscale decode at the same "
@@ -90,7 +101,8 @@ def _versus_best(s: dict[str, Any], timings: dict[str, Any]) -> str:
         f"{s['imagededup_default_threshold']} imagededup finds recall "
         f"{s['imagededup_at_default_recall_planted']:.3f} at precision "
         f"{s['imagededup_at_default_precision']:.3f}. With a full decode, as imagededup decodes, diffkit "
-        f"takes {timings['diffkit_full_decode_s']:.2f} s."
+        f"takes {timings['diffkit_full_decode_s']:.2f} s (one run, not alternated): diffkit "
+        f"{_compare(float(s['speedup_vs_imagededup_full_decode']), 1.0)} on speed there."
     )
 
 
