@@ -191,6 +191,11 @@ def test_removed_duplicates_migrate_from_the_quarantine_or_keep_their_old_value(
         if sha != lost_sha:
             assert to_unsigned64(int(value)) == phash(Path(str(to)).read_bytes(), DRAFT_DECODE)  # type: ignore[arg-type]
     assert_migrated(folder)
+    old_value = _rows(folder, f"SELECT phash FROM dedupe_removed WHERE sha256 = '{lost_sha}'")
+    again = Manifest.open(folder, DRAFT_DECODE, progress=False)  # the lost file's mark stays, unchanged
+    assert again.stale_shas() == [lost_sha] and again.migrated == 0 and again.db.total_changes == 0
+    again.close()
+    assert _rows(folder, f"SELECT phash FROM dedupe_removed WHERE sha256 = '{lost_sha}'") == old_value
 
 
 def test_store_index_after_migration_holds_only_current_values(folder: Path) -> None:
