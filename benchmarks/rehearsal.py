@@ -29,8 +29,10 @@ GPU projection from the FLOP counts (labelled as a projection).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -44,6 +46,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 TICK = os.sysconf("SC_CLK_TCK")
+REDOABLE = ("dedupe_cold", "dedupe_warm")  # stages whose input is still there when the rehearsal is done
 STAGES = ("scrape", "dedupe_cold", "dedupe_warm", "train_killed", "train_resume", "sample", "eval")
 
 
@@ -152,13 +155,18 @@ def run_measured(
     progress: Callable[[], float | None],
     poll_s: float,
     watch: Callable[[subprocess.Popen[str], float, float | None], None] | None = None,
+    keep: frozenset[int] = frozenset(),
 ) -> Finished:
     """Run ``command`` to its end, sampling (t, progress, load, CPU, RSS) every ``poll_s`` seconds.
 
-    CPU and peak RSS come from ``wait4``: the command's own and those of the children it reaped (the
-    dedupe hashing pool). ``watch(process, t, progress)`` is called at every sample (the kill)."""
+    CPU is every descendant's: this process is a child subreaper (:func:`become_subreaper`), so a
+    grandchild its parent never waits for (the forkserver of dedupe's hashing pool, and the workers it
+    reaps) is reparented here and reaped, and the stage's CPU is the change of RUSAGE_CHILDREN. Peak RSS
+    is the command's own (``wait4``). ``keep``: children of this process that outlive the stage (the fake
+    site). ``watch(process, t, progress)`` is called at every sample (the kill)."""
     out_path, err_path = cwd / ".stage-stdout", cwd / ".stage-stderr"
     curve: list[dict[str, Any]] = []
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     with out_path.open("w") as out, err_path.open("w") as err:
         process = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=err, text=True, env=child_env())
@@ -184,27 +192,72 @@ def run_measured(
         sampler.start()
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
+        reap_orphans(keep)
         done.set()
         sampler.join()
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     curve.append(
         {
             "t_s": round(wall, 1),
             "progress": progress(),
             "load1": round(os.getloadavg()[0], 2),
-            "cpu_s": usage.ru_utime + usage.ru_stime,
+            "cpu_s": cpu,
             "rss_mb": None,
         }
     )
     return Finished(
         process.returncode,
         wall,
-        usage.ru_utime + usage.ru_stime,
+        cpu,
         usage.ru_maxrss / 1024,
         out_path.read_text(),
         err_path.read_text(),
         curve,
     )
+
+
+PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+
+
+def become_subreaper() -> bool:
+    """Orphaned descendants are reparented to this process (not to init), so their CPU can be counted."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def child_pids() -> set[int]:
+    """This process's live children (from /proc: ppid is the fourth field of /proc/PID/stat)."""
+    me, found = os.getpid(), set()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                ppid = int(Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == me:
+                found.add(int(entry.name))
+    return found
+
+
+def reap_orphans(keep: set[int], limit_s: float = 300.0) -> None:
+    """Wait for and reap the stage's orphans (a pool's forkserver and its workers leave once their parent
+    has gone): every child of this process but ``keep`` (the fake site), within ``limit_s``."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        waiting = child_pids() - keep
+        if not waiting:
+            return
+        for pid in waiting:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                continue
+        time.sleep(0.05)
 
 
 def child_env() -> dict[str, str]:
@@ -316,6 +369,7 @@ class Rehearsal:
                 self.work,
                 lambda: count_files(images, ".jpg"),
                 plan.poll_s,
+                keep=frozenset({site.pid}),
             )
         finally:
             site_cpu = proc_cpu_s(site.pid)
@@ -531,6 +585,26 @@ class Rehearsal:
             if name == stop_after:
                 return
 
+    def redo(self, names: list[str]) -> None:
+        """Measure finished stages again (the dedupe runs: their input is still there), e.g. once the
+        machine is quieter; the first measurement is kept in the record as ``first_run``."""
+        for name in names:
+            first = self.records.get(name)
+            print(f"{name}: measuring again ({time.strftime('%H:%M:%S')})", flush=True)
+            record = getattr(self, name)()
+            if first is not None:
+                kept = ("wall_s", "cpu_s", "peak_rss_mb", "commit", "finished_at")
+                record["first_run"] = {key: first.get(key) for key in kept} | {
+                    "mean_load1": _mean_load(first)
+                }
+            self.save(name, record)
+            print(f"{name}: {record['wall_s']} s wall, {record['cpu_s']} s CPU", flush=True)
+
+
+def _mean_load(record: dict[str, Any]) -> float | None:
+    loads = [point["load1"] for point in record.get("curve", []) if point.get("load1") is not None]
+    return round(sum(loads) / len(loads), 2) if loads else None
+
 
 def clusters_by_file_name(result: dict[str, Any]) -> list[list[str]]:
     """Dedupe's clusters as sorted lists of file names (the cold run sees paths under images/, the warm
@@ -546,6 +620,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run at test size (not the mission's)")
     parser.add_argument("--stop-after", choices=STAGES, help="stop after this stage (rerun to continue)")
     parser.add_argument("--report-only", action="store_true", help="build the report from stages.json")
+    parser.add_argument(
+        "--redo",
+        nargs="+",
+        choices=REDOABLE,
+        default=[],
+        help="measure these finished stages again, then report",
+    )
     args = parser.parse_args()
     plan = QUICK if args.quick else Plan()
     if args.quick and args.report_dir == Path("reports"):
@@ -555,9 +636,13 @@ def main() -> None:
     if plan_path.exists() and json.loads(plan_path.read_text()) != json.loads(json.dumps(asdict(plan))):
         parser.error(f"{args.work} holds a rehearsal with another plan: use a new --work")
     plan_path.write_text(json.dumps(asdict(plan), indent=1))
+    become_subreaper()
     rehearsal = Rehearsal(plan, args.work)
     if not args.report_only:
-        rehearsal.run(args.stop_after)
+        if args.redo:  # only these (never alongside a pipeline still running on the same --work)
+            rehearsal.redo(args.redo)
+        else:
+            rehearsal.run(args.stop_after)
     if all(name in rehearsal.records for name in STAGES):
         from benchmarks.rehearsal_report import write_rehearsal_report
 

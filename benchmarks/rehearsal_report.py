@@ -273,6 +273,32 @@ def write_rehearsal_report(plan: Plan, rehearsal: Rehearsal, report_dir: Path) -
         ),
         Section(heading="GPU projection (a projection, not a measurement)", table=rows, text=projection_text),
     ]
+    again = [
+        {
+            "stage": name,
+            "first wall_s": r["first_run"]["wall_s"],
+            "first cpu_s": r["first_run"]["cpu_s"],
+            "first mean_load1": r["first_run"]["mean_load1"],
+            "again wall_s": r["wall_s"],
+            "again cpu_s": r["cpu_s"],
+            "again mean_load1": mean_load(r),
+        }
+        for name, r in records.items()
+        if "first_run" in r
+    ]
+    if again:
+        sections.insert(
+            2,
+            Section(
+                heading="Measured again on a quieter machine",
+                table=again,
+                text=(
+                    "These stages' inputs were still there after the pipeline, so they were run again "
+                    "(--redo) once the machine's other work had stopped; the per-stage table above shows "
+                    "the second measurement."
+                ),
+            ),
+        )
     grid = rehearsal.samples / "grid.png"
     if grid.exists():
         sections.append(

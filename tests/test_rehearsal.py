@@ -138,3 +138,24 @@ def test_quick_refuses_the_committed_report_folder(tmp_path: Path, flag: list[st
         check=False,
     )
     assert done.returncode == 2 and "--report-dir" in done.stderr
+
+
+def test_a_stage_counts_the_cpu_of_an_orphaned_grandchild(tmp_path: Path) -> None:
+    """dedupe's pool workers are children of a forkserver its parent never waits for: orphans. As a child
+    subreaper the rehearsal adopts and reaps them, so their CPU is the stage's (run in a fresh process:
+    becoming a subreaper would change pytest's own process)."""
+    script = (
+        "import json, subprocess, sys\n"
+        "from pathlib import Path\n"
+        "from benchmarks.rehearsal import become_subreaper, run_measured\n"
+        "burn = 'import time\\nt = time.process_time()\\nwhile time.process_time() - t < 0.8: pass'\n"
+        "orphaner = f'import subprocess, sys; subprocess.Popen([sys.executable, \"-c\", {burn!r}])'\n"
+        "become_subreaper()\n"
+        "done = run_measured([sys.executable, '-c', orphaner], Path(sys.argv[1]), lambda: None, 0.05)\n"
+        "print(json.dumps({'rc': done.returncode, 'cpu': done.cpu_s}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    result = json.loads(done.stdout)
+    assert result["rc"] == 0 and result["cpu"] >= 0.8
