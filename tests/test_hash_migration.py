@@ -208,6 +208,27 @@ def test_store_index_after_migration_holds_only_current_values(folder: Path) -> 
         store.close()
 
 
+def test_store_never_compares_an_unmigrated_value_but_still_knows_its_content(
+    folder: Path, tmp_path: Path
+) -> None:
+    """A removed duplicate whose file is gone keeps its old-path pHash: scrape's inline check must not
+    compare it (a few bits off on another path), yet its sha256 stays known (never fetched again)."""
+    assert run(folder, action="move", quarantine=tmp_path / "q").n_removed > 0
+    (folder / CACHE_NAME).unlink()
+    lost_sha, lost_to = _rows(folder, "SELECT sha256, moved_to FROM dedupe_removed ORDER BY sha256")[0]
+    Path(str(lost_to)).unlink()
+    manifest = Manifest.open(folder, DRAFT_DECODE, progress=False)
+    current = manifest.known_hashes(current_only=True)
+    manifest.close()
+    store = Store(folder)
+    try:
+        store.reconcile(max_pixels=10**8, threshold=12)
+        assert len(store.index) == len(current)  # the old value is not among the compared pHashes
+        assert lost_sha in store.index.sha256
+    finally:
+        store.close()
+
+
 # -- dedupe's cache ----------------------------------------------------------------------------------
 @contextlib.contextmanager
 def _cache(root: Path) -> Iterator[HashCache]:

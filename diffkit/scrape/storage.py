@@ -353,8 +353,11 @@ class Store:
         """Kept images, plus those ``diffkit dedupe`` removed as duplicates: never fetch them again."""
         self.index = KeptIndex()
         files = {sha256: self.root / file_name for sha256, file_name, _ in self.manifest.file_rows()}
-        for sha256, phash in self.manifest.known_hashes():
+        # Only values of the current decode path are compared (a pHash from another path differs by a few
+        # bits); a row whose old value could not be migrated (its file is gone) still names known content.
+        for sha256, phash in self.manifest.known_hashes(current_only=True):
             self.index.add(sha256, phash, _inside(self.root, files.get(sha256)))
+        self.index.sha256.update(self.manifest.stale_shas())
 
     # -- writes ----------------------------------------------------------------------------------
     def add(self, image: ValidImage, url: str | None, fetched_at: str | None = None) -> str:
