@@ -472,7 +472,7 @@ def test_validation_decodes_each_jpeg_once_at_reduced_scale_with_the_same_phash(
 
     from diffkit.dataset.phash import DRAFT_DECODE, phash
 
-    data = face_bytes(11, size=640)  # > 2x the draft size: libjpeg scales by 1/2
+    data = face_bytes(11, size=640)  # > 8x the draft size: libjpeg scales by 1/8
     decoded_sizes: list[tuple[int, int]] = []
     original_load = ImageFile.ImageFile.load
 
@@ -486,7 +486,7 @@ def test_validation_decodes_each_jpeg_once_at_reduced_scale_with_the_same_phash(
     monkeypatch.undo()
     assert isinstance(result, ValidImage)
     assert (result.width, result.height) == (640, 640)  # the header's size, not the decoded one
-    assert decoded_sizes == [(320, 320)]  # one decode, at half scale: no second full-size pass
+    assert decoded_sizes == [(80, 80)]  # one decode, at 1/8 scale: no second full-size pass
     assert result.phash == phash(data, DRAFT_DECODE)  # the shared pHash, unchanged for these bytes
 
 
@@ -545,7 +545,7 @@ def test_validation_gives_exactly_dedupes_phash_and_thumbnail(fmt: str) -> None:
     from diffkit.dataset.verify import open_for_hash_and_thumbnail
     from diffkit.scrape.validate import decode_image
 
-    picture = draw_face(np.random.default_rng(21), 600)  # > 2x the draft size: decoded at half scale
+    picture = draw_face(np.random.default_rng(21), 600)  # > 8x the draft size: decoded at 1/8 scale
     buffer = io.BytesIO()
     (picture.convert("L") if fmt == "L-JPEG" else picture).save(buffer, format=fmt[-4:].strip("-"))
     data = buffer.getvalue()
@@ -555,8 +555,8 @@ def test_validation_gives_exactly_dedupes_phash_and_thumbnail(fmt: str) -> None:
     assert result.phash == phash(data, DRAFT_DECODE)
     with Image.open(io.BytesIO(data)) as image:  # independent: the thumbnail from its definition
         if fmt.endswith("JPEG"):  # the same DCT scale; greyscale stays greyscale
-            image.draft("L" if fmt == "L-JPEG" else "YCbCr", (256, 256))
-            assert image.size == (300, 300)
+            image.draft("L" if fmt == "L-JPEG" else "YCbCr", (64, 64))
+            assert image.size == (75, 75)
         colour = image.convert("RGB").convert("YCbCr") if image.mode != "YCbCr" else image
         expected = colour.resize((16, 16), Image.Resampling.BOX).tobytes()
     assert result.thumb == expected
