@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
 import json
 import os
 import resource
@@ -63,9 +64,10 @@ class Plan:
     preset: str = "small"
     resolution: int = 64
     train_minutes: float = 60.0
-    kill_after_minutes: float = 27.0  # of training (the data cache not counted)
-    eval_every_kimg: float = 8.0
+    kill_after_minutes: float = 30.0  # of training (the loop's own seconds), in the middle
+    eval_every_kimg: float = 4.0
     eval_samples: int = 128
+    eval_reference: int = 1000  # training images in FID-while-training's reference (set-up time on a CPU)
     phema_every_kimg: float = 8.0
     sample_n: int = 1000
     sampler: str = "dpmpp"
@@ -76,7 +78,8 @@ class Plan:
 
 
 QUICK = Plan(n=300, image_size=256, train_minutes=2.0, kill_after_minutes=0.8, eval_every_kimg=0.25,
-             eval_samples=32, phema_every_kimg=0.25, sample_n=64, sample_steps=5, eval_n=64, preset="tiny",
+             eval_reference=64, eval_samples=32, phema_every_kimg=0.25, sample_n=64,
+             sample_steps=5, eval_n=64, preset="tiny",
              resolution=32, poll_s=1.0, state_every_minutes=0.25)  # fmt: skip
 
 
@@ -421,6 +424,8 @@ class Rehearsal:
             str(plan.eval_samples),
             "--phema-every-kimg",
             str(plan.phema_every_kimg),
+            "--eval-reference",
+            str(plan.eval_reference),
             "--sample-every-kimg",
             "0",
             "--no-tensorboard",
@@ -452,16 +457,18 @@ class Rehearsal:
                 return ""
 
         def watch(process: subprocess.Popen[str], t: float, kimg: float | None) -> None:
-            if "train_start_t" not in marks and " GFLOPs/image forward" in stderr_text():
-                marks["train_start_t"] = t  # the model line follows the data cache: training begins
-                marks["train_start_wall"] = time.time()
-            started = marks.get("train_start_t")
-            if (
-                started is not None
-                and "killed_at_t" not in marks
-                and t - started >= plan.kill_after_minutes * 60
-            ):
+            if "model_line_t" not in marks and " GFLOPs/image forward" in stderr_text():
+                marks["model_line_t"] = t  # the model line follows the data cache
+            last = last_json_line(self.run_dir / "stats.jsonl")
+            if last is None or "train_seconds" not in last:
+                return
+            if "first_record" not in marks:  # when the steps began: the first record's time less its seconds
+                marks["first_record"] = True
+                marks["steps_start_t"] = t - last["train_seconds"]
+            # The loop's own clock of training seconds (stats.jsonl, flushed every 50 steps) decides the kill.
+            if "killed_at_t" not in marks and last["train_seconds"] >= plan.kill_after_minutes * 60:
                 marks["killed_at_t"], marks["kimg_at_kill"] = t, kimg
+                marks["train_seconds_at_kill"] = last["train_seconds"]
                 process.send_signal(signal.SIGKILL)
 
         self.weights_ready()
@@ -477,9 +484,8 @@ class Rehearsal:
                 f"train was not killed as planned ({finished.returncode}): {finished.stderr[-2000:]}"
             )
         disk, files = folder_usage(self.run_dir)
-        state = self.run_dir / "state-latest.pt"
         # What survives the kill: the state last written before it (state_every_minutes, or a snapshot).
-        kept_s = state.stat().st_mtime - marks["train_start_wall"] if state.exists() else 0.0
+        kept_step, kept_s = kept_training(self.run_dir)
         return {
             "wall_s": round(finished.wall_s, 2),
             "cpu_s": round(finished.cpu_s, 2),
@@ -487,9 +493,11 @@ class Rehearsal:
             "disk_mb": round(disk / 2**20, 1),
             "files": files,
             "curve": finished.curve,
-            "cache_build_s": round(marks["train_start_t"], 1),
-            "killed_after_training_s": round(marks["killed_at_t"] - marks["train_start_t"], 1),
+            "cache_build_s": round(marks["model_line_t"], 1),
+            "setup_s": round(marks["steps_start_t"], 1),  # data cache, model, FID reference features
+            "killed_after_training_s": round(marks["killed_at_t"] - marks["steps_start_t"], 1),
             "kimg_at_kill": marks["kimg_at_kill"],
+            "state_step": kept_step,
             "state_written_after_training_s": round(kept_s, 1),
             "stderr_tail": finished.stderr[-1500:],
         }
@@ -606,6 +614,29 @@ def _mean_load(record: dict[str, Any]) -> float | None:
     return round(sum(loads) / len(loads), 2) if loads else None
 
 
+def kept_training(run_dir: Path) -> tuple[int, float]:
+    """(step, training seconds) of the state a kill left: its step from state-latest.pt, its seconds
+    interpolated between the stats.jsonl records around it (they are written every 50 steps)."""
+    import torch
+
+    state = run_dir / "state-latest.pt"
+    if not state.exists():
+        return 0, 0.0
+    step = int(torch.load(state, map_location="cpu", weights_only=False)["step"])
+    points = [(0, 0.0)] + [
+        (record["step"], record["train_seconds"])
+        for record in map(json.loads, (run_dir / "stats.jsonl").read_text().splitlines())
+        if "train_seconds" in record and "kind" not in record
+    ]
+    below = max((p for p in points if p[0] <= step), key=lambda p: p[0])
+    above = min((p for p in points if p[0] >= step), key=lambda p: p[0], default=None)
+    if above is None or above[0] == below[0]:
+        rate = below[1] / below[0] if below[0] else 0.0
+        return step, below[1] + (step - below[0]) * rate
+    share = (step - below[0]) / (above[0] - below[0])
+    return step, below[1] + share * (above[1] - below[1])
+
+
 def clusters_by_file_name(result: dict[str, Any]) -> list[list[str]]:
     """Dedupe's clusters as sorted lists of file names (the cold run sees paths under images/, the warm
     run under the scrape folder: the names are what must agree)."""
@@ -621,6 +652,9 @@ def main() -> None:
     parser.add_argument("--stop-after", choices=STAGES, help="stop after this stage (rerun to continue)")
     parser.add_argument("--report-only", action="store_true", help="build the report from stages.json")
     parser.add_argument(
+        "--train-minutes", type=float, help="training budget (default 60; the kill comes at half of it)"
+    )
+    parser.add_argument(
         "--redo",
         nargs="+",
         choices=REDOABLE,
@@ -629,6 +663,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     plan = QUICK if args.quick else Plan()
+    if args.train_minutes is not None:
+        plan = dataclasses.replace(
+            plan, train_minutes=args.train_minutes, kill_after_minutes=args.train_minutes / 2
+        )
     if args.quick and args.report_dir == Path("reports"):
         parser.error("--quick measures nothing of the mission: pass --report-dir outside reports/")
     args.work.mkdir(parents=True, exist_ok=True)

@@ -188,6 +188,9 @@ def write_rehearsal_report(plan: Plan, rehearsal: Rehearsal, report_dir: Path) -
         "train_px": plan.resolution,
         "train_minutes_budget": plan.train_minutes,
         "cache_build_s": killed["cache_build_s"],
+        "setup_s": killed["setup_s"],
+        "eval_reference": plan.eval_reference,
+        "state_step": killed["state_step"],
         "killed_after_training_s": killed["killed_after_training_s"],
         "kimg_at_kill": killed["kimg_at_kill"],
         "resumed_from_step": train_result["resumed_from_step"],
@@ -347,9 +350,12 @@ def settings_text(plan: Plan) -> str:
 
 def training_text(summary: dict[str, Any]) -> str:
     return (
-        f"The data cache took {summary['cache_build_s']:.0f} s before the first step. The run was killed "
+        f"The data cache was ready after {summary['cache_build_s']:.0f} s and the first step came after "
+        f"{summary['setup_s']:.0f} s (the FID reference: {summary['eval_reference']:,} training images "
+        "through Inception). The run was killed "
         f"{summary['killed_after_training_s']:.0f} s into training at {summary['kimg_at_kill']} kimg; its "
-        f"last state had been written {summary['state_written_after_training_s']:.0f} s in (the state is "
+        f"last state (step {summary['state_step']}) had been written "
+        f"{summary['state_written_after_training_s']:.0f} s in (the state is "
         f"refreshed every 10 minutes), so {summary['lost_to_kill_s']:.0f} s of training were redone. The "
         f"resume continued from step {summary['resumed_from_step']} with --max-minutes "
         f"{summary['resume_max_minutes']}, to {summary['final_kimg']} kimg in all."
