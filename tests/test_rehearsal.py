@@ -159,3 +159,20 @@ def test_a_stage_counts_the_cpu_of_an_orphaned_grandchild(tmp_path: Path) -> Non
     )
     result = json.loads(done.stdout)
     assert result["rc"] == 0 and result["cpu"] >= 0.8
+
+
+def test_kept_training_interpolates_the_states_step_on_the_loops_clock(tmp_path: Path) -> None:
+    import torch
+
+    from benchmarks.rehearsal import kept_training
+
+    assert kept_training(tmp_path) == (0, 0.0)  # killed before any state: nothing kept
+    records = [{"step": 50, "train_seconds": 200.0}, {"step": 100, "train_seconds": 450.0},
+               {"kind": "eval", "step": 100, "fid": 1.0}, {"step": 150, "train_seconds": 600.0}]  # fmt: skip
+    (tmp_path / "stats.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    torch.save({"step": 120}, tmp_path / "state-latest.pt")
+    assert kept_training(tmp_path) == (120, 450.0 + 0.4 * 150.0)
+    torch.save({"step": 170}, tmp_path / "state-latest.pt")  # past the last record: its pace
+    assert kept_training(tmp_path) == (170, 600.0 + 20 * 4.0)
+    torch.save({"step": 20}, tmp_path / "state-latest.pt")  # before the first record
+    assert kept_training(tmp_path) == (20, 80.0)
