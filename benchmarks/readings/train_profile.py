@@ -96,9 +96,12 @@ def _conv_audit(cells: dict[str, Any]) -> list[str]:
             f"{audit['layout_variant_conv_cpu_over_shipped']:.2f}",
             f"{audit['layout_variant_step_cpu_over_shipped']:.2f}",
         ])  # fmt: skip
-    calls = table(["cell", "model", "same conv shapes as diffkit", "weight casts per step",
-                   "conv inputs channels_last", "strided incoming grads", "conv CPU ms, 1 thread",
-                   "step CPU ms, 1 thread", "conv CPU ms, the run's threads"], rows)  # fmt: skip
+    header = ["cell", "model", "same conv shapes as diffkit", "weight casts per step",
+              "conv inputs channels_last", "strided incoming grads", "conv CPU ms, 1 thread",
+              "step CPU ms, 1 thread", "conv CPU ms, the run's threads"]  # fmt: skip
+    if not any(row[-1] for row in rows):  # a one-thread run: no second measurement
+        header, rows = header[:-1], [row[:-1] for row in rows]
+    calls = table(header, rows)
     cost = table(["cell", "conv wall ms diffkit / diffusers (rounds)", "conv CPU, 1 thread (rounds)",
                   "diffusers' layout on diffkit: conv CPU", "... step CPU"], ratios)  # fmt: skip
     return [calls, cost]
