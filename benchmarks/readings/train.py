@@ -86,7 +86,7 @@ def block(report: dict[str, Any]) -> str:
     s, data = report["summary"], report["data"]
     setup = (
         f"Setup: preset `{s['preset']}`, batch {s['batch_size']}, {s['timed_steps']} timed steps per cell, "
-        f"{s['torch_threads']} torch thread, {s['cpu_count']} CPUs, torch {s['torch']}; "
+        f"torch threads: {s['torch_threads']}, {s['cpu_count']} CPUs, torch {s['torch']}; "
         f"matmul peaks measured in the run: {s['peak_fp32_gflops']:g} GFLOP/s fp32, "
         f"{s['peak_bf16_gflops']:g} GFLOP/s bf16; "
         f"1-minute load average {s['load_avg_1min_before']:g} before, {s['load_avg_1min_after']:g} after; "

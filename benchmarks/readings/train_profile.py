@@ -38,7 +38,7 @@ def block(report: dict[str, Any]) -> str:
     s, cells = report["summary"], report["data"]["cells"]
     setup = (
         f"Setup: preset `{s['preset']}`, batch {s['batch_size']}, {s['rounds']} rounds x {s['steps']} "
-        f"profiled steps per model and cell, {s['threads']} torch threads; 1-minute load average "
+        f"profiled steps per model and cell, torch threads: {s['threads']}; 1-minute load average "
         f"{s['load_before'][0]:.2f} before, {s['load_after'][0]:.2f} after; report created "
         f"{report['created']}."
     )

@@ -782,6 +782,26 @@ DEDUPE_MUTANTS = [
 
 SCRAPE_MUTANTS = [
     Mutant(
+        "inline-check-compares-old-path",
+        "scrape",
+        STORAGE,
+        "for sha256, phash in self.manifest.known_hashes(current_only=True):",
+        "for sha256, phash in self.manifest.known_hashes():",
+        "scrape's inline check compares pHashes of an earlier decode path with current ones",
+        tests=("tests/test_hash_migration.py",),
+        k="unmigrated",
+    ),
+    Mutant(
+        "unmigrated-content-forgotten",
+        "scrape",
+        STORAGE,
+        "self.index.sha256.update(self.manifest.stale_shas())",
+        "pass",
+        "content whose old pHash could not be migrated is forgotten: it would be fetched and kept again",
+        tests=("tests/test_hash_migration.py",),
+        k="unmigrated",
+    ),
+    Mutant(
         "retry-after-shortened",
         "scrape",
         CLIENT,
@@ -1025,6 +1045,26 @@ SCRAPE_MUTANTS = [
 ]
 
 TRAIN_MUTANTS = [
+    Mutant(
+        "eval-reference-first-k",
+        "train",
+        "diffkit/train/evaluation.py",
+        "chosen = np.sort(rng.choice(len(files), size=config.eval_reference, replace=False))",
+        "chosen = np.arange(config.eval_reference)",
+        "the FID reference is the first K training images (the folder's order), not a seeded random subset",
+        tests=("tests/test_train_eval.py",),
+        k="reference_subset",
+    ),
+    Mutant(
+        "eval-reference-ignored",
+        "train",
+        "diffkit/train/evaluation.py",
+        "if config.eval_reference == 0 or config.eval_reference >= len(files):",
+        "if True:",
+        "--eval-reference is ignored: every training image goes through Inception before the first step",
+        tests=("tests/test_train_eval.py",),
+        k="reference",
+    ),
     Mutant(
         "ema-blends-with-beta",
         "train",
