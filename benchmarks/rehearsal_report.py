@@ -345,6 +345,14 @@ def settings_text(plan: Plan) -> str:
         f"budget; diffkit sample --n {plan.sample_n} --sampler {plan.sampler} --steps {plan.sample_steps} "
         f"--grid; diffkit eval --samples {plan.eval_n} --reference-samples {plan.eval_n} against the scraped "
         "faces. Every stage is the diffkit command in its own process, as a user runs it."
+        + (
+            f" The training budget here is {plan.train_minutes:g} minutes, below the mission's 60: the run "
+            "had to fit one working session on a shared machine (`--train-minutes`); the default is 60."
+            if plan.train_minutes < 60
+            else ""
+        )
+        + f" FID while training is measured against {plan.eval_reference:,} training images"
+        " (--eval-reference)."
     )
 
 
