@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 from dataclasses import asdict
 from pathlib import Path
@@ -265,6 +266,13 @@ def write_rehearsal_report(plan: Plan, rehearsal: Rehearsal, report_dir: Path) -
         ),
         Section(heading="Training", figure=training_figure(killed, resumed), text=training_text(summary)),
         Section(
+            heading="The same evaluations before the kill and after the resume",
+            table=redone_evaluations(killed, evals),
+            text="Evaluations the killed session had printed, beside the resumed run's at the same kimg "
+            "(the work past the last saved state was redone): equal values mean the resume retrained the "
+            "same weights.",
+        ),
+        Section(
             heading="FID over training (stand-in Inception weights)",
             figure=fid_figure(evals),
             text=(
@@ -354,6 +362,25 @@ def settings_text(plan: Plan) -> str:
         + f" FID while training is measured against {plan.eval_reference:,} training images"
         " (--eval-reference)."
     )
+
+
+def redone_evaluations(killed: dict[str, Any], evals: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The FIDs the killed session printed beside the resumed run's at the same kimg: a resume that
+    continues bit-exactly trains the same weights, so the same fixed-noise samples score the same."""
+    after = {round(e["kimg"], 2): e["fid"] for e in evals}
+    rows = []
+    for line in killed.get("stderr_tail", "").splitlines():
+        match = re.match(r"\s*([\d.]+) kimg: FID@\d+ ([\d,.]+)", line)
+        if match and round(float(match[1]), 2) in after:
+            before = float(match[2].replace(",", ""))
+            rows.append(
+                {
+                    "kimg": float(match[1]),
+                    "FID before the kill (printed)": before,
+                    "FID after the resume": round(after[round(float(match[1]), 2)], 1),
+                }
+            )
+    return rows
 
 
 def training_text(summary: dict[str, Any]) -> str:

@@ -176,3 +176,14 @@ def test_kept_training_interpolates_the_states_step_on_the_loops_clock(tmp_path:
     assert kept_training(tmp_path) == (170, 600.0 + 20 * 4.0)
     torch.save({"step": 20}, tmp_path / "state-latest.pt")  # before the first record
     assert kept_training(tmp_path) == (20, 80.0)
+
+
+def test_redone_evaluations_pair_the_killed_sessions_fids_with_the_resumed_runs() -> None:
+    from benchmarks.rehearsal_report import redone_evaluations
+
+    killed = {"stderr_tail": "model small ...\n4.03 kimg: FID@128 44,187.6 (reference 1000, ...)\n"
+              "8.00 kimg: FID@128 1,193.5 (reference 1000, ...)\n"}  # fmt: skip
+    evals = [{"kimg": 4.032, "fid": 44187.61}, {"kimg": 12.0, "fid": 900.0}]
+    assert redone_evaluations(killed, evals) == [
+        {"kimg": 4.03, "FID before the kill (printed)": 44187.6, "FID after the resume": 44187.6}
+    ]
