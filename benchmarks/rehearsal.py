@@ -385,6 +385,11 @@ class Rehearsal:
     # -- dedupe ------------------------------------------------------------------------------------
 
     def dedupe(self, folder: Path, name: str) -> dict[str, Any]:
+        from diffkit.dedupe.config import CACHE_NAME
+
+        # dedupe's own cache from an earlier measurement would make this a cached rerun: the cold stage
+        # must decode every file, the warm one must use only the scraper's records.
+        (folder / CACHE_NAME).unlink(missing_ok=True)
         finished = run_measured(
             diffkit_command("dedupe", str(folder), "--report", str(self.reports / f"{name}.html")),
             self.work,
