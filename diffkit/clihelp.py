@@ -45,7 +45,8 @@ PANELS: dict[str, dict[str, tuple[str, ...]]] = {
         ),
         "Length": ("steps", "kimg", "epochs", "max_minutes"),
         "Device and precision": ("device", "precision", "compile_model"),
-        "Evaluation while training": ("sample_every_kimg", "eval_every_kimg", "eval_samples", "eval_steps"),
+        "Evaluation while training": ("sample_every_kimg", "eval_every_kimg", "eval_samples", "eval_steps",
+                                      "eval_reference"),
         "Run and output": (
             "config", "out", "resume", "dry_run", "phema_every_kimg", "tensorboard", "progress",
             "json_output", "help",
