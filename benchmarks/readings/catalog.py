@@ -17,8 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.readings import dedupe, dedupe_quality, eval, quality, sample, scrape, train, train_profile
-from benchmarks.readings.figures import REPORTS, collect, load, table
+from benchmarks.readings import (
+    dedupe,
+    dedupe_quality,
+    eval,
+    quality,
+    rehearsal,
+    sample,
+    scrape,
+    train,
+    train_profile,
+)
+from benchmarks.readings.figures import REPORTS, collect, load, report_stem, table
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,7 @@ README_ROWS = (
         for name, command in quality.LEVER_COMMANDS.items()
     ),  # fmt: skip
     Row(train_profile.REPORT, train_profile.COMMAND, train_profile.PEER, train_profile.headline),
+    Row(rehearsal.REPORT, rehearsal.COMMAND, rehearsal.PEER, rehearsal.headline),
 )
 
 # Marker name in docs/benchmarks.md -> (its report, the reading that writes the block).
@@ -59,6 +70,7 @@ DOC_BLOCKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "bench-eval": (eval.REPORT, eval.block),
     "bench-train-profile": (train_profile.REPORT, train_profile.block),
     "bench-quality": (quality.REPORT, quality.block),
+    "bench-rehearsal": (rehearsal.REPORT, rehearsal.block),
     "bench-quality-levers": ("quality_levers", quality.levers_block),
     "bench-quality-levers-2": ("quality_levers_2", quality.levers_block),
     "bench-quality-levers-3": (
@@ -90,7 +102,7 @@ def readme_table(reports: Path = REPORTS) -> str:
     """The README's benchmark headline table (marked: ``figures.collect`` gives text and sources)."""
     rows = [
         [f"`{row.command}`", row.peer, row.headline(load(row.report, reports)),
-         f"[bench_{row.report}](reports/bench_{row.report}.html)"]
+         f"[{report_stem(row.report)}](reports/{report_stem(row.report)}.html)"]
         for row in README_ROWS
     ]  # fmt: skip
     return table(["benchmark", "peer", "headline (2-core CPU)", "report"], rows)
