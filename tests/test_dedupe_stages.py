@@ -24,7 +24,8 @@ from diffkit.dedupe.result import DedupeResult
 from diffkit.dedupe.run import dedupe
 from diffkit.fakesite.faces import draw_face
 from diffkit.fakesite.transforms import encode_image, transformed_copy
-from diffkit.scrape.storage import KeptIndex, Store
+from diffkit.scrape.kept import KeptIndex
+from diffkit.scrape.storage import Store
 from diffkit.scrape.validate import ValidImage, decode_image
 
 
@@ -455,3 +456,137 @@ def test_sha256_only_for_files_that_share_a_size_and_exact_copies_still_count(tm
         shas = dict(db.execute("SELECT rel, sha256 FROM hashes"))
     assert shas["f0.jpg"] is None and shas["f1.jpg"] == shas["copy.jpg"] is not None
     assert None is not shas["f2.jpg"] != shas["same-size.jpg"] is not None
+
+
+@pytest.fixture(scope="module")
+def face_thumbnails() -> np.ndarray:
+    """Thumbnails as dedupe sees them: 60 aligned faces, a near copy of each (every transform), a
+    greyscale face, solid colours and one noise image; (n, 768) uint8."""
+    rng = np.random.default_rng(41)
+    images: list[bytes] = []
+    for k in range(60):
+        face = draw_face(np.random.default_rng([41, k]), 96)
+        images.append(encode_image(face, "JPEG", 90))
+        images.append(transformed_copy(face, ("jpeg", "resize", "brightness", "crop")[k % 4], rng)[0])
+    images.append(encode_image(draw_face(np.random.default_rng([41, 99]), 96).convert("L"), "PNG"))
+    for colour in ((120, 60, 30), (121, 60, 31), (10, 200, 10)):
+        images.append(encode_image(Image.new("RGB", (64, 48), colour), "PNG"))
+    noise = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    images.append(encode_image(Image.fromarray(noise), "PNG"))
+    images.append(images[0])  # identical thumbnails: the one pair whose bound is tight (both equal 1)
+    return np.stack([np.frombuffer(open_for_hash_and_thumbnail(data)[1], np.uint8) for data in images])
+
+
+def test_the_similarity_bound_never_skips_a_pair_that_reaches_the_floor(face_thumbnails: np.ndarray) -> None:
+    """Issue 28.2: pairs whose upper bound is below ``at_least`` are skipped (-inf). Every pair of the set
+    (near copies, distinct aligned faces, flat and greyscale channels) keeps its exact value when it
+    reaches the floor, including a floor set exactly at one pair's similarity, and most far pairs are
+    skipped (else the bound buys nothing)."""
+    from diffkit.dataset import verify
+
+    n = len(face_thumbnails)
+    pi, pj = np.triu_indices(n, k=1)
+    exact = pair_similarities(face_thumbnails, pi, pj)
+    features = verify.bound_features(face_thumbnails)
+    bounds = verify.upper_bounds(features.take(pi), features.take(pj))
+    assert (bounds >= exact - 1e-5).all()
+    copies = exact[np.arange(0, 120, 2) * (2 * n - np.arange(0, 120, 2) - 1) // 2]  # (2k, 2k + 1) pairs
+    assert (copies >= 0.94).all()
+    on_a_pair = float(np.sort(exact)[-200])  # the boundary: a floor equal to a pair's value
+    tight = float(exact[(pi == 0) & (pj == n - 1)][0])  # ...and to the identical pair's, where bound == value
+    for floor in (0.5, 0.94, on_a_pair, tight):
+        bounded = pair_similarities(face_thumbnails, pi, pj, at_least=floor)
+        computed = np.isfinite(bounded)
+        assert np.array_equal(bounded[computed], exact[computed])
+        assert (exact[~computed] < floor).all()
+        assert ((bounded >= floor) == (exact >= floor)).all()
+        assert computed.mean() < 0.35, floor
+
+
+def test_verify_candidates_reports_what_it_did_before_the_bound(
+    face_thumbnails: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bounded stage 2 gives the same accepted pairs, values, histogram and borderline table as
+    computing every candidate, with and without enough close calls to fill the table, and a
+    byte-identical pair whose thumbnails are far apart still reports its own value."""
+    from dataclasses import replace as dataclasses_replace
+
+    from diffkit.dedupe import stages
+    from diffkit.dedupe.hashing import HashRecord
+    from diffkit.dedupe.search import SearchResult
+    from diffkit.dedupe.stages import SIMILARITY_BINS, _borderline, verify_candidates
+
+    n = len(face_thumbnails) - 1  # without the identical last one
+    face_thumbnails = face_thumbnails[:n]
+    computed: list[int] = []
+
+    def counting(*args: object, **kwargs: object) -> np.ndarray:
+        values = pair_similarities(*args, **kwargs)  # type: ignore[arg-type]
+        computed.append(int(np.isfinite(values).sum()))
+        return values
+
+    monkeypatch.setattr(stages, "pair_similarities", counting)
+    records = [HashRecord(f"{k:03d}.jpg", 1, 0, f"sha{k}", 0, 96, 96, None) for k in range(n)]
+    records[-1] = dataclasses_replace(records[-1], sha256="sha0")  # noise image "byte-identical" to face 0
+    for size in (n, 12):  # all pairs (plenty of close calls), then too few to fill the table
+        pi, pj = (a.astype(np.int64) for a in np.triu_indices(size, k=1))
+        found = SearchResult(
+            pi, pj, np.zeros(pi.size, np.uint8), np.zeros(size, np.uint8), pi[:0], pj[:0], pi[:0]
+        )
+        computed.clear()
+        got = verify_candidates(records[:size], face_thumbnails[:size], found, 0.94, True)
+        if size == n:  # the bound skipped most pairs (the far byte-identical pair's value computed after)
+            assert sum(computed) < 0.35 * pi.size, computed
+        sims = pair_similarities(face_thumbnails[:size], pi, pj)
+        exact = np.array([records[i].sha256 == records[j].sha256 for i, j in zip(pi, pj, strict=True)], bool)
+        accept = exact | (sims >= 0.94)
+        histogram, _ = np.histogram(
+            np.clip(sims, SIMILARITY_BINS[0], SIMILARITY_BINS[-1]), bins=SIMILARITY_BINS
+        )
+        assert np.array_equal(got.pairs_i, pi[accept]) and np.array_equal(got.pairs_j, pj[accept])
+        assert np.array_equal(got.similarity, sims[accept]) and got.histogram == histogram.tolist()
+        assert got.borderline == _borderline(records[:size], pi, pj, found.distances, sims, accept, exact)
+        assert got.n_rejected == int((~accept).sum())
+        close_calls = int((~accept & (sims >= 0.5)).sum())
+        assert close_calls >= 25 if size == n else close_calls < 25  # both ways of filling the table
+        far_copy = exact & (pi == 0) & (pj == size - 1)
+        assert far_copy.any() == (size == n) and (sims[far_copy] < 0.5).all()
+
+
+def test_kept_bound_gives_the_inline_check_its_exact_answer(
+    face_thumbnails: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 28: the scraper's inline check bounds every candidate before computing any similarity. Over
+    1,100 kept images (the index grows past its first 1,024 rows) that are all candidates, its answer
+    for each probe equals the exact test on every candidate, at thresholds that include one set
+    exactly at a probe's best similarity."""
+    from diffkit.dataset.verify import similarities
+    from diffkit.scrape import kept as kept_module
+
+    computed: list[int] = []
+
+    def counting(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        computed.append(len(a))
+        return similarities(a, b)
+
+    monkeypatch.setattr(kept_module, "similarities", counting)
+    rng = np.random.default_rng(28)
+    smooth = [
+        np.asarray(Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).resize((16, 16)))
+        for _ in range(1100 - 60)
+    ]
+    kept = np.concatenate([face_thumbnails[0:120:2], np.stack(smooth).reshape(-1, THUMB_BYTES)])
+    index = KeptIndex()
+    for k, thumb in enumerate(kept):
+        index.add(f"sha{k}", 0, None, thumb.tobytes())
+    probes = face_thumbnails[1:120:2]  # each face's near copy, whose original is kept
+    probes = np.concatenate([probes, face_thumbnails[120:], kept[-5:] // 2 + 60])
+    best = [float(similarities(np.repeat(p[None], len(kept), 0), kept).max()) for p in probes]
+    for min_similarity in (0.5, 0.94, 0.99, best[3], best[-1]):
+        computed.clear()
+        expected = [b >= min_similarity for b in best]
+        got = [index.near_duplicate(0, b"", 12, min_similarity, thumb=p.tobytes()) for p in probes]
+        assert got == expected, min_similarity
+        if min_similarity == 0.94:  # the bound spared nearly all exact similarities
+            assert sum(computed) < 0.02 * len(kept) * len(probes), sum(computed)
+    assert any(expected) and not all(expected)

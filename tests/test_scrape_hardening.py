@@ -31,7 +31,8 @@ from diffkit.fakesite.faces import draw_face
 from diffkit.fakesite.site import FaceSite, SiteConfig
 from diffkit.fakesite.transforms import encode_image
 from diffkit.lock import folder_lock
-from diffkit.scrape.storage import KeptIndex, Store
+from diffkit.scrape.kept import KeptIndex
+from diffkit.scrape.storage import Store
 from diffkit.scrape.validate import ValidImage, phash_of, validate
 
 JPEG = {"content-type": "image/jpeg"}

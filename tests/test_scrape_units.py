@@ -32,9 +32,10 @@ from diffkit.fakesite.transforms import encode_image
 from diffkit.scrape.client import RateLimiter, full_jitter_delay, parse_retry_after, same_host
 from diffkit.scrape.config import ScrapeConfig, parse_size
 from diffkit.scrape.endpoints import probe_endpoints
+from diffkit.scrape.kept import KeptIndex
 from diffkit.scrape.report import reason_table
 from diffkit.scrape.result import estimate_pool
-from diffkit.scrape.storage import KeptIndex, Store
+from diffkit.scrape.storage import Store
 from diffkit.scrape.validate import Rejection, ValidImage, validate
 
 JPEG_HEADERS = {"content-type": "image/jpeg"}
@@ -566,7 +567,7 @@ def test_near_duplicate_check_of_fetched_images_decodes_nothing_in_the_event_loo
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Thumbnails come from validation (the worker thread) and are remembered for kept images."""
-    import diffkit.scrape.storage as storage
+    import diffkit.scrape.kept as kept_module
     from diffkit.scrape.validate import decode_image
 
     store = Store(tmp_path / "out")
@@ -578,8 +579,8 @@ def test_near_duplicate_check_of_fetched_images_decodes_nothing_in_the_event_loo
     assert copy.sha256 != kept.sha256
     store.add(kept, "http://example.com/x")
     decodes: list[int] = []
-    real = storage.open_for_hash_and_thumbnail
-    monkeypatch.setattr(storage, "open_for_hash_and_thumbnail", lambda *a: decodes.append(1) or real(*a))
+    real = kept_module.open_for_hash_and_thumbnail
+    monkeypatch.setattr(kept_module, "open_for_hash_and_thumbnail", lambda *a: decodes.append(1) or real(*a))
     index = store.index
     assert index.near_duplicate(copy.phash, copy.data, 64, thumb=copy.thumb) is True
     assert index.near_duplicate(distinct.phash, distinct.data, 64, thumb=distinct.thumb) is False

@@ -2,7 +2,7 @@
 
 The folder's format (names, schema, queries, ``metadata.jsonl``) belongs to
 :mod:`diffkit.dataset.manifest`; this module is scrape's writer: atomic file writes, crash
-reconciliation and the inline dedupe index.
+reconciliation, and loading the inline dedupe index (:mod:`diffkit.scrape.kept`).
 
 Order of writes for one image: the file (temp, fsync of its bytes, rename), then its manifest row (one
 commit). So after a ``kill -9`` at any moment the only possible disagreements are a stray temp file or a
@@ -33,8 +33,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
 from diffkit.atomic import TMP_SUFFIX, fsync_dir
 from diffkit.console import printable
 from diffkit.dataset.manifest import (
@@ -49,20 +47,12 @@ from diffkit.dataset.manifest import (
     row_problem,
     utc_now,
 )
-from diffkit.dataset.verify import (
-    DEFAULT_MIN_SIMILARITY,
-    HASH_ONLY_BITS,
-    open_for_hash_and_thumbnail,
-    similarities,
-)
 from diffkit.errors import DiffkitError
 from diffkit.safepath import is_real_file, unsafe_reason
+from diffkit.scrape.kept import KeptIndex
 from diffkit.scrape.validate import HASH_DECODE, Rejection, ValidImage, decode_image
 
-__all__ = ["KeptIndex", "ReconcileReport", "Store", "storage_error", "write_durably"]
-
-# Set bits of every byte value: a popcount that works on numpy 1.x too (np.bitwise_count is 2.x only).
-_POPCOUNT = np.array([bin(value).count("1") for value in range(256)], dtype=np.uint8)
+__all__ = ["ReconcileReport", "Store", "storage_error", "write_durably"]
 
 # The temp file of a kept image: created new (never an existing file, never through a symlink), with
 # the permissions any new file gets (mode 0o666 less the umask, as diffkit.atomic's NEW_FILE_MODE).
@@ -120,93 +110,6 @@ def _symlink_on_the_way(root: Path, file_name: str) -> str | None:
         if end < 0:
             return None
         end = file_name.find("/", end + 1)
-
-
-class KeptIndex:
-    """Everything kept so far, for inline de-duplication: sha256 set and a growing uint64 pHash array,
-    plus where each kept file lies, for the second stage.
-
-    The test is dedupe's (:mod:`diffkit.dataset.verify`): kept images within ``threshold`` bits are
-    candidates, and a candidate is the same picture only when the thumbnails' similarity reaches
-    ``min_similarity``. Thumbnails of kept files are decoded when first needed (few images are ever
-    candidates) and remembered; a kept image whose file is gone (removed by ``diffkit dedupe``) is judged
-    by its hash alone at the strict ``HASH_ONLY_BITS``."""
-
-    def __init__(self) -> None:
-        self.sha256: set[str] = set()
-        self._hashes = np.zeros(1024, dtype=np.uint64)
-        self._count = 0
-        self._paths: list[Path | None] = []
-        self._thumbs: dict[int, bytes | None] = {}
-
-    def __len__(self) -> int:
-        return self._count
-
-    def add(self, sha256: str, phash: int, path: Path | None = None, thumb: bytes | None = None) -> None:
-        if self._count == len(self._hashes):
-            self._hashes = np.concatenate([self._hashes, np.zeros_like(self._hashes)])
-        self._hashes[self._count] = np.uint64(phash)
-        self._paths.append(path)
-        if thumb is not None:
-            self._thumbs[self._count] = thumb
-        self._count += 1
-        self.sha256.add(sha256)
-
-    def _distances(self, phash: int) -> np.ndarray:
-        xor = np.bitwise_xor(self._hashes[: self._count], np.uint64(phash))
-        count = getattr(np, "bitwise_count", None)  # numpy 2: one ufunc pass, 50x less than the table
-        if count is not None:
-            return count(xor)
-        return _POPCOUNT[xor.view(np.uint8)].reshape(self._count, 8).sum(axis=1, dtype=np.uint16)
-
-    def nearest_distance(self, phash: int) -> int | None:
-        """Smallest Hamming distance from ``phash`` to any kept hash (None when nothing is kept)."""
-        if self._count == 0:
-            return None
-        return int(self._distances(phash).min())
-
-    def _thumb(self, k: int) -> bytes | None:
-        if k not in self._thumbs:
-            path = self._paths[k]
-            try:
-                self._thumbs[k] = None if path is None else open_for_hash_and_thumbnail(path.read_bytes())[1]
-            except Exception:  # gone or unreadable: judged by the hash alone
-                self._thumbs[k] = None
-        return self._thumbs[k]
-
-    def near_duplicate(
-        self,
-        phash: int,
-        data: bytes,
-        threshold: int,
-        min_similarity: float = DEFAULT_MIN_SIMILARITY,
-        thumb: bytes | None = None,
-    ) -> bool:
-        """Whether image ``data`` (pHash ``phash``, thumbnail ``thumb`` when the caller has it) is a near
-        copy of a kept image, by the two stages."""
-        if self._count == 0:
-            return False
-        distances = self._distances(phash)
-        candidates = np.flatnonzero(distances <= threshold)
-        if candidates.size == 0:
-            return False
-        if thumb is None:
-            thumb = open_for_hash_and_thumbnail(data)[1]
-        verifiable: list[bytes] = []
-        for k in candidates.tolist():
-            kept = self._thumb(k)
-            if kept is None:
-                if distances[k] <= min(threshold, HASH_ONLY_BITS):
-                    return True
-            else:
-                verifiable.append(kept)
-        if not verifiable:
-            return False
-        # Every candidate's thumbnail in one vectorised pass (same floats as one similarity() per pair):
-        # a source of look-alike faces gives many candidates per image, more the more are kept.
-        ours = np.frombuffer(thumb, dtype=np.uint8)[None, :].repeat(len(verifiable), axis=0)
-        theirs = np.frombuffer(b"".join(verifiable), dtype=np.uint8).reshape(len(verifiable), -1)
-        return bool((similarities(ours, theirs) >= min_similarity).any())
 
 
 def storage_error(root: Path, exc: OSError | sqlite3.Error) -> DiffkitError:

@@ -62,6 +62,7 @@ SEARCH = "diffkit/dedupe/search.py"
 CLUSTERS = "diffkit/dedupe/clusters.py"
 CLIENT = "diffkit/scrape/client.py"
 STORAGE = "diffkit/scrape/storage.py"
+KEPT = "diffkit/scrape/kept.py"
 EMA = "diffkit/train/ema.py"
 # The training loop is being split (loop.py -> step.py, state.py): a snippet is looked up in each file
 # in turn, so it survives moving between them.
@@ -642,6 +643,56 @@ HASH_MIGRATION_MUTANTS = [
 
 DEDUPE_MUTANTS = [
     Mutant(
+        "bound-without-the-rest",
+        "dedupe",
+        VERIFY,
+        " + a.rest * b.rest",
+        "",
+        "the similarity bound forgets the high frequencies' share: pairs that reach the floor are skipped",
+        tests=VERIFY_TESTS,
+        k="bound",
+    ),
+    Mutant(
+        "bound-margin-wrong-way",
+        "dedupe",
+        VERIFY,
+        "todo = np.flatnonzero(bounds >= at_least - BOUND_MARGIN)",
+        "todo = np.flatnonzero(bounds >= at_least + BOUND_MARGIN)",
+        "the bound's float margin is added the wrong way: a pair whose bound is tight is skipped",
+        tests=VERIFY_TESTS,
+        k="bound",
+    ),
+    Mutant(
+        "bound-floor-at-threshold",
+        "dedupe",
+        STAGES,
+        "floor = min(min_similarity, float(SIMILARITY_BINS[0])) if verify else None",
+        "floor = min_similarity if verify else None",
+        "stage 2 bounds at --min-similarity, so the table is always refilled: every pair computed again",
+        tests=VERIFY_TESTS,
+        k="bound",
+    ),
+    Mutant(
+        "bound-table-filled-the-wrong-way",
+        "dedupe",
+        STAGES,
+        "(sims >= floor)).sum()) >= _BORDERLINE:",
+        "(sims >= floor)).sum()) < _BORDERLINE:",
+        "few close calls leave the borderline table short (pairs below the floor are never computed)",
+        tests=VERIFY_TESTS,
+        k="bound",
+    ),
+    Mutant(
+        "content-ids-none-identical",
+        "dedupe",
+        STAGES,
+        " & (content[pi] >= 0)",
+        "",
+        "two candidates without a sha256 (no twin in size) count as byte-identical: accepted unverified",
+        tests=VERIFY_TESTS,
+        k="bound or sha256_only",
+    ),
+    Mutant(
         "verify-strict-at-min-similarity",
         "dedupe",
         STAGES,
@@ -877,7 +928,7 @@ SCRAPE_MUTANTS = [
     Mutant(
         "inline-dedupe-strict-threshold",
         "scrape",
-        STORAGE,
+        KEPT,
         "candidates = np.flatnonzero(distances <= threshold)",
         "candidates = np.flatnonzero(distances < threshold)",
         "the scraper's inline near-duplicate check drops candidates exactly at the threshold",
@@ -887,7 +938,7 @@ SCRAPE_MUTANTS = [
     Mutant(
         "inline-dedupe-strict-similarity",
         "scrape",
-        STORAGE,
+        KEPT,
         "return bool((similarities(ours, theirs) >= min_similarity).any())",
         "return bool((similarities(ours, theirs) > min_similarity).any())",
         "the scraper's thumbnail check rejects a copy exactly at --min-similarity",
@@ -897,9 +948,9 @@ SCRAPE_MUTANTS = [
     Mutant(
         "hash-only-at-loose-threshold",
         "scrape",
-        STORAGE,
-        "if distances[k] <= min(threshold, HASH_ONLY_BITS):",
-        "if distances[k] <= threshold:",
+        KEPT,
+        "if (distances[gone] <= min(threshold, HASH_ONLY_BITS)).any():",
+        "if (distances[gone] <= threshold).any():",
         "a kept image without a thumbnail is judged at the loose candidate threshold",
         tests=("tests/test_scrape_units.py", "tests/test_scrape_hardening.py", "tests/test_dedupe_stages.py"),
         k="near_duplicate or inline or threshold or removed or kept",
@@ -1023,9 +1074,29 @@ SCRAPE_MUTANTS = [
         k="manifest_row",
     ),
     Mutant(
+        "kept-bound-skips-reaching-candidates",
+        "scrape",
+        KEPT,
+        "close = verifiable[bounds >= min_similarity - BOUND_MARGIN]",
+        "close = verifiable[bounds >= min_similarity + 0.02]",
+        "the inline check skips candidates whose bound reaches --min-similarity by less than 0.02",
+        tests=("tests/test_scrape_hardening.py", "tests/test_dedupe_stages.py"),
+        k="candidates or inline or kept_bound",
+    ),
+    Mutant(
+        "kept-features-not-grown",
+        "scrape",
+        KEPT,
+        "self._described = np.concatenate([self._described, np.zeros_like(self._described)])",
+        "self._described = np.zeros(2 * len(self._described), dtype=bool)",
+        "growing the index past 1,024 kept images forgets which thumbnails were described",
+        tests=("tests/test_scrape_hardening.py", "tests/test_dedupe_stages.py"),
+        k="candidates or inline or kept_bound",
+    ),
+    Mutant(
         "candidates-need-every-thumbnail-to-match",
         "scrape",
-        STORAGE,
+        KEPT,
         "return bool((similarities(ours, theirs) >= min_similarity).any())",
         "return bool((similarities(ours, theirs) >= min_similarity).all())",
         "a copy is a near duplicate only when every candidate's thumbnail matches, not any",
