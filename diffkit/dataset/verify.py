@@ -24,6 +24,9 @@ A thumbnail, like a hash, belongs to the decode path it came from.
 from __future__ import annotations
 
 import io
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -106,7 +109,11 @@ def _standardised(thumbs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def pair_similarities(
-    thumbs: np.ndarray, pairs_i: np.ndarray, pairs_j: np.ndarray, at_least: float | None = None
+    thumbs: np.ndarray,
+    pairs_i: np.ndarray,
+    pairs_j: np.ndarray,
+    at_least: float | None = None,
+    workers: int | None = None,
 ) -> np.ndarray:
     """Similarity of the pairs (pairs_i[k], pairs_j[k]) of rows of one (n, 768) thumbnail array: each
     thumbnail is standardised once, then every pair costs one 768-long dot product.
@@ -114,24 +121,25 @@ def pair_similarities(
     ``at_least``: only pairs that may reach it are computed; the others get ``-inf``. Which cannot is
     proven by an upper bound (:func:`upper_bounds`) that costs a seventh of the exact product: aligned
     faces give a scrape folder millions of candidates, most far below any threshold. Every value
-    computed is the same float as without ``at_least``."""
+    computed is the same float as without ``at_least``. Chunks of pairs run on ``workers`` threads
+    (default: all cores; numpy's gathers and products release the GIL), each writing its own rows."""
     unit, flat, means = _standardised(np.asarray(thumbs, dtype=np.uint8).reshape(-1, THUMB_BYTES))
     pairs_i, pairs_j = np.asarray(pairs_i, dtype=np.int64), np.asarray(pairs_j, dtype=np.int64)
     out = np.full(len(pairs_i), -np.inf, dtype=np.float32)
     todo = np.arange(len(pairs_i))
+    workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
     if at_least is not None and len(pairs_i):
         features = _bound_features(unit, flat, means)
-        bounds = np.concatenate(
-            [
-                upper_bounds(
-                    features.take(pairs_i[k : k + _BOUND_CHUNK]), features.take(pairs_j[k : k + _BOUND_CHUNK])
-                )
-                for k in range(0, len(pairs_i), _BOUND_CHUNK)
-            ]
-        )
+        bounds = np.empty(len(pairs_i), dtype=np.float32)
+
+        def bound(rows: slice) -> None:
+            bounds[rows] = upper_bounds(features.take(pairs_i[rows]), features.take(pairs_j[rows]))
+
+        _in_chunks(bound, len(pairs_i), _BOUND_CHUNK, workers)
         todo = np.flatnonzero(bounds >= at_least - BOUND_MARGIN)
-    for start in range(0, todo.size, _CHUNK):
-        rows = todo[start : start + _CHUNK]
+
+    def compute(chunk: slice) -> None:
+        rows = todo[chunk]
         a, b = pairs_i[rows], pairs_j[rows]
         out[rows] = _combine(
             np.matmul(unit[a][:, :, None, :], unit[b][:, :, :, None])[:, :, 0, 0],
@@ -139,7 +147,20 @@ def pair_similarities(
             means[a],
             means[b],
         )
+
+    _in_chunks(compute, todo.size, _CHUNK, workers)
     return out
+
+
+def _in_chunks(work: Callable[[slice], None], n: int, chunk: int, workers: int) -> None:
+    """``work(slice)`` over 0..n in chunks, on ``workers`` threads when there is more than one chunk."""
+    chunks = [slice(start, start + chunk) for start in range(0, n, chunk)]
+    if workers == 1 or len(chunks) < 2:
+        for piece in chunks:
+            work(piece)
+        return
+    with ThreadPoolExecutor(min(workers, len(chunks))) as pool:
+        list(pool.map(work, chunks))
 
 
 def _dct_basis(side: int, keep: int) -> np.ndarray:
