@@ -613,6 +613,18 @@ class Rehearsal:
             self.save(name, record)
             print(f"{name}: {record['wall_s']} s wall, {record['cpu_s']} s CPU", flush=True)
 
+    def keep_earlier_scrape(self, stages_json: Path) -> None:
+        """Keep an earlier rehearsal's scrape (wall, CPU, commit, curve) in this one's scrape record, as
+        ``earlier``: the report sets the two side by side (a cost measured before and after a fix)."""
+        earlier = json.loads(Path(stages_json).read_text())["scrape"]
+        record = self.records["scrape"]
+        kept = ("wall_s", "cpu_s", "commit", "finished_at", "curve")
+        record["earlier"] = {key: earlier[key] for key in kept} | {
+            "kept": earlier["result"]["kept_total"],
+            "mean_load1": _mean_load(earlier),
+        }
+        self.save("scrape", record)
+
 
 def _mean_load(record: dict[str, Any]) -> float | None:
     loads = [point["load1"] for point in record.get("curve", []) if point.get("load1") is not None]
@@ -666,6 +678,12 @@ def main() -> None:
         default=[],
         help="measure these finished stages again, then report",
     )
+    parser.add_argument(
+        "--earlier-scrape",
+        type=Path,
+        metavar="STAGES_JSON",
+        help="an earlier rehearsal's stages.json: its scrape is shown beside this one's (before a fix)",
+    )
     args = parser.parse_args()
     plan = QUICK if args.quick else Plan()
     if args.train_minutes is not None:
@@ -686,6 +704,8 @@ def main() -> None:
             rehearsal.redo(args.redo)
         else:
             rehearsal.run(args.stop_after)
+    if args.earlier_scrape is not None:
+        rehearsal.keep_earlier_scrape(args.earlier_scrape)
     if all(name in rehearsal.records for name in STAGES):
         from benchmarks.rehearsal_report import write_rehearsal_report
 

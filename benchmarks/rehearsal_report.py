@@ -74,6 +74,66 @@ def cpu_points(record: dict[str, Any]) -> list[tuple[float, float]]:
     ]
 
 
+def cpu_ms_by_tenth(record: dict[str, Any]) -> list[tuple[float, float | None]]:
+    """(kept images at the tenth's end, CPU ms per kept image within it) for each tenth of the progress:
+    a cost that grows with the folder shows as a rising column."""
+    points = cpu_points(record)
+    if len(points) < 2:
+        return []
+    total = points[-1][1]
+    out: list[tuple[float, float | None]] = []
+    previous = points[0]
+    for k in range(1, 11):
+        mark = next((point for point in points if point[1] >= total * k / 10), points[-1])
+        done = mark[1] - previous[1]
+        out.append((mark[1], round(1000 * (mark[0] - previous[0]) / done, 2) if done > 0 else None))
+        previous = mark
+    return out
+
+
+def earlier_scrape_section(scrape: dict[str, Any]) -> tuple[Section, dict[str, Any]]:
+    """The scrape of an earlier rehearsal (``--earlier-scrape``) beside this one: CPU per kept image per
+    tenth of the progress, both runs, and the late / early rate of each."""
+    earlier = scrape["earlier"]
+    before, after = cpu_ms_by_tenth(earlier), cpu_ms_by_tenth(scrape)
+    rows = [
+        {
+            "tenth": k + 1,
+            "kept (earlier)": int(b[0]),
+            "CPU ms / kept (earlier)": b[1],
+            "kept (this run)": int(a[0]),
+            "CPU ms / kept (this run)": a[1],
+        }
+        for k, (b, a) in enumerate(zip(before, after, strict=False))
+    ]
+    earlier_rate = rate_early_late(cpu_points(earlier))
+    summary = {
+        "scrape_earlier_commit": str(earlier["commit"])[:10],
+        "scrape_earlier_mean_load1": earlier["mean_load1"],
+        "scrape_earlier_cpu_ms_per_kept": round(1000 * earlier["cpu_s"] / max(1, earlier["kept"]), 2),
+        "scrape_earlier_cpu_rate_late_over_early": earlier_rate["late_over_early"],
+    }
+    text = (
+        f"The same scrape (same plan, same site) at commit {summary['scrape_earlier_commit']}, before the "
+        "inline near-duplicate check bounded its candidates (diffkit/scrape/kept.py), beside this run. "
+        "Every new image is checked against every kept image within the hash threshold; aligned faces "
+        "give more of those the more are kept, so the check's cost grew with the folder. Columns: CPU "
+        "milliseconds of the scrape command per kept image within each tenth of the progress."
+    )
+    figure = line_plot(
+        {
+            "earlier": ([b[0] for b in before], [b[1] for b in before]),
+            "this run": ([a[0] for a in after], [a[1] for a in after]),
+        },
+        "kept images",
+        "CPU ms per kept image",
+        "Scrape cost per image as the folder grows",
+    )
+    return Section(
+        heading="Scrape: a slowdown with size, before and after its fix", table=rows, text=text, figure=figure
+    ), summary
+
+
 def mean_load(record: dict[str, Any]) -> float | None:
     loads = [point["load1"] for point in record["curve"] if point.get("load1") is not None]
     return round(statistics.fmean(loads), 2) if loads else None
@@ -227,6 +287,9 @@ def write_rehearsal_report(plan: Plan, rehearsal: Rehearsal, report_dir: Path) -
         "peak_rss_mb": max(r["peak_rss_mb"] for r in records.values()),
         "cores": os.cpu_count(),
     }
+    if "earlier" in scrape:
+        earlier_section, earlier_summary = earlier_scrape_section(scrape)
+        summary.update(earlier_summary)
     rows, projection_text = projection(train_flops, cpu_img_per_s)
     sections = [
         Section(heading="What ran", text=settings_text(plan)),
@@ -310,6 +373,8 @@ def write_rehearsal_report(plan: Plan, rehearsal: Rehearsal, report_dir: Path) -
                 ),
             ),
         )
+    if "earlier" in scrape:
+        sections.insert(3, earlier_section)
     grid = rehearsal.samples / "grid.png"
     if grid.exists():
         sections.append(

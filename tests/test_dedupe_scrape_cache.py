@@ -2,7 +2,8 @@
 
 Scrape records each kept image's pHash and thumbnail (from its validation decode) in the manifest's
 ``image_hashes`` table with the file's size and mtime as written; dedupe uses them only for files whose
-size, mtime and sha256 are unchanged. Decodes are counted by wrapping dedupe's decoder in this process
+size and mtime are unchanged and whose status has not changed since the write (ctime) or whose sha256
+is unchanged. Decodes are counted by wrapping dedupe's decoder in this process
 (one worker, so no pool hides a decode).
 """
 
@@ -13,6 +14,7 @@ import hashlib
 import os
 import shutil
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,8 +51,11 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def folder(scraped: Path, tmp_path: Path) -> Path:
-    """A private copy (copy2 keeps every mtime to the nanosecond, as a fresh scrape folder has)."""
+def folder(scraped: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private copy (copy2 keeps every mtime to the nanosecond, as a fresh scrape folder has). A copy's
+    files have new ctimes, so no status is trusted (``SETTLED_NS`` 0): these tests check the sha256
+    path; ``test_a_fresh_scrape_folder_is_trusted_on_its_status`` checks the other."""
+    monkeypatch.setattr(hashing, "SETTLED_NS", 0)
     return Path(shutil.copytree(scraped, tmp_path / "faces"))
 
 
@@ -238,3 +243,53 @@ def test_against_uses_the_folder_record_and_leaves_a_scrape_reference_untouched(
     assert len(decoded) == N_SCRAPED and result.n_hashed == 0  # REF's files only; DIR's from its record
     assert {leak["path"] for leak in result.leaks} == set(recorded_hashes(folder, DRAFT_DECODE))
     assert sorted(path.relative_to(reference).as_posix() for path in reference.rglob("*")) == before
+
+
+def test_settled_is_a_status_change_within_the_second_after_the_write() -> None:
+    mtime = 1_700_000_000_000_000_000
+    assert hashing.settled(mtime, mtime) and hashing.settled(mtime + hashing.SETTLED_NS, mtime)
+    assert not hashing.settled(mtime + hashing.SETTLED_NS + 1, mtime)  # changed later: read it
+    assert not hashing.settled(mtime - 1, mtime)  # a status older than the write: not the file written
+
+
+def test_a_fresh_scrape_folder_is_trusted_on_its_status(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 28.2 at size: a fresh scrape folder is neither decoded nor read (its files' ctimes are
+    the scraper's own rename, within moments of the recorded mtime). A same-size rewrite with its mtime
+    set back, made after that moment, moves the ctime: that one file is read, and hashed again."""
+    monkeypatch.setattr(hashing, "SETTLED_NS", 200_000_000)  # the test's own writes come 0.3 s later
+    out = tmp_path / "faces"
+    with FaceSite(SiteConfig(size=96, seed=8)) as site:
+        scrape(
+            ScrapeConfig(n=12, out=out, url=site.url, concurrency=2, rps=1000.0, progress=False, report=False)
+        )
+    read: list[str] = []
+    real_sha = hashing._sha256_of
+    monkeypatch.setattr(hashing, "_sha256_of", lambda path: read.append(path.name) or real_sha(path))
+    recorded = recorded_hashes(out, DRAFT_DECODE)
+
+    def unsettled() -> list[str]:  # what the rule must read, from the files' own status
+        return sorted(
+            Path(name).name
+            for name, entry in recorded.items()
+            if not hashing.settled((out / name).stat().st_ctime_ns, entry.mtime_ns)
+        )
+
+    with counting_decodes() as decoded:
+        first = run(out)
+    assert decoded == [] and first.n_from_scrape == 12
+    assert sorted(read) == unsettled() and len(read) <= 3  # normally none: only a slow fsync is read
+
+    time.sleep(0.3)
+    files = kept_files(out)
+    target = max(files, key=lambda p: p.stat().st_size)
+    other = next(p for p in files if p.stat().st_size < target.stat().st_size)
+    before = target.stat()
+    target.write_bytes(other.read_bytes().ljust(before.st_size, b"\0"))
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    read.clear()
+    with counting_decodes() as decoded:
+        second = run(out)
+    assert target.name in read and sorted(read) == unsettled()
+    assert len(decoded) == 1 and second.n_hashed == 1 and together(second, out, target, other)

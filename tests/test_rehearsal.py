@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.rehearsal import (
+    QUICK,
     Plan,
     clusters_by_file_name,
     count_files,
@@ -187,3 +188,52 @@ def test_redone_evaluations_pair_the_killed_sessions_fids_with_the_resumed_runs(
     assert redone_evaluations(killed, evals) == [
         {"kimg": 4.03, "FID before the kill (printed)": 44187.6, "FID after the resume": 44187.6}
     ]
+
+
+def _curve(cpu_ms_per_image: list[float], per_tenth: int = 100) -> list[dict[str, float]]:
+    """A scrape curve whose k-th tenth of the progress costs cpu_ms_per_image[k] ms per image, sampled
+    five times per tenth."""
+    points, cpu, done = [{"t_s": 0.0, "progress": 0, "cpu_s": 0.0, "load1": 1.0}], 0.0, 0
+    for cost in cpu_ms_per_image:
+        for _ in range(5):
+            done += per_tenth // 5
+            cpu += cost / 1000 * per_tenth / 5
+            points.append({"t_s": float(done), "progress": done, "cpu_s": cpu, "load1": 1.0})
+    return points
+
+
+def test_cpu_per_kept_image_by_tenth_shows_a_cost_that_grows_with_the_folder() -> None:
+    from benchmarks.rehearsal_report import cpu_ms_by_tenth
+
+    costs = [6.0 + k for k in range(10)]
+    tenths = cpu_ms_by_tenth({"curve": _curve(costs)})
+    assert [kept for kept, _ in tenths] == [100 * (k + 1) for k in range(10)]
+    assert [ms for _, ms in tenths] == pytest.approx(costs)
+
+
+def test_an_earlier_scrape_is_kept_beside_this_one_and_reported(tmp_path: Path) -> None:
+    from benchmarks.rehearsal import Rehearsal
+    from benchmarks.rehearsal_report import earlier_scrape_section
+
+    now = {
+        "wall_s": 10.0,
+        "cpu_s": 6.5,
+        "commit": "b" * 40,
+        "finished_at": "now",
+        "result": {"kept_total": 1000},
+    }
+    earlier = dict(now, cpu_s=11.0, commit="a" * 40, curve=_curve([6.0 + k for k in range(10)]))
+    earlier["result"] = {"kept_total": 1000}
+    (tmp_path / "earlier.json").write_text(json.dumps({"scrape": earlier}))
+    (tmp_path / "work").mkdir()
+    rehearsal = Rehearsal(QUICK, tmp_path / "work")
+    rehearsal.save("scrape", dict(now, curve=_curve([6.5] * 10)))
+    rehearsal.keep_earlier_scrape(tmp_path / "earlier.json")
+    again = Rehearsal(QUICK, tmp_path / "work")  # kept on disk, in stages.json
+    section, summary = earlier_scrape_section(again.records["scrape"])
+    assert summary["scrape_earlier_commit"] == "a" * 10 and summary["scrape_earlier_cpu_ms_per_kept"] == 11.0
+    assert summary["scrape_earlier_cpu_rate_late_over_early"] == pytest.approx(6.5 / 14.5, abs=0.002)
+    assert [row["CPU ms / kept (earlier)"] for row in section.table] == pytest.approx(
+        [6.0 + k for k in range(10)]
+    )
+    assert [row["CPU ms / kept (this run)"] for row in section.table] == pytest.approx([6.5] * 10)

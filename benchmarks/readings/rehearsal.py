@@ -62,4 +62,13 @@ def block(report: dict[str, Any]) -> str:
         f"lost "
         f"{s['lost_to_kill_s']:.0f} s of training (the state is refreshed every 10 minutes)."
     )
-    return "\n\n".join([setup, costs, growth])
+    parts = [setup, costs, growth]
+    if "scrape_earlier_cpu_ms_per_kept" in s:  # the same scrape measured before a fix (--earlier-scrape)
+        parts.append(
+            f"Before the inline near-duplicate check bounded its candidates (commit "
+            f"{s['scrape_earlier_commit']}, mean load {s['scrape_earlier_mean_load1']:.1f}), the same scrape "
+            f"took {s['scrape_earlier_cpu_ms_per_kept']:.1f} ms of client CPU per kept image, and its late "
+            f"over early rate per client CPU second was {ratio('scrape_earlier_cpu_rate_late_over_early')}: "
+            "the check's cost grew with the kept set."
+        )
+    return "\n\n".join(parts)

@@ -643,6 +643,34 @@ HASH_MIGRATION_MUTANTS = [
 
 DEDUPE_MUTANTS = [
     Mutant(
+        "settled-ignores-ctime",
+        "dedupe",
+        HASHING,
+        "return _CTIME_IS_CHANGE and 0 <= ctime_ns - recorded_mtime_ns <= SETTLED_NS",
+        "return _CTIME_IS_CHANGE",
+        "a scrape record is trusted on size and mtime alone: a same-size rewrite with a forged mtime passes",
+        tests=("tests/test_dedupe_scrape_cache.py",),
+    ),
+    Mutant(
+        "settled-window-open-ended",
+        "dedupe",
+        HASHING,
+        "return _CTIME_IS_CHANGE and 0 <= ctime_ns - recorded_mtime_ns <= SETTLED_NS",
+        "return _CTIME_IS_CHANGE and 0 <= ctime_ns - recorded_mtime_ns",
+        "any status change after the write counts as the scraper's own (the window has no end)",
+        tests=("tests/test_dedupe_scrape_cache.py",),
+    ),
+    Mutant(
+        "settled-trusts-windows-ctime",
+        "dedupe",
+        HASHING,
+        '_CTIME_IS_CHANGE = os.name != "nt"',
+        "_CTIME_IS_CHANGE = True",
+        "Windows' creation time is read as a status-change time (a rewrite there keeps it)",
+        tests=("tests/test_dedupe_scrape_cache.py",),
+        equivalent_because="the suite runs on Linux, where os.name is never 'nt'",
+    ),
+    Mutant(
         "bound-without-the-rest",
         "dedupe",
         VERIFY,
