@@ -718,7 +718,7 @@ DEDUPE_MUTANTS = [
         "",
         "two candidates without a sha256 (no twin in size) count as byte-identical: accepted unverified",
         tests=VERIFY_TESTS,
-        k="bound or sha256_only",
+        k=VERIFY_K,
     ),
     Mutant(
         "verify-strict-at-min-similarity",
