@@ -364,12 +364,13 @@ def write_rehearsal_report(plan: Plan, rehearsal: Rehearsal, report_dir: Path) -
         sections.insert(
             2,
             Section(
-                heading="Measured again on a quieter machine",
+                heading="Measured again",
                 table=again,
                 text=(
-                    "These stages' inputs were still there after the pipeline, so they were run again "
-                    "(--redo) once the machine's other work had stopped; the per-stage table above shows "
-                    "the second measurement."
+                    "These stages' inputs were still there after the pipeline, so they were run "
+                    "again (--redo) at the commit shown in the per-stage table: a later one when a fix "
+                    "landed after the first measurement, or the same one on a quieter machine. The "
+                    "per-stage table above shows the second measurement; the first is kept here."
                 ),
             ),
         )
