@@ -75,8 +75,9 @@ def verify_candidates(
     if floor is not None and int((~accept & (sims >= floor)).sum()) >= _BORDERLINE:
         unbounded &= accept
     unbounded = np.flatnonzero(unbounded)
-    if unbounded.size:
-        sims[unbounded] = pair_similarities(thumbs, pi[unbounded], pj[unbounded])
+    if unbounded.size:  # only the thumbnails these pairs use are standardised again, not the folder's
+        used, where = np.unique(np.r_[pi[unbounded], pj[unbounded]], return_inverse=True)
+        sims[unbounded] = pair_similarities(thumbs[used], where[: unbounded.size], where[unbounded.size :])
     histogram, _ = np.histogram(np.clip(sims, SIMILARITY_BINS[0], SIMILARITY_BINS[-1]), bins=SIMILARITY_BINS)
     return Verified(
         pi[accept],
