@@ -260,9 +260,8 @@ def plan_jobs(args: argparse.Namespace, scratch: Scratch) -> list[Job]:
     else:
         variants = contender_settings(args)
     names = list(variants)
-    budgets = sorted({args.budget * 3, args.budget}, reverse=True)
     jobs: list[Job] = []
-    for index, (budget, seed) in enumerate((b, s) for b in budgets for s in args.seeds):
+    for index, (budget, seed) in enumerate((b, s) for b in trained_budgets(args) for s in args.seeds):
         for name in names if index % 2 == 0 else names[::-1]:
             contender, setting = variants[name]
             overrides = LEVERS.get(name, {}) if args.levers else {}
@@ -287,6 +286,21 @@ def plan_jobs(args: argparse.Namespace, scratch: Scratch) -> list[Job]:
         spec = {"kind": "features", "sets": chosen, "weights": str(scratch.weights), "out": out}
         jobs.append(Job(tag, "features", spec, images * FEATURE_S_PER_IMAGE + JOB_OVERHEAD_S))
     return jobs
+
+
+def trained_budgets(args: argparse.Namespace) -> list[float]:
+    """The budgets jobs train for, longest first: B and 3B, or B alone with ``--one-budget``."""
+    return [args.budget] if args.one_budget else [3 * args.budget, args.budget]
+
+
+def finished_result(job: Job) -> dict[str, Any] | None:
+    """A job's result from an earlier, interrupted run in the same ``--work-dir``: only when it finished
+    (result.json written last) and its spec is exactly this job's, so a changed setting trains again."""
+    out = Path(job.spec["out"])
+    spec, result = out / "spec.json", out / "result.json"
+    if not (spec.exists() and result.exists()) or json.loads(spec.read_text()) != job.spec:
+        return None
+    return json.loads(result.read_text())
 
 
 def estimate_wall(jobs: list[Job], workers: int) -> float:
@@ -346,7 +360,14 @@ def run_queue(jobs: list[Job], workers: int) -> None:
     (diffkit's trainer would otherwise take the Ctrl-C as "save and stop" and go on to sample).
     """
     env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    pending = list(jobs)
+    pending = []
+    for job in jobs:
+        earlier = finished_result(job)
+        if earlier is None:
+            pending.append(job)
+        else:
+            job.result = earlier
+            print(f"kept {job.name} from the earlier run in this work dir", flush=True)
     running: list[tuple[Job, subprocess.Popen[bytes], Any, float]] = []
     try:
         while pending or running:
@@ -376,6 +397,7 @@ def run_queue(jobs: list[Job], workers: int) -> None:
                     raise SystemExit(f"job {job.name} failed (exit {process.returncode}):\n{tail}")
                 job.result = json.loads((out / "result.json").read_text())
                 job.result["wall_s"] = round(time.perf_counter() - started, 1)
+                (out / "result.json").write_text(json.dumps(job.result, indent=1))  # a rerun keeps wall_s
                 print(f"finished {job.name} in {job.result['wall_s']:.0f} s", flush=True)
     finally:
         for _, process, log, _ in running:  # only after a failure or an interrupt
@@ -573,7 +595,7 @@ def build_report(args: argparse.Namespace, jobs: list[Job], prepared: dict[str, 
         "mode": mode, "budget_s": args.budget, "budget_clock": "process CPU seconds of the training steps",
         **({"baseline": args.baseline} if args.levers else {}),
         **(sweep_keys(args.peer_sweep, args.report_dir) if args.peer_sweep else {}),
-        "budget_3x_s": 3 * args.budget,
+        "budget_3x_s": 3 * args.budget, "budgets_trained_s": trained_budgets(args),
         "seeds": list(args.seeds), "n_train": args.n_train, "n_reference": args.n_reference,
         "n_samples": args.n_samples, "sampler": "DDIM, 50 steps, eta 0, fp32", "resolution": 32,
         "workers": args.workers, "torch_threads_per_job": 1, "cpu_count": os.cpu_count(),
@@ -632,10 +654,10 @@ def build_report(args: argparse.Namespace, jobs: list[Job], prepared: dict[str, 
     ]
     images = [ReportImage(grid_image(prepared["train"]), "training images"),
               ReportImage(grid_image(prepared["reference"]), "held-out reference")]  # fmt: skip
-    first_seed = args.seeds[0]
+    first_seed, longest = args.seeds[0], max(trained_budgets(args))
     for job in sorted(train_jobs, key=lambda j: (j.spec["budget_s"], j.spec[key])):
-        # Levers: only the long budget's grids, two rows each (a dozen levers would bloat the page).
-        if job.spec["seed"] == first_seed and not (swept and job.spec["budget_s"] != 3 * args.budget):
+        # Levers: only the longest budget's grids, two rows each (a dozen levers would bloat the page).
+        if job.spec["seed"] == first_seed and not (swept and job.spec["budget_s"] != longest):
             samples = np.load(Path(job.spec["out"]) / "samples.npy")
             fd = job.result["fd_inception"]
             caption = f"{job.spec[key]}, {job.spec['budget_s']:g} s, seed {first_seed}: FD inception {fd:.1f}"
@@ -746,6 +768,10 @@ def main() -> None:
     parser.add_argument("--sample-seed", type=int, default=0, help="seed of the shared sample noise")
     parser.add_argument("--pilot-steps", type=int, default=12, help="steps timed to size each job")
     parser.add_argument("--workers", type=int, default=2, help="jobs at a time (one thread each)")
+    parser.add_argument(
+        "--one-budget", action="store_true",
+        help="train at B only, not also at 3B (a sweep that fits one session; the comparison needs both)",
+    )  # fmt: skip
     parser.add_argument("--levers", action="store_true", help="diffkit's config levers instead of contenders")
     parser.add_argument(
         "--peer-sweep", choices=PEERS, default=None,
@@ -799,6 +825,8 @@ def main() -> None:
         return
     if args.levers and args.peer_sweep:
         parser.error("--levers and --peer-sweep are two different runs")
+    if args.one_budget and not (args.levers or args.peer_sweep):
+        parser.error("--one-budget is for --levers or --peer-sweep: the comparison's goals need B and 3B")
     if args.budget <= 0 or args.n_samples < 16 or args.workers < 1 or len(set(args.seeds)) != len(args.seeds):
         parser.error("--budget must be > 0, --n-samples >= 16, --workers >= 1, --seeds distinct")
     if args.n_reference < args.n_samples or args.n_train < args.n_samples:

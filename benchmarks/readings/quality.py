@@ -133,16 +133,22 @@ def _variants(report: dict[str, Any]) -> list[Any]:
 
 def levers_headline(report: dict[str, Any]) -> str:
     s, rows = report["summary"], report["data"]["rows"]
-    b, b3 = s["budget_s"], s["budget_3x_s"]
+    budgets = trained_budgets(report)
 
-    def fd(name: str, budget: float) -> Any:
-        return _row(rows, "variant", name, budget)["fd_pixels"]
+    def fd(name: str) -> str:
+        return " / ".join(f"{_row(rows, 'variant', name, b)['fd_pixels']:.3g}" for b in budgets)
 
-    cells = "; ".join(f"{name} {fd(name, b):.3g} / {fd(name, b3):.3g}" for name in _variants(report))
+    cells = "; ".join(f"{name} {fd(name)}" for name in _variants(report))
+    seconds = " / ".join(f"{b:g} s" for b in budgets)
     return (
-        f"one change each from `{_baseline(report)}`, {b:g} s / {b3:g} s of training, {count(s['seeds'])} "
+        f"one change each from `{_baseline(report)}`, {seconds} of training, {count(s['seeds'])} "
         f"seeds; FD on 8x8 pixels (floor {s['floor_fd_pixels']:.2g}): {cells}"
     )
+
+
+def trained_budgets(report: dict[str, Any]) -> list[float]:
+    """The budgets a report's jobs trained for, shortest first (B and 3B; a one-budget sweep: B)."""
+    return sorted({row["budget_s"] for row in report["data"]["rows"]})
 
 
 def levers_block(report: dict[str, Any], against: tuple[str, str] | None = None) -> str:
