@@ -239,13 +239,22 @@ def contender_settings(args: argparse.Namespace) -> dict[str, tuple[str, dict[st
     out: dict[str, tuple[str, dict[str, Any]]] = {name: (name, {}) for name in args.contenders}
     if "recipe-scaled" in out:
         out["recipe-scaled"] = ("recipe-fp32", asdict(SCALED))
-    for peer, kind in (("recipe", "recipe-fp32"), ("ddpm", "ddpm")):
+    for peer, chosen in tuned_choices(args).items():
+        out[f"{peer}-tuned"] = ("recipe-fp32" if peer == "recipe" else "ddpm", peer_settings(peer)[chosen])
+    return out
+
+
+def tuned_choices(args: argparse.Namespace) -> dict[str, str]:
+    """Each peer's tuned setting by name: ``--<peer>-setting``, else the best of its sweep report; a peer
+    with neither has no tuned contender."""
+    out = {}
+    for peer in PEERS:
         chosen = getattr(args, f"{peer}_setting") or best_swept_setting(args.report_dir, peer)
         if chosen is not None:
             settings = peer_settings(peer)
             if chosen not in settings:
                 raise SystemExit(f"--{peer}-setting {chosen}: not one of {', '.join(settings)}")
-            out[f"{peer}-tuned"] = (kind, settings[chosen])
+            out[peer] = chosen
     return out
 
 
@@ -614,6 +623,13 @@ def build_report(args: argparse.Namespace, jobs: list[Job], prepared: dict[str, 
             summary[f"fd_{space}_{name}_{_budget_tag(row['budget_s'], args.budget)}"] = row[f"fd_{space}"]
     if not swept:
         summary |= goals(rows, floor, args.budget) | peer_goals(rows, floor, args.budget)
+        # the tuned contenders' settings by name, and where each came from
+        summary |= {f"{peer}_tuned_setting": name for peer, name in tuned_choices(args).items()}
+        summary |= {
+            f"{peer}_tuned_from": f"--{peer}-setting" if getattr(args, f"{peer}_setting") else
+            f"reports/{SWEEP_REPORT.format(peer=peer)}.json"
+            for peer in tuned_choices(args)
+        }  # fmt: skip
     caveat = (
         f"One {os.cpu_count()}-core CPU; {args.workers} jobs at a time, each its own process with one torch "
         f"thread; 1-minute load average {load['before'][0]:.1f} before, {load['after'][0]:.1f} after (each "

@@ -279,6 +279,81 @@ def test_peer_goals_compare_with_the_best_peer_and_with_the_defaults() -> None:
     assert goals["vs_best_peer_diffkit_at_B_reaches_best_peer_at_3B_inception"] is False  # 30 > 25
 
 
+def test_one_budget_sweep_trains_each_setting_at_b_only(tmp_path: Path) -> None:
+    from benchmarks import bench_quality
+
+    def plan(*extra: str) -> list[Any]:
+        import argparse
+
+        args = argparse.Namespace(
+            budget=40.0, seeds=[0], n_samples=16, n_reference=16, pilot_steps=2, sample_seed=0,
+            levers=False, peer_sweep="recipe", baseline="defaults", report_dir=tmp_path, one_budget=False,
+        )  # fmt: skip
+        for flag in extra:
+            setattr(args, flag, True)
+        return bench_quality.plan_jobs(args, bench_quality.Scratch(tmp_path, 1))
+
+    both, one = plan(), plan("one_budget")
+    trained = [job for job in one if job.kind == "train"]
+    assert len(trained) == 13 and {job.spec["budget_s"] for job in trained} == {40.0}
+    assert {job.spec["budget_s"] for job in both if job.kind == "train"} == {40.0, 120.0}
+    assert len([job for job in both if job.kind == "train"]) == 26
+
+
+def test_a_rerun_keeps_only_finished_jobs_with_the_same_spec(tmp_path: Path) -> None:
+    from benchmarks.bench_quality import Job, finished_result
+
+    spec = {"kind": "train", "budget_s": 120.0, "setting": {"lr": 1e-4}, "out": str(tmp_path / "a")}
+    job = Job("a", "train", spec, 1.0)
+    assert finished_result(job) is None  # never started
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "spec.json").write_text(json.dumps(spec))
+    assert finished_result(job) is None  # started, not finished: no result.json
+    (tmp_path / "a" / "result.json").write_text(json.dumps({"steps": 7}))
+    assert finished_result(job) == {"steps": 7}
+    changed = Job("a", "train", spec | {"setting": {"lr": 3e-4}}, 1.0)
+    assert finished_result(changed) is None  # a changed setting trains again
+
+
+def test_tuned_choices_name_the_sweeps_best_or_the_given_setting(tmp_path: Path) -> None:
+    import argparse
+
+    from benchmarks.bench_quality import tuned_choices
+
+    report_dir = _sweep_report(tmp_path, {"defaults": (1, 1), "b16_lr0.001_wu0.1": (0.8, 0.8)})
+    args = argparse.Namespace(report_dir=report_dir, recipe_setting=None, ddpm_setting=None)
+    assert tuned_choices(args) == {"recipe": "b16_lr0.001_wu0.1"}  # no ddpm sweep: no ddpm-tuned
+    args.ddpm_setting = "b32_lr0.0003_ema0.99"
+    assert tuned_choices(args) == {"recipe": "b16_lr0.001_wu0.1", "ddpm": "b32_lr0.0003_ema0.99"}
+    args.ddpm_setting = "b64"
+    with pytest.raises(SystemExit, match="not one of"):
+        tuned_choices(args)
+
+
+def test_sweep_readings_show_only_the_budgets_trained() -> None:
+    from benchmarks.readings import quality
+
+    def row(name: str, budget: float, pixels: float) -> dict[str, Any]:
+        return {"variant": name, "budget_s": budget, "seeds": 1, "fd_pixels": pixels, "fd_pixels_min": pixels,
+                "fd_pixels_max": pixels, "fd_inception": 10 * pixels, "fd_inception_min": 10 * pixels,
+                "fd_inception_max": 10 * pixels, "gap_fd_pixels": pixels - 0.5,
+                "gap_fd_inception": 10 * pixels - 5}  # fmt: skip
+
+    summary = {"budget_s": 120.0, "budget_3x_s": 360.0, "seeds": [0], "n_train": 2000, "resolution": 32,
+               "n_samples": 128, "workers": 2, "floor_fd_pixels": 0.5, "floor_fd_inception": 5.0,
+               "baseline": "defaults"}  # fmt: skip
+    report = {"summary": summary, "created": "now", "data": {"rows": [row("defaults", 120.0, 2.5),
+              row("b32_lr0.001_wu0.1", 120.0, 1.5)]}}  # fmt: skip
+    assert quality.trained_budgets(report) == [120.0]
+    headline = quality.levers_headline(report)
+    assert "120 s of training" in headline and "360" not in headline
+    assert "b32_lr0.001_wu0.1 1.5;" not in headline and headline.endswith("b32_lr0.001_wu0.1 1.5")
+    block = quality.levers_block(report)
+    assert "360" not in block and "budget 120 s," in block
+    # the swept setting's distance to the floor over the defaults': (1.5 - 0.5) / (2.5 - 0.5) = 0.50
+    assert "| `b32_lr0.001_wu0.1` | 1.5 (0.50) | 15 (0.50) |" in block
+
+
 # ------------------------------------------------------------------------------------- bench_train
 
 

@@ -152,14 +152,16 @@ def trained_budgets(report: dict[str, Any]) -> list[float]:
 
 
 def levers_block(report: dict[str, Any], against: tuple[str, str] | None = None) -> str:
-    """The lever table; ``against`` = (variant, other) adds one line: variant's distance to the floor
-    over other's, per space and budget (e.g. today's defaults against the issue-time ones)."""
+    """The lever (or peer sweep) table; ``against`` = (variant, other) adds one line: variant's distance to
+    the floor over other's, per space and budget (e.g. today's defaults against the issue-time ones)."""
     s, rows = report["summary"], report["data"]["rows"]
-    b, b3 = s["budget_s"], s["budget_3x_s"]
+    budgets = trained_budgets(report)
     baseline = _baseline(report)
+    seconds = " and ".join(f"{b:g} s" for b in budgets)
     setup = (
-        f"Setup: {s['n_train']:,} procedural {s['resolution']} px faces, baseline `{baseline}`, budgets "
-        f"{b:g} s and {b3:g} s, seeds {', '.join(str(x) for x in s['seeds'])}, {s['n_samples']} DDIM-50 "
+        f"Setup: {s['n_train']:,} procedural {s['resolution']} px faces, baseline `{baseline}`, "
+        f"{'budgets' if len(budgets) > 1 else 'budget'} {seconds}, seeds "
+        f"{', '.join(str(x) for x in s['seeds'])}, {s['n_samples']} DDIM-50 "
         f"samples per job, {s['workers']} jobs at a time (1 thread each); floor: pixels "
         f"{s['floor_fd_pixels']:.2f}, Inception {s['floor_fd_inception']:.1f}; "
         f"report created {report['created']}."
@@ -169,28 +171,31 @@ def levers_block(report: dict[str, Any], against: tuple[str, str] | None = None)
         r = _row(rows, "variant", name, budget)
         spread = f"{r[f'{key}_min']:.3g}-{r[f'{key}_max']:.3g}"
         ratio = gap_ratio(report, name, budget, key.removeprefix("fd_"), baseline)
-        return f"{r[key]:.3g} ({spread}; {ratio:.2f})"
+        # one seed has no spread to show
+        return f"{r[key]:.3g} ({spread}; {ratio:.2f})" if r["seeds"] > 1 else f"{r[key]:.3g} ({ratio:.2f})"
 
+    keys = ("fd_pixels", "fd_inception")
+    labels = {"fd_pixels": "pixel FD", "fd_inception": "Inception FD"}
     levers = table(
-        ["variant", f"pixel FD, {b:g} s", f"pixel FD, {b3:g} s", f"Inception FD, {b:g} s",
-         f"Inception FD, {b3:g} s"],
-        [[f"`{n}`", cell(n, b, "fd_pixels"), cell(n, b3, "fd_pixels"), cell(n, b, "fd_inception"),
-          cell(n, b3, "fd_inception")] for n in _variants(report)],
-    )  # fmt: skip
+        ["variant", *(f"{labels[key]}, {b:g} s" for key in keys for b in budgets)],
+        [[f"`{n}`", *(cell(n, b, key) for key in keys for b in budgets)] for n in _variants(report)],
+    )
+    spread = "min-max; " if len(s["seeds"]) > 1 else ""
     note = (
-        f"Each cell: median FD over seeds (min-max; the distance to the floor relative to `{baseline}`'s "
+        f"Each cell: median FD over seeds ({spread}the distance to the floor relative to `{baseline}`'s "
         "in the same run, below 1 is better)."
     )
     blocks = [setup, levers, note]
     if against is not None:
         variant, other = against
         ratios = {
-            space: " / ".join(f"{gap_ratio(report, variant, budget, space, other):.2f}" for budget in (b, b3))
+            space: " / ".join(f"{gap_ratio(report, variant, budget, space, other):.2f}" for budget in budgets)
             for space in ("pixels", "inception")
         }
+        at = " / ".join(f"{b:g} s" for b in budgets)
         blocks.append(
-            f"`{variant}`'s distance to the floor over `{other}`'s, at {b:g} s / {b3:g} s: pixels "
-            f"{ratios['pixels']}, Inception {ratios['inception']}."
+            f"`{variant}`'s distance to the floor over `{other}`'s, at {at}: "
+            f"pixels {ratios['pixels']}, Inception {ratios['inception']}."
         )
     return "\n\n".join(blocks)
 
