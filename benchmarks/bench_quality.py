@@ -239,8 +239,10 @@ def contender_settings(args: argparse.Namespace) -> dict[str, tuple[str, dict[st
     out: dict[str, tuple[str, dict[str, Any]]] = {name: (name, {}) for name in args.contenders}
     if "recipe-scaled" in out:
         out["recipe-scaled"] = ("recipe-fp32", asdict(SCALED))
+    # The tuned recipe also takes its --mixed_precision bf16, as diffkit trains in bf16 on a CPU that has it
+    # (its "auto"); the sweep ran in fp32. lucidrains' Trainer stays fp32 (see the module docstring).
     for peer, chosen in tuned_choices(args).items():
-        out[f"{peer}-tuned"] = ("recipe-fp32" if peer == "recipe" else "ddpm", peer_settings(peer)[chosen])
+        out[f"{peer}-tuned"] = ("recipe-bf16" if peer == "recipe" else "ddpm", peer_settings(peer)[chosen])
     return out
 
 
@@ -440,10 +442,13 @@ def spread(values: list[float]) -> dict[str, float]:
 
 
 def aggregate(train_jobs: list[Job], key: str) -> list[dict[str, Any]]:
-    """One row per (variant, budget): medians over seeds with min and max beside them."""
+    """One row per (variant, budget): medians over seeds with min and max beside them. ``key`` names the
+    row's label ("variant", or "contender" in the comparison); rows are always the spec's variant, the
+    contender's own name: ``recipe-scaled`` and ``recipe-tuned`` run the ``recipe-fp32`` or ``recipe-bf16``
+    job kind with a setting, and must not be pooled with the recipe as shipped."""
     groups: dict[tuple[str, float], list[Job]] = {}
     for job in train_jobs:
-        groups.setdefault((job.spec[key], job.spec["budget_s"]), []).append(job)
+        groups.setdefault((job.spec["variant"], job.spec["budget_s"]), []).append(job)
     rows = []
     for (name, budget), members in sorted(groups.items(), key=lambda item: (item[0][1], item[0][0])):
         row: dict[str, Any] = {key: name, "budget_s": budget, "seeds": len(members)}
@@ -593,7 +598,8 @@ def build_report(args: argparse.Namespace, jobs: list[Job], prepared: dict[str, 
             for space in SPACES:
                 row[f"fd_{space}_vs_baseline"] = round(row[f"fd_{space}"] / base[f"fd_{space}"], 3)
     per_job = [
-        {"job": job.name, key: job.spec[key], "budget_s": job.spec["budget_s"], "seed": job.spec["seed"],
+        {"job": job.name, key: job.spec["variant"], "job_kind": job.spec["contender"],
+         "budget_s": job.spec["budget_s"], "seed": job.spec["seed"],
          **{k: v for k, v in job.result.items() if not isinstance(v, (dict, list))},
          "load_1min_before": job.result["load_before"][0], "load_1min_after": job.result["load_after"][0]}
         for job in train_jobs
@@ -671,12 +677,13 @@ def build_report(args: argparse.Namespace, jobs: list[Job], prepared: dict[str, 
     images = [ReportImage(grid_image(prepared["train"]), "training images"),
               ReportImage(grid_image(prepared["reference"]), "held-out reference")]  # fmt: skip
     first_seed, longest = args.seeds[0], max(trained_budgets(args))
-    for job in sorted(train_jobs, key=lambda j: (j.spec["budget_s"], j.spec[key])):
+    for job in sorted(train_jobs, key=lambda j: (j.spec["budget_s"], j.spec["variant"])):
         # Levers: only the longest budget's grids, two rows each (a dozen levers would bloat the page).
         if job.spec["seed"] == first_seed and not (swept and job.spec["budget_s"] != longest):
             samples = np.load(Path(job.spec["out"]) / "samples.npy")
             fd = job.result["fd_inception"]
-            caption = f"{job.spec[key]}, {job.spec['budget_s']:g} s, seed {first_seed}: FD inception {fd:.1f}"
+            name, budget = job.spec["variant"], job.spec["budget_s"]
+            caption = f"{name}, {budget:g} s, seed {first_seed}: FD inception {fd:.1f}"
             images.append(ReportImage(grid_image(samples, LEVER_GRID_ROWS if swept else GRID_ROWS), caption))
     sections.append(Section(heading="Sample grids (the same noise for every contender)", images=images))
     hidden = ("out", "train_dir", "weights")  # scratch paths: meaningless after the run
@@ -771,7 +778,7 @@ def self_test() -> None:
 # ------------------------------------------------------------------------------------------- main
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--budget", type=float, default=75.0, help="B: training seconds (3B is the other budget)"
@@ -830,6 +837,11 @@ def main() -> None:
     parser.add_argument("--plan", action="store_true", help="print the jobs and the wall-time estimate only")
     parser.add_argument("--self-test", action="store_true", help="check the harness (seconds) and exit")
     parser.add_argument("--job", type=Path, help=argparse.SUPPRESS)  # one job, started by this script
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     if args.job is not None:
         from benchmarks._quality_job import run_job

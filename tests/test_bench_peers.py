@@ -377,3 +377,102 @@ def test_bench_train_runs_diffusers_with_fused_adamw_too() -> None:
         trainer = build_trainer(kind, config, batch=1, dtype=None)
         assert trainer.optimizer.defaults["fused"] is fused, kind
     assert type(build_trainer(PEER_FUSED, config, 1, None).model).__name__ == "UNet2DModel"
+
+
+# ------------------------------------------------------------------------ the comparison's report
+
+
+def _fake_comparison(tmp_path: Path, shifts: dict[str, float]) -> tuple[Any, list[Any]]:
+    """The comparison's queue as planned (both peers tuned by their sweeps' reports), each job's outputs
+    written as a finished job would leave them: features shifted by ``shifts[contender]`` (further from the
+    reference = worse), so every contender's distances are its own."""
+    from benchmarks import bench_quality
+
+    (tmp_path / "reports").mkdir()
+    report_dir = _sweep_report(tmp_path / "reports", {"defaults": (1, 1), "b32_lr0.001_wu0.1": (0.8, 0.8)})
+    recipe_sweep = (report_dir / "bench_quality_sweep_recipe.json").read_text()
+    ddpm_sweep = recipe_sweep.replace("b32_lr0.001_wu0.1", "b32_lr0.0003_ema0.99")
+    (report_dir / "bench_quality_sweep_ddpm.json").write_text(ddpm_sweep)
+    args = bench_quality.build_parser().parse_args(
+        ["--budget", "10", "--n-samples", "16", "--report-dir", str(report_dir),
+         "--contenders", "diffkit", "recipe-fp32", "recipe-scaled", "ddpm"]
+    )  # fmt: skip
+    scratch = bench_quality.Scratch(tmp_path / "work", 1)
+    jobs = bench_quality.plan_jobs(args, scratch)
+    rng = np.random.default_rng(0)
+
+    def features(shift: float, n: int = 16) -> dict[str, np.ndarray]:
+        return {"inception": rng.normal(shift, 1, (n, 6)), "pixels": rng.normal(shift / 10, 0.1, (n, 4))}
+
+    for name, out, shift in (("reference", "reference", 0.0), ("floor0", "floor", 0.05)):
+        folder = scratch.work / "jobs" / out
+        folder.mkdir(parents=True, exist_ok=True)
+        np.savez(folder / f"{name}-features.npz", **features(shift))
+    for job in jobs:
+        if job.kind != "train":
+            continue
+        out = Path(job.spec["out"])
+        out.mkdir(parents=True)
+        np.savez(out / "features.npz", **features(shifts[job.spec["variant"]]))
+        np.save(out / "samples.npy", _images(16))
+        job.result = {
+            "train_seconds": 10.2, "train_cpu_s": 10.1, "steps": 30, "images_seen": 480, "train_pflops": 0.01,
+            "final_loss": 0.1, "load_before": [0.5], "load_after": [0.6], "params": 1000,
+            "flops_forward_per_image": 2e9,
+        }  # fmt: skip
+    return args, jobs
+
+
+def test_the_comparison_keeps_each_contender_apart_and_names_the_best_peer(tmp_path: Path) -> None:
+    from benchmarks import bench_quality
+    from benchmarks.readings import quality
+
+    shifts = {"diffkit": 0.5, "recipe-fp32": 3.0, "recipe-scaled": 2.0, "recipe-tuned": 0.8, "ddpm": 2.5,
+              "ddpm-tuned": 1.0}  # fmt: skip
+    args, jobs = _fake_comparison(tmp_path, shifts)
+    kinds = {job.spec["variant"]: job.spec["contender"] for job in jobs if job.kind == "train"}
+    # the tuned recipe runs with its bf16 flag; recipe-scaled is the shipped recipe's fp32 with a warm-up
+    assert kinds == {"diffkit": "diffkit", "recipe-fp32": "recipe-fp32", "recipe-scaled": "recipe-fp32",
+                     "ddpm": "ddpm", "recipe-tuned": "recipe-bf16", "ddpm-tuned": "ddpm"}  # fmt: skip
+    prepared = {"train": _images(32), "reference": _images(32)}
+    report = bench_quality.build_report(
+        args, jobs, prepared, bench_quality.Scratch(tmp_path / "work", 1), 60.0, 60.0,
+        {"before": [0.5, 0.5, 0.5], "after": [0.6, 0.6, 0.6]},
+    )  # fmt: skip
+    rows = report.data["rows"]
+    # one row per contender and budget: two seeds each, never pooled across contenders of one job kind
+    assert sorted((r["contender"], r["budget_s"], r["seeds"]) for r in rows) == sorted(
+        (name, budget, 2) for name in shifts for budget in (10.0, 30.0)
+    )
+    fd = {(r["contender"], r["budget_s"]): r["fd_inception"] for r in rows}
+    assert fd[("recipe-scaled", 10.0)] < fd[("recipe-fp32", 10.0)]  # 2.0 against 3.0 from the reference
+    s = report.summary
+    assert (
+        s["recipe_tuned_setting"] == "b32_lr0.001_wu0.1" and s["ddpm_tuned_setting"] == "b32_lr0.0003_ema0.99"
+    )
+    assert s["best_peer_inception_B"] == "recipe-tuned" and s["best_peer_pixels_3B"] == "recipe-tuned"
+    assert s["vs_best_peer_gap_ratio_inception_B"] < 1  # diffkit (0.5) nearer than the tuned recipe (0.8)
+    # the readings the docs show: every contender in the table, the best peer named in the headline
+    traced = json.loads(json.dumps({"summary": s, "data": report.data, "created": "now"}))
+    block, headline = quality.block(traced), quality.headline(traced)
+    assert all(f"`{name}`" in block for name in shifts)
+    assert "`recipe-tuned`" in headline
+
+
+def test_the_comparison_says_where_diffkit_loses(tmp_path: Path) -> None:
+    from benchmarks import bench_quality
+    from benchmarks.readings import quality
+
+    # the tuned lucidrains Trainer ends nearer the reference than diffkit
+    shifts = {"diffkit": 1.0, "recipe-fp32": 3.0, "recipe-scaled": 2.0, "recipe-tuned": 1.5, "ddpm": 2.5,
+              "ddpm-tuned": 0.4}  # fmt: skip
+    args, jobs = _fake_comparison(tmp_path, shifts)
+    prepared = {"train": _images(32), "reference": _images(32)}
+    report = bench_quality.build_report(
+        args, jobs, prepared, bench_quality.Scratch(tmp_path / "work", 1), 60.0, 60.0,
+        {"before": [0.5, 0.5, 0.5], "after": [0.6, 0.6, 0.6]},
+    )  # fmt: skip
+    s = report.summary
+    assert s["best_peer_inception_B"] == "ddpm-tuned" and s["vs_best_peer_gap_ratio_inception_B"] > 1
+    traced = json.loads(json.dumps({"summary": s, "data": report.data, "created": "now"}))
+    assert "diffkit loses" in quality.block(traced)
