@@ -6,11 +6,13 @@ Contenders, each at two time budgets (B and 3B seconds of training steps) and tw
   CPU with native bf16), through :func:`diffkit.train.train`;
 - ``recipe-fp32``: a faithful re-implementation of the diffusers example at its defaults
   (``benchmarks/_quality_recipe.py``) on a ``UNet2DModel`` with the tiny preset's shape;
-- ``recipe-bf16``: the same with ``--mixed_precision bf16``, so precision is not the whole story;
 - ``recipe-scaled``: the recipe with a warm-up of 10% of its planned steps (the peer protocol: a short
-  budget gets a short warm-up), and ``recipe-tuned``: its best setting from ``--peer-sweep recipe``;
+  budget gets a short warm-up), and ``recipe-tuned``: its best setting from ``--peer-sweep recipe``, with
+  the recipe's ``--mixed_precision bf16`` (diffkit trains in bf16 here too; the sweep ran fp32);
 - ``ddpm`` / ``ddpm-tuned``: lucidrains' ``denoising-diffusion-pytorch`` at its Trainer's defaults, at
-  matched parameters (``benchmarks/_quality_ddpm.py``), and at its best setting from ``--peer-sweep ddpm``.
+  matched parameters (``benchmarks/_quality_ddpm.py``), and at its best setting from ``--peer-sweep ddpm``
+  (fp32: its Trainer's ``amp`` is written for CUDA's fp16 and was not measured on this CPU);
+- ``recipe-bf16`` (on request, ``--contenders``): the recipe as shipped with ``--mixed_precision bf16``.
 
 Equal compute, measured: every job trains until it has spent its budget of process CPU seconds (one
 thread, so the compute it used whatever else ran), checked after every step, and reports the CPU seconds
@@ -34,7 +36,7 @@ sampler (diffkit's ``generate``; ``DDIMScheduler`` from the recipe's scheduler c
 The floor: N training images (which every model tries to reproduce) against the same reference, in the
 same spaces with the same N, which is as close as a perfect model could get at this N.
 
-    .venv/bin/python -m benchmarks.bench_quality                  # the comparison (~33 min, idle 2 cores)
+    .venv/bin/python -m benchmarks.bench_quality                  # the comparison (~90 min, idle 2 cores)
     .venv/bin/python -m benchmarks.bench_quality --levers         # every lever, one at a time (hours: --plan)
     # the second committed lever run (~80 min):
     .venv/bin/python -m benchmarks.bench_quality --levers --budget 120 \
@@ -45,18 +47,20 @@ same spaces with the same N, which is as close as a perfect model could get at t
     # the small preset aligned with UNet2DModel against its old shape (~55 min)
     .venv/bin/python -m benchmarks.bench_quality --levers --budget 180 --baseline preset_small \
         --lever-names small_unaligned --report-name bench_quality_small_aligned
-    # the peers' tuning sweeps (12 settings each, as many as diffkit's lever runs trained; ~3 h each), then
-    # the comparison reads each sweep's best setting from its report
-    .venv/bin/python -m benchmarks.bench_quality --peer-sweep recipe --budget 120
-    .venv/bin/python -m benchmarks.bench_quality --peer-sweep ddpm --budget 120
+    # the peers' tuning sweeps (12 settings each, as many as diffkit's lever runs trained), as committed: at
+    # B only, one seed, 128 samples per setting (~25 and ~30 min; both budgets and seeds: ~3 h each); the
+    # comparison then reads each sweep's best setting from its report
+    .venv/bin/python -m benchmarks.bench_quality --peer-sweep recipe --one-budget --seeds 0 --n-samples 128
+    .venv/bin/python -m benchmarks.bench_quality --peer-sweep ddpm --one-budget --seeds 0 --n-samples 128
     .venv/bin/python -m benchmarks.bench_quality --plan           # the jobs and the wall-time estimate
     .venv/bin/python -m benchmarks.bench_quality --budget 10 --n-samples 32 --report-dir /tmp/q   # smoke
     .venv/bin/python -m benchmarks.bench_quality --self-test      # checks of the harness (seconds)
 
-Sizing: 12 training jobs (3 contenders x 2 budgets x 2 seeds) plus 2 feature jobs on 2 slots. A job costs
-its budget + N x (0.32 s DDIM-50 sampling + 0.155 s Inception) + ~25 s of start-up and pilot steps
-(per-image costs measured on this machine, one thread); the defaults (B = 75 s, N = 256, R = 1,000)
-give ~33 min when the queue is packed greedily, which ``--plan`` prints before anything runs.
+Sizing: 24 training jobs (6 contenders x 2 budgets x 2 seeds) plus 2 feature jobs on 2 slots. A job costs
+its budget + N x (0.32 s DDIM-50 sampling, twice that for lucidrains' network, + 0.155 s Inception) + ~25 s
+of start-up and pilot steps (per-image costs measured on this machine, one thread); the defaults (B = 120
+s, N = 256, R = 1,000) give ~90 min when the queue is packed greedily, which ``--plan`` prints before
+anything runs. A run interrupted in a ``--work-dir`` picks up there: finished jobs are kept.
 
 Needs diffusers (the ``bench`` extra). Results: ``reports/bench_quality.{html,json}`` (levers:
 ``reports/bench_quality_levers.{html,json}``).
@@ -93,7 +97,8 @@ from diffkit.train.cache import load_image_dataset
 # The recipe as shipped (fp32, bf16), with the warm-up its budget calls for ("recipe-scaled"), and
 # lucidrains' denoising-diffusion-pytorch at its Trainer's defaults ("ddpm"); "recipe-tuned" and
 # "ddpm-tuned" join when a setting is known (--recipe-setting / --ddpm-setting, or the peer sweep's report).
-CONTENDERS = ("diffkit", "recipe-fp32", "recipe-bf16", "recipe-scaled", "ddpm")
+CONTENDERS = ("diffkit", "recipe-fp32", "recipe-scaled", "ddpm")
+OPTIONAL_CONTENDERS = ("recipe-bf16",)
 PEERS = ("recipe", "ddpm")  # --peer-sweep: the peer whose settings are swept
 SWEEP_REPORT = "bench_quality_sweep_{peer}"  # the sweep's report name; the tuned contender reads its best
 SPACES = ("inception", "pixels")
@@ -781,7 +786,7 @@ def self_test() -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--budget", type=float, default=75.0, help="B: training seconds (3B is the other budget)"
+        "--budget", type=float, default=120.0, help="B: training CPU seconds (3B is the other budget)"
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--n-samples", type=int, default=256, help="N: samples per job (also the floor's N)")
@@ -801,8 +806,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="a peer's tuning sweep (its defaults and 12 settings) instead of contenders",
     )  # fmt: skip
     parser.add_argument(
-        "--contenders", nargs="+", default=list(CONTENDERS), choices=list(CONTENDERS), metavar="NAME",
-        help=f"contenders mode: which to run (default: all of {', '.join(CONTENDERS)})",
+        "--contenders", nargs="+", default=list(CONTENDERS), choices=[*CONTENDERS, *OPTIONAL_CONTENDERS],
+        metavar="NAME", help=f"contenders mode: which to run (default: {', '.join(CONTENDERS)}; also "
+        f"{', '.join(OPTIONAL_CONTENDERS)}); the tuned peers join when their sweeps' reports exist",
     )  # fmt: skip
     for peer in PEERS:
         parser.add_argument(
