@@ -476,3 +476,23 @@ def test_the_comparison_says_where_diffkit_loses(tmp_path: Path) -> None:
     assert s["best_peer_inception_B"] == "ddpm-tuned" and s["vs_best_peer_gap_ratio_inception_B"] > 1
     traced = json.loads(json.dumps({"summary": s, "data": report.data, "created": "now"}))
     assert "diffkit loses" in quality.block(traced)
+
+
+def test_a_tie_with_the_best_peer_is_not_a_loss() -> None:
+    from benchmarks.readings import quality
+
+    def row(name: str, budget: float, gap: float) -> dict[str, Any]:
+        return {"contender": name, "budget_s": budget, "gap_fd_pixels": gap, "gap_fd_inception": gap}
+
+    summary = {"budget_s": 10.0, "budget_3x_s": 30.0}
+    summary |= {
+        f"best_peer_{space}_{tag}": "ddpm-tuned" for space in ("pixels", "inception") for tag in ("B", "3B")
+    }
+    rows = [row("diffkit", 10.0, 0.5), row("ddpm-tuned", 10.0, 0.5), row("diffkit", 30.0, 0.2),
+            row("ddpm-tuned", 30.0, 0.25)]  # fmt: skip
+    report = {"summary": summary, "data": {"rows": rows}}
+    assert quality.losses(report) == []  # 0.5 against 0.5 at 10 s: a tie
+    assert quality.verdict(report).startswith("diffkit is at least as near the floor as every peer row")
+    rows[1]["gap_fd_inception"] = 0.49  # the peer a hair nearer in one space, at one budget
+    assert quality.losses(report) == ["to `ddpm-tuned` in Inception space at 10 s"]
+    assert quality.verdict(report) == "diffkit loses to `ddpm-tuned` in Inception space at 10 s"
