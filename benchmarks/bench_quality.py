@@ -6,13 +6,14 @@ Contenders, each at two time budgets (B and 3B seconds of training steps) and tw
   CPU with native bf16), through :func:`diffkit.train.train`;
 - ``recipe-fp32``: a faithful re-implementation of the diffusers example at its defaults
   (``benchmarks/_quality_recipe.py``) on a ``UNet2DModel`` with the tiny preset's shape;
-- ``recipe-scaled``: the recipe with a warm-up of 10% of its planned steps (the peer protocol: a short
-  budget gets a short warm-up), and ``recipe-tuned``: its best setting from ``--peer-sweep recipe``, with
-  the recipe's ``--mixed_precision bf16`` (diffkit trains in bf16 here too; the sweep ran fp32);
+- ``recipe-tuned``: the recipe's best setting from ``--peer-sweep recipe``, with its ``--mixed_precision
+  bf16`` (diffkit trains in bf16 here too; the sweep ran fp32);
 - ``ddpm`` / ``ddpm-tuned``: lucidrains' ``denoising-diffusion-pytorch`` at its Trainer's defaults, at
   matched parameters (``benchmarks/_quality_ddpm.py``), and at its best setting from ``--peer-sweep ddpm``
   (fp32: its Trainer's ``amp`` is written for CUDA's fp16 and was not measured on this CPU);
-- ``recipe-bf16`` (on request, ``--contenders``): the recipe as shipped with ``--mixed_precision bf16``.
+- on request (``--contenders``): ``recipe-bf16``, the recipe as shipped with ``--mixed_precision bf16``,
+  and ``recipe-scaled``, with a warm-up of 10% of its planned steps (the peer protocol: a short budget gets
+  a short warm-up; the recipe's sweep trains it as ``b16_lr0.0001_wu0.1``, so the comparison leaves it out).
 
 Equal compute, measured: every job trains until it has spent its budget of process CPU seconds (one
 thread, so the compute it used whatever else ran), checked after every step, and reports the CPU seconds
@@ -36,7 +37,7 @@ sampler (diffkit's ``generate``; ``DDIMScheduler`` from the recipe's scheduler c
 The floor: N training images (which every model tries to reproduce) against the same reference, in the
 same spaces with the same N, which is as close as a perfect model could get at this N.
 
-    .venv/bin/python -m benchmarks.bench_quality                  # the comparison (~90 min, idle 2 cores)
+    .venv/bin/python -m benchmarks.bench_quality                  # the comparison (~75 min, idle 2 cores)
     .venv/bin/python -m benchmarks.bench_quality --levers         # every lever, one at a time (hours: --plan)
     # the second committed lever run (~80 min):
     .venv/bin/python -m benchmarks.bench_quality --levers --budget 120 \
@@ -56,10 +57,10 @@ same spaces with the same N, which is as close as a perfect model could get at t
     .venv/bin/python -m benchmarks.bench_quality --budget 10 --n-samples 32 --report-dir /tmp/q   # smoke
     .venv/bin/python -m benchmarks.bench_quality --self-test      # checks of the harness (seconds)
 
-Sizing: 24 training jobs (6 contenders x 2 budgets x 2 seeds) plus 2 feature jobs on 2 slots. A job costs
+Sizing: 20 training jobs (5 contenders x 2 budgets x 2 seeds) plus 2 feature jobs on 2 slots. A job costs
 its budget + N x (0.32 s DDIM-50 sampling, twice that for lucidrains' network, + 0.155 s Inception) + ~25 s
 of start-up and pilot steps (per-image costs measured on this machine, one thread); the defaults (B = 120
-s, N = 256, R = 1,000) give ~90 min when the queue is packed greedily, which ``--plan`` prints before
+s, N = 256, R = 1,000) give ~75 min when the queue is packed greedily, which ``--plan`` prints before
 anything runs. A run interrupted in a ``--work-dir`` picks up there: finished jobs are kept.
 
 Needs diffusers (the ``bench`` extra). Results: ``reports/bench_quality.{html,json}`` (levers:
@@ -97,8 +98,8 @@ from diffkit.train.cache import load_image_dataset
 # The recipe as shipped (fp32, bf16), with the warm-up its budget calls for ("recipe-scaled"), and
 # lucidrains' denoising-diffusion-pytorch at its Trainer's defaults ("ddpm"); "recipe-tuned" and
 # "ddpm-tuned" join when a setting is known (--recipe-setting / --ddpm-setting, or the peer sweep's report).
-CONTENDERS = ("diffkit", "recipe-fp32", "recipe-scaled", "ddpm")
-OPTIONAL_CONTENDERS = ("recipe-bf16",)
+CONTENDERS = ("diffkit", "recipe-fp32", "ddpm")
+OPTIONAL_CONTENDERS = ("recipe-bf16", "recipe-scaled")
 PEERS = ("recipe", "ddpm")  # --peer-sweep: the peer whose settings are swept
 SWEEP_REPORT = "bench_quality_sweep_{peer}"  # the sweep's report name; the tuned contender reads its best
 SPACES = ("inception", "pixels")
