@@ -58,6 +58,10 @@ README_ROWS = (
         )
         for name, command in quality.LEVER_COMMANDS.items()
     ),  # fmt: skip
+    *(
+        Row(name, command, quality.SWEEP_PEERS[name], quality.levers_headline)
+        for name, command in quality.SWEEP_COMMANDS.items()
+    ),
     Row(train_profile.REPORT, train_profile.COMMAND, train_profile.PEER, train_profile.headline),
     Row(rehearsal.REPORT, rehearsal.COMMAND, rehearsal.PEER, rehearsal.headline),
 )
@@ -81,6 +85,8 @@ DOC_BLOCKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
         "quality_small_aligned",
         lambda report: quality.levers_block(report, ("preset_small", "small_unaligned")),
     ),
+    "bench-quality-sweep-recipe": ("quality_sweep_recipe", quality.levers_block),
+    "bench-quality-sweep-ddpm": ("quality_sweep_ddpm", quality.levers_block),
 }
 
 

@@ -244,10 +244,10 @@ def levers_block(report: dict[str, Any], against: tuple[str, str] | None = None)
         ["variant", *(f"{labels[key]}, {b:g} s" for key in keys for b in budgets)],
         [[f"`{n}`", *(cell(n, b, key) for key in keys for b in budgets)] for n in _variants(report)],
     )
-    spread = "min-max; " if len(s["seeds"]) > 1 else ""
+    many = len(s["seeds"]) > 1
     note = (
-        f"Each cell: median FD over seeds ({spread}the distance to the floor relative to `{baseline}`'s "
-        "in the same run, below 1 is better)."
+        f"Each cell: {'median FD over seeds (min-max; ' if many else 'FD of the one seed ('}the distance to "
+        f"the floor relative to `{baseline}`'s in the same run, below 1 is better)."
     )
     blocks = [setup, levers, note]
     if against is not None:
