@@ -348,6 +348,10 @@ def test_sweep_readings_show_only_the_budgets_trained() -> None:
     headline = quality.levers_headline(report)
     assert "120 s of training" in headline and "360" not in headline
     assert "b32_lr0.001_wu0.1 1.5;" not in headline and headline.endswith("b32_lr0.001_wu0.1 1.5")
+    assert "1 seed;" in headline and headline.startswith("one change each from `defaults`")
+    # a sweep's setting moves several knobs at once: not "one change each"
+    sweep = {**report, "summary": {**summary, "mode": "peer_sweep"}}
+    assert quality.levers_headline(sweep).startswith("each setting against `defaults`, 120 s of training")
     block = quality.levers_block(report)
     assert "360" not in block and "budget 120 s," in block
     # the swept setting's distance to the floor over the defaults': (1.5 - 0.5) / (2.5 - 0.5) = 0.50
@@ -457,6 +461,8 @@ def test_the_comparison_keeps_each_contender_apart_and_names_the_best_peer(tmp_p
     block, headline = quality.block(traced), quality.headline(traced)
     assert all(f"`{name}`" in block for name in shifts)
     assert "`recipe-tuned`" in headline
+    # the compute each row trained, in FLOPs beside the seconds (matched parameters, not matched FLOPs)
+    assert "| `ddpm` | 10 s | 10 | 30 | 480 | 0.01 |" in block
 
 
 def test_the_comparison_says_where_diffkit_loses(tmp_path: Path) -> None:

@@ -1,5 +1,7 @@
-"""bench_quality's readings: quality per compute against diffusers' ``train_unconditional.py`` recipe, and
-the lever runs (one change each from a baseline, in the same harness).
+"""bench_quality's readings: quality per compute against two peers under the peer protocol (diffusers'
+``train_unconditional.py`` recipe and lucidrains' ``denoising-diffusion-pytorch``, each as shipped and at
+the best setting of its own sweep, on measured CPU-second budgets), the peers' sweeps, and the lever runs
+(one change each from a baseline, in the same harness).
 
 The gap ratio (diffkit's distance to the floor over the other's) is computed here from the rows' median
 distances to the floor, not read from the summary, where it is rounded to 3 digits: 0.745 there was
@@ -14,11 +16,9 @@ from benchmarks.readings.figures import count, table
 
 REPORT = "quality"
 COMMAND = "python -m benchmarks.bench_quality"
-# The committed report predates the peer protocol (docs/benchmarks.md): the recipe ran as shipped, untuned,
-# for step counts planned from pilot steps. The row says so until the protocol's rerun replaces it.
 PEER = (
-    "diffusers `train_unconditional.py` recipe as shipped (fp32; bf16; untuned, 500-step warm-up), matched "
-    "size, seconds planned from pilot steps"
+    "the better of diffusers' `train_unconditional.py` recipe and lucidrains' `denoising-diffusion-pytorch`, "
+    "each as shipped and at the best of its 12-setting sweep; matched size; measured CPU-second budgets"
 )
 LEVERS_PEER = "diffkit's defaults, in the same run"
 # Lever reports written by bench_quality's --levers mode: the command that writes each one.
@@ -61,29 +61,6 @@ def gap_ratio(
 def _baseline(report: dict[str, Any]) -> str:
     """The variant a lever run compares with (reports before ``--baseline`` existed: the defaults)."""
     return report["summary"].get("baseline", "defaults")
-
-
-def headline(report: dict[str, Any]) -> str:
-    s = report["summary"]
-    if "best_peer_pixels_B" in s:
-        return protocol_headline(report)
-    b, b3 = s["budget_s"], s["budget_3x_s"]
-
-    def pair(space: str, name: str) -> str:
-        return f"{s[f'fd_{space}_{name}_B']:.3g} / {s[f'fd_{space}_{name}_3B']:.3g}"
-
-    def gaps(space: str) -> str:
-        return f"{gap_ratio(report, 'diffkit', b, space):.2f} / {gap_ratio(report, 'diffkit', b3, space):.2f}"
-
-    bf16 = f" (bf16 {pair('pixels', 'recipe_bf16')})" if "fd_pixels_recipe_bf16_B" in s else ""
-    return (
-        f"{s['n_train']:,} procedural {s['resolution']} px faces, {b:g} s / {b3:g} s of training, "
-        f"{count(s['seeds'])} seeds, {s['n_samples']} DDIM-50 samples: FD on 8x8 pixels "
-        f"{pair('pixels', 'diffkit')} vs {pair('pixels', 'recipe_fp32')}{bf16}, "
-        f"floor {s['floor_fd_pixels']:.2g}; random-weight Inception FD {pair('inception', 'diffkit')} vs "
-        f"{pair('inception', 'recipe_fp32')}, floor {s['floor_fd_inception']:.3g}; diffkit's distance to the "
-        f"floor over the recipe's: pixels {gaps('pixels')}, Inception {gaps('inception')}"
-    )
 
 
 SPACE_NAMES = {"pixels": "pixels", "inception": "Inception"}
@@ -132,7 +109,7 @@ def verdict(report: dict[str, Any]) -> str:
     return f"diffkit is at least as near the floor as every peer row in both spaces at {b:g} s and {b3:g} s"
 
 
-def protocol_headline(report: dict[str, Any]) -> str:
+def headline(report: dict[str, Any]) -> str:
     """A report under the peer protocol: diffkit against the best peer row, and each peer as it ships."""
     s = report["summary"]
     b, b3 = s["budget_s"], s["budget_3x_s"]
@@ -156,35 +133,46 @@ def _yes(value: bool) -> str:
 
 
 def block(report: dict[str, Any]) -> str:
+    """The comparison under the peer protocol: measured budgets, both peers as shipped and tuned."""
     s, rows = report["summary"], report["data"]["rows"]
-    if "best_peer_pixels_B" in s:
-        return protocol_block(report)
     b, b3 = s["budget_s"], s["budget_3x_s"]
+    tuned = "; ".join(
+        f"`{peer}-tuned` = `{s[f'{peer}_tuned_setting']}`"
+        for peer in ("recipe", "ddpm")
+        if f"{peer}_tuned_setting" in s
+    )
     setup = (
-        f"Setup: {s['n_train']:,} procedural {s['resolution']} px faces, budgets {b:g} s and {b3:g} s, seeds "
-        f"{', '.join(str(x) for x in s['seeds'])}, {s['n_samples']} DDIM-50 samples per job, {s['workers']} "
-        f"jobs at a time (1 thread each), 1-minute load {s['load_avg_before'][0]:.1f} before; floor: pixels "
-        f"{s['floor_fd_pixels']:.2f}, Inception {s['floor_fd_inception']:.1f}; "
-        f"report created {report['created']}."
+        f"Setup: {s['n_train']:,} procedural {s['resolution']} px faces, budgets {b:g} s and {b3:g} s of "
+        f"process CPU time per job (measured: jobs trained {s['budget_used_min']:.2f}-"
+        f"{s['budget_used_max']:.2f}x their budget), seeds {', '.join(str(x) for x in s['seeds'])}, "
+        f"{s['n_samples']} DDIM-50 samples per job, "
+        f"{s['workers']} jobs at a time (1 thread each), 1-minute load {s['load_avg_before'][0]:.1f} before; "
+        f"tuned settings (each peer's best of its sweep): {tuned}; floor: pixels {s['floor_fd_pixels']:.2f}, "
+        f"Inception {s['floor_fd_inception']:.1f}; report created {report['created']}."
     )
 
     def cell(row: dict[str, Any], key: str) -> str:
         return f"{row[key]:.3g} ({row[f'{key}_min']:.3g}-{row[f'{key}_max']:.3g})"
 
     contenders = table(
-        ["contender", "budget", "steps", "images seen", "pixel FD", "Inception FD"],
-        [[f"`{r['contender']}`", f"{r['budget_s']:g} s", f"{r['steps_median']:g}",
-          f"{r['images_seen_median']:,.0f}", cell(r, "fd_pixels"), cell(r, "fd_inception")] for r in rows],
+        ["contender", "budget", "trained CPU s", "steps", "images seen", "training PFLOP", "pixel FD",
+         "Inception FD"],
+        [[f"`{r['contender']}`", f"{r['budget_s']:g} s", f"{r['train_cpu_s_median']:.0f}",
+          f"{r['steps_median']:g}", f"{r['images_seen_median']:,.0f}", f"{r['train_pflops_median']:.3g}",
+          cell(r, "fd_pixels"), cell(r, "fd_inception")] for r in rows],
     )  # fmt: skip
-
-    def gaps(space: str) -> str:
-        return f"{gap_ratio(report, 'diffkit', b, space):.2f} / {gap_ratio(report, 'diffkit', b3, space):.2f}"
-
+    reaches = {
+        space: s[f"vs_best_peer_diffkit_at_B_reaches_best_peer_at_3B_{space}"] for space in SPACE_NAMES
+    }
     goals = (
-        f"diffkit's distance to the floor over the recipe's (fp32), at {b:g} s / {b3:g} s: pixels "
-        f"{gaps('pixels')}, Inception {gaps('inception')}. diffkit at {b:g} s reaches "
-        f"the recipe at {b3:g} s: pixels {s['diffkit_at_B_reaches_recipe_fp32_at_3B_pixels']}, Inception "
-        f"{s['diffkit_at_B_reaches_recipe_fp32_at_3B_inception']}. Cells: median over seeds (min-max)."
+        f"diffkit's distance to the floor over the best peer row's (either peer, any setting; below 1 "
+        f"diffkit is nearer), at {b:g} s / {b3:g} s: pixels {_against_best(report, 'pixels')}, Inception "
+        f"{_against_best(report, 'inception')}. Over the peers as shipped: "
+        f"{_against_defaults(report, 'recipe-fp32')}; {_against_defaults(report, 'ddpm')}. diffkit at "
+        f"{b:g} s reaches the best peer at {b3:g} s (a third of its compute): pixels "
+        f"{_yes(reaches['pixels'])}, Inception {_yes(reaches['inception'])}. {verdict(report)}. Cells: "
+        "median over seeds (min-max); training PFLOP: three times the network's forward FLOPs per image "
+        "times the images seen (the networks are matched in parameters, not in FLOPs)."
     )
     return "\n\n".join([setup, contenders, goals])
 
@@ -204,9 +192,12 @@ def levers_headline(report: dict[str, Any]) -> str:
 
     cells = "; ".join(f"{name} {fd(name)}" for name in _variants(report))
     seconds = " / ".join(f"{b:g} s" for b in budgets)
+    # a lever changes one thing; a sweep's setting is a point of its grid (several knobs at once)
+    each = "each setting against" if s.get("mode") == "peer_sweep" else "one change each from"
+    seeds = f"{count(s['seeds'])} seed{'s' if len(s['seeds']) > 1 else ''}"
     return (
-        f"one change each from `{_baseline(report)}`, {seconds} of training, {count(s['seeds'])} "
-        f"seeds; FD on 8x8 pixels (floor {s['floor_fd_pixels']:.2g}): {cells}"
+        f"{each} `{_baseline(report)}`, {seconds} of training, {seeds}; FD on 8x8 pixels "
+        f"(floor {s['floor_fd_pixels']:.2g}): {cells}"
     )
 
 
@@ -333,46 +324,3 @@ def small_aligned_prose(report: dict[str, Any]) -> dict[str, str]:
     )
     figures["steps_ratio_3B"] = f"{aligned['steps_median'] / unaligned['steps_median']:.2f}"
     return figures
-
-
-def protocol_block(report: dict[str, Any]) -> str:
-    """The comparison under the peer protocol: measured budgets, both peers as shipped and tuned."""
-    s, rows = report["summary"], report["data"]["rows"]
-    b, b3 = s["budget_s"], s["budget_3x_s"]
-    tuned = "; ".join(
-        f"`{peer}-tuned` = `{s[f'{peer}_tuned_setting']}`"
-        for peer in ("recipe", "ddpm")
-        if f"{peer}_tuned_setting" in s
-    )
-    setup = (
-        f"Setup: {s['n_train']:,} procedural {s['resolution']} px faces, budgets {b:g} s and {b3:g} s of "
-        f"process CPU time per job (measured: jobs trained {s['budget_used_min']:.2f}-"
-        f"{s['budget_used_max']:.2f}x their budget), seeds {', '.join(str(x) for x in s['seeds'])}, "
-        f"{s['n_samples']} DDIM-50 samples per job, "
-        f"{s['workers']} jobs at a time (1 thread each), 1-minute load {s['load_avg_before'][0]:.1f} before; "
-        f"tuned settings (each peer's best of its sweep): {tuned}; floor: pixels {s['floor_fd_pixels']:.2f}, "
-        f"Inception {s['floor_fd_inception']:.1f}; report created {report['created']}."
-    )
-
-    def cell(row: dict[str, Any], key: str) -> str:
-        return f"{row[key]:.3g} ({row[f'{key}_min']:.3g}-{row[f'{key}_max']:.3g})"
-
-    contenders = table(
-        ["contender", "budget", "trained CPU s", "steps", "images seen", "pixel FD", "Inception FD"],
-        [[f"`{r['contender']}`", f"{r['budget_s']:g} s", f"{r['train_cpu_s_median']:.0f}",
-          f"{r['steps_median']:g}", f"{r['images_seen_median']:,.0f}", cell(r, "fd_pixels"),
-          cell(r, "fd_inception")] for r in rows],
-    )  # fmt: skip
-    reaches = {
-        space: s[f"vs_best_peer_diffkit_at_B_reaches_best_peer_at_3B_{space}"] for space in SPACE_NAMES
-    }
-    goals = (
-        f"diffkit's distance to the floor over the best peer row's (either peer, any setting; below 1 "
-        f"diffkit is nearer), at {b:g} s / {b3:g} s: pixels {_against_best(report, 'pixels')}, Inception "
-        f"{_against_best(report, 'inception')}. Over the peers as shipped: "
-        f"{_against_defaults(report, 'recipe-fp32')}; {_against_defaults(report, 'ddpm')}. diffkit at "
-        f"{b:g} s reaches the best peer at {b3:g} s (a third of its compute): pixels "
-        f"{_yes(reaches['pixels'])}, Inception {_yes(reaches['inception'])}. {verdict(report)}. Cells: "
-        "median over seeds (min-max)."
-    )
-    return "\n\n".join([setup, contenders, goals])
