@@ -264,13 +264,20 @@ def _job(report: dict[str, Any], variant: str) -> dict[str, Any]:
 
 
 def prose(report: dict[str, Any]) -> dict[str, str]:
-    """The contender run's figures that docs/benchmarks.md quotes in its prose."""
-    s = report["summary"]
-    return {
-        "n_train": f"{s['n_train']:,}",
-        "gap_inception_B": f"{gap_ratio(report, 'diffkit', s['budget_s'], 'inception'):.2f}",
-        "gap_inception_3B": f"{gap_ratio(report, 'diffkit', s['budget_3x_s'], 'inception'):.2f}",
-    }
+    """The comparison's figures that docs/benchmarks.md quotes in its prose: per space, diffkit at B against
+    the best peer row at 3B: its distance to the floor per space, and the training FLOPs each spent (against
+    the pixel space's best row)."""
+    s, rows = report["summary"], report["data"]["rows"]
+    diffkit = _row(rows, "contender", "diffkit", s["budget_s"])
+    figures = {"n_train": f"{s['n_train']:,}"}
+    for space in SPACE_NAMES:
+        best = _row(rows, "contender", s[f"best_peer_{space}_3B"], s["budget_3x_s"])
+        gap = f"gap_fd_{space}"
+        figures[f"b_over_best_3B_{space}"] = f"{diffkit[gap] / best[gap]:.2f}"
+        if space == "pixels":
+            flops = diffkit["train_pflops_median"] / best["train_pflops_median"]
+            figures["pflops_b_over_best_3B_pixels"] = f"{flops:.2f}"
+    return figures
 
 
 def levers_2_prose(report: dict[str, Any]) -> dict[str, str]:
