@@ -341,7 +341,8 @@ def test_sweep_readings_show_only_the_budgets_trained() -> None:
 
     summary = {"budget_s": 120.0, "budget_3x_s": 360.0, "seeds": [0], "n_train": 2000, "resolution": 32,
                "n_samples": 128, "workers": 2, "floor_fd_pixels": 0.5, "floor_fd_inception": 5.0,
-               "baseline": "defaults"}  # fmt: skip
+               "baseline": "defaults", "budget_used_min": 0.95, "budget_used_max": 1.004,
+               "budget_clock": "process CPU seconds"}  # fmt: skip
     report = {"summary": summary, "created": "now", "data": {"rows": [row("defaults", 120.0, 2.5),
               row("b32_lr0.001_wu0.1", 120.0, 1.5)]}}  # fmt: skip
     assert quality.trained_budgets(report) == [120.0]
@@ -353,7 +354,12 @@ def test_sweep_readings_show_only_the_budgets_trained() -> None:
     sweep = {**report, "summary": {**summary, "mode": "peer_sweep"}}
     assert quality.levers_headline(sweep).startswith("each setting against `defaults`, 120 s of training")
     block = quality.levers_block(report)
-    assert "360" not in block and "budget 120 s," in block
+    assert "360" not in block and "budget 120 s (jobs trained 0.95-1.00x their budget)," in block
+    # a lever report from before the measured budgets says its jobs ran planned step counts
+    planned = {**summary}
+    del planned["budget_clock"]
+    old = quality.levers_block({**report, "summary": planned})
+    assert "(jobs trained 0.95-1.00x their budget, step counts planned from pilot steps)" in old
     # the swept setting's distance to the floor over the defaults': (1.5 - 0.5) / (2.5 - 0.5) = 0.50
     assert "| `b32_lr0.001_wu0.1` | 1.5 (0.50) | 15 (0.50) |" in block
 

@@ -213,9 +213,12 @@ def levers_block(report: dict[str, Any], against: tuple[str, str] | None = None)
     budgets = trained_budgets(report)
     baseline = _baseline(report)
     seconds = " and ".join(f"{b:g} s" for b in budgets)
+    # reports from before the peer protocol's measured budgets ran step counts planned from pilot steps
+    planned = "" if "budget_clock" in s else ", step counts planned from pilot steps"
+    used = f" (jobs trained {s['budget_used_min']:.2f}-{s['budget_used_max']:.2f}x their budget{planned})"
     setup = (
         f"Setup: {s['n_train']:,} procedural {s['resolution']} px faces, baseline `{baseline}`, "
-        f"{'budgets' if len(budgets) > 1 else 'budget'} {seconds}, seeds "
+        f"{'budgets' if len(budgets) > 1 else 'budget'} {seconds}{used}, seeds "
         f"{', '.join(str(x) for x in s['seeds'])}, {s['n_samples']} DDIM-50 "
         f"samples per job, {s['workers']} jobs at a time (1 thread each); floor: pixels "
         f"{s['floor_fd_pixels']:.2f}, Inception {s['floor_fd_inception']:.1f}; "
