@@ -79,6 +79,15 @@ def test_benchmark_page_tables_are_generated_from_the_reports() -> None:
         assert generate.block(text, name) == content, f"docs/benchmarks.md block {name} is stale: {FIX}"
 
 
+def test_prose_figures_are_the_readings_of_the_reports() -> None:
+    # A prose figure's map names the keys it was computed from, and the trace checks those keys; a reading
+    # that picks the wrong keys (another row, another budget) traces too. Regenerating must change nothing.
+    prose = generate.readings()["prose"]
+    for path in generate.markdown_files():
+        text = path.read_text(encoding="utf-8")
+        assert generate.replace_prose_figures(text, prose) == text, f"{path.name}: prose figures: {FIX}"
+
+
 def test_presets_table_is_computed_from_the_code() -> None:
     text = (DOCS / "train.md").read_text(encoding="utf-8")
     assert generate.block(text, "presets-table") == generate.presets_table(), f"presets table: {FIX}"
