@@ -22,6 +22,8 @@ MODULES: dict[str, tuple[str, ...]] = {
     "scrape": ("tests/test_scrape_units.py",),
     "train": ("tests/test_train_state.py", "tests/test_train.py"),
     "export": ("tests/test_export.py",),
+    # bench_quality's comparison and its readings: the docs' figures come from them
+    "benchmarks": ("tests/test_bench_peers.py", "tests/test_docs.py"),
 }
 
 
@@ -1452,6 +1454,75 @@ EXPORT_MUTANTS = [
     ),
 ]
 
+BENCH_QUALITY = "benchmarks/bench_quality.py"
+QUALITY_READINGS = "benchmarks/readings/quality.py"
+
+BENCHMARK_MUTANTS = [
+    Mutant(
+        "bench-rows-pooled-by-kind",
+        "benchmarks",
+        BENCH_QUALITY,
+        'groups.setdefault((job.spec["variant"], job.spec["budget_s"]), []).append(job)',
+        'groups.setdefault((job.spec["contender"], job.spec["budget_s"]), []).append(job)',
+        "the tuned peers' jobs pooled with the as-shipped rows of the same job kind",
+        k="keeps_each",
+    ),
+    Mutant(
+        "bench-rerun-ignores-spec",
+        "benchmarks",
+        BENCH_QUALITY,
+        "if not (spec.exists() and result.exists()) or json.loads(spec.read_text()) != job.spec:",
+        "if not (spec.exists() and result.exists()):",
+        "a rerun keeps a finished job whose setting changed",
+        k="rerun_keeps",
+    ),
+    Mutant(
+        "bench-setting-flag-ignored",
+        "benchmarks",
+        BENCH_QUALITY,
+        'chosen = getattr(args, f"{peer}_setting") or best_swept_setting(args.report_dir, peer)',
+        "chosen = best_swept_setting(args.report_dir, peer)",
+        "--recipe-setting / --ddpm-setting ignored for the sweep's best",
+        k="tuned_choices",
+    ),
+    Mutant(
+        "bench-tie-is-a-loss",
+        "benchmarks",
+        QUALITY_READINGS,
+        'if gap_ratio(report, "diffkit", budget, space, best) > 1:',
+        'if gap_ratio(report, "diffkit", budget, space, best) >= 1:',
+        "a tie with the best peer reported as a loss",
+        k="tie",
+    ),
+    Mutant(
+        "bench-planned-note-inverted",
+        "benchmarks",
+        QUALITY_READINGS,
+        'planned = "" if "budget_clock" in s else',
+        'planned = "" if "budget_clock" not in s else',
+        "a clocked sweep said to run planned step counts, a planned lever run said to be clocked",
+        k="sweep_readings",
+    ),
+    Mutant(
+        "bench-pflop-column-from-seconds",
+        "benchmarks",
+        QUALITY_READINGS,
+        "f\"{r['train_pflops_median']:.3g}\"",
+        "f\"{r['train_cpu_s_median']:.3g}\"",
+        "the training-PFLOP column filled from CPU seconds",
+        k="keeps_each",
+    ),
+    Mutant(
+        "bench-prose-best-row-at-b",
+        "benchmarks",
+        QUALITY_READINGS,
+        'best = _row(rows, "contender", s[f"best_peer_{space}_3B"], s["budget_3x_s"])',
+        'best = _row(rows, "contender", s[f"best_peer_{space}_3B"], s["budget_s"])',
+        "the docs' 'diffkit at B against the best peer at 3B' read the best peer's row at B",
+        k="prose_figures_are",
+    ),
+]
+
 MUTANTS: list[Mutant] = [
     *DIFFUSION_MUTANTS,
     *METRICS_MUTANTS,
@@ -1460,6 +1531,7 @@ MUTANTS: list[Mutant] = [
     *SCRAPE_MUTANTS,
     *TRAIN_MUTANTS,
     *EXPORT_MUTANTS,
+    *BENCHMARK_MUTANTS,
 ]
 
 assert len({m.id for m in MUTANTS}) == len(MUTANTS), "mutant ids must be unique"
