@@ -10,7 +10,7 @@ Contenders, each at two time budgets (B and 3B seconds of training steps) and tw
   bf16`` (diffkit trains in bf16 here too; the sweep ran fp32);
 - ``ddpm`` / ``ddpm-tuned``: lucidrains' ``denoising-diffusion-pytorch`` at its Trainer's defaults, at
   matched parameters (``benchmarks/_quality_ddpm.py``), and at its best setting from ``--peer-sweep ddpm``
-  (fp32: its Trainer's ``amp`` is written for CUDA's fp16 and was not measured on this CPU);
+  (fp32, its Trainer's default ``amp=False``; its bf16 was not measured);
 - on request (``--contenders``): ``recipe-bf16``, the recipe as shipped with ``--mixed_precision bf16``,
   and ``recipe-scaled``, with a warm-up of 10% of its planned steps (the peer protocol: a short budget gets
   a short warm-up; the recipe's sweep trains it as ``b16_lr0.0001_wu0.1``, so the comparison leaves it out).
@@ -37,7 +37,7 @@ sampler (diffkit's ``generate``; ``DDIMScheduler`` from the recipe's scheduler c
 The floor: N training images (which every model tries to reproduce) against the same reference, in the
 same spaces with the same N, which is as close as a perfect model could get at this N.
 
-    .venv/bin/python -m benchmarks.bench_quality                  # the comparison (~75 min, idle 2 cores)
+    .venv/bin/python -m benchmarks.bench_quality                  # the comparison (~92 min, idle 2 cores)
     .venv/bin/python -m benchmarks.bench_quality --levers         # every lever, one at a time (hours: --plan)
     # the second committed lever run (~80 min):
     .venv/bin/python -m benchmarks.bench_quality --levers --budget 120 \
@@ -49,7 +49,7 @@ same spaces with the same N, which is as close as a perfect model could get at t
     .venv/bin/python -m benchmarks.bench_quality --levers --budget 180 --baseline preset_small \
         --lever-names small_unaligned --report-name bench_quality_small_aligned
     # the peers' tuning sweeps (12 settings each, as many as diffkit's lever runs trained), as committed: at
-    # B only, one seed, 128 samples per setting (~25 and ~30 min; both budgets and seeds: ~3 h each); the
+    # B only, one seed, 128 samples per setting (26 and 35 min; both budgets and seeds: ~3 h each); the
     # comparison then reads each sweep's best setting from its report
     .venv/bin/python -m benchmarks.bench_quality --peer-sweep recipe --one-budget --seeds 0 --n-samples 128
     .venv/bin/python -m benchmarks.bench_quality --peer-sweep ddpm --one-budget --seeds 0 --n-samples 128
@@ -58,10 +58,11 @@ same spaces with the same N, which is as close as a perfect model could get at t
     .venv/bin/python -m benchmarks.bench_quality --self-test      # checks of the harness (seconds)
 
 Sizing: 20 training jobs (5 contenders x 2 budgets x 2 seeds) plus 2 feature jobs on 2 slots. A job costs
-its budget + N x (0.32 s DDIM-50 sampling, twice that for lucidrains' network, + 0.155 s Inception) + ~25 s
-of start-up and pilot steps (per-image costs measured on this machine, one thread); the defaults (B = 120
-s, N = 256, R = 1,000) give ~75 min when the queue is packed greedily, which ``--plan`` prints before
-anything runs. A run interrupted in a ``--work-dir`` picks up there: finished jobs are kept.
+its budget + N x (0.42 s DDIM-50 sampling, 3.5 times that for lucidrains' network, + 0.21 s Inception) +
+~25 s of start-up and pilot steps (per-image costs measured in the committed run, two one-thread jobs on
+two cores); the defaults (B = 120 s, N = 256, R = 1,000) give ~93 min when the queue is packed greedily
+(the committed run took 92), which ``--plan`` prints before anything runs. A run interrupted in a
+``--work-dir`` picks up there: finished jobs are kept.
 
 Needs diffusers (the ``bench`` extra). Results: ``reports/bench_quality.{html,json}`` (levers:
 ``reports/bench_quality_levers.{html,json}``).
@@ -152,11 +153,15 @@ LEVERS: dict[str, dict[str, Any]] = {
 }
 BASELINE = "defaults"  # the variant every lever is compared with, unless --baseline names another
 # Per-image costs measured on this machine (one thread, tiny preset at 32 px, fp32): one U-Net forward
-# ~6.3 ms, so a DDIM-50 sample ~0.32 s; one InceptionV3 pass at 299 px ~0.155 s. Start-up, data, pilot
-# steps and the Inception weights load: ~25 s per job. Used only for the up-front wall-time estimate.
-SAMPLE_S_PER_IMAGE = 0.32
-DDPM_SAMPLE_COST = 2.0  # lucidrains' matched Unet: 1.11 GFLOPs per forward against tiny's 0.57
-FEATURE_S_PER_IMAGE = 0.155
+# ~6.3 ms alone, but a DDIM-50 sample took ~0.42 s with two jobs sharing the two cores (the committed
+# comparison's `sample_s`: ~110 s per 256 images); one InceptionV3 pass at 299 px ~0.155 s (`features_s`
+# ~55 s per 256 there, 0.21 s). Start-up, data, pilot steps and the Inception weights load: ~25 s per job.
+# Used only for the up-front wall-time estimate.
+SAMPLE_S_PER_IMAGE = 0.42
+# lucidrains' matched Unet (1.11 GFLOPs per forward against tiny's 0.57) sampled 3.5x as long there
+# (`sample_s` ~390 s against ~110 s), more than its FLOPs alone predict (the cause was not profiled)
+DDPM_SAMPLE_COST = 3.5
+FEATURE_S_PER_IMAGE = 0.21
 JOB_OVERHEAD_S = 25.0
 PREPARE_S = 30.0  # faces, image caches, Inception calibration; plus the final metrics and report
 
@@ -636,12 +641,10 @@ def build_report(args: argparse.Namespace, jobs: list[Job], prepared: dict[str, 
     if not swept:
         summary |= goals(rows, floor, args.budget) | peer_goals(rows, floor, args.budget)
         # the tuned contenders' settings by name, and where each came from
-        summary |= {f"{peer}_tuned_setting": name for peer, name in tuned_choices(args).items()}
-        summary |= {
-            f"{peer}_tuned_from": f"--{peer}-setting" if getattr(args, f"{peer}_setting") else
-            f"reports/{SWEEP_REPORT.format(peer=peer)}.json"
-            for peer in tuned_choices(args)
-        }  # fmt: skip
+        for peer, name in tuned_choices(args).items():
+            summary[f"{peer}_tuned_setting"] = name
+            sweep = f"reports/{SWEEP_REPORT.format(peer=peer)}.json"
+            summary[f"{peer}_tuned_from"] = f"--{peer}-setting" if getattr(args, f"{peer}_setting") else sweep
     caveat = (
         f"One {os.cpu_count()}-core CPU; {args.workers} jobs at a time, each its own process with one torch "
         f"thread; 1-minute load average {load['before'][0]:.1f} before, {load['after'][0]:.1f} after (each "
